@@ -1,0 +1,3 @@
+from deid_node.cli import main
+
+main()
