@@ -1,0 +1,495 @@
+"""Load and validate the TOML configuration into frozen dataclasses.
+
+Every error names the file and the key, says what was expected, and never echoes
+a value that could be PHI (config files hold none, but we stay strict anyway).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+
+from deid_node.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/deid-node.toml")
+CONFIG_ENV = "DEID_NODE_CONFIG"
+
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control chars
+_TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
+
+
+class Option(StrEnum):
+    """PS3.15 Annex E profile options, by the names users write in the config."""
+
+    RETAIN_SAFE_PRIVATE = "retain-safe-private"
+    RETAIN_UIDS = "retain-uids"
+    RETAIN_DEVICE_IDENTITY = "retain-device-identity"
+    RETAIN_INSTITUTION_IDENTITY = "retain-institution-identity"
+    RETAIN_PATIENT_CHARACTERISTICS = "retain-patient-characteristics"
+    RETAIN_LONGITUDINAL_FULL_DATES = "retain-longitudinal-full-dates"
+    RETAIN_LONGITUDINAL_MODIFIED_DATES = "retain-longitudinal-modified-dates"
+    CLEAN_DESCRIPTORS = "clean-descriptors"
+    CLEAN_STRUCTURED_CONTENT = "clean-structured-content"
+    CLEAN_GRAPHICS = "clean-graphics"
+    CLEAN_PIXEL_DATA = "clean-pixel-data"
+
+
+class BurnedInPolicy(StrEnum):
+    """What to do with an object that may carry burned-in text."""
+
+    QUARANTINE = "quarantine"
+    CLEAN = "clean"
+    ALLOW = "allow"
+
+
+class Durability(StrEnum):
+    """How hard an acknowledged object is pushed to disk before Success is sent."""
+
+    OS = "os"  # survives kill -9 of the node (page cache)
+    FSYNC = "fsync"  # survives power loss
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Clinical Trial Subject/Study/Series module values written into every object."""
+
+    sponsor: str
+    protocol_id: str
+    protocol_name: str = ""
+    site_id: str = ""
+    site_name: str = ""
+    coordinating_center: str = ""
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """One named de-identification profile."""
+
+    name: str
+    options: frozenset[Option] = frozenset()
+    patient_id_prefix: str = ""
+    record_linkage: bool = False
+    burned_in_annotation: BurnedInPolicy = BurnedInPolicy.QUARANTINE
+    keep: tuple[int, ...] = ()
+    remove: tuple[int, ...] = ()
+    replace: tuple[tuple[int, str], ...] = ()  # (tag, value) pairs; a tuple keeps it hashable
+    scope: str = ""
+    trial: TrialConfig | None = None
+
+    @property
+    def pseudonym_scope(self) -> str:
+        """The HMAC scope: two scopes give unlinkable pseudonyms."""
+        return self.scope or self.name
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """A sender allowed to associate, and the profile its objects get."""
+
+    ae_title: str
+    profile: str
+    hosts: tuple[IPNetwork, ...] = ()
+
+    def allows(self, address: str) -> bool:
+        """True if the peer address may use this AE title (no hosts = any)."""
+        if not self.hosts:
+            return True
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.hosts)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """The [node] table."""
+
+    ae_title: str = "DEID_NODE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    data_dir: Path = Path("var")
+    output_dir: Path | None = None
+    max_associations: int = 16
+    durability: Durability = Durability.OS
+    workers: int = 0  # 0 = CPU count
+    max_object_bytes: int = 4 * 1024**3
+    spool_max_bytes: int = 20 * 1024**3
+    network_timeout: float = 60.0
+    acse_timeout: float = 30.0
+    dimse_timeout: float = 120.0
+
+    @property
+    def output(self) -> Path:
+        """Root of the de-identified output tree."""
+        return self.output_dir or self.data_dir / "output"
+
+    @property
+    def spool(self) -> Path:
+        """Folder of acknowledged objects waiting for de-identification (PHI)."""
+        return self.data_dir / "spool"
+
+    @property
+    def quarantine(self) -> Path:
+        """Folder of objects that could not be de-identified (PHI)."""
+        return self.data_dir / "quarantine"
+
+    @property
+    def secret_path(self) -> Path:
+        """The node's pseudonymisation key file."""
+        return self.data_dir / "secret.key"
+
+    @property
+    def worker_count(self) -> int:
+        """Worker processes to run (the configured number or the CPU count)."""
+        return self.workers or (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path | None
+    node: NodeConfig
+    database_url: str
+    sources: tuple[SourceConfig, ...]
+    unknown_action: str  # "reject" or a profile name
+    profiles: Mapping[str, ProfileConfig]
+
+    def source_for(self, ae_title: str) -> SourceConfig | None:
+        """The configured source with this calling AE title, if any."""
+        for src in self.sources:
+            if src.ae_title == ae_title:
+                return src
+        return None
+
+    def profile(self, name: str) -> ProfileConfig:
+        """A profile by name, or a ConfigError listing the known ones."""
+        try:
+            return self.profiles[name]
+        except KeyError:
+            known = ", ".join(sorted(self.profiles)) or "none"
+            raise ConfigError(f"unknown profile '{name}'; configured profiles: {known}") from None
+
+
+def resolve_config_path(path: Path | None) -> Path:
+    """--config, else $DEID_NODE_CONFIG, else config/deid-node.toml."""
+    if path is not None:
+        return path
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate a config file; raises ConfigError naming file and key."""
+    cfg_path = resolve_config_path(path)
+    try:
+        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{cfg_path}: config file not found (pass --config or set {CONFIG_ENV})"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{cfg_path}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{cfg_path}: config file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{cfg_path}: invalid TOML: {exc}") from None
+    return parse_config(raw, base_dir=cfg_path.resolve().parent, source=cfg_path)
+
+
+class _Reader:
+    """Typed access to one TOML table with errors naming the dotted key."""
+
+    def __init__(self, table: Mapping[str, Any], prefix: str, source: Path | None) -> None:
+        self.table = table
+        self.prefix = prefix
+        self.source = source
+        self.used: set[str] = set()
+
+    def error(self, key: str, message: str) -> ConfigError:
+        where = f"{self.source}: " if self.source else ""
+        dotted = f"{self.prefix}.{key}" if self.prefix else key
+        return ConfigError(f"{where}{dotted}: {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any, expected: str) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        # bool is an int subclass; never accept true where a number is expected
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise self.error(key, f"expected {expected}, got a boolean")
+        if not isinstance(value, kind):
+            raise self.error(key, f"expected {expected}, got {type(value).__name__}")
+        return value
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self.get(key, str, default, "a string")
+        if value is None:
+            raise self.error(key, "is required (a string)")
+        return str(value)
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = int(self.get(key, int, default, "an integer"))
+        if not low <= value <= high:
+            raise self.error(key, f"expected an integer from {low} to {high}, got {value}")
+        return value
+
+    def number(self, key: str, default: float, low: float) -> float:
+        value = float(self.get(key, (int, float), default, "a number"))
+        if value < low:
+            raise self.error(key, f"expected a number >= {low}, got {value}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        return bool(self.get(key, bool, default, "true or false"))
+
+    def strings(self, key: str) -> list[str]:
+        value = self.get(key, list, [], "a list of strings")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(f"{key}[{i}]", f"expected a string, got {type(item).__name__}")
+        return list(value)
+
+    def table_of(self, key: str) -> Mapping[str, Any]:
+        return dict(self.get(key, dict, {}, "a table"))
+
+    def check_unknown(self, allowed_extra: tuple[str, ...] = ()) -> None:
+        for key in self.table:
+            if key not in self.used and key not in allowed_extra:
+                raise self.error(
+                    key, "unknown key (check the spelling; see README 'Configuration')"
+                )
+
+
+def _choice(reader: _Reader, key: str, enum: type[StrEnum], default: StrEnum) -> Any:
+    value = reader.string(key, str(default))
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(f"'{m.value}'" for m in enum)
+        raise reader.error(key, f"expected one of {allowed}, got '{value}'") from None
+
+
+def _ae_title(reader: _Reader, key: str, default: str | None = None) -> str:
+    value = reader.string(key, default)
+    if not _AE_RE.match(value) or not value.strip():
+        raise reader.error(key, "expected an AE title: 1 to 16 printable characters, no backslash")
+    return value.strip()
+
+
+def parse_tag(text: str) -> int:
+    """A DICOM keyword or "(gggg,eeee)" as an integer tag; ValueError if neither."""
+    match = _TAG_RE.match(text.strip())
+    if match:
+        return int(match.group(1) + match.group(2), 16)
+    tag = tag_for_keyword(text.strip())
+    if tag is None:
+        raise ValueError(text)
+    return int(tag)
+
+
+def _tags(reader: _Reader, key: str) -> tuple[int, ...]:
+    tags = []
+    for i, item in enumerate(reader.strings(key)):
+        try:
+            tags.append(parse_tag(item))
+        except ValueError:
+            raise reader.error(
+                f"{key}[{i}]", f"'{item}' is not a DICOM keyword or a tag like \"(0010,0010)\""
+            ) from None
+    return tuple(tags)
+
+
+def _replacements(reader: _Reader, key: str) -> tuple[tuple[int, str], ...]:
+    out: dict[int, str] = {}
+    for name, value in reader.table_of(key).items():
+        try:
+            tag = parse_tag(name)
+        except ValueError:
+            raise reader.error(
+                f"{key}.{name}", 'not a DICOM keyword or a tag like "(0010,0010)"'
+            ) from None
+        if not isinstance(value, str):
+            raise reader.error(f"{key}.{name}", "expected a string value")
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = ""
+        if vr in ("SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", ""):
+            what = keyword_for_tag(tag) or name
+            raise reader.error(f"{key}.{name}", f"cannot replace {what} (VR {vr or '?'}) by text")
+        out[tag] = value
+    return tuple(sorted(out.items()))
+
+
+def _profile(name: str, table: Mapping[str, Any], source: Path | None) -> ProfileConfig:
+    reader = _Reader(table, f"profiles.{name}", source)
+    options: set[Option] = set()
+    for i, opt in enumerate(reader.strings("options")):
+        try:
+            options.add(Option(opt))
+        except ValueError:
+            allowed = ", ".join(o.value for o in Option)
+            raise reader.error(
+                f"options[{i}]", f"unknown option '{opt}'; expected one of: {allowed}"
+            ) from None
+    if {
+        Option.RETAIN_LONGITUDINAL_FULL_DATES,
+        Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+    } <= options:
+        raise reader.error(
+            "options",
+            "retain-longitudinal-full-dates and retain-longitudinal-modified-dates exclude "
+            "each other; keep one",
+        )
+    prefix = reader.string("patient_id_prefix", "")
+    if len(prefix) > 32 or "\\" in prefix:
+        raise reader.error("patient_id_prefix", "expected at most 32 characters, no backslash")
+    policy = _choice(reader, "burned_in_annotation", BurnedInPolicy, BurnedInPolicy.QUARANTINE)
+    trial = None
+    if "trial" in table:
+        treader = _Reader(reader.table_of("trial"), f"profiles.{name}.trial", source)
+        trial = TrialConfig(
+            sponsor=treader.string("sponsor"),
+            protocol_id=treader.string("protocol_id"),
+            protocol_name=treader.string("protocol_name", ""),
+            site_id=treader.string("site_id", ""),
+            site_name=treader.string("site_name", ""),
+            coordinating_center=treader.string("coordinating_center", ""),
+        )
+        treader.check_unknown()
+    profile = ProfileConfig(
+        name=name,
+        options=frozenset(options),
+        patient_id_prefix=prefix,
+        record_linkage=reader.boolean("record_linkage", False),
+        burned_in_annotation=policy,
+        keep=_tags(reader, "keep"),
+        remove=_tags(reader, "remove"),
+        replace=_replacements(reader, "replace"),
+        scope=reader.string("scope", ""),
+        trial=trial,
+    )
+    both = set(profile.keep) & (set(profile.remove) | {t for t, _ in profile.replace})
+    if both:
+        tag = min(both)
+        raise reader.error(
+            "keep", f"{keyword_for_tag(tag) or f'{tag:08X}'} is also in remove or replace"
+        )
+    reader.check_unknown(("trial",))
+    return profile
+
+
+def _path(base_dir: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def _database_url(url: str, base_dir: Path) -> str:
+    # Relative SQLite paths resolve against the config folder, like every other path.
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:":
+            return prefix + str((base_dir / rest).resolve())
+    return url
+
+
+def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
+    """Validate an already-parsed TOML document."""
+    top = _Reader(raw, "", source)
+    nraw = top.table_of("node")
+    n = _Reader(nraw, "node", source)
+    data_dir = _path(base_dir, n.string("data_dir", "var"))
+    output_dir = n.string("output_dir", "") or None
+    node = NodeConfig(
+        ae_title=_ae_title(n, "ae_title", "DEID_NODE"),
+        host=n.string("host", "127.0.0.1"),
+        port=n.integer("port", 11112, 0, 65535),
+        data_dir=data_dir,
+        output_dir=_path(base_dir, output_dir) if output_dir else None,
+        max_associations=n.integer("max_associations", 16, 1, 1000),
+        durability=_choice(n, "durability", Durability, Durability.OS),
+        workers=n.integer("workers", 0, 0, 256),
+        max_object_bytes=n.integer("max_object_bytes", 4 * 1024**3, 1024, 2**50),
+        spool_max_bytes=n.integer("spool_max_bytes", 20 * 1024**3, 1024**2, 2**60),
+        network_timeout=n.number("network_timeout", 60.0, 1.0),
+        acse_timeout=n.number("acse_timeout", 30.0, 1.0),
+        dimse_timeout=n.number("dimse_timeout", 120.0, 1.0),
+    )
+    try:
+        ipaddress.ip_address(node.host)
+    except ValueError:
+        if node.host != "localhost":
+            raise n.error("host", "expected an IP address to bind, such as 127.0.0.1") from None
+    n.check_unknown()
+
+    d = _Reader(top.table_of("database"), "database", source)
+    default_url = "sqlite:///" + str((data_dir / "audit.db").resolve())
+    database_url = _database_url(d.string("url", default_url), base_dir)
+    d.check_unknown()
+
+    profiles: dict[str, ProfileConfig] = {}
+    for name, table in top.table_of("profiles").items():
+        if not isinstance(table, dict):
+            raise top.error(f"profiles.{name}", "expected a table [profiles.NAME]")
+        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
+            raise top.error(
+                f"profiles.{name}", "profile names use letters, digits, '-' and '_' only"
+            )
+        profiles[name] = _profile(name, table, source)
+
+    srcs = top.get("sources", list, [], "an array of tables [[sources]]")
+    sources: list[SourceConfig] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(srcs):
+        if not isinstance(entry, dict):
+            raise top.error(f"sources[{i}]", "expected a table [[sources]]")
+        s = _Reader(entry, f"sources[{i}]", source)
+        ae = _ae_title(s, "ae_title")
+        if ae in seen:
+            raise s.error("ae_title", f"'{ae}' is configured twice")
+        seen.add(ae)
+        profile = s.string("profile")
+        if profile not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise s.error("profile", f"unknown profile '{profile}'; configured profiles: {known}")
+        hosts: list[IPNetwork] = []
+        for j, h in enumerate(s.strings("hosts")):
+            try:
+                hosts.append(ipaddress.ip_network(h, strict=False))
+            except ValueError:
+                raise s.error(
+                    f"hosts[{j}]", f"'{h}' is not an IP address or CIDR like 10.0.0.0/8"
+                ) from None
+        s.check_unknown()
+        sources.append(SourceConfig(ae_title=ae, profile=profile, hosts=tuple(hosts)))
+
+    u = _Reader(top.table_of("unknown_sources"), "unknown_sources", source)
+    unknown_action = u.string("action", "reject")
+    if unknown_action != "reject" and unknown_action not in profiles:
+        raise u.error("action", f"expected 'reject' or a profile name, got '{unknown_action}'")
+    u.check_unknown()
+    top.check_unknown()
+    return Config(
+        path=source,
+        node=node,
+        database_url=database_url,
+        sources=tuple(sources),
+        unknown_action=unknown_action,
+        profiles=profiles,
+    )

@@ -1,0 +1,696 @@
+"""Apply a compiled profile to one dataset: recursive, keyed, fail-closed.
+
+`deidentify_dataset()` changes the dataset in place and returns what the caller needs
+(pseudonyms for the layout and audit, originals for linkage, and the byte strings that
+must never appear in the output, for `verify_clean()`). Anything unexpected raises
+DeidError whose message names a tag or a rule, never a value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import pydicom.config
+from pydicom._uid_dict import UID_dictionary
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pydicom.valuerep import PersonName
+
+from deid_node import __version__
+from deid_node.config import BurnedInPolicy, Option
+from deid_node.errors import DeidError
+from deid_node.profiles import (
+    ANNEX_E_EDITION,
+    BASIC_PROFILE_CODE,
+    OPTION_CODES,
+    TEXT_VRS,
+    CompiledProfile,
+    Op,
+    safe_private_elements,
+)
+from deid_node.pseudonym import (
+    date_offset_days,
+    pseudo_patient_id,
+    pseudo_uid,
+    shift_date,
+    shift_datetime,
+)
+
+# Values that fail validation must never reach a log or a warning: they may be PHI.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+
+IMPLEMENTATION_CLASS_UID = UID("1.2.826.0.1.3680043.10.1437.1.0")  # deid-node's own root
+IMPLEMENTATION_VERSION = f"DEIDNODE_{__version__}"[:16]
+DUMMY_TEXT = "ANONYMIZED"
+_DUMMY: dict[str, object] = {
+    "AE": "ANONYMIZED",
+    "AS": "000Y",
+    "CS": "ANONYMIZED",
+    "DA": "19000101",
+    "DT": "19000101000000.000000",
+    "TM": "000000.00",
+    "DS": "0",
+    "IS": "0",
+    "PN": DUMMY_TEXT,
+    "UR": "",
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "UL": 0,
+    "US": 0,
+    "SV": 0,
+    "UV": 0,
+    "AT": 0,
+    "OB": b"\x00\x00",
+    "OW": b"\x00\x00",
+    "UN": b"",
+}
+_MAX_LEN = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "ST": 1024, "LT": 10240}
+
+# Unlisted UI attributes that name a class, a syntax or a coding scheme, never an instance.
+_CLASS_UID_KEYWORDS = frozenset(
+    {
+        "TransferSyntaxUID",
+        "CodingSchemeUID",
+        "ContextUID",
+        "MappingResourceUID",
+        "ContextGroupExtensionCreatorName",
+        "TemplateExtensionCreatorUID",
+        "TemplateExtensionOrganizationUID",
+    }
+)
+# Identifiers whose values are removed from any free text kept in the same object.
+_ID_KEYWORDS = frozenset(
+    {
+        "PatientID",
+        "OtherPatientIDs",
+        "IssuerOfPatientID",
+        "AccessionNumber",
+        "StudyID",
+        "AdmissionID",
+        "ServiceEpisodeID",
+        "MedicalRecordLocator",
+        "RequestedProcedureID",
+        "ScheduledProcedureStepID",
+        "PerformedProcedureStepID",
+        "PlacerOrderNumberImagingServiceRequest",
+        "FillerOrderNumberImagingServiceRequest",
+        "PatientAddress",
+        "PatientTelephoneNumbers",
+        "InstitutionName",
+        "InstitutionAddress",
+        "InstitutionalDepartmentName",
+        "ReferringPhysicianAddress",
+        "ReferringPhysicianTelephoneNumbers",
+        "MilitaryRank",
+        "BranchOfService",
+        "Occupation",
+        "RegionOfResidence",
+        "CountryOfResidence",
+        "PatientBirthName",
+        "PatientMotherBirthName",
+        "ResponsiblePerson",
+        "ResponsibleOrganization",
+        "PatientReligiousPreference",
+        "PatientInsurancePlanCodeSequence",
+        "ClinicalTrialSubjectID",
+        "ClinicalTrialSubjectReadingID",
+    }
+)
+_ID_TAGS = frozenset(t for t in (pydicom.datadict.tag_for_keyword(k) for k in _ID_KEYWORDS) if t)
+# SOP classes that usually carry burned-in text: US, secondary capture, VL photo/endoscopy.
+_BURNED_IN_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.3.1",
+        "1.2.840.10008.5.1.4.1.1.6.1",
+        "1.2.840.10008.5.1.4.1.1.6.2",
+        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "1.2.840.10008.5.1.4.1.1.7.4",
+        "1.2.840.10008.5.1.4.1.1.77.1.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.2",
+        "1.2.840.10008.5.1.4.1.1.77.1.2.1",
+        "1.2.840.10008.5.1.4.1.1.77.1.4",
+        "1.2.840.10008.5.1.4.1.1.77.1.4.1",
+    }
+)
+_BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM"})
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+# File meta elements kept; everything else in group 0002 is removed or rewritten.
+_META_KEEP = frozenset({0x00020001, 0x00020002, 0x00020010})
+_MIN_SCRUB_LEN = 2
+_PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
+_MIN_NEEDLE_LEN = 4
+_MIN_UID_NEEDLE_LEN = 8  # shorter 'UIDs' are junk values, not identifiers
+
+
+@dataclass(frozen=True)
+class Originals:
+    """Original identifiers, kept only for the linkage table. PHI: never log."""
+
+    patient_id: str
+    patient_name: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """What de-identifying one dataset produced."""
+
+    dataset: Dataset
+    pseudo_patient_id: str
+    pseudo_study_uid: str
+    pseudo_series_uid: str
+    pseudo_sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    originals: Originals
+    verify_patterns: tuple[re.Pattern[bytes], ...] = field(repr=False)  # must not match output
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def _values(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [str(v) for v in value if v is not None]
+    return [str(value)]
+
+
+def _name_parts(value: object) -> list[str]:
+    parts: list[str] = []
+    for v in _values(value):
+        for piece in re.split(r"[\^=\s,.]+", v):
+            if len(piece) >= _MIN_SCRUB_LEN:
+                parts.append(piece)
+    return parts
+
+
+def _date_forms(value: str) -> list[str]:
+    v = value.strip()
+    if len(v) != 8 or not v.isdigit():
+        return []
+    y, m, d = v[:4], v[4:6], v[6:]
+    seps = [f"{y}{s}{m}{s}{d}" for s in "-/."] + [f"{d}{s}{m}{s}{y}" for s in "/."]
+    return [v, *seps, f"{m}/{d}/{y}"]
+
+
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return dictionary_VR(tag).split(" or ")[0]
+    except KeyError:
+        return ""
+
+
+def _raw_vr(ds: Dataset, tag: int) -> str:
+    """The element's VR without converting its value (dictionary VR for implicit/UN)."""
+    elem = ds.get_item(tag)
+    vr = elem.VR if isinstance(elem, RawDataElement | DataElement) else None
+    if vr and vr != "UN" and " or " not in vr:
+        return str(vr)
+    return _dictionary_vr(tag) or (str(vr) if vr else "UN")
+
+
+def _elem(ds: Dataset, tag: int) -> DataElement:
+    try:
+        return ds[tag]
+    except Exception as exc:  # a value pydicom cannot convert: never guess, never echo it
+        raise DeidError(f"unreadable value in {_tag_name(tag)} ({type(exc).__name__})") from None
+
+
+def _tag_name(tag: int) -> str:
+    kw = keyword_for_tag(tag)
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}){' ' + kw if kw else ''}"
+
+
+class _Walker:
+    """One object's walk: keyed context, identifier scrubber and needles."""
+
+    def __init__(self, profile: CompiledProfile, key: bytes, patient_identity: str) -> None:
+        self.profile = profile
+        self.ops = profile.ops
+        self.key = key
+        self.scope = profile.config.pseudonym_scope
+        self.days = date_offset_days(key, self.scope, patient_identity)
+        self.retain_uids = profile.has(Option.RETAIN_UIDS)
+        self.full_dates = profile.has(Option.RETAIN_LONGITUDINAL_FULL_DATES)
+        self.modified_dates = profile.has(Option.RETAIN_LONGITUDINAL_MODIFIED_DATES)
+        self.scrub: re.Pattern[str] | None = None
+        self.needles: set[str] = set()  # names, IDs, dates that must not survive
+        self.uid_needles: set[str] = set()  # original UIDs that were replaced
+        self.uid_cache: dict[str, str] = {}
+        self.pseudo_pid = ""
+        self._unlisted: dict[tuple[int, bool], Op] = {}
+
+    # -- identifiers ------------------------------------------------------------
+    def collect(self, ds: Dataset) -> None:
+        """Gather every identifying value of the object before anything changes."""
+        words: set[str] = set()
+        self._collect(ds, words)
+        if words:
+            alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+            self.scrub = re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.I)
+
+    def _collect(self, ds: Dataset, words: set[str]) -> None:
+        for tag in list(ds.keys()):
+            t = int(tag)
+            if t >> 16 & 1:
+                continue  # private values are removed or known safe, never scrub sources
+            vr = _raw_vr(ds, t)
+            if vr == "SQ":
+                for item in _elem(ds, t).value or ():
+                    self._collect(item, words)
+            elif vr == "PN":
+                value = _elem(ds, t).value
+                words.update(_name_parts(value))
+                # Only the patient's own names are checked in the output: other names are
+                # emptied anyway, and short common words there give false alarms.
+                if t in _PATIENT_NAME_TAGS and self.ops.get(t) is not Op.KEEP_VERBATIM:
+                    self.needles.update(p for p in _name_parts(value) if len(p) >= _MIN_NEEDLE_LEN)
+            elif vr == "DA":
+                for v in _values(_elem(ds, t).value):
+                    words.update(_date_forms(v))
+                    if t == 0x00100030 and not self.full_dates:
+                        self.needles.update(_date_forms(v)[:1])
+            elif t in _ID_TAGS:
+                for v in _values(_elem(ds, t).value):
+                    v = v.strip()
+                    if len(v) >= _MIN_SCRUB_LEN and not v.isspace():
+                        words.add(v)
+                        if len(v) >= _MIN_NEEDLE_LEN and self._is_identifying(t):
+                            self.needles.add(v)
+        words.discard(DUMMY_TEXT)
+        self.needles.discard(DUMMY_TEXT)
+
+    def _is_identifying(self, tag: int) -> bool:
+        # Only values this profile removes may be checked for in the output.
+        return self.ops.get(tag) not in (Op.KEEP, Op.KEEP_VERBATIM, Op.RECURSE, None) or tag in (
+            0x00100020,
+            0x00080050,
+            0x00101000,
+        )
+
+    def clean_text(self, text: str) -> str:
+        """Remove the object's own identifying values from free text."""
+        return self.scrub.sub("***", text) if self.scrub else text
+
+    # -- pseudonyms ---------------------------------------------------------------
+    def uid(self, value: str) -> str:
+        """Keyed UID for an instance UID; registered (well-known) UIDs are kept."""
+        value = value.strip("\0 ")
+        if not value or value in UID_dictionary:
+            return value
+        new = self.uid_cache.get(value)
+        if new is None:
+            new = pseudo_uid(self.key, self.scope, value)
+            self.uid_cache[value] = new
+            if len(value) >= _MIN_UID_NEEDLE_LEN:
+                self.uid_needles.add(value)
+        return new
+
+    # -- the walk -----------------------------------------------------------------
+    def walk(self, ds: Dataset, dummy_mode: bool = False) -> None:
+        """Apply the profile to every element of ds, recursing into sequences."""
+        kept_blocks: set[tuple[int, int]] = set()
+        creators: list[int] = []
+        for tag in list(ds.keys()):
+            t = int(tag)
+            group = t >> 16
+            if group & 1:
+                if 0x0010 <= (t & 0xFFFF) <= 0x00FF:
+                    creators.append(t)
+                elif self._private(ds, t, dummy_mode):
+                    kept_blocks.add((group, (t >> 8) & 0xFF))
+                continue
+            if (t & 0xFFFF) == 0 or group == 0x0002:
+                del ds[t]  # group lengths go stale; file meta never belongs in a body
+                continue
+            op = self.ops.get(t)
+            if op is None:
+                op = self._op_unlisted(ds, t, group, dummy_mode)
+            self.apply(ds, t, op, dummy_mode)
+        for t in creators:
+            if (t >> 16, t & 0xFF) not in kept_blocks:
+                del ds[t]
+
+    def _op_unlisted(self, ds: Dataset, t: int, group: int, dummy_mode: bool) -> Op:
+        if 0x5000 <= group <= 0x501E:
+            if self.profile.curves is Op.CLEAN:
+                return Op.CLEAN if _raw_vr(ds, t) in TEXT_VRS else Op.KEEP
+            return self.profile.curves
+        if 0x6000 <= group <= 0x601E:
+            # Overlay bitmaps cannot be checked for burned-in text: drop the whole plane.
+            return Op.REMOVE
+        key = (t, dummy_mode)
+        op = self._unlisted.get(key)
+        if op is None:
+            op = self._default_op(t, dummy_mode)
+            self._unlisted[key] = op
+        return op
+
+    def _default_op(self, t: int, dummy_mode: bool) -> Op:
+        vr = _dictionary_vr(t)
+        keyword = keyword_for_tag(t)
+        if not vr or not keyword:
+            return Op.REMOVE  # unknown public attribute: cannot judge it, so drop it
+        if vr == "SQ":
+            return Op.RECURSE
+        if vr == "UI":
+            if self.retain_uids or keyword.endswith("ClassUID") or keyword in _CLASS_UID_KEYWORDS:
+                return Op.KEEP
+            return Op.UID
+        if vr == "PN":
+            return Op.EMPTY
+        if vr in ("DA", "DT"):
+            if self.full_dates:
+                return Op.KEEP
+            return Op.SHIFT if self.modified_dates else Op.DUMMY
+        if dummy_mode and vr in TEXT_VRS:
+            return Op.DUMMY
+        return Op.KEEP
+
+    def _private(self, ds: Dataset, t: int, dummy_mode: bool) -> bool:
+        """Keep a private element only if it is known safe; True if kept."""
+        group, elem = t >> 16, t & 0xFFFF
+        if t in self.profile.verbatim:
+            return True
+        if (
+            not self.profile.keep_safe_private
+            or elem < 0x1000
+            or group in (0x0001, 0x0003, 0x0005, 0x0007, 0xFFFF)
+        ):
+            del ds[t]
+            return False
+        creator_tag = (group << 16) | (elem >> 8)
+        creator = ds.get(creator_tag)
+        name = _text(creator.value).strip().lower() if creator is not None else ""
+        if not name or (group, name, elem & 0xFF) not in safe_private_elements():
+            del ds[t]
+            return False
+        vr = _raw_vr(ds, t)
+        if vr == "SQ":
+            for item in _elem(ds, t).value or ():
+                self.walk(item, dummy_mode)
+        elif vr in TEXT_VRS:
+            self._clean(ds, t)
+        return True
+
+    def apply(self, ds: Dataset, t: int, op: Op, dummy_mode: bool) -> None:
+        """Carry out one operation on element t of ds."""
+        if op is Op.KEEP_VERBATIM:
+            return
+        if op is Op.REMOVE:
+            del ds[t]
+            return
+        if op is Op.KEEP or op is Op.CLEAN:
+            vr = _raw_vr(ds, t)
+            if vr in TEXT_VRS or (vr in ("AE", "PN") and op is Op.CLEAN):
+                self._clean(ds, t)
+            elif vr == "SQ":
+                self._recurse(ds, t, dummy_mode)
+            return
+        if op is Op.RECURSE:
+            self._recurse(ds, t, dummy_mode)
+            return
+        if op is Op.DUMMY_SEQUENCE:
+            for item in _elem(ds, t).value or ():
+                self.walk(item, True)
+            return
+        elem = _elem(ds, t)
+        vr = elem.VR.split(" or ")[0]
+        if op is Op.EMPTY:
+            self._set(ds, t, vr, Sequence() if vr == "SQ" else None)
+        elif op is Op.DUMMY:
+            if vr == "SQ":
+                for item in elem.value or ():
+                    self.walk(item, True)
+            elif vr == "UI":
+                self._set(ds, t, vr, self._map_uids(elem.value))
+            else:
+                self._set(ds, t, vr, _DUMMY.get(vr, DUMMY_TEXT if vr in TEXT_VRS else None))
+        elif op is Op.UID:
+            if vr != "UI":
+                raise DeidError(f"{_tag_name(t)} should hold a UID but has VR {vr}")
+            self._set(ds, t, vr, self._map_uids(elem.value))
+        elif op is Op.SHIFT:
+            self._shift(ds, t, elem)
+        elif op is Op.PATIENT_ID:
+            self._set(ds, t, "LO", self.pseudo_pid)
+        elif op is Op.PATIENT_NAME:
+            self._set(ds, t, "PN", self.pseudo_pid)
+        elif op is Op.REPLACE:
+            self._set(ds, t, vr, self.profile.replace[t])
+        else:  # pragma: no cover - every Op is handled above
+            raise DeidError(f"no handler for operation {op}")
+
+    def _recurse(self, ds: Dataset, t: int, dummy_mode: bool) -> None:
+        keyword = keyword_for_tag(t)
+        # Coded entries keep their meaning: code values are not free text.
+        inner = False if keyword.endswith("CodeSequence") else dummy_mode
+        for item in _elem(ds, t).value or ():
+            self.walk(item, inner)
+
+    def _clean(self, ds: Dataset, t: int) -> None:
+        if self.scrub is None:
+            return
+        elem = _elem(ds, t)
+        value = elem.value
+        if not value:
+            return
+        if isinstance(value, PersonName):
+            value = str(value)
+        if isinstance(value, str):
+            new: object = self.clean_text(value)
+            changed = new != value
+        elif isinstance(value, MultiValue | list):
+            items = [self.clean_text(str(v)) for v in value]
+            changed = items != [str(v) for v in value]
+            new = items
+        else:
+            return
+        if changed:
+            limit = _MAX_LEN.get(elem.VR)
+            if isinstance(new, str) and limit:
+                new = new[:limit]
+            elem.value = new
+
+    def _map_uids(self, value: object) -> object:
+        vals = _values(value)
+        if not vals:
+            return value
+        mapped = [self.uid(v) for v in vals]
+        return mapped if len(mapped) > 1 else mapped[0]
+
+    def _shift(self, ds: Dataset, t: int, elem: DataElement) -> None:
+        vr = elem.VR
+        shifted: list[str] = []
+        for v in _values(elem.value):
+            new = (shift_date if vr == "DA" else shift_datetime)(v, self.days) if v else ""
+            if new is None:
+                # A value we cannot parse as a date cannot be shifted: empty it.
+                self._set(ds, t, vr, None)
+                return
+            shifted.append(new)
+        self._set(ds, t, vr, shifted if len(shifted) > 1 else (shifted[0] if shifted else None))
+
+    @staticmethod
+    def _set(ds: Dataset, t: int, vr: str, value: object) -> None:
+        ds[t] = DataElement(t, vr, value)
+
+
+def patient_identity(ds: Dataset) -> str:
+    """The original value pseudonyms and date offsets are keyed on (PHI)."""
+    pid = _text(ds.get("PatientID", "")).strip() if "PatientID" in ds else ""
+    if pid:
+        return "id:" + pid
+    name = _text(ds.get("PatientName", "")).strip()
+    birth = _text(ds.get("PatientBirthDate", "")).strip()
+    return f"name:{name}|{birth}"
+
+
+def burned_in_reason(ds: Dataset) -> str | None:
+    """Why this object may carry burned-in text, or None."""
+    if not any(t in ds for t in _PIXEL_TAGS):
+        return None
+    flag = _text(ds.get("BurnedInAnnotation", "")).strip().upper()
+    if flag == "YES":
+        return "BurnedInAnnotation is YES"
+    if flag == "NO":
+        return None
+    sop_class = _text(ds.get("SOPClassUID", "")).strip()
+    modality = _text(ds.get("Modality", "")).strip().upper()
+    if sop_class in _BURNED_IN_CLASSES or modality in _BURNED_IN_MODALITIES:
+        what = UID(sop_class).name if sop_class in UID_dictionary else f"modality {modality}"
+        return f"{what} without BurnedInAnnotation = NO usually carries burned-in text"
+    return None
+
+
+def _required_uid(ds: Dataset, keyword: str) -> str:
+    value = _text(ds.get(keyword, "")).strip("\0 ") if keyword in ds else ""
+    if not value:
+        raise DeidError(f"missing {keyword}")
+    return value
+
+
+def transfer_syntax_of(ds: Dataset) -> UID:
+    """The transfer syntax the dataset arrived in."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts:
+        return UID(str(ts))
+    implicit, little = ds.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little or little is None else ExplicitVRBigEndian
+
+
+def deidentify_dataset(ds: Dataset, profile: CompiledProfile, key: bytes) -> DeidResult:
+    """De-identify ds in place with the profile; raise DeidError if that is not certain."""
+    sop_class = _required_uid(ds, "SOPClassUID")
+    originals = Originals(
+        patient_id=_text(ds.get("PatientID", "")),
+        patient_name=_text(ds.get("PatientName", "")),
+        study_uid=_required_uid(ds, "StudyInstanceUID"),
+        series_uid=_required_uid(ds, "SeriesInstanceUID"),
+        sop_uid=_required_uid(ds, "SOPInstanceUID"),
+    )
+    policy = profile.config.burned_in_annotation
+    reason = burned_in_reason(ds)
+    if reason and policy is not BurnedInPolicy.ALLOW:
+        if policy is BurnedInPolicy.CLEAN:
+            raise DeidError(f"burned-in annotation: {reason}; no pixel region rule matches it")
+        raise DeidError(f"burned-in annotation: {reason}; profile policy is quarantine")
+    ts = transfer_syntax_of(ds)
+
+    identity = patient_identity(ds)
+    walker = _Walker(profile, key, identity)
+    walker.pseudo_pid = pseudo_patient_id(
+        key, profile.config.pseudonym_scope, identity, profile.config.patient_id_prefix
+    )
+    walker.collect(ds)
+    try:
+        walker.walk(ds)
+    except DeidError:
+        raise
+    except Exception as exc:  # fail closed; the message carries no value
+        raise DeidError(f"cannot de-identify: {type(exc).__name__} while walking") from None
+
+    _mark(ds, profile, walker)
+    if profile.config.trial is not None:
+        _write_trial(ds, profile, walker.pseudo_pid)
+    new_sop = _text(ds.get("SOPInstanceUID", "")) or originals.sop_uid
+    ds.file_meta = _new_meta(ds, sop_class, new_sop, ts)
+    return DeidResult(
+        dataset=ds,
+        pseudo_patient_id=walker.pseudo_pid,
+        pseudo_study_uid=_text(ds.get("StudyInstanceUID", "")),
+        pseudo_series_uid=_text(ds.get("SeriesInstanceUID", "")),
+        pseudo_sop_uid=new_sop,
+        sop_class_uid=sop_class,
+        transfer_syntax_uid=str(ts),
+        originals=originals,
+        verify_patterns=_verify_patterns(walker.needles, walker.uid_needles),
+    )
+
+
+def _alternation(values: Iterable[str]) -> bytes:
+    encoded = {v.encode("utf-8", "ignore") for v in values if v and v != DUMMY_TEXT}
+    return b"|".join(re.escape(v) for v in sorted(encoded, key=len, reverse=True))
+
+
+def _verify_patterns(texts: set[str], uids: set[str]) -> tuple[re.Pattern[bytes], ...]:
+    # Word boundaries: a surname inside an unrelated word, or a UID that is only the
+    # prefix of another UID, is not a leak.
+    patterns = []
+    if texts:
+        alt = _alternation(texts)
+        patterns.append(re.compile(rb"(?<![A-Za-z0-9])(?:" + alt + rb")(?![A-Za-z0-9])", re.I))
+    if uids:
+        alt = _alternation(uids)
+        patterns.append(re.compile(rb"(?<![0-9.])(?:" + alt + rb")(?![0-9.])"))
+    return tuple(patterns)
+
+
+def _code_item(value: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = "DCM"
+    item.CodeMeaning = meaning
+    return item
+
+
+def _mark(ds: Dataset, profile: CompiledProfile, walker: _Walker) -> None:
+    options = sorted(profile.config.options, key=lambda o: OPTION_CODES[o][0])
+    ds.PatientIdentityRemoved = "YES"
+    method = f"deid-node {__version__}: PS3.15 E.1-1 {ANNEX_E_EDITION}"
+    ds.DeidentificationMethod = method[:64]
+    ds.DeidentificationMethodCodeSequence = Sequence(
+        [_code_item(*BASIC_PROFILE_CODE)] + [_code_item(*OPTION_CODES[o]) for o in options]
+    )
+    if walker.full_dates:
+        ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    elif walker.modified_dates:
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    else:
+        ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def _write_trial(ds: Dataset, profile: CompiledProfile, pseudo_pid: str) -> None:
+    trial = profile.config.trial
+    assert trial is not None
+    ds.ClinicalTrialSponsorName = trial.sponsor
+    ds.ClinicalTrialProtocolID = trial.protocol_id
+    ds.ClinicalTrialProtocolName = trial.protocol_name
+    ds.ClinicalTrialSiteID = trial.site_id
+    ds.ClinicalTrialSiteName = trial.site_name
+    ds.ClinicalTrialSubjectID = pseudo_pid
+    ds.ClinicalTrialTimePointID = ""
+    ds.ClinicalTrialCoordinatingCenterName = trial.coordinating_center
+
+
+def _new_meta(ds: Dataset, sop_class: str, sop_uid: str, ts: UID) -> FileMetaDataset:
+    old = getattr(ds, "file_meta", None)
+    meta = FileMetaDataset()
+    if old is not None:
+        for t in _META_KEEP:
+            if t in old:
+                meta[t] = old[t]
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = ts
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    return meta
+
+
+def verify_clean(encoded: bytes, patterns: Iterable[re.Pattern[bytes]]) -> None:
+    """Raise DeidError if any original identifier occurs in the encoded output."""
+    for pattern in patterns:
+        if pattern.search(encoded):
+            raise DeidError("verification: an original identifier survived in the output")

@@ -1,0 +1,100 @@
+"""Output layout, Part-10 encoding with verification, and atomic durable writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from io import BytesIO
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import dcmwrite, write_data_element
+
+from deid_node.errors import StorageError
+
+_SAFE_PART = re.compile(r"[^A-Za-z0-9._-]")
+_TAIL_START = 0x7FE00008  # float/double pixel data, pixel data and what follows them
+
+
+def output_path(root: Path, profile: str, patient: str, study: str, series: str, sop: str) -> Path:
+    """`<root>/<profile>/<patient>/<study>/<series>/<sop>.dcm` (pseudonyms only)."""
+    parts = [_SAFE_PART.sub("_", p) or "_" for p in (profile, patient, study, series)]
+    return root.joinpath(*parts, _SAFE_PART.sub("_", sop) + ".dcm")
+
+
+def encode_instance(
+    ds: Dataset, check_header: Callable[[bytes], None] | None = None
+) -> list[bytes]:
+    """Encode ds as Part-10 in its own transfer syntax, as chunks to write in order.
+
+    The header (everything before the pixel data) is encoded first and handed to
+    `check_header`, so verification never scans pixel bytes and pixel data is copied
+    through without being decoded.
+    """
+    # ds.keys(), not ds: iterating a Dataset converts every element's value
+    tail_tags = [t for t in ds.keys() if int(t) >= _TAIL_START]  # noqa: SIM118
+    tail = [ds.get_item(t) for t in tail_tags]
+    for t in tail_tags:
+        del ds[t]
+    try:
+        head = BytesIO()
+        dcmwrite(head, ds, enforce_file_format=True)
+        header = head.getvalue()
+        if check_header is not None:
+            check_header(header)
+        chunks = [header]
+        if tail:
+            ts = ds.file_meta.TransferSyntaxUID
+            fp = DicomBytesIO()
+            fp.is_little_endian = ts.is_little_endian
+            fp.is_implicit_VR = ts.is_implicit_VR
+            for elem in tail:
+                write_data_element(fp, elem)
+            chunks.append(fp.getvalue())
+        return chunks
+    finally:
+        for t, elem in zip(tail_tags, tail, strict=True):
+            ds._dict[t] = elem
+
+
+def write_atomic(path: Path, chunks: Iterable[bytes], *, fsync: bool = False) -> None:
+    """Write to a temp file beside `path`, then os.replace: readers never see a partial file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
+    except OSError as exc:
+        raise StorageError(f"cannot write under {path.parent}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StorageError(f"cannot write {path.name}: {exc.strerror}") from None
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a directory so a rename in it survives power loss."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_private_dir(folder: Path) -> Path:
+    """Create a folder that holds PHI (mode 0700), tightening it if it exists."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(folder, 0o700)
+    return folder
