@@ -78,6 +78,8 @@ _DUMMY: dict[str, object] = {
     "OW": b"\x00\x00",
     "UN": b"",
 }
+_STRING_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC")
+_EMPTY: dict[str, object] = {vr: "" for vr in (*_STRING_VRS, "UI", "UR", "UT")}
 _MAX_LEN = {"AE": 16, "CS": 16, "SH": 16, "LO": 64, "PN": 64, "ST": 1024, "LT": 10240}
 
 # Unlisted UI attributes that name a class, a syntax or a coding scheme, never an instance.
@@ -155,6 +157,11 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 # File meta elements kept; everything else in group 0002 is removed or rewritten.
 _META_KEEP = frozenset({0x00020001, 0x00020002, 0x00020010})
 _MIN_SCRUB_LEN = 2
+_REMOVING_OPS = frozenset(
+    {Op.REMOVE, Op.EMPTY, Op.DUMMY, Op.UID, Op.PATIENT_ID, Op.PATIENT_NAME, Op.REPLACE}
+)
+# Identifiers checked for in the output bytes (patient ID, other IDs, accession number).
+_NEEDLE_ID_TAGS = frozenset({0x00100020, 0x00101000, 0x00080050})
 _PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 _MIN_NEEDLE_LEN = 4
 _MIN_UID_NEEDLE_LEN = 8  # shorter 'UIDs' are junk values, not identifiers
@@ -287,7 +294,8 @@ class _Walker:
                     self._collect(item, words)
             elif vr == "PN":
                 value = _elem(ds, t).value
-                words.update(_name_parts(value))
+                if self.ops.get(t, Op.EMPTY) in _REMOVING_OPS:
+                    words.update(_name_parts(value))
                 # Only the patient's own names are checked in the output: other names are
                 # emptied anyway, and short common words there give false alarms.
                 if t in _PATIENT_NAME_TAGS and self.ops.get(t) is not Op.KEEP_VERBATIM:
@@ -297,23 +305,17 @@ class _Walker:
                     words.update(_date_forms(v))
                     if t == 0x00100030 and not self.full_dates:
                         self.needles.update(_date_forms(v)[:1])
-            elif t in _ID_TAGS:
+            elif t in _ID_TAGS and self.ops.get(t) in _REMOVING_OPS:
+                # Only identifiers this profile takes out: a kept InstitutionName (retain
+                # institution identity) must not be scrubbed from itself.
                 for v in _values(_elem(ds, t).value):
                     v = v.strip()
-                    if len(v) >= _MIN_SCRUB_LEN and not v.isspace():
+                    if len(v) >= _MIN_SCRUB_LEN:
                         words.add(v)
-                        if len(v) >= _MIN_NEEDLE_LEN and self._is_identifying(t):
+                        if len(v) >= _MIN_NEEDLE_LEN and t in _NEEDLE_ID_TAGS:
                             self.needles.add(v)
         words.discard(DUMMY_TEXT)
         self.needles.discard(DUMMY_TEXT)
-
-    def _is_identifying(self, tag: int) -> bool:
-        # Only values this profile removes may be checked for in the output.
-        return self.ops.get(tag) not in (Op.KEEP, Op.KEEP_VERBATIM, Op.RECURSE, None) or tag in (
-            0x00100020,
-            0x00080050,
-            0x00101000,
-        )
 
     def clean_text(self, text: str) -> str:
         """Remove the object's own identifying values from free text."""
@@ -359,12 +361,9 @@ class _Walker:
                 del ds[t]
 
     def _op_unlisted(self, ds: Dataset, t: int, group: int, dummy_mode: bool) -> Op:
-        if 0x5000 <= group <= 0x501E:
-            if self.profile.curves is Op.CLEAN:
-                return Op.CLEAN if _raw_vr(ds, t) in TEXT_VRS else Op.KEEP
-            return self.profile.curves
-        if 0x6000 <= group <= 0x601E:
-            # Overlay bitmaps cannot be checked for burned-in text: drop the whole plane.
+        if 0x5000 <= group <= 0x501E or 0x6000 <= group <= 0x601E:
+            # Curve and overlay data are binary graphics nothing here can check for text,
+            # so the whole curve or overlay plane goes, even with clean-graphics.
             return Op.REMOVE
         key = (t, dummy_mode)
         op = self._unlisted.get(key)
@@ -444,7 +443,7 @@ class _Walker:
         elem = _elem(ds, t)
         vr = elem.VR.split(" or ")[0]
         if op is Op.EMPTY:
-            self._set(ds, t, vr, Sequence() if vr == "SQ" else None)
+            self._set(ds, t, vr, Sequence() if vr == "SQ" else _EMPTY.get(vr))
         elif op is Op.DUMMY:
             if vr == "SQ":
                 for item in elem.value or ():

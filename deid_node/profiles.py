@@ -198,9 +198,6 @@ class CompiledProfile:
     ops: Mapping[int, Op]
     reasons: Mapping[int, str]  # tag -> where the op came from (for `profiles show`)
     replace: Mapping[int, str]
-    curves: Op  # (50xx,xxxx)
-    overlay_data: Op  # (60xx,3000)
-    overlay_comments: Op  # (60xx,4000)
     keep_safe_private: bool
     verbatim: frozenset[int]  # profile `keep` overrides: exempt from verification too
 
@@ -212,15 +209,6 @@ class CompiledProfile:
     def has(self, option: Option) -> bool:
         """True if the option is enabled."""
         return option in self.config.options
-
-
-def _pattern_op(row: AnnexERow | None, options: frozenset[Option]) -> Op:
-    if row is None:
-        return Op.REMOVE
-    action, opt = resolve_action(row, options)
-    if action is Action.CLEAN:
-        return Op.CLEAN  # text elements of the group are cleaned, see engine
-    return op_for(action, "UN", opt, row.basic)
 
 
 @lru_cache(maxsize=64)
@@ -258,9 +246,6 @@ def compile_profile(config: ProfileConfig) -> CompiledProfile:
         ops=ops,
         reasons=reasons,
         replace=dict(config.replace),
-        curves=_pattern_op(patterns.get(PATTERN_CURVES), options),
-        overlay_data=_pattern_op(patterns.get(PATTERN_OVERLAY_DATA), options),
-        overlay_comments=_pattern_op(patterns.get(PATTERN_OVERLAY_COMMENTS), options),
         keep_safe_private=keep_safe,
         verbatim=frozenset(config.keep),
     )
@@ -304,12 +289,13 @@ def describe(profile: CompiledProfile) -> list[RuleLine]:
         else "remove"
     )
     graphics = (
-        ("(50XX,XXXX)", "Curve Data", profile.curves),
-        ("(60XX,3000)", "Overlay Data", profile.overlay_data),
-        ("(60XX,4000)", "Overlay Comments", profile.overlay_comments),
+        ("(50XX,XXXX)", "Curve Data"),
+        ("(60XX,3000)", "Overlay Data"),
+        ("(60XX,4000)", "Overlay Comments"),
     )
-    for pattern, name, op in graphics:
-        lines.append(RuleLine(pattern, "", name, "X", op.value, "pattern row"))
+    for pattern, name in graphics:
+        # Binary graphics cannot be checked for text, so even clean-graphics drops them.
+        lines.append(RuleLine(pattern, "", name, "X", "remove whole group", "pattern row"))
     lines.append(
         RuleLine("(GGGG,EEEE) odd", "", "Private Attributes", "X", private_op, "pattern row")
     )

@@ -1,0 +1,342 @@
+"""The engine, one behaviour at a time: each action code, each option, overrides."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UltrasoundImageStorage
+
+from deid_node.config import BurnedInPolicy, Option, ProfileConfig, TrialConfig
+from deid_node.engine import deidentify_dataset
+from deid_node.errors import DeidError
+from deid_node.profiles import OPTION_CODES, Op, compile_profile, describe
+from deid_node.pseudonym import date_offset_days, pseudo_uid, shift_date
+
+KEY = bytes(range(32))
+STUDY = "1.2.826.0.1.3680043.8.498.1001"
+SERIES = "1.2.826.0.1.3680043.8.498.1002"
+SOP = "1.2.826.0.1.3680043.8.498.1003"
+FRAME = "1.2.826.0.1.3680043.8.498.1004"
+
+
+def make_ds(**extra: object) -> Dataset:
+    """A small synthetic CT header full of (made-up) identifiers."""
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = SOP
+    ds.StudyInstanceUID = STUDY
+    ds.SeriesInstanceUID = SERIES
+    ds.FrameOfReferenceUID = FRAME
+    ds.Modality = "CT"
+    ds.PatientName = "SMITH^JOHN"
+    ds.PatientID = "12345"
+    ds.PatientBirthDate = "19600102"
+    ds.PatientSex = "M"
+    ds.PatientAge = "061Y"
+    ds.AccessionNumber = "ACC778899"
+    ds.StudyDate = "20210304"
+    ds.SeriesDate = "20210304"
+    ds.AcquisitionDate = "20210304"
+    ds.StudyTime = "101112"
+    ds.ContentDate = "20210305"
+    ds.StudyDescription = "CT for SMITH JOHN 12345"
+    ds.SeriesDescription = "AXIAL SMITH"
+    ds.InstitutionName = "General Hospital"
+    ds.StationName = "CTROOM7"
+    ds.DeviceSerialNumber = "SN4711"
+    ds.ReferringPhysicianName = "WHO^DOCTOR"
+    ds.OtherPatientIDs = "OTHER99"
+    ds.ProtocolName = "Chest SMITH"
+    ds.SliceThickness = "2.5"
+    ds.BurnedInAnnotation = "NO"
+    ds.ReferencedImageSequence = Sequence([Dataset()])
+    ds.ReferencedImageSequence[0].ReferencedSOPClassUID = CTImageStorage
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = SOP
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = SOP
+    ds.file_meta.SourceApplicationEntityTitle = "SENDER_AE"
+    return ds
+
+
+def profile(*options: str, **kw: object) -> ProfileConfig:
+    return ProfileConfig(name="t", options=frozenset(Option(o) for o in options), **kw)  # type: ignore[arg-type]
+
+
+def run(ds: Dataset, cfg: ProfileConfig | None = None) -> Dataset:
+    return deidentify_dataset(ds, compile_profile(cfg or profile()), KEY).dataset
+
+
+def codes(ds: Dataset) -> set[str]:
+    return {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+
+
+# -- action codes ---------------------------------------------------------------
+
+
+def test_action_x_removes() -> None:
+    out = run(make_ds())
+    assert "OtherPatientIDs" not in out
+    assert "SeriesDescription" not in out  # X in the basic profile
+
+
+def test_action_z_empties() -> None:
+    out = run(make_ds())
+    assert "AccessionNumber" in out and out.AccessionNumber == ""
+    assert out.ReferringPhysicianName == ""
+    assert out.PatientBirthDate == ""
+
+
+def test_action_d_dummy_keeps_a_valid_value() -> None:
+    ds = make_ds(VerifyingObserverName="VERIFIER^ANNA")
+    out = run(ds)
+    assert str(out.VerifyingObserverName) == "ANONYMIZED"
+
+
+def test_action_k_keeps_unlisted_attributes() -> None:
+    out = run(make_ds())
+    assert out.SliceThickness == 2.5 and out.Modality == "CT"
+
+
+def test_action_u_maps_uids_keyed_and_consistently() -> None:
+    out = run(make_ds())
+    expected = pseudo_uid(KEY, "t", STUDY)
+    assert out.StudyInstanceUID == expected and expected.startswith("2.25.")
+    assert out.SOPInstanceUID == pseudo_uid(KEY, "t", SOP)
+    ref = out.ReferencedImageSequence[0]
+    assert ref.ReferencedSOPInstanceUID == out.SOPInstanceUID  # references map alike
+    assert ref.ReferencedSOPClassUID == CTImageStorage  # class UIDs are not identifiers
+    assert out.FrameOfReferenceUID == pseudo_uid(KEY, "t", FRAME)
+
+
+def test_action_c_cleans_text_of_the_objects_identifiers() -> None:
+    out = run(make_ds(), profile("clean-descriptors", replace=()))
+    text = str(out.StudyDescription)
+    assert "CT for" in text
+    for word in ("SMITH", "JOHN", "12345"):
+        assert word not in text
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "expected"),
+    [
+        ("AcquisitionDate", "20210304", ""),  # X/Z -> Z
+        ("ProtocolName", "Chest SMITH", "ANONYMIZED"),  # X/D -> D
+        ("ContentDate", "20210305", "19000101"),  # Z/D -> D
+        ("InstitutionName", "General Hospital", "ANONYMIZED"),  # X/Z/D -> D
+    ],
+)
+def test_combined_codes_pick_a_valid_strict_action(keyword: str, value: str, expected: str) -> None:
+    out = run(make_ds(**{keyword: value}))
+    assert str(out[keyword].value) == expected
+
+
+def test_x_z_u_sequence_keeps_references_mapped() -> None:
+    out = run(make_ds())
+    assert len(out.ReferencedImageSequence) == 1  # X/Z/U*: kept, UIDs replaced
+
+
+def test_patient_pseudonym_and_markers() -> None:
+    out = run(make_ds(), profile(patient_id_prefix="RES"))
+    assert out.PatientID.startswith("RES") and out.PatientID != "12345"
+    assert str(out.PatientName) == out.PatientID
+    assert out.PatientIdentityRemoved == "YES"
+    assert "113100" in codes(out)
+    assert out.LongitudinalTemporalInformationModified == "REMOVED"
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    assert "SourceApplicationEntityTitle" not in out.file_meta
+
+
+def test_scope_gives_unlinkable_pseudonyms() -> None:
+    a = run(make_ds(), profile())
+    b = run(make_ds(), replace(profile(), name="other"))
+    assert a.PatientID != b.PatientID and a.StudyInstanceUID != b.StudyInstanceUID
+    c = run(make_ds(), replace(profile(), name="other2", scope="t"))
+    assert c.StudyInstanceUID == a.StudyInstanceUID  # same scope, same key: same pseudonyms
+
+
+# -- options ----------------------------------------------------------------------
+
+
+def test_every_option_is_recorded() -> None:
+    for opt in Option:
+        if opt in (Option.RETAIN_LONGITUDINAL_FULL_DATES,):
+            continue
+        out = run(make_ds(), profile(opt.value))
+        assert OPTION_CODES[opt][0] in codes(out), opt
+
+
+def test_retain_uids() -> None:
+    out = run(make_ds(), profile("retain-uids"))
+    assert out.StudyInstanceUID == STUDY and out.SOPInstanceUID == SOP
+
+
+def test_retain_device_identity() -> None:
+    out = run(make_ds(), profile("retain-device-identity"))
+    assert out.StationName == "CTROOM7" and out.DeviceSerialNumber == "SN4711"
+    plain = run(make_ds())
+    assert plain.StationName != "CTROOM7" and "SN4711" not in str(plain.get("DeviceSerialNumber"))
+
+
+def test_retain_institution_identity() -> None:
+    out = run(make_ds(), profile("retain-institution-identity"))
+    assert out.InstitutionName == "General Hospital"
+
+
+def test_retain_patient_characteristics() -> None:
+    out = run(make_ds(), profile("retain-patient-characteristics"))
+    assert out.PatientSex == "M" and out.PatientAge == "061Y"
+    plain = run(make_ds())
+    assert plain.PatientSex == "" and "PatientAge" not in plain
+
+
+def test_retain_full_dates() -> None:
+    out = run(make_ds(), profile("retain-longitudinal-full-dates"))
+    assert out.StudyDate == "20210304"
+    assert out.LongitudinalTemporalInformationModified == "UNMODIFIED"
+    assert "113106" in codes(out)
+
+
+def test_retain_modified_dates_shifts_per_patient_and_keeps_intervals() -> None:
+    out = run(make_ds(), profile("retain-longitudinal-modified-dates"))
+    days = date_offset_days(KEY, "t", "id:12345")
+    assert out.StudyDate == shift_date("20210304", days) != "20210304"
+    assert out.ContentDate == shift_date("20210305", days)  # one day later, still
+    assert out.StudyTime == "101112"  # times kept
+    assert out.PatientBirthDate == ""  # never kept
+    assert out.LongitudinalTemporalInformationModified == "MODIFIED"
+    other = run(make_ds(PatientID="99999"), profile("retain-longitudinal-modified-dates"))
+    assert date_offset_days(KEY, "t", "id:99999") != days or other.StudyDate == out.StudyDate
+
+
+def test_clean_structured_content() -> None:
+    def sr() -> Dataset:
+        item = Dataset()
+        item.ValueType = "TEXT"
+        item.RelationshipType = "CONTAINS"
+        item.TextValue = "Findings for SMITH JOHN: nodule"
+        return make_ds(ContentSequence=Sequence([item]))
+
+    plain = run(sr())
+    assert plain.ContentSequence[0].TextValue == "ANONYMIZED"  # D on the sequence
+    assert plain.ContentSequence[0].ValueType == "TEXT"
+    cleaned = run(sr(), profile("clean-structured-content"))
+    text = cleaned.ContentSequence[0].TextValue
+    assert "nodule" in text and "SMITH" not in text and "JOHN" not in text
+
+
+def test_clean_graphics_keeps_cleaned_annotation_text() -> None:
+    def gr() -> Dataset:
+        text = Dataset()
+        text.UnformattedTextValue = "arrow SMITH"
+        layer = Dataset()
+        layer.TextObjectSequence = Sequence([text])
+        return make_ds(GraphicAnnotationSequence=Sequence([layer]))
+
+    plain = run(gr())
+    assert plain.GraphicAnnotationSequence[0].TextObjectSequence[0].UnformattedTextValue == (
+        "ANONYMIZED"
+    )
+    cleaned = run(gr(), profile("clean-graphics"))
+    value = cleaned.GraphicAnnotationSequence[0].TextObjectSequence[0].UnformattedTextValue
+    assert value.startswith("arrow") and "SMITH" not in value
+
+
+def test_overlays_and_curves_removed() -> None:
+    ds = make_ds()
+    ds.add_new(0x60000010, "US", 8)
+    ds.add_new(0x60003000, "OW", b"\x00" * 8)
+    ds.add_new(0x60004000, "LT", "overlay SMITH")
+    ds.add_new(0x50000022, "LO", "curve SMITH")
+    out = run(ds)
+    assert not any(int(t) >> 16 in (0x6000, 0x5000) for t in out.keys())  # noqa: SIM118
+
+
+def test_private_elements_removed_unless_known_safe() -> None:
+    def with_private() -> Dataset:
+        ds = make_ds()
+        ds.add_new(0x00190010, "LO", "GEMS_ACQU_01")
+        ds.add_new(0x00191002, "SL", 7)  # known safe in TCIA's knowledge base
+        ds.add_new(0x001910FE, "LO", "SMITH secret")  # not known safe
+        ds.add_new(0x00090010, "LO", "ACME_PHI")
+        ds.add_new(0x00091001, "LO", "PHI here")
+        return ds
+
+    plain = run(with_private())
+    assert not any(int(t) >> 16 & 1 for t in plain.keys())  # noqa: SIM118
+    kept = run(with_private(), profile("retain-safe-private"))
+    assert kept[0x00191002].value == 7
+    assert 0x00190010 in kept and 0x001910FE not in kept
+    assert 0x00090010 not in kept and 0x00091001 not in kept
+
+
+def test_clean_pixel_data_needs_region_rules() -> None:
+    ds = make_ds(BurnedInAnnotation="YES", PixelData=b"\x00" * 8, Rows=2, Columns=2)
+    with pytest.raises(DeidError, match="no pixel region rule"):
+        run(ds, profile("clean-pixel-data", burned_in_annotation=BurnedInPolicy.CLEAN))
+
+
+# -- policy, overrides, trial -------------------------------------------------------
+
+
+def test_burned_in_quarantined_by_default() -> None:
+    ds = make_ds(BurnedInAnnotation="YES", PixelData=b"\x00" * 8, Rows=2, Columns=2)
+    with pytest.raises(DeidError, match="burned-in"):
+        run(ds)
+    us = make_ds(SOPClassUID=UltrasoundImageStorage, Modality="US", PixelData=b"\x00" * 8)
+    del us.BurnedInAnnotation
+    with pytest.raises(DeidError, match="burned-in"):
+        run(us)
+    allowed = run(
+        make_ds(BurnedInAnnotation="YES", PixelData=b"\x00" * 8),
+        profile(burned_in_annotation=BurnedInPolicy.ALLOW),
+    )
+    assert allowed.PixelData == b"\x00" * 8
+
+
+def test_overrides_keep_remove_replace() -> None:
+    cfg = profile(
+        keep=(0x00081010,),  # StationName
+        remove=(0x00180050,),  # SliceThickness
+        replace=((0x00081030, "RESEARCH"),),
+    )
+    out = run(make_ds(), cfg)
+    assert out.StationName == "CTROOM7"
+    assert "SliceThickness" not in out
+    assert out.StudyDescription == "RESEARCH"
+    lines = {ln.keyword: ln for ln in describe(compile_profile(cfg))}
+    assert lines["StudyDescription"].op == "replace with 'RESEARCH'"
+    assert compile_profile(cfg).ops[0x00081010] is Op.KEEP_VERBATIM
+
+
+def test_trial_attributes() -> None:
+    trial = TrialConfig(sponsor="Uni", protocol_id="EX-1", site_id="01", site_name="One")
+    out = run(make_ds(), profile(trial=trial))
+    assert out.ClinicalTrialSponsorName == "Uni" and out.ClinicalTrialProtocolID == "EX-1"
+    assert out.ClinicalTrialSubjectID == out.PatientID
+    assert out.ClinicalTrialSiteID == "01"
+
+
+def test_missing_uid_fails_closed() -> None:
+    ds = make_ds()
+    del ds.SOPInstanceUID
+    with pytest.raises(DeidError, match="missing SOPInstanceUID"):
+        run(ds)
+
+
+def test_nested_sequences_any_depth() -> None:
+    inner = Dataset()
+    inner.PatientName = "DEEP^NAME"
+    inner.StudyInstanceUID = STUDY
+    mid = Dataset()
+    mid.ReferencedInstanceSequence = Sequence([inner])
+    out = run(make_ds(ReferencedSeriesSequence=Sequence([mid])))
+    deep = out.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
+    assert str(deep.PatientName) == out.PatientID  # PatientName rule applies at any depth
+    assert deep.StudyInstanceUID == out.StudyInstanceUID
