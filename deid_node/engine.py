@@ -570,6 +570,15 @@ def transfer_syntax_of(ds: Dataset) -> UID:
 
 def deidentify_dataset(ds: Dataset, profile: CompiledProfile, key: bytes) -> DeidResult:
     """De-identify ds in place with the profile; raise DeidError if that is not certain."""
+    try:
+        return _deidentify(ds, profile, key)
+    except DeidError:
+        raise
+    except Exception as exc:  # fail closed; the message carries no value
+        raise DeidError(f"cannot de-identify: {type(exc).__name__}") from None
+
+
+def _deidentify(ds: Dataset, profile: CompiledProfile, key: bytes) -> DeidResult:
     sop_class = _required_uid(ds, "SOPClassUID")
     originals = Originals(
         patient_id=_text(ds.get("PatientID", "")),

@@ -1,0 +1,220 @@
+"""`deid-node deidentify` end to end: real files, real subprocesses, dciodvfy on the output."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.data import get_testdata_file
+from typer.testing import CliRunner
+
+from deid_node.cli import app
+from deid_node.config import BurnedInPolicy, ProfileConfig
+from deid_node.pipeline import Status, process_file
+from deid_node.profiles import compile_profile
+from tests.synthetic import (
+    PhiTokens,
+    SyntheticPatient,
+    ct_series,
+    rt_structure_set,
+    write_bad_files,
+    write_files,
+)
+
+KEY = b"\x11" * 32
+runner = CliRunner()
+
+BASES = [
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_RLE.dcm",
+    "JPEG2000.dcm",
+    "SC_rgb_jpeg_dcmtk.dcm",
+    "rtplan.dcm",
+    "rtstruct.dcm",
+    "rtdose.dcm",
+    "test-SR.dcm",
+    "reportsi.dcm",
+    "examples_ybr_color.dcm",  # ultrasound
+    "examples_overlay.dcm",
+    "waveform_ecg.dcm",
+    "image_dfl.dcm",  # deflated
+]
+DCIODVFY = shutil.which("dciodvfy")
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    cfg = tmp_path / "deid.toml"
+    cfg.write_text(
+        f"""
+[node]
+data_dir = "var"
+[profiles.research]
+options = ["retain-longitudinal-modified-dates", "retain-safe-private"]
+patient_id_prefix = "RES"
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def _errors(path: Path) -> set[str]:
+    proc = subprocess.run([DCIODVFY or "dciodvfy", str(path)], capture_output=True, text=True)
+    lines = set()
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if line.startswith("Error"):
+            # UID values differ by design; compare the kind of error, not the value.
+            line = re.sub(r"<[0-9.]+>", "<uid>", line)
+            line = re.sub(r"UID [0-9.]+", "UID x", line)
+            lines.add(line)
+    return lines
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (Debian dicom3tools) is not installed")
+@pytest.mark.parametrize("name", BASES)
+def test_output_is_as_valid_as_input(name: str, tmp_path: Path) -> None:
+    src = Path(get_testdata_file(name))  # type: ignore[arg-type]
+    profile = compile_profile(
+        ProfileConfig(name="research", burned_in_annotation=BurnedInPolicy.ALLOW)
+    )
+    outcome = process_file(src, profile, KEY, tmp_path)
+    assert outcome.status is Status.STORED, outcome.reason
+    assert outcome.output_path is not None
+    new_errors = _errors(outcome.output_path) - _errors(src)
+    assert not new_errors, new_errors
+    before, after = dcmread(src, force=True), dcmread(outcome.output_path)
+    if "TransferSyntaxUID" in getattr(before, "file_meta", {}):
+        assert after.file_meta.TransferSyntaxUID == before.file_meta.TransferSyntaxUID
+    if "PixelData" in before:
+        assert after.PixelData == before.PixelData  # header-only work: pixels untouched
+    assert after.file_meta.MediaStorageSOPInstanceUID == after.SOPInstanceUID
+
+
+def test_deidentify_command_layout_summary_and_bad_files(tmp_path: Path) -> None:
+    tokens = PhiTokens()
+    patient = SyntheticPatient.make(tokens, seed=3)
+    ct = ct_series(4, patient=patient, seed=3)
+    write_files(ct, tmp_path / "in" / "ct")
+    bad = write_bad_files(tmp_path / "in" / "bad", tokens=tokens)
+    cfg = write_config(tmp_path)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["deidentify", str(tmp_path / "in"), "-o", str(out), "-p", "research", "-c", str(cfg)],
+    )
+    assert result.exit_code == 1, result.output  # bad files are failures
+    # 4 CT slices, plus the file whose PatientName had a wrong VR: that element is
+    # replaced by the pseudonym anyway, so the object comes out clean and valid.
+    assert "5 written" in result.output
+    assert "quarantined" in result.output and "not DICOM" in result.output
+    for value in tokens.values():
+        assert value not in result.output  # no PHI on the terminal
+    files = sorted(out.rglob("*.dcm"))
+    assert len(files) == 5
+    rel = files[0].relative_to(out).parts
+    assert rel[0] == "research" and rel[1].startswith("RES") and len(rel) == 5
+    written = b"".join(f.read_bytes() for f in files)
+    leaks = tokens.find_in(written.decode("latin-1"))
+    # retain-longitudinal-modified-dates shifts dates but keeps times (PS3.15 E.3.6).
+    assert not [v for v in leaks if not re.fullmatch(r"\d{6}\.\d{6}", v)]
+    assert bad  # the generator made them
+
+
+def test_same_pseudonyms_in_two_separate_processes(tmp_path: Path) -> None:
+    tokens = PhiTokens()
+    ct = ct_series(3, patient=SyntheticPatient.make(tokens, seed=5), seed=5)
+    write_files(ct, tmp_path / "in")
+    cfg = write_config(tmp_path)
+    env = {**os.environ, "DEID_NODE_SECRET": "ab" * 32}
+    trees = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        cmd = [sys.executable, "-m", "deid_node", "deidentify", str(tmp_path / "in")]
+        cmd += ["-o", str(out), "-p", "research", "-c", str(cfg)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        trees.append(sorted(str(p.relative_to(out)) for p in out.rglob("*.dcm")))
+    assert trees[0] == trees[1] and len(trees[0]) == 3
+
+
+def test_rt_structure_set_references_follow_the_ct(tmp_path: Path) -> None:
+    tokens = PhiTokens()
+    ct = ct_series(5, patient=SyntheticPatient.make(tokens, seed=8), seed=8)
+    rt = rt_structure_set(ct)
+    paths = write_files([*ct, rt], tmp_path / "in")
+    profile = compile_profile(ProfileConfig(name="research"))
+    outcomes = [process_file(p, profile, KEY, tmp_path / "out") for p in paths]
+    assert all(o.status is Status.STORED for o in outcomes), [o.reason for o in outcomes]
+    ct_out = [dcmread(o.output_path) for o in outcomes[:-1]]  # type: ignore[arg-type]
+    rt_out = dcmread(outcomes[-1].output_path)  # type: ignore[arg-type]
+    ct_uids = {d.SOPInstanceUID for d in ct_out}
+    assert len({d.StudyInstanceUID for d in ct_out} | {rt_out.StudyInstanceUID}) == 1
+    assert len({d.PatientID for d in ct_out} | {rt_out.PatientID}) == 1
+    refs = set()
+    frame = rt_out.ReferencedFrameOfReferenceSequence[0]
+    assert frame.FrameOfReferenceUID == ct_out[0].FrameOfReferenceUID
+    for study in frame.RTReferencedStudySequence:
+        for series in study.RTReferencedSeriesSequence:
+            assert series.SeriesInstanceUID == ct_out[0].SeriesInstanceUID
+            refs |= {img.ReferencedSOPInstanceUID for img in series.ContourImageSequence}
+    assert refs == ct_uids
+    originals = {d.SOPInstanceUID for d in ct}
+    assert not refs & originals
+
+
+def test_profiles_list_and_show(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    listed = runner.invoke(app, ["profiles", "list", "-c", str(cfg)])
+    assert listed.exit_code == 0 and "research" in listed.output
+    shown = runner.invoke(app, ["profiles", "show", "research", "-c", str(cfg), "--csv"])
+    assert shown.exit_code == 0
+    rows = shown.output.splitlines()
+    assert rows[0] == "tag,keyword,name,basic,action,source"
+    assert len(rows) > 621  # every Table E.1-1 row plus pattern rows
+    assert any(r.startswith('"(0008,0020)",StudyDate') and "shift date" in r for r in rows)
+    unknown = runner.invoke(app, ["profiles", "show", "nope", "-c", str(cfg)])
+    assert unknown.exit_code == 1 and "Error: unknown profile 'nope'" in unknown.output
+
+
+def test_check_config_errors_name_file_and_key(tmp_path: Path) -> None:
+    good = write_config(tmp_path)
+    ok = runner.invoke(app, ["check-config", "-c", str(good)])
+    assert ok.exit_code == 0 and ok.output.startswith("OK:")
+    bad = write_config(tmp_path, 'burned_in_annotation = "sometimes"')
+    result = runner.invoke(app, ["check-config", "-c", str(bad)])
+    assert result.exit_code == 1
+    assert "profiles.research.burned_in_annotation" in result.output
+    assert "expected one of 'quarantine', 'clean', 'allow'" in result.output
+    assert "Traceback" not in result.output
+    missing = runner.invoke(app, ["check-config", "-c", str(tmp_path / "none.toml")])
+    assert missing.exit_code == 1 and "config file not found" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("snippet", "key"),
+    [
+        ('options = ["retain-foo"]', "profiles.research.options[0]"),
+        ("patient_id_prefix = 5", "profiles.research.patient_id_prefix"),
+        ('keep = ["NotAKeyword"]', "profiles.research.keep[0]"),
+        ("colour = 1", "profiles.research.colour"),
+    ],
+)
+def test_config_errors(tmp_path: Path, snippet: str, key: str) -> None:
+    text = write_config(tmp_path).read_text()
+    if snippet.startswith("options"):
+        text = re.sub(r"^options = .*$", snippet, text, flags=re.M)
+    else:
+        text = text.replace('patient_id_prefix = "RES"', snippet)
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    result = runner.invoke(app, ["check-config", "-c", str(cfg)])
+    assert result.exit_code == 1 and key in result.output, result.output
