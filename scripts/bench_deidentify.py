@@ -32,11 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="deid-bench-"))
     try:
         data = work / "ct"
-        subprocess.run(
-            [sys.executable, str(REPO / "scripts" / "make_synthetic.py")]
-            + ["--ct", str(args.files), "--out", str(data)],
-            check=True,
-        )
+        make = [sys.executable, str(REPO / "scripts" / "make_synthetic.py")]
+        subprocess.run([*make, "--ct", str(args.files), "--out", str(data)], check=True)
         size = sum(p.stat().st_size for p in data.iterdir())
         cfg = work / "bench.toml"
         cfg.write_text(
