@@ -160,10 +160,12 @@ _MIN_SCRUB_LEN = 2
 _REMOVING_OPS = frozenset(
     {Op.REMOVE, Op.EMPTY, Op.DUMMY, Op.UID, Op.PATIENT_ID, Op.PATIENT_NAME, Op.REPLACE}
 )
+_ADDRESS_TAGS = frozenset({0x00101040, 0x00080081, 0x00080092, 0x00102154, 0x00102150, 0x00102152})
 # Identifiers checked for in the output bytes (patient ID, other IDs, accession number).
 _NEEDLE_ID_TAGS = frozenset({0x00100020, 0x00101000, 0x00080050})
 _PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 _MIN_NEEDLE_LEN = 4
+_MIN_NUMERIC_NEEDLE_LEN = 6
 _MIN_UID_NEEDLE_LEN = 8  # shorter 'UIDs' are junk values, not identifiers
 
 
@@ -312,8 +314,15 @@ class _Walker:
                     v = v.strip()
                     if len(v) >= _MIN_SCRUB_LEN:
                         words.add(v)
-                        if len(v) >= _MIN_NEEDLE_LEN and t in _NEEDLE_ID_TAGS:
+                        # Short numbers also occur as IS/DS values: checking them in the
+                        # output would quarantine clean objects.
+                        long_enough = len(v) >= (
+                            _MIN_NUMERIC_NEEDLE_LEN if v.isdigit() else _MIN_NEEDLE_LEN
+                        )
+                        if long_enough and t in _NEEDLE_ID_TAGS:
                             self.needles.add(v)
+                    if t in _ADDRESS_TAGS:
+                        words.update(w for w in re.split(r"[\s,;^]+", v) if len(w) >= 3)
         words.discard(DUMMY_TEXT)
         self.needles.discard(DUMMY_TEXT)
 
@@ -627,7 +636,14 @@ def _deidentify(ds: Dataset, profile: CompiledProfile, key: bytes) -> DeidResult
 
 
 def _alternation(values: Iterable[str]) -> bytes:
-    encoded = {v.encode("utf-8", "ignore") for v in values if v and v != DUMMY_TEXT}
+    # UTF-8 and Latin-1 cover ISO_IR 192, ISO_IR 100 and plain ASCII output.
+    encoded = {
+        v.encode(codec, "ignore")
+        for v in values
+        if v and v != DUMMY_TEXT
+        for codec in ("utf-8", "latin-1")
+    }
+    encoded.discard(b"")
     return b"|".join(re.escape(v) for v in sorted(encoded, key=len, reverse=True))
 
 
