@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Final, TextIO, TypeAlias
+from typing import Any, Final, TextIO, TypeAlias
 
 from sqlalchemy import (
     BigInteger,
@@ -375,6 +377,22 @@ def _transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
 # Engine
 
 
+def _switch_to_wal(cursor: Any) -> str:
+    # The switch takes an exclusive lock and fails at once with "database is locked" when
+    # another connection holds one, busy_timeout or not: retry until that timeout.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            mode = str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            if mode in ("wal", "memory"):
+                return mode
+            return str(cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _on_sqlite_connect(dbapi_connection: object, record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     try:
@@ -382,7 +400,7 @@ def _on_sqlite_connect(dbapi_connection: object, record: ConnectionPoolEntry) ->
         # (the sqlite3 module's legacy mode autocommits DDL).
         dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        mode = str(cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        mode = _switch_to_wal(cursor)
         if mode not in ("wal", "memory"):
             raise AuditError(
                 f"audit database could not switch to WAL mode (it stays in {mode!r}): "
@@ -449,13 +467,11 @@ def create_audit_engine(url: str) -> Engine:
     except (ArgumentError, ValueError):
         raise AuditError(f"invalid audit database url: {_URL_HINT}") from None
     is_sqlite = parsed.get_backend_name() == "sqlite"
+    is_file = is_sqlite and not _is_sqlite_memory(parsed)
     options: dict[str, object] = {}
-    if is_sqlite:
-        if _is_sqlite_memory(parsed):
-            # One shared connection, or every connection would see its own empty database.
-            options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-        else:
-            _prepare_sqlite_file(parsed)
+    if is_sqlite and not is_file:
+        # One shared connection, or every connection would see its own empty database.
+        options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     try:
         engine = create_engine(parsed, **options)
     except NoSuchModuleError:
@@ -471,6 +487,9 @@ def create_audit_engine(url: str) -> Engine:
         raise AuditError(
             f"invalid audit database url ({_first_line(str(exc))}): {_URL_HINT}"
         ) from None
+    if is_file:
+        # Only now that the driver is known to exist: a bad URL leaves no file behind.
+        _prepare_sqlite_file(parsed)
     if is_sqlite:
         event.listen(engine, "connect", _on_sqlite_connect)
         event.listen(engine, "begin", _on_sqlite_begin)
