@@ -622,6 +622,8 @@ def _deidentify(ds: Dataset, profile: CompiledProfile, key: bytes) -> DeidResult
         _write_trial(ds, profile, walker.pseudo_pid)
     new_sop = _text(ds.get("SOPInstanceUID", "")) or originals.sop_uid
     ds.file_meta = _new_meta(ds, sop_class, new_sop, ts)
+    if hasattr(ds, "preamble"):
+        ds.preamble = None  # written as 128 zero bytes; dual TIFF/DICOM files hide data there
     return DeidResult(
         dataset=ds,
         pseudo_patient_id=walker.pseudo_pid,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -12,6 +13,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UltrasoundImageS
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig, TrialConfig
 from deid_node.engine import deidentify_dataset
 from deid_node.errors import DeidError
+from deid_node.pipeline import process_file
 from deid_node.profiles import OPTION_CODES, Op, compile_profile, describe
 from deid_node.pseudonym import date_offset_days, pseudo_uid, shift_date
 
@@ -340,3 +342,14 @@ def test_nested_sequences_any_depth() -> None:
     deep = out.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0]
     assert str(deep.PatientName) == out.PatientID  # PatientName rule applies at any depth
     assert deep.StudyInstanceUID == out.StudyInstanceUID
+
+
+def test_preamble_is_zeroed(tmp_path: Path) -> None:
+    src = tmp_path / "in.dcm"
+    make_ds().save_as(src, enforce_file_format=True)
+    data = bytearray(src.read_bytes())
+    data[:16] = b"SMITH JOHN 12345"  # a preamble may hold anything (TIFF headers, text)
+    src.write_bytes(bytes(data))
+    outcome = process_file(src, compile_profile(profile()), KEY, tmp_path / "out")
+    assert outcome.output_path is not None
+    assert outcome.output_path.read_bytes()[:132] == b"\x00" * 128 + b"DICM"
