@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,16 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """[node.tls]: DICOM TLS (PS3.15 Annex B) on the listening port."""
+
+    certificate: Path
+    key: Path
+    ca_bundle: Path | None = None
+    require_client_cert: bool = False
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """The [node] table."""
 
@@ -130,6 +140,7 @@ class NodeConfig:
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
     dimse_timeout: float = 120.0
+    tls: TlsConfig | None = None
 
     @property
     def output(self) -> Path:
@@ -431,12 +442,25 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         acse_timeout=n.number("acse_timeout", 30.0, 1.0),
         dimse_timeout=n.number("dimse_timeout", 120.0, 1.0),
     )
+    if "tls" in nraw:
+        t = _Reader(n.table_of("tls"), "node.tls", source)
+        ca = t.string("ca_bundle", "")
+        tls = TlsConfig(
+            certificate=_path(base_dir, t.string("certificate")),
+            key=_path(base_dir, t.string("key")),
+            ca_bundle=_path(base_dir, ca) if ca else None,
+            require_client_cert=t.boolean("require_client_cert", False),
+        )
+        if tls.require_client_cert and tls.ca_bundle is None:
+            raise t.error("ca_bundle", "is required when require_client_cert = true")
+        t.check_unknown()
+        node = replace(node, tls=tls)
     try:
         ipaddress.ip_address(node.host)
     except ValueError:
         if node.host != "localhost":
             raise n.error("host", "expected an IP address to bind, such as 127.0.0.1") from None
-    n.check_unknown()
+    n.check_unknown(("tls",))
 
     d = _Reader(top.table_of("database"), "database", source)
     default_url = "sqlite:///" + str((data_dir / "audit.db").resolve())
