@@ -1,0 +1,186 @@
+"""scripts/fuzz.py: its generator, its raw sender, and a short run against a real node."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FUZZ = REPO_ROOT / "scripts" / "fuzz.py"
+
+
+def _load_fuzz() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("deid_fuzz", FUZZ)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["deid_fuzz"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+fuzz = _load_fuzz()
+
+
+@pytest.fixture(scope="module")
+def gen() -> Any:
+    return fuzz.Generator(seed=5, count=len(fuzz.KINDS) * 12)
+
+
+def test_generation_is_deterministic_and_cycles_every_kind(gen: Any) -> None:
+    again = fuzz.Generator(seed=5, count=gen.count)
+    objects = [gen.build(oid) for oid in range(gen.count)]
+    assert [o.body for o in objects] == [again.build(o.oid).body for o in objects]
+    assert Counter(o.kind for o in objects) == {k: 12 for k in fuzz.KINDS}
+    other_seed = fuzz.Generator(seed=6, count=gen.count)
+    assert any(o.body != other_seed.build(o.oid).body for o in objects)
+
+
+def test_every_mutation_changes_the_valid_encoding(gen: Any) -> None:
+    for oid in range(gen.count):
+        obj = gen.build(oid)
+        base = next(b for b in gen.pool if b.name == obj.base)
+        explicit = obj.transfer_syntax == fuzz.ExplicitVRLittleEndian
+        valid = fuzz.Draft(base, obj.sop_instance, explicit=explicit).body()
+        if obj.kind == "sop_class_mismatch" and obj.variant.startswith("context:"):
+            assert obj.sop_class != base.sop_class  # same bytes, wrong context
+        else:
+            assert obj.body != valid, (obj.kind, obj.variant)
+
+
+def test_deep_nesting_reaches_depth_200(gen: Any) -> None:
+    depths = [
+        int(gen.build(oid).variant.split(":")[1])
+        for oid in range(gen.count)
+        if gen.kind_of(oid) == "deep_nesting"
+    ]
+    assert depths and min(depths) >= 200
+
+
+def test_split_elements_round_trips_every_base(gen: Any) -> None:
+    for base in gen.pool:
+        for explicit, elems in ((True, base.explicit), (False, base.implicit)):
+            body = b"".join(b for _, b in elems)
+            assert fuzz.split_elements(body, explicit) == list(elems)
+            tags = [t for t, _ in elems]
+            assert tags == sorted(tags)
+
+
+def test_phi_scanner_finds_tokens_dates_and_uids(gen: Any) -> None:
+    uid = fuzz.object_uid(5, 3)
+    scanner = fuzz.PhiScanner(gen.tokens, {uid})
+    base = gen.pool[0]
+    date = next(v for v in gen.tokens.values("date") if len(v) == 8)
+    blob = b"x" + uid.encode() + b"\0 " + base.patient_id.encode("utf-16-le") + b" " + date.encode()
+    assert scanner.find(blob) == {uid, base.patient_id, date}
+    # A date inside a longer digit run (a pseudonymous 2.25 UID) is not a hit.
+    assert scanner.find(b"2.25.1" + date.encode() + b"7") == set()
+    assert scanner.find(uid.encode() + b"1") == set()  # another object's UID prefix
+
+
+def test_raw_sender_puts_the_exact_bytes_on_the_wire(gen: Any, tmp_path: Path) -> None:
+    """A bare pynetdicom SCP receives every generated body byte for byte."""
+    from pynetdicom import AE, evt
+
+    received: dict[str, tuple[bytes, str]] = {}
+    lock = threading.Lock()
+
+    def handle_store(event: Any) -> int:
+        with lock:
+            received[str(event.request.AffectedSOPInstanceUID)] = (
+                event.request.DataSet.getvalue(),
+                str(event.context.abstract_syntax),
+            )
+        return 0xC000
+
+    scp = AE(ae_title="STUB")
+    for sop_class in fuzz.STORAGE_CLASSES:
+        scp.add_supported_context(sop_class, list(fuzz.TRANSFER_SYNTAXES))
+    scp.add_supported_context("1.2.840.10008.1.1")
+    server = scp.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)]
+    )
+    try:
+        fuzz.install_raw_sender()
+        port = server.server_address[1]
+        target = fuzz.Target("127.0.0.1", port, "STUB", "FUZZER")
+        schedule = list(range(gen.count))
+        sender = fuzz.Sender(
+            gen,
+            target,
+            schedule,
+            associations=2,
+            per_association=40,
+            request_timeout=10,
+            deadline=fuzz.time.monotonic() + 60,
+            workdir=tmp_path,
+            progress=False,
+        )
+        sender.run()
+        assert fuzz.echo("127.0.0.1", port, "STUB", "FUZZER")
+    finally:
+        server.shutdown()
+    assert {r.status for r in sender.results.values()} == {"0xC000"}
+    for oid in schedule:
+        obj = gen.build(oid)
+        assert received[obj.sop_instance] == (obj.body, obj.sop_class), (obj.kind, obj.variant)
+    assert sender.associations_opened >= 2
+
+
+def _serve_unavailable() -> str | None:
+    """Why `deid-node serve` cannot run here, or None if it can."""
+    cmd = [*fuzz.deid_node_command(), "serve", "--help"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`deid-node serve --help` failed: {exc}"
+    if proc.returncode != 0:
+        return "`deid-node serve` is not available (serve --help exited non-zero)"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_fuzz_300_objects_against_a_real_node(tmp_path: Path) -> None:
+    reason = _serve_unavailable()
+    if reason:
+        pytest.skip(reason)
+    report_path = tmp_path / "fuzz.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(FUZZ),
+            "--count",
+            "300",
+            "--associations",
+            "2",
+            "--max-seconds",
+            "150",
+            "--quiet",
+            "--json",
+            str(report_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert report_path.exists(), proc.stdout + proc.stderr
+    report = json.loads(report_path.read_text())
+    summary = proc.stdout + proc.stderr
+    assert report["final"]["echo"], summary
+    assert report["final"]["store"]["status"] == "0x0000", summary
+    assert report["exceptions"]["tracebacks"] == 0, summary
+    assert report["exceptions"]["status_0xC211"] == 0, summary
+    assert report["output"]["leaked_files"] == [], summary
+    assert report["output"]["from_malformed"] == 0, summary
+    failed = [k for k, v in report["invariants"].items() if not v["ok"]]
+    assert proc.returncode == 0 and not failed, summary
