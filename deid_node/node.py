@@ -1,0 +1,748 @@
+"""The serve loop: recovery, the SCP, a worker pool, one audit writer thread, signals.
+
+Life of an object: the SCP publishes it into spool/ and acknowledges it; the node submits
+it to a process pool running :func:`deid_node.pipeline.process_file`; the outcome becomes
+an audit row written by the writer thread (batched); only once that row is committed is
+the spool file removed (or moved to quarantine/). A crash anywhere in between leaves the
+spool file, which the next start processes again before serving (the output then exists,
+so the pipeline reports ``duplicate``).
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Final
+
+from pynetdicom.ae import ApplicationEntity
+from pynetdicom.transport import ThreadedAssociationServer
+
+from deid_node.audit import AuditDB, LinkageRecord, ObjectRecord, open_audit
+from deid_node.config import Config, Durability, ProfileConfig
+from deid_node.errors import AuditError, DeidNodeError, StorageError
+from deid_node.logs import quiet_libraries
+from deid_node.pipeline import Outcome, Status, process_file
+from deid_node.profiles import CompiledProfile, compile_profile
+from deid_node.scp import (
+    AssociationInfo,
+    Receiver,
+    RefusedObject,
+    attach_spool,
+    build_ae,
+    detach_spool,
+    event_handlers,
+)
+from deid_node.secret import load_secret
+from deid_node.spool import Spool, SpoolItem
+
+log = logging.getLogger(__name__)
+
+MAX_WORKER_CRASHES: Final = 3  # an object that kills its worker this often is quarantined
+WRITER_BATCH: Final = 500
+_STORAGE_RETRY_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def now() -> datetime:
+    """The current time, UTC, timezone-aware."""
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------------------------
+# Worker processes
+
+
+@dataclass(frozen=True)
+class WorkResult:
+    """What a worker sends back: an outcome, or why the output could not be written."""
+
+    outcome: Outcome | None
+    storage_error: str | None = None
+
+
+@dataclass
+class _WorkerState:
+    profiles: dict[str, CompiledProfile]
+    key: bytes
+    output: Path
+    fsync: bool
+
+
+_worker: _WorkerState | None = None
+
+
+def _init_worker(
+    profiles: Mapping[str, ProfileConfig], key: bytes, output: Path, fsync: bool
+) -> None:
+    """Per worker process: compile the profiles once; leave signals to the node."""
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the node drains, then shuts the pool
+    warnings.simplefilter("ignore")
+    quiet_libraries()
+    compiled = {name: compile_profile(p) for name, p in profiles.items()}
+    _worker = _WorkerState(compiled, key, output, fsync)
+
+
+def work(path: str, profile: str) -> WorkResult:
+    """De-identify one spool file in a worker process; never raises."""
+    state = _worker
+    if state is None:
+        return WorkResult(None, "worker not initialised")
+    try:
+        return WorkResult(
+            process_file(
+                Path(path), state.profiles[profile], state.key, state.output, fsync=state.fsync
+            )
+        )
+    except StorageError as exc:
+        return WorkResult(None, str(exc))
+    except Exception as exc:  # fail closed: anything unforeseen is quarantined
+        return WorkResult(Outcome(Status.QUARANTINED, f"internal error ({type(exc).__name__})"))
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # fork from a process with pynetdicom, SQLAlchemy and writer threads risks copying
+    # held locks into the child; the forkserver forks from a clean, preloaded process.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["deid_node.node"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+# --------------------------------------------------------------------------------------------
+# The audit writer
+
+
+@dataclass
+class _ObjectJob:
+    record: ObjectRecord
+    linkage: LinkageRecord | None
+    after_commit: Callable[[], None] | None = None
+
+
+@dataclass
+class _CallJob:
+    what: str
+    call: Callable[[AuditDB], None]
+
+
+class AuditWriter(threading.Thread):
+    """The one thread that writes the audit database: objects in batches, in order.
+
+    A failed write is retried (with a growing pause) until it succeeds or the writer is
+    abandoned at shutdown: an ``after_commit`` action (removing a spool file) runs only
+    after its row is committed.
+    """
+
+    def __init__(self, db: AuditDB, on_idle: Callable[[], None]) -> None:
+        """Write to `db`; call `on_idle` whenever a batch is done."""
+        super().__init__(name="deid-audit-writer", daemon=True)
+        self._db = db
+        self._queue: queue.Queue[_ObjectJob | _CallJob | None] = queue.Queue()
+        self._outstanding = 0
+        self._lock = threading.Lock()
+        self._on_idle = on_idle
+        self._abandon = threading.Event()
+
+    @property
+    def idle(self) -> bool:
+        """True when every job put so far is written and its action done."""
+        with self._lock:
+            return self._outstanding == 0
+
+    def put(self, job: _ObjectJob | _CallJob) -> None:
+        """Queue a job."""
+        with self._lock:
+            self._outstanding += 1
+        self._queue.put(job)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Write what is queued, then stop; False if that took longer than `timeout`."""
+        self._queue.put(None)
+        self.join(timeout)
+        if self.is_alive():
+            self._abandon.set()
+            self.join(5)
+            return False
+        return True
+
+    def run(self) -> None:
+        """Take jobs in batches until closed."""
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            jobs: list[_ObjectJob | _CallJob] = []
+            if first is None:
+                stopping = True
+            else:
+                jobs.append(first)
+            while len(jobs) < WRITER_BATCH:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                jobs.append(job)
+            if jobs:
+                self._write(jobs)
+                with self._lock:
+                    self._outstanding -= len(jobs)
+                self._on_idle()
+            if self._abandon.is_set():
+                return
+
+    def _write(self, jobs: list[_ObjectJob | _CallJob]) -> None:
+        i = 0
+        while i < len(jobs):
+            job = jobs[i]
+            if isinstance(job, _CallJob):
+                self._retry(job.what, functools.partial(job.call, self._db))
+                i += 1
+                continue
+            j = i
+            while j < len(jobs) and isinstance(jobs[j], _ObjectJob):
+                j += 1
+            batch = [b for b in jobs[i:j] if isinstance(b, _ObjectJob)]
+            items = [(b.record, b.linkage) for b in batch]
+            if not self._retry("record objects", functools.partial(self._db.record_objects, items)):
+                return
+            for b in batch:
+                if b.after_commit is not None:
+                    try:
+                        b.after_commit()
+                    except Exception as exc:
+                        log.error("after audit commit: %s", _describe(exc))
+            i = j
+
+    def _retry(self, what: str, fn: Callable[[], object]) -> bool:
+        pauses = itertools.chain(_STORAGE_RETRY_SECONDS, itertools.repeat(30.0))
+        while True:
+            try:
+                fn()
+                return True
+            except AuditError as exc:
+                log.error("audit database: %s (retrying)", exc)
+            except Exception as exc:
+                log.error("audit database: cannot %s (%s); retrying", what, type(exc).__name__)
+            if self._abandon.wait(next(pauses)):
+                return False
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DeidNodeError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# The node
+
+
+@dataclass
+class _Pending:
+    item: SpoolItem
+    crashes: int = 0
+    storage_failures: int = 0
+
+
+@dataclass(order=True)
+class _Retry:
+    due: float
+    stem: str = field(compare=False)
+
+
+class Node:
+    """A running deid-node: ``start()``, ``wait_idle()``, ``stop()``; or ``serve_forever()``.
+
+    ``host``/``port`` override the config (tests use port 0 and read :attr:`address`).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        drain_timeout: float | None = None,
+    ) -> None:
+        """Prepare a node for `cfg`; nothing is opened before :meth:`start`."""
+        self.cfg = cfg
+        self._bind = (host or cfg.node.host, cfg.node.port if port is None else port)
+        self._drain_timeout = (
+            drain_timeout
+            if drain_timeout is not None
+            else cfg.node.network_timeout + cfg.node.dimse_timeout
+        )
+        self._fsync = cfg.node.durability is Durability.FSYNC
+        self.spool = Spool(
+            cfg.node.spool,
+            cfg.node.quarantine,
+            max_bytes=cfg.node.spool_max_bytes,
+            max_object_bytes=cfg.node.max_object_bytes,
+            fsync=self._fsync,
+        )
+        self.receiver = Receiver(cfg, self.spool, self)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending: dict[str, _Pending] = {}
+        self._retries: list[_Retry] = []
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_broken = False
+        self._pool_replacements = 0
+        self._next_pool_at = 0.0
+        self._key = b""
+        self._db: AuditDB | None = None
+        self._writer: AuditWriter | None = None
+        self._ae: ApplicationEntity | None = None
+        self._server: ThreadedAssociationServer | None = None
+        self._dispatcher: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stopping = False
+        self._stop_requested = threading.Event()
+        self._started = False
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the SCP listens on."""
+        if self._server is None:
+            raise RuntimeError("the node is not serving: call start() first")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Open everything, process what a crash left in spool/, then serve."""
+        if self._started:
+            return
+        quiet_libraries()
+        node = self.cfg.node
+        try:
+            node.data_dir.mkdir(parents=True, exist_ok=True)
+            node.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {node.data_dir}: {exc.strerror}") from None
+        self.spool.prepare()
+        self._key = load_secret(node.secret_path)
+        self._db = open_audit(self.cfg.database_url)
+        self._started = True
+        try:
+            self._writer = AuditWriter(self._db, self._notify)
+            self._writer.start()
+            self._pool = self._new_pool()
+            self._warm_up(self._pool)
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, name="deid-dispatcher", daemon=True
+            )
+            self._dispatcher.start()
+            self._recover()
+            self._ae = build_ae(self.cfg)
+            attach_spool(self._ae, self.spool)
+            self._server = self._ae.start_server(
+                self._bind, block=False, evt_handlers=event_handlers(self.receiver)
+            )
+        except BaseException:
+            self.stop(timeout=10)
+            raise
+        host, port = self.address
+        log.info(
+            "serving AE %s on %s:%d: %d source(s), %d worker(s), durability %s",
+            node.ae_title,
+            host,
+            port,
+            len(self.cfg.sources),
+            node.worker_count,
+            node.durability.value,
+        )
+
+    def _recover(self) -> None:
+        items = self.spool.recover()
+        if not items:
+            return
+        log.info("recovery: %d acknowledged object(s) left in spool, processing first", len(items))
+        for item in items:
+            self._schedule(item)
+        last = time.monotonic()
+        with self._changed:
+            while self._pending:
+                self._changed.wait(1.0)
+                if time.monotonic() - last > 10:
+                    log.info("recovery: %d object(s) to go", len(self._pending))
+                    last = time.monotonic()
+        log.info("recovery: done")
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop accepting, let associations finish, drain spool/, close; True if drained."""
+        if not self._started:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._stopping = True
+        if self._server is not None:
+            self._server.shutdown()  # no new associations; the running ones go on
+            self._wait(lambda: not self._associations_running(), self._drain_timeout)
+            if self._associations_running():
+                log.warning("stopping: aborting associations still open after the drain timeout")
+                for assoc in self._server.active_associations:
+                    assoc.abort()
+            self.receiver.reap()
+        drained = self._wait(lambda: not self._pending, _remaining(deadline))
+        if not drained:
+            log.warning("stopping with %d object(s) still in spool", len(self._pending))
+        self._stop_requested.set()
+        self._wake.set()
+        if self._dispatcher is not None:
+            self._dispatcher.join(5)
+        if self._writer is not None:
+            self._writer.close(_remaining(deadline))
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._ae is not None:
+            detach_spool(self._ae)
+        if self._db is not None:
+            self._db.close()
+        self._started = False
+        log.info("stopped")
+        return drained
+
+    def _associations_running(self) -> bool:
+        server = self._server
+        return self.receiver.active > 0 or (server is not None and bool(server.active_associations))
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no association is open, spool/ is drained and audit rows are written."""
+
+        def idle() -> bool:
+            writer_idle = self._writer is None or self._writer.idle
+            return not self._pending and writer_idle and not self._associations_running()
+
+        return self._wait(idle, timeout)
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                left = _remaining(deadline)
+                if left is not None and left <= 0:
+                    return False
+                # Association threads end without notifying us: look again now and then.
+                self._changed.wait(0.05 if left is None else min(left, 0.05))
+        return True
+
+    def serve_forever(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop gracefully (drained)."""
+        handled = (signal.SIGTERM, signal.SIGINT)
+        previous = {s: signal.getsignal(s) for s in handled}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self._stop_requested.set()
+
+        for s in handled:
+            signal.signal(s, on_signal)
+        try:
+            self.start()
+            while not self._stop_requested.wait(1.0):
+                pass
+            log.info("stopping: no new associations; finishing open ones and the spool")
+            self.stop()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to stop (thread-safe)."""
+        self._stop_requested.set()
+
+    def __enter__(self) -> Node:
+        """Start the node."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the node."""
+        self.stop(timeout=60)
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.cfg.node.worker_count,
+            mp_context=_pool_context(),
+            initializer=_init_worker,
+            initargs=(dict(self.cfg.profiles), self._key, self.cfg.node.output, self._fsync),
+        )
+
+    def _warm_up(self, pool: ProcessPoolExecutor) -> None:
+        # Start the forkserver and the workers now, not on the first object.
+        for future in [pool.submit(os.getpid) for _ in range(self.cfg.node.worker_count)]:
+            future.result()
+
+    def _schedule(self, item: SpoolItem) -> None:
+        # The dispatcher thread submits: an association thread never waits on the pool.
+        with self._lock:
+            self._pending[item.stem] = _Pending(item)
+        self._retry_later(item.stem, 0.0)
+
+    def _submit(self, stem: str) -> None:
+        with self._lock:
+            pending = self._pending.get(stem)
+            pool = self._pool
+            broken = self._pool_broken
+        if pending is None:
+            return
+        if pool is None or broken:
+            self._retry_later(stem, 0.25)
+            return
+        try:
+            future = pool.submit(work, str(pending.item.path), pending.item.receipt.profile)
+        except (BrokenProcessPool, RuntimeError):
+            with self._lock:
+                self._pool_broken = True
+            self._retry_later(stem, 0.25)
+            return
+        future.add_done_callback(functools.partial(self._done, stem))
+
+    def _retry_later(self, stem: str, delay: float) -> None:
+        with self._lock:
+            heapq.heappush(self._retries, _Retry(time.monotonic() + delay, stem))
+        self._wake.set()
+
+    def _done(self, stem: str, future: Future[WorkResult]) -> None:
+        with self._lock:
+            pending = self._pending.get(stem)
+        if pending is None:
+            return
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            pending.crashes += 1
+            with self._lock:
+                self._pool_broken = True
+            if pending.crashes >= MAX_WORKER_CRASHES:
+                log.error("spool object %s crashed its worker %d times", stem, pending.crashes)
+                self._record(pending, Outcome(Status.QUARANTINED, "de-identification crashed"))
+            else:
+                self._retry_later(stem, 0.25)
+            return
+        except Exception as exc:
+            self._record(pending, Outcome(Status.QUARANTINED, f"internal error ({_describe(exc)})"))
+            return
+        self._pool_replacements = 0
+        if result.outcome is None:
+            pending.storage_failures += 1
+            delay = _STORAGE_RETRY_SECONDS[
+                min(pending.storage_failures, len(_STORAGE_RETRY_SECONDS)) - 1
+            ]
+            log.error(
+                "cannot write output: %s; refusing new objects, retrying in %.0f s",
+                result.storage_error,
+                delay,
+            )
+            self.receiver.refusing = "output storage unavailable"
+            self._retry_later(stem, delay)
+            return
+        if self.receiver.refusing is not None:
+            log.info("output storage writable again; accepting objects")
+            self.receiver.refusing = None
+        self._record(pending, result.outcome)
+
+    def _record(self, pending: _Pending, outcome: Outcome) -> None:
+        item = pending.item
+        receipt = item.receipt
+        status = outcome.status
+        reason = outcome.reason
+        if status is Status.SKIPPED:  # not DICOM after all: the header check let it through
+            status, reason = Status.QUARANTINED, reason or "not a DICOM data set"
+        quarantine = self.spool.quarantine_path(item) if status is Status.QUARANTINED else None
+        record = ObjectRecord(
+            received_at=receipt.received_at,
+            processed_at=now(),
+            association_id=receipt.association_id,
+            calling_ae=receipt.calling_ae,
+            called_ae=receipt.called_ae,
+            peer_address=receipt.peer_address,
+            profile=receipt.profile,
+            sop_class_uid=outcome.sop_class_uid or receipt.sop_class_uid,
+            transfer_syntax_uid=outcome.transfer_syntax_uid or receipt.transfer_syntax_uid,
+            size_bytes=receipt.size_bytes,
+            status=status.value,
+            reason=reason,
+            pseudo_patient_id=outcome.pseudo_patient_id,
+            pseudo_study_uid=outcome.pseudo_study_uid,
+            pseudo_series_uid=outcome.pseudo_series_uid,
+            pseudo_sop_uid=outcome.pseudo_sop_uid,
+            output_path=str(outcome.output_path) if outcome.output_path else None,
+            quarantine_path=str(quarantine) if quarantine else None,
+        )
+        linkage = None
+        profile = self.cfg.profiles.get(receipt.profile)
+        originals = outcome.originals
+        if profile is not None and profile.record_linkage and originals is not None:
+            linkage = LinkageRecord(
+                profile=receipt.profile,
+                original_patient_id=originals.patient_id,
+                original_patient_name=originals.patient_name,
+                original_study_uid=originals.study_uid,
+                original_series_uid=originals.series_uid,
+                original_sop_uid=originals.sop_uid,
+                pseudo_patient_id=outcome.pseudo_patient_id,
+                pseudo_study_uid=outcome.pseudo_study_uid,
+                pseudo_sop_uid=outcome.pseudo_sop_uid,
+            )
+        if status is Status.QUARANTINED:
+            log.warning("spool object %s quarantined: %s", item.stem, reason)
+
+        def finish() -> None:
+            try:
+                if status is Status.QUARANTINED:
+                    self.spool.move_to_quarantine(item, reason or "")
+                else:
+                    self.spool.remove(item)
+            finally:
+                with self._changed:
+                    self._pending.pop(item.stem, None)
+                    self._changed.notify_all()
+
+        assert self._writer is not None
+        self._writer.put(_ObjectJob(record, linkage, finish))
+
+    def _dispatch(self) -> None:
+        """Retries, pool replacement after a worker crash, association bookkeeping."""
+        while not self._stop_requested.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            with self._lock:
+                broken = self._pool_broken
+            if broken:
+                self._replace_pool()
+            due: list[str] = []
+            with self._lock:
+                t = time.monotonic()
+                while self._retries and self._retries[0].due <= t:
+                    due.append(heapq.heappop(self._retries).stem)
+            for stem in due:
+                self._submit(stem)
+            self.receiver.reap()
+            self._notify()
+
+    def _replace_pool(self) -> None:
+        # Back off when pools keep breaking (e.g. workers cannot start): objects stay in
+        # spool/ meanwhile, nothing is lost.
+        if time.monotonic() < self._next_pool_at:
+            return
+        self._pool_replacements += 1
+        self._next_pool_at = time.monotonic() + min(30.0, 0.25 * 2**self._pool_replacements)
+        log.error("a de-identification worker died; starting a new worker pool")
+        with self._lock:
+            old, self._pool = self._pool, None
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
+        pool = self._new_pool()
+        with self._lock:
+            self._pool = pool
+            self._pool_broken = False
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # -- ReceiverEvents -------------------------------------------------------------------
+
+    def association_accepted(self, info: AssociationInfo) -> None:
+        """Audit the start of an accepted association."""
+        self._call(
+            "record an association",
+            lambda db: db.record_association_start(
+                info.id, info.started_at, info.peer_address, info.calling_ae, info.called_ae
+            ),
+        )
+
+    def association_rejected(self, info: AssociationInfo, reason: str) -> None:
+        """Audit a rejected association."""
+        self._call(
+            "record a rejected association",
+            lambda db: db.record_rejected_association(
+                info.id, info.started_at, info.peer_address, info.calling_ae, info.called_ae, reason
+            ),
+        )
+
+    def association_ended(self, info: AssociationInfo) -> None:
+        """Audit the end of an association."""
+        ended = now()
+        self._call(
+            "record an association end",
+            lambda db: db.record_association_end(
+                info.id, ended, info.objects, info.outcome or "closed"
+            ),
+        )
+        self._notify()
+
+    def object_refused(self, refused: RefusedObject) -> None:
+        """Audit a C-STORE answered with a failure status."""
+        info = refused.association
+        record = ObjectRecord(
+            received_at=refused.received_at,
+            processed_at=refused.received_at,
+            association_id=info.id,
+            calling_ae=info.calling_ae,
+            called_ae=info.called_ae,
+            peer_address=info.peer_address,
+            profile=info.profile or "",
+            sop_class_uid=refused.sop_class_uid,
+            transfer_syntax_uid=refused.transfer_syntax_uid,
+            size_bytes=refused.size_bytes,
+            status="rejected",
+            reason=f"refused with 0x{refused.status:04X}: {refused.reason}",
+            pseudo_patient_id=None,
+            pseudo_study_uid=None,
+            pseudo_series_uid=None,
+            pseudo_sop_uid=None,
+            output_path=None,
+        )
+        if self._writer is not None:
+            self._writer.put(_ObjectJob(record, None))
+
+    def object_received(self, item: SpoolItem) -> None:
+        """Schedule an acknowledged object for de-identification."""
+        self._schedule(item)
+
+    def _call(self, what: str, call: Callable[[AuditDB], None]) -> None:
+        if self._writer is not None:
+            self._writer.put(_CallJob(what, call))
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def serve(cfg: Config) -> None:
+    """Run a node for `cfg` until SIGTERM/SIGINT (the ``deid-node serve`` command)."""
+    Node(cfg).serve_forever()
+
+
+__all__ = ["AuditWriter", "Node", "WorkResult", "serve", "work"]

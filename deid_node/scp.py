@@ -1,0 +1,675 @@
+"""The Storage SCP: AE, presentation contexts, association policy, handlers, status codes.
+
+Handlers are plain ``handle_<event>(event, receiver)`` functions bound with the
+:class:`Receiver` as their extra argument (see :func:`event_handlers`). They never raise
+and never log PHI: AE titles and peer addresses only, never UIDs or dataset values.
+
+C-STORE data sets are received chunked (``STORE_RECV_CHUNKED_DATASET``): pynetdicom writes
+each fragment to a file as it arrives, and :func:`install_intake_hook` makes that file an
+:class:`~deid_node.spool.IncomingFile` in ``spool/incoming/`` (same filesystem as spool/,
+so publishing is one rename, and limits apply while the bytes arrive).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Protocol, cast
+
+from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom import dimse_messages as _dimse_messages
+from pynetdicom.ae import ApplicationEntity
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.presentation import AllStoragePresentationContexts
+
+from deid_node.config import Config
+from deid_node.errors import StorageError
+from deid_node.spool import IncomingFile, Receipt, Spool, SpoolFullError, SpoolItem
+
+log = logging.getLogger(__name__)
+
+# C-STORE response statuses (PS3.4 Annex B.2.3, PS3.7 Annex C).
+STATUS_SUCCESS: Final = 0x0000
+STATUS_PROCESSING_FAILURE: Final = 0x0110
+STATUS_SOP_CLASS_NOT_SUPPORTED: Final = 0x0122
+STATUS_OUT_OF_RESOURCES: Final = 0xA700
+STATUS_DATASET_MISMATCH: Final = 0xA900
+STATUS_CANNOT_UNDERSTAND: Final = 0xC210
+
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-permanent by the service user, with a reason.
+REJECT_PERMANENT: Final = 0x01
+SOURCE_SERVICE_USER: Final = 0x01
+DIAG_CALLING_AE_NOT_RECOGNISED: Final = 0x03
+DIAG_CALLED_AE_NOT_RECOGNISED: Final = 0x07
+
+_PIXEL_TAGS: Final = (0x7FE00008, 0x7FE00009, 0x7FE00010)
+_LONG_VRS: Final = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN"})
+_LONG_VRS_ALL: Final = _LONG_VRS | {b"UR", b"UT", b"SV", b"UV"}
+_UNDEFINED: Final = 0xFFFFFFFF
+VERIFICATION: Final = UID("1.2.840.10008.1.1")
+
+
+def now() -> datetime:
+    """The current time, UTC, timezone-aware."""
+    return datetime.now(UTC)
+
+
+def printable(text: str, limit: int = 16) -> str:
+    """An AE title or address safe to log: printable ASCII only, bounded length."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
+    return clean.strip() or "(empty)"
+
+
+# --------------------------------------------------------------------------------------------
+# Association policy
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with an association request: its profile, or a rejection and why."""
+
+    profile: str | None
+    reason: str = ""
+    diagnostic: int = 0
+
+    @property
+    def accepted(self) -> bool:
+        """True if the association is to be accepted."""
+        return self.profile is not None
+
+
+def decide(cfg: Config, calling_ae: str, called_ae: str, peer: str) -> Decision:
+    """Apply the policy: called AE is ours; calling AE is a source used from its hosts.
+
+    A configured AE title from an address outside its ``hosts`` is rejected even when
+    ``[unknown_sources] action`` names a profile: it is a known sender's title misused.
+    """
+    if called_ae != cfg.node.ae_title:
+        return Decision(
+            None,
+            f"called AE title '{printable(called_ae)}' is not this node's",
+            DIAG_CALLED_AE_NOT_RECOGNISED,
+        )
+    source = cfg.source_for(calling_ae)
+    if source is not None:
+        if source.allows(peer):
+            return Decision(source.profile)
+        return Decision(
+            None,
+            f"calling AE title '{printable(calling_ae)}' is not allowed from {printable(peer, 64)}",
+            DIAG_CALLING_AE_NOT_RECOGNISED,
+        )
+    if cfg.unknown_action != "reject":
+        return Decision(cfg.unknown_action)
+    return Decision(
+        None,
+        f"calling AE title '{printable(calling_ae)}' is not a configured source",
+        DIAG_CALLING_AE_NOT_RECOGNISED,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# What the receiver reports
+
+
+@dataclass
+class AssociationInfo:
+    """One association as the node sees it; safe to log."""
+
+    id: str
+    calling_ae: str
+    called_ae: str
+    peer_address: str
+    profile: str | None
+    started_at: datetime
+    started: float = field(default_factory=time.monotonic)
+    accepted: bool = False
+    outcome: str | None = None
+    stored: int = 0
+    refused: int = 0
+
+    @property
+    def objects(self) -> int:
+        """C-STORE requests answered, success or not."""
+        return self.stored + self.refused
+
+    def describe(self) -> str:
+        """`<id8> CALLING -> CALLED from PEER`, for log lines."""
+        return (
+            f"association {self.id[:8]} {printable(self.calling_ae)} -> "
+            f"{printable(self.called_ae)} from {printable(self.peer_address, 64)}"
+        )
+
+
+@dataclass(frozen=True)
+class RefusedObject:
+    """A C-STORE answered with a failure status: nothing was kept."""
+
+    received_at: datetime
+    association: AssociationInfo
+    sop_class_uid: str | None
+    transfer_syntax_uid: str | None
+    size_bytes: int
+    status: int
+    reason: str
+
+
+class ReceiverEvents(Protocol):
+    """Where the receiver reports; the node audits and schedules from these calls."""
+
+    def association_accepted(self, info: AssociationInfo) -> None:
+        """An association was accepted."""
+
+    def association_rejected(self, info: AssociationInfo, reason: str) -> None:
+        """An association request was rejected."""
+
+    def association_ended(self, info: AssociationInfo) -> None:
+        """An accepted association ended (info.outcome says how)."""
+
+    def object_refused(self, refused: RefusedObject) -> None:
+        """A C-STORE was answered with a failure status."""
+
+    def object_received(self, item: SpoolItem) -> None:
+        """An object is durable in spool/ and was acknowledged."""
+
+
+# --------------------------------------------------------------------------------------------
+# Cheap header check
+
+
+class UnreadableObject(Exception):
+    """A received data set cannot be understood; the message holds no PHI."""
+
+    def __init__(self, reason: str, status: int = STATUS_CANNOT_UNDERSTAND) -> None:
+        """Reason (no PHI) and the C-STORE status to answer."""
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True)
+class HeaderInfo:
+    """What the header check learnt."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+
+
+def check_header(path: Path) -> HeaderInfo:
+    """Parse a Part-10 file up to its pixel data; UnreadableObject if it cannot be read.
+
+    Catches what can be seen without decoding pixels: bytes that are not DICOM, values
+    shorter than their declared length (truncated objects), values that do not decode,
+    missing SOP UIDs, and pixel data declared longer than the bytes received. Whatever
+    passes still goes through the full pipeline, which quarantines on any doubt.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            ds = dcmread(fh, stop_before_pixels=True)
+            pixel_at = fh.tell()
+            ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+            _check_lengths(ds)
+            ds.walk(lambda _ds, _elem: None)  # converts every value: bad lengths raise here
+            sop_class = str(ds.get("SOPClassUID", "") or "")
+            sop_instance = str(ds.get("SOPInstanceUID", "") or "")
+            if not ts.is_deflated and pixel_at < size:
+                _check_pixel_length(fh, pixel_at, size, ts)
+    except UnreadableObject:
+        raise
+    except Exception as exc:  # pydicom's messages can quote values: keep the type only
+        raise UnreadableObject(f"unreadable data set ({type(exc).__name__})") from None
+    if not sop_class or not sop_instance:
+        raise UnreadableObject("data set lacks SOPClassUID or SOPInstanceUID")
+    return HeaderInfo(sop_class, sop_instance, str(ts))
+
+
+def _check_lengths(ds: Dataset) -> None:
+    # pydicom returns a value cut short by the end of the data without a word.
+    for tag in list(ds.keys()):  # keys(): iterating a Dataset would convert values
+        raw: object = ds.get_item(tag)  # typed DataElement, but raw until converted
+        if (
+            isinstance(raw, RawDataElement)
+            and isinstance(raw.value, bytes)
+            and raw.length != _UNDEFINED
+            and len(raw.value) < raw.length
+        ):
+            raise UnreadableObject("truncated data set: a value ends before its declared length")
+
+
+def _check_pixel_length(fh: Any, at: int, size: int, ts: UID) -> None:
+    fh.seek(at)
+    head = fh.read(12)
+    if len(head) < 8:
+        raise UnreadableObject("truncated data set: incomplete element header")
+    endian = "<" if ts.is_little_endian else ">"
+    group, elem = struct.unpack(endian + "HH", head[:4])
+    if (group << 16 | elem) not in _PIXEL_TAGS:
+        return
+    if ts.is_implicit_VR:
+        length, header = struct.unpack(endian + "L", head[4:8])[0], 8
+    elif head[4:6] in _LONG_VRS_ALL:
+        if len(head) < 12:
+            raise UnreadableObject("truncated data set: incomplete element header")
+        length, header = struct.unpack(endian + "L", head[8:12])[0], 12
+    else:
+        length, header = struct.unpack(endian + "H", head[6:8])[0], 8
+    if length != _UNDEFINED and at + header + length > size:
+        raise UnreadableObject("truncated data set: pixel data shorter than declared")
+
+
+# --------------------------------------------------------------------------------------------
+# The receiver: per-association state shared by the handlers
+
+
+class Receiver:
+    """Association policy and C-STORE intake for one AE; thread-safe."""
+
+    def __init__(self, cfg: Config, spool: Spool, events: ReceiverEvents) -> None:
+        """Bind the policy (cfg), the spool objects go to, and where to report."""
+        self.cfg = cfg
+        self.spool = spool
+        self.events = events
+        self.refusing: str | None = None  # a reason: answer Out of Resources to every store
+        self._lock = threading.Lock()
+        self._states: dict[Association, AssociationInfo] = {}
+
+    @property
+    def active(self) -> int:
+        """Associations accepted or being negotiated, not yet ended."""
+        with self._lock:
+            return len(self._states)
+
+    def info(self, assoc: Association) -> AssociationInfo | None:
+        """The state of an association, if it is one of ours."""
+        with self._lock:
+            return self._states.get(assoc)
+
+    # -- association life cycle -----------------------------------------------------------
+
+    def requested(self, assoc: Association) -> None:
+        """Decide on an A-ASSOCIATE-RQ; reject it here if the policy says so."""
+        rq = assoc.requestor.primitive
+        calling = str(getattr(rq, "calling_ae_title", "") or "").strip()
+        called = str(getattr(rq, "called_ae_title", "") or "").strip()
+        peer = str(assoc.requestor.address or "")
+        decision = decide(self.cfg, calling, called, peer)
+        info = AssociationInfo(
+            id=uuid.uuid4().hex,
+            calling_ae=calling,
+            called_ae=called,
+            peer_address=peer,
+            profile=decision.profile,
+            started_at=now(),
+        )
+        if not decision.accepted:
+            reject(assoc, decision.diagnostic)
+            self._rejected(info, decision.reason)
+            return
+        _no_delay(assoc)
+        with self._lock:
+            self._states[assoc] = info
+
+    def rejected(self, assoc: Association) -> None:
+        """pynetdicom rejected an association we would have accepted (too many)."""
+        with self._lock:
+            info = self._states.pop(assoc, None)
+        if info is None:
+            return
+        rj = assoc.acceptor.primitive
+        if rj is not None and getattr(rj, "result_source", None) == 0x03:
+            reason = f"too many associations (max_associations = {self.cfg.node.max_associations})"
+        else:
+            reason = "rejected during negotiation"
+        self._rejected(info, reason)
+
+    def _rejected(self, info: AssociationInfo, reason: str) -> None:
+        info.outcome = "rejected"
+        log.info("%s rejected: %s", info.describe(), reason)
+        self.events.association_rejected(info, reason)
+
+    def accepted(self, assoc: Association) -> None:
+        """The association is established."""
+        info = self.info(assoc)
+        if info is not None:
+            info.accepted = True
+            self.events.association_accepted(info)
+
+    def ended(self, assoc: Association, outcome: str) -> None:
+        """Note how an association ended (released, aborted)."""
+        info = self.info(assoc)
+        if info is not None and info.outcome is None:
+            info.outcome = outcome
+
+    def closed(self, assoc: Association) -> None:
+        """The connection closed: report the association once, drop half-received files."""
+        with self._lock:
+            info = self._states.pop(assoc, None)
+        dropped = self.spool.discard_owner(assoc)
+        if info is None:
+            return
+        info.outcome = info.outcome or "closed"
+        if dropped:
+            info.outcome += f", {dropped} object(s) cut off"
+        if not info.accepted:
+            return
+        log.info(
+            "%s: %d object(s), %d stored in spool, %d refused, %.2f s, %s",
+            info.describe(),
+            info.objects,
+            info.stored,
+            info.refused,
+            time.monotonic() - info.started,
+            info.outcome,
+        )
+        self.events.association_ended(info)
+
+    def reap(self) -> None:
+        """Close the books on associations whose thread died without a close event."""
+        with self._lock:
+            dead = [a for a in self._states if not a.is_alive()]
+        for assoc in dead:
+            self.closed(assoc)
+
+    # -- C-STORE --------------------------------------------------------------------------
+
+    def store(self, event: Event) -> int | Dataset:
+        """Spool one C-STORE data set; Success only once it is durable in spool/."""
+        info = self.info(event.assoc)
+        req = cast(C_STORE, event.request)
+        cx = event.context
+        sop_class = str(req.AffectedSOPClassUID or "")
+        ts = str(cx.transfer_syntax or "")
+        try:
+            incoming = self.spool.incoming(event.dataset_path)
+        except AttributeError:
+            incoming = None
+        if info is None:
+            if incoming is not None:
+                self.spool.discard(incoming)
+            return failure(STATUS_PROCESSING_FAILURE, "association not accepted")
+
+        def refuse(status: int, reason: str) -> Dataset:
+            size = 0
+            if incoming is not None:
+                size = incoming.size
+                self.spool.discard(incoming)
+            assert info is not None
+            info.refused += 1
+            log.warning("%s: C-STORE refused (0x%04X): %s", info.describe(), status, reason)
+            self.events.object_refused(
+                RefusedObject(now(), info, sop_class or None, ts or None, size, status, reason)
+            )
+            return failure(status, reason)
+
+        if incoming is None:
+            return refuse(STATUS_PROCESSING_FAILURE, "data set was not received into the spool")
+        if self.refusing is not None:
+            return refuse(STATUS_OUT_OF_RESOURCES, self.refusing)
+        if incoming.failure is not None:
+            return refuse(STATUS_OUT_OF_RESOURCES, incoming.failure)
+        if sop_class != str(cx.abstract_syntax):
+            return refuse(
+                STATUS_SOP_CLASS_NOT_SUPPORTED,
+                "SOP class differs from the presentation context's",
+            )
+        incoming.flush()
+        try:
+            header = check_header(incoming.path)
+        except UnreadableObject as exc:
+            return refuse(exc.status, exc.reason)
+        if header.sop_class_uid != sop_class:
+            return refuse(STATUS_DATASET_MISMATCH, "data set SOP class differs from the command's")
+        if header.sop_instance_uid != str(req.AffectedSOPInstanceUID or ""):
+            return refuse(
+                STATUS_CANNOT_UNDERSTAND, "data set SOP instance differs from the command's"
+            )
+        assert info.profile is not None
+        receipt = Receipt(
+            received_at=now(),
+            association_id=info.id,
+            calling_ae=info.calling_ae,
+            called_ae=info.called_ae,
+            peer_address=info.peer_address,
+            profile=info.profile,
+            size_bytes=incoming.size,
+            sop_class_uid=sop_class,
+            transfer_syntax_uid=header.transfer_syntax_uid or ts,
+        )
+        try:
+            item = self.spool.publish(incoming, receipt)
+        except SpoolFullError as exc:
+            incoming = None  # publish discarded it
+            return refuse(STATUS_OUT_OF_RESOURCES, str(exc))
+        except StorageError as exc:
+            incoming = None
+            return refuse(STATUS_OUT_OF_RESOURCES, str(exc))
+        info.stored += 1
+        self.events.object_received(item)
+        return STATUS_SUCCESS
+
+
+def reject(assoc: Association, diagnostic: int) -> None:
+    """Send A-ASSOCIATE-RJ (rejected-permanent, service user) from an EVT_REQUESTED handler.
+
+    pynetdicom skips its own negotiation once EVT_REQUESTED has rejected, but then shuts
+    the socket at once, racing the DUL thread that still has to send the RJ PDU. kill()
+    waits, as pynetdicom's own rejections do, until the DUL is idle: the peer has read
+    the RJ and closed, or the ARTIM timer (acse_timeout) has expired.
+    """
+    assoc.acse.send_reject(REJECT_PERMANENT, SOURCE_SERVICE_USER, diagnostic)
+    assoc.kill()
+
+
+def _no_delay(assoc: Association) -> None:
+    # Responses are small PDUs; without TCP_NODELAY each can wait for a delayed ACK.
+    sock = getattr(assoc.dul.socket, "socket", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def failure(status: int, reason: str) -> Dataset:
+    """A status dataset with an ErrorComment (LO: at most 64 characters, no PHI)."""
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = reason[:64]
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# Handlers (bound with the Receiver as extra argument)
+
+
+def _internal_error(what: str, exc: Exception) -> None:
+    # The exception's message may quote values from the request: log its type only.
+    log.error("internal error in the %s handler (%s)", what, type(exc).__name__)
+
+
+def handle_requested(event: Event, receiver: Receiver) -> None:
+    """EVT_REQUESTED: apply the association policy, rejecting here if it says so."""
+    try:
+        receiver.requested(event.assoc)
+    except Exception as exc:
+        _internal_error("association request", exc)
+        if not event.assoc.is_rejected:  # fail closed: a request we could not judge
+            with contextlib.suppress(Exception):
+                reject(event.assoc, DIAG_CALLING_AE_NOT_RECOGNISED)
+
+
+def handle_rejected(event: Event, receiver: Receiver) -> None:
+    """EVT_REJECTED: pynetdicom rejected a request itself (association limit)."""
+    try:
+        receiver.rejected(event.assoc)
+    except Exception as exc:
+        _internal_error("association rejected", exc)
+
+
+def handle_accepted(event: Event, receiver: Receiver) -> None:
+    """EVT_ACCEPTED: the association is established."""
+    try:
+        receiver.accepted(event.assoc)
+    except Exception as exc:
+        _internal_error("association accepted", exc)
+
+
+def handle_released(event: Event, receiver: Receiver) -> None:
+    """EVT_RELEASED: remember the outcome."""
+    try:
+        receiver.ended(event.assoc, "released")
+    except Exception as exc:
+        _internal_error("association released", exc)
+
+
+def handle_aborted(event: Event, receiver: Receiver) -> None:
+    """EVT_ABORTED: remember the outcome."""
+    try:
+        receiver.ended(event.assoc, "aborted")
+    except Exception as exc:
+        _internal_error("association aborted", exc)
+
+
+def handle_conn_close(event: Event, receiver: Receiver) -> None:
+    """EVT_CONN_CLOSE: close the association's books."""
+    try:
+        receiver.closed(event.assoc)
+    except Exception as exc:
+        _internal_error("connection close", exc)
+
+
+def handle_echo(event: Event, receiver: Receiver) -> int:
+    """EVT_C_ECHO: Success."""
+    return STATUS_SUCCESS
+
+
+def handle_store(event: Event, receiver: Receiver) -> int | Dataset:
+    """EVT_C_STORE: spool the data set, then answer."""
+    try:
+        return receiver.store(event)
+    except Exception as exc:
+        _internal_error("C-STORE", exc)
+        return failure(STATUS_PROCESSING_FAILURE, "internal error")
+
+
+def event_handlers(receiver: Receiver) -> list[EventHandlerType]:
+    """The (event, handler, [receiver]) bindings for ``AE.start_server``."""
+    return [
+        (evt.EVT_REQUESTED, handle_requested, [receiver]),
+        (evt.EVT_REJECTED, handle_rejected, [receiver]),
+        (evt.EVT_ACCEPTED, handle_accepted, [receiver]),
+        (evt.EVT_RELEASED, handle_released, [receiver]),
+        (evt.EVT_ABORTED, handle_aborted, [receiver]),
+        (evt.EVT_CONN_CLOSE, handle_conn_close, [receiver]),
+        (evt.EVT_C_ECHO, handle_echo, [receiver]),
+        (evt.EVT_C_STORE, handle_store, [receiver]),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# The AE
+
+
+def build_ae(cfg: Config) -> ApplicationEntity:
+    """An AE with our title, limits and timeouts, every storage SOP class in every
+    transfer syntax pynetdicom knows, and Verification."""
+    configure_pynetdicom()
+    ae = ApplicationEntity(ae_title=cfg.node.ae_title)
+    ae.maximum_associations = cfg.node.max_associations
+    ae.maximum_pdu_size = 0  # unlimited
+    ae.network_timeout = cfg.node.network_timeout
+    ae.acse_timeout = cfg.node.acse_timeout
+    ae.dimse_timeout = cfg.node.dimse_timeout
+    # The policy (called AE, calling AE, host) is applied by handle_requested, which
+    # audits each rejection; pynetdicom's own checks would reject silently.
+    ae.require_called_aet = False
+    ae.require_calling_aet = []
+    for cx in AllStoragePresentationContexts:
+        if cx.abstract_syntax is not None:
+            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    ae.add_supported_context(VERIFICATION, ALL_TRANSFER_SYNTAXES[:4])
+    return ae
+
+
+def configure_pynetdicom() -> None:
+    """Process-wide pynetdicom settings the node relies on."""
+    _config.STORE_RECV_CHUNKED_DATASET = True  # data sets go to disk, never whole in memory
+    _config.LOG_HANDLER_LEVEL = "none"  # the standard handlers log UIDs at DEBUG
+    install_intake_hook()
+
+
+# pynetdicom writes chunked data sets with tempfile.NamedTemporaryFile in the system temp
+# folder (no way to choose another). We replace that name in its module with a factory that
+# finds the receiving AE from the DUL thread and opens an IncomingFile in its spool instead.
+_SPOOLS: weakref.WeakKeyDictionary[ApplicationEntity, Spool] = weakref.WeakKeyDictionary()
+_HOOK_LOCK = threading.Lock()
+_original_ntf: Callable[..., Any] | None = None
+
+
+def attach_spool(ae: ApplicationEntity, spool: Spool) -> None:
+    """Receive this AE's C-STORE data sets into `spool`."""
+    with _HOOK_LOCK:
+        _SPOOLS[ae] = spool
+
+
+def detach_spool(ae: ApplicationEntity) -> None:
+    """Undo :func:`attach_spool`."""
+    with _HOOK_LOCK:
+        _SPOOLS.pop(ae, None)
+
+
+def _incoming_file(*args: Any, **kwargs: Any) -> Any:
+    assoc = getattr(threading.current_thread(), "assoc", None)  # the DUL thread's association
+    ae = getattr(assoc, "ae", None)
+    with _HOOK_LOCK:
+        spool = _SPOOLS.get(ae) if isinstance(ae, ApplicationEntity) else None
+    if spool is None:
+        assert _original_ntf is not None
+        return _original_ntf(*args, **kwargs)
+    return spool.open_incoming(assoc)
+
+
+def install_intake_hook() -> None:
+    """Make pynetdicom's chunked C-STORE files IncomingFiles (idempotent)."""
+    global _original_ntf
+    with _HOOK_LOCK:
+        if _original_ntf is None:
+            _original_ntf = tempfile.NamedTemporaryFile
+        _dimse_messages.NamedTemporaryFile = _incoming_file  # type: ignore[attr-defined]
+
+
+__all__ = [
+    "AssociationInfo",
+    "Decision",
+    "HeaderInfo",
+    "IncomingFile",
+    "Receiver",
+    "ReceiverEvents",
+    "RefusedObject",
+    "UnreadableObject",
+    "attach_spool",
+    "build_ae",
+    "check_header",
+    "decide",
+    "detach_spool",
+    "event_handlers",
+    "handle_echo",
+    "handle_store",
+]

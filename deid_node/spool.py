@@ -1,0 +1,402 @@
+"""Durable intake: received objects land in spool/ before Success is sent, and wait there.
+
+Layout (all on the data_dir filesystem, folders mode 0700, because spool files hold PHI)::
+
+    spool/incoming/<random>.part     being received (chunked, never whole in memory)
+    spool/<stem>.json                sidecar: who sent it, when, under which profile
+    spool/<stem>.dcm                 the Part-10 object, published last
+    quarantine/<stem>.dcm + .json    objects that could not be de-identified with certainty
+
+Publishing writes the sidecar first and renames the object into place last, so a
+``.dcm`` in spool/ always has its sidecar; recovery deletes what a crash left half done
+(``incoming/``, temp files, sidecars without an object). Stems sort in receipt order.
+
+The spool is bounded: an object larger than ``max_object_bytes``, or one that would take
+the spool over ``spool_max_bytes``, or a full disk, marks the incoming file as failed and
+stops writing it, so the SCP can answer Out of Resources instead of filling the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from deid_node.errors import StorageError
+from deid_node.storage import fsync_dir, make_private_dir, write_atomic
+
+log = logging.getLogger(__name__)
+
+INCOMING: Final = "incoming"
+OBJECT_SUFFIX: Final = ".dcm"
+SIDECAR_SUFFIX: Final = ".json"
+
+
+class SpoolFullError(StorageError):
+    """The object does not fit: too large, spool over its limit, or disk full."""
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Where an object came from; the sidecar of a spool file. No PHI."""
+
+    received_at: datetime
+    association_id: str
+    calling_ae: str
+    called_ae: str
+    peer_address: str
+    profile: str
+    size_bytes: int
+    sop_class_uid: str
+    transfer_syntax_uid: str
+
+    def to_json(self) -> bytes:
+        """The sidecar's bytes."""
+        values: dict[str, Any] = asdict(self)
+        values["received_at"] = self.received_at.astimezone(UTC).isoformat()
+        return json.dumps(values, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Receipt:
+        """Parse a sidecar; ValueError if it is not one."""
+        try:
+            values = json.loads(data)
+            values["received_at"] = datetime.fromisoformat(values["received_at"])
+            return cls(**values)
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a spool sidecar ({type(exc).__name__})") from None
+
+
+@dataclass(frozen=True)
+class SpoolItem:
+    """One acknowledged object waiting in spool/ (or moved to quarantine/)."""
+
+    stem: str
+    path: Path
+    receipt: Receipt
+
+    @property
+    def sidecar(self) -> Path:
+        """The JSON sidecar beside the object."""
+        return self.path.with_suffix(SIDECAR_SUFFIX)
+
+
+class IncomingFile:
+    """A file pynetdicom writes a C-STORE data set into, fragment by fragment.
+
+    It quacks like the ``NamedTemporaryFile`` pynetdicom expects (``write``, ``file.flush``,
+    ``close``, ``name``). When a limit is hit or the disk is full it records why in
+    ``failure``, frees what it wrote and swallows the rest of the data set, so the
+    association keeps working and the handler can answer Out of Resources.
+    """
+
+    def __init__(self, spool: Spool, owner: object) -> None:
+        """Create an empty file in spool/incoming/."""
+        fd, name = tempfile.mkstemp(prefix="rx-", suffix=".part", dir=spool.incoming_dir)
+        self.name = name
+        self.owner = owner
+        self.size = 0
+        self.failure: str | None = None
+        self._spool = spool
+        self._fh = os.fdopen(fd, "wb")
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    @property
+    def file(self) -> IncomingFile:
+        """pynetdicom calls ``.file.flush()`` after each fragment."""
+        return self
+
+    @property
+    def path(self) -> Path:
+        """The file's current path in spool/incoming/."""
+        return Path(self.name)
+
+    def write(self, data: bytes) -> int:
+        """Append a fragment, unless the object already failed."""
+        n = len(data)
+        with self._lock:
+            if self.failure is not None or self._fh.closed:
+                return n
+            if self.size + n > self._spool.max_object_bytes:
+                self._fail(f"object larger than max_object_bytes ({self._spool.max_object_bytes})")
+                return n
+            if not self._spool.reserve(n):
+                self._fail(f"spool full (spool_max_bytes = {self._spool.max_bytes})")
+                return n
+            self._reserved += n
+            try:
+                self._fh.write(data)
+            except OSError as exc:
+                self._fail(_oserror_reason(exc))
+                return n
+            self.size += n
+            return n
+
+    def flush(self) -> None:
+        """Hand written data to the OS (survives a crash of the node, not of the host)."""
+        with self._lock:
+            if self.failure is None and not self._fh.closed:
+                try:
+                    self._fh.flush()
+                except OSError as exc:
+                    self._fail(_oserror_reason(exc))
+
+    def sync(self) -> None:
+        """flush and fsync (durability = "fsync")."""
+        with self._lock:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        """Close the handle (the file itself stays until published or discarded)."""
+        with self._lock, contextlib.suppress(OSError):
+            self._fh.close()
+
+    def _fail(self, reason: str) -> None:
+        # Free the disk space now: the rest of the data set is swallowed unwritten.
+        self.failure = reason
+        with contextlib.suppress(OSError):
+            self._fh.truncate(0)
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        self._spool.release(self._reserved)
+        self._reserved = 0
+
+    def _take_reservation(self) -> int:
+        with self._lock:
+            reserved, self._reserved = self._reserved, 0
+            return reserved
+
+    def __enter__(self) -> IncomingFile:
+        """Context manager use (tests)."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the handle."""
+        self.close()
+
+
+def _oserror_reason(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "disk full"
+    return f"cannot write to spool ({exc.strerror or type(exc).__name__})"
+
+
+class Spool:
+    """spool/ and quarantine/: bounded intake, atomic publishing, recovery."""
+
+    def __init__(
+        self,
+        root: Path,
+        quarantine: Path,
+        *,
+        max_bytes: int,
+        max_object_bytes: int,
+        fsync: bool = False,
+    ) -> None:
+        """Describe the spool; call :meth:`prepare` before use."""
+        self.root = root
+        self.incoming_dir = root / INCOMING
+        self.quarantine_root = quarantine
+        self.max_bytes = max_bytes
+        self.max_object_bytes = max_object_bytes
+        self.fsync = fsync
+        self._used = 0
+        self._lock = threading.Lock()
+        self._open: dict[str, IncomingFile] = {}
+
+    # -- accounting -----------------------------------------------------------------------
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes held by published and incoming objects."""
+        with self._lock:
+            return self._used
+
+    def reserve(self, n: int) -> bool:
+        """Take n bytes of the spool budget; False if that would exceed it."""
+        with self._lock:
+            if self._used + n > self.max_bytes:
+                return False
+            self._used += n
+            return True
+
+    def release(self, n: int) -> None:
+        """Give back n bytes of the budget."""
+        with self._lock:
+            self._used = max(0, self._used - n)
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create spool/, spool/incoming/ and quarantine/ with mode 0700."""
+        try:
+            make_private_dir(self.root)
+            make_private_dir(self.incoming_dir)
+            make_private_dir(self.quarantine_root)
+        except OSError as exc:
+            raise StorageError(f"cannot create {self.root}: {exc.strerror}") from None
+
+    def open_incoming(self, owner: object) -> IncomingFile:
+        """A new incoming file for the association `owner`."""
+        f = IncomingFile(self, owner)
+        with self._lock:
+            self._open[f.name] = f
+        return f
+
+    def incoming(self, name: str | Path) -> IncomingFile | None:
+        """The open incoming file with this path, if it is one of ours."""
+        with self._lock:
+            return self._open.get(str(name))
+
+    def discard(self, f: IncomingFile) -> None:
+        """Delete an incoming file that will not be published, and free its budget."""
+        with self._lock:
+            self._open.pop(f.name, None)
+        f.close()
+        self.release(f._take_reservation())
+        with contextlib.suppress(OSError):
+            os.unlink(f.name)
+
+    def discard_owner(self, owner: object) -> int:
+        """Discard every incoming file of an association (it ended mid-transfer)."""
+        with self._lock:
+            files = [f for f in self._open.values() if f.owner is owner]
+        for f in files:
+            self.discard(f)
+        return len(files)
+
+    def publish(self, f: IncomingFile, receipt: Receipt) -> SpoolItem:
+        """Move a complete incoming file into spool/ with its sidecar; durable on return.
+
+        Raises SpoolFullError (disk full) or StorageError; the file is discarded then.
+        """
+        stem = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+        target = self.root / (stem + OBJECT_SUFFIX)
+        item = SpoolItem(stem, target, receipt)
+        try:
+            f.flush()
+            if f.failure is not None:
+                raise SpoolFullError(f.failure)
+            if self.fsync:
+                f.sync()
+            write_atomic(item.sidecar, [receipt.to_json()], fsync=self.fsync)
+            os.replace(f.name, target)
+            if self.fsync:
+                fsync_dir(self.root)
+        except (OSError, StorageError) as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(item.sidecar)
+            self.discard(f)
+            if isinstance(exc, SpoolFullError):
+                raise
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SpoolFullError("disk full") from None
+            if isinstance(exc, StorageError) and "No space" in str(exc):
+                raise SpoolFullError("disk full") from None
+            raise StorageError(f"cannot publish into spool: {_describe(exc)}") from None
+        with self._lock:
+            self._open.pop(f.name, None)
+        f._take_reservation()  # the budget now belongs to the published item
+        f.close()
+        return item
+
+    # -- after processing -----------------------------------------------------------------
+
+    def remove(self, item: SpoolItem) -> None:
+        """Delete a processed object (object first, then sidecar) and free its budget."""
+        for path in (item.path, item.sidecar):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self.release(item.receipt.size_bytes)
+
+    def quarantine_path(self, item: SpoolItem) -> Path:
+        """Where :meth:`move_to_quarantine` puts an item."""
+        return self.quarantine_root / (item.stem + OBJECT_SUFFIX)
+
+    def move_to_quarantine(self, item: SpoolItem, reason: str) -> Path:
+        """Move an object and its sidecar (with the reason added) into quarantine/."""
+        target = self.quarantine_path(item)
+        sidecar: dict[str, Any] = json.loads(item.receipt.to_json())
+        sidecar["reason"] = reason
+        try:
+            write_atomic(
+                target.with_suffix(SIDECAR_SUFFIX),
+                [json.dumps(sidecar, sort_keys=True).encode()],
+                fsync=self.fsync,
+            )
+            os.replace(item.path, target)
+            if self.fsync:
+                fsync_dir(self.quarantine_root)
+        except OSError as exc:
+            raise StorageError(f"cannot move {item.stem} into quarantine: {exc.strerror}") from None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(item.sidecar)
+        self.release(item.receipt.size_bytes)
+        return target
+
+    # -- recovery -------------------------------------------------------------------------
+
+    def recover(self) -> list[SpoolItem]:
+        """Clean up after a crash and return the acknowledged objects left, oldest first.
+
+        Deleted: incoming files (never acknowledged), temp files, sidecars without an
+        object. An object whose sidecar is unreadable is moved aside to quarantine/ with a
+        generated sidecar-less name, so it is never lost and never blocks start-up.
+        """
+        self.prepare()
+        with self._lock:
+            open_names = set(self._open)
+        for path in self.incoming_dir.iterdir():
+            if str(path) not in open_names:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        items: list[SpoolItem] = []
+        used = 0
+        for path in sorted(self.root.iterdir()):
+            if path.is_dir():
+                continue
+            half_done = path.name.startswith(".tmp-") or (
+                path.suffix == SIDECAR_SUFFIX and not path.with_suffix(OBJECT_SUFFIX).exists()
+            )
+            if half_done:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            elif path.suffix == OBJECT_SUFFIX:
+                try:
+                    receipt = Receipt.from_json(path.with_suffix(SIDECAR_SUFFIX).read_bytes())
+                except (OSError, ValueError):
+                    target = self.quarantine_root / ("nosidecar-" + path.name)
+                    log.error(
+                        "spool object %s has no readable sidecar: moved to %s", path.name, target
+                    )
+                    os.replace(path, target)
+                    continue
+                items.append(SpoolItem(path.stem, path, receipt))
+                used += receipt.size_bytes
+        with self._lock:
+            self._used = used + sum(f.size for f in self._open.values())
+        return items
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
