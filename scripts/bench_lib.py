@@ -108,56 +108,45 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _children_scan() -> dict[int, list[int]]:
-    """ppid -> pids, from every /proc/<pid>/stat (when /proc/.../children is unavailable)."""
-    children: dict[int, list[int]] = {}
+def _scan_proc() -> dict[int, tuple[int, int, int]]:
+    """pid -> (ppid, session id, utime+stime+cutime+cstime in ticks) for every process."""
+    procs = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         stat = _read(f"/proc/{name}/stat")
-        if stat:
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(name))
-    return children
-
-
-_HAS_CHILDREN_FILE = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
-
-
-def tree_pids(root: int) -> list[int]:
-    """``root`` and all its descendants (zombies included until they are reaped)."""
-    scan = None if _HAS_CHILDREN_FILE else _children_scan()
-    pids, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        pids.append(pid)
-        if scan is not None:
-            todo.extend(scan.get(pid, []))
+        if not stat:
             continue
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            text = _read(f"/proc/{pid}/task/{tid}/children")
-            if text:
-                todo.extend(int(c) for c in text.split())
-    return pids
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks = sum(int(f) for f in fields[11:15])
+        procs[int(name)] = (int(fields[1]), int(fields[3]), ticks)
+    return procs
 
 
 def tree_usage(root: int) -> tuple[int, float]:
-    """(sum of resident bytes, CPU seconds) of the tree under ``root``.
+    """(sum of resident bytes, CPU seconds) of the processes of ``root``.
 
-    CPU counts utime+stime of every live process plus cutime+cstime (children that exited
-    and were reaped), so it only grows while the tree keeps reaping its own children.
+    They are ``root``'s descendants plus every process of its session (receivers are started
+    as session leaders), so workers re-parented to init still count. CPU counts utime+stime
+    of every live process plus cutime+cstime (children that exited and were reaped), so it
+    only grows while the tree reaps its own children; an orphan's CPU is lost when it exits.
     """
+    procs = _scan_proc()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _sid, _ticks) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    members = {pid for pid, (_ppid, sid, _ticks) in procs.items() if sid == root}
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        members.add(pid)
+        todo.extend(c for c in children.get(pid, []) if c not in members)
     rss = 0
     ticks = 0
-    for pid in tree_pids(root):
-        stat = _read(f"/proc/{pid}/stat")
-        if stat:
-            fields = stat[stat.rindex(")") + 2 :].split()
-            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    for pid in members:
+        if pid not in procs:
+            continue
+        ticks += procs[pid][2]
         statm = _read(f"/proc/{pid}/statm")
         if statm:
             rss += int(statm.split()[1]) * PAGE_SIZE
@@ -352,8 +341,10 @@ class Receiver:
         """(objects done, objects failed) since begin_rep."""
         return count_files(self.out), 0
 
-    def end_rep(self) -> None:
-        pass
+    def verify(self, count: int) -> str | None:
+        """After a timed repetition: why its output is incomplete, or None."""
+        found = count_files(self.out)
+        return None if found >= count else f"only {found} of {count} files in the output"
 
     def failure_detail(self) -> str:
         return ""
@@ -433,7 +424,8 @@ class DeidNodeReceiver(Receiver):
         try:
             return self._db.execute(sql, tuple(args)).fetchall()
         except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
+            # before the first object (no table yet) or while the writer holds a lock
+            if any(word in str(exc) for word in ("no such table", "locked", "busy")):
                 return []
             raise
 
@@ -745,7 +737,8 @@ def run_rep(rx: Receiver, scenario: Scenario, logs: Path, timeout: float) -> dic
             kill_group(p, grace=2.0)
         sampler.stop()
     cpu1 = sampler.sample()
-    rx.end_rep()
+    if error is None:
+        error = rx.verify(scenario.count)
     return {
         "ok": error is None,
         "error": error,
@@ -1045,6 +1038,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": cpu,
         "mem_total_gb": round(mem_kb / 1024**2, 1),
         "kernel": platform.release(),
+        "loadavg_at_start": os.getloadavg(),
     }
 
 
@@ -1271,6 +1265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"bench: kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    report["machine"]["loadavg_at_end"] = os.getloadavg()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
     print_tables(report)
