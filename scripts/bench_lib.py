@@ -786,20 +786,8 @@ def bench_receiver(
         rx.start()
     except BenchError as exc:
         log(f"{name}: not measured: {exc}")
-        return [
-            {
-                "scenario": s.name,
-                "label": s.label,
-                "receiver": name,
-                "objects": s.count,
-                "bytes": s.nbytes,
-                "associations": len(s.folders),
-                "reps": [],
-                "ok": False,
-                "errors": [f"not started: {exc}"],
-            }
-            for s in scenarios
-        ]
+        failed = {"ok": False, "error": f"not started: {exc}", "wall_s": None}
+        return [summarise(s, name, [failed]) for s in scenarios]
     try:
         for scenario in scenarios:
             runs = []
