@@ -541,9 +541,9 @@ def patient_identity(ds: Dataset) -> str:
     return f"name:{name}|{birth}"
 
 
-def burned_in_reason(ds: Dataset) -> str | None:
+def burned_in_reason(ds: Dataset, has_pixels: bool | None = None) -> str | None:
     """Why this object may carry burned-in text, or None."""
-    if not any(t in ds for t in _PIXEL_TAGS):
+    if not (has_pixels or any(t in ds for t in _PIXEL_TAGS)):
         return None
     flag = _text(ds.get("BurnedInAnnotation", "")).strip().upper()
     if flag == "YES":
@@ -577,17 +577,24 @@ def transfer_syntax_of(ds: Dataset) -> UID:
     return ExplicitVRLittleEndian if little or little is None else ExplicitVRBigEndian
 
 
-def deidentify_dataset(ds: Dataset, profile: CompiledProfile, key: bytes) -> DeidResult:
-    """De-identify ds in place with the profile; raise DeidError if that is not certain."""
+def deidentify_dataset(
+    ds: Dataset, profile: CompiledProfile, key: bytes, *, has_pixels: bool | None = None
+) -> DeidResult:
+    """De-identify ds in place with the profile; raise DeidError if that is not certain.
+
+    `has_pixels` says the object has pixel data that ds does not hold (read up to it).
+    """
     try:
-        return _deidentify(ds, profile, key)
+        return _deidentify(ds, profile, key, has_pixels)
     except DeidError:
         raise
     except Exception as exc:  # fail closed; the message carries no value
         raise DeidError(f"cannot de-identify: {type(exc).__name__}") from None
 
 
-def _deidentify(ds: Dataset, profile: CompiledProfile, key: bytes) -> DeidResult:
+def _deidentify(
+    ds: Dataset, profile: CompiledProfile, key: bytes, has_pixels: bool | None
+) -> DeidResult:
     sop_class = _required_uid(ds, "SOPClassUID")
     originals = Originals(
         patient_id=_text(ds.get("PatientID", "")),
@@ -597,7 +604,7 @@ def _deidentify(ds: Dataset, profile: CompiledProfile, key: bytes) -> DeidResult
         sop_uid=_required_uid(ds, "SOPInstanceUID"),
     )
     policy = profile.config.burned_in_annotation
-    reason = burned_in_reason(ds)
+    reason = burned_in_reason(ds, has_pixels)
     if reason and policy is not BurnedInPolicy.ALLOW:
         if policy is BurnedInPolicy.CLEAN:
             raise DeidError(f"burned-in annotation: {reason}; no pixel region rule matches it")

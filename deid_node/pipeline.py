@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,10 +15,19 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from deid_node.engine import DeidResult, Originals, deidentify_dataset, verify_clean
+from deid_node.engine import (
+    DeidResult,
+    Originals,
+    deidentify_dataset,
+    transfer_syntax_of,
+    verify_clean,
+)
 from deid_node.errors import DeidError, StorageError
 from deid_node.profiles import CompiledProfile
-from deid_node.storage import encode_instance, output_path, write_atomic
+from deid_node.storage import FileRange, encode_instance, output_path, write_atomic
+
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
 
 
 class Status(StrEnum):
@@ -51,12 +61,12 @@ class NotDicomError(DeidError):
     """The file is not a DICOM dataset at all."""
 
 
-def _read(source: Path | BinaryIO, *, force: bool = False) -> Dataset:
+def _read(source: Path | BinaryIO, *, force: bool = False, header_only: bool = False) -> Dataset:
     # pydicom reports a premature end of data only as a warning and returns what it
     # parsed; a partial object must never pass for a whole one.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = dcmread(source, force=force)
+        ds = dcmread(source, force=force, stop_before_pixels=header_only)
     for w in caught:
         text = str(w.message).lower()
         if "end of file" in text or "unexpected end" in text:
@@ -90,12 +100,84 @@ def read_dataset(path: Path | BinaryIO) -> Dataset:
     raise NotDicomError("not a DICOM file")
 
 
-def _check_pixel_length(ds: Dataset) -> None:
+def read_header(path: Path) -> tuple[Dataset, FileRange | None]:
+    """Read everything before the pixel data; the pixel data element stays on disk.
+
+    Returns the dataset and the byte range of the pixel data element (header included)
+    to copy through unchanged, or (whole dataset, None) where that is not possible:
+    no pixel data, a deflated body, or elements after the pixel data.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            ds = _read(fh, header_only=True)
+            at = fh.tell()
+    except DeidError:
+        raise
+    except Exception:
+        return read_dataset(path), None  # bare datasets, odd files: the careful path
+    ts = transfer_syntax_of(ds)
+    if ts.is_deflated:  # the file position says nothing inside a zlib stream
+        return read_dataset(path), None
+    if at >= size:
+        return ds, None
+    with path.open("rb") as fh:
+        end, length = _element_end(fh, at, size, ts)
+    if end < size:
+        return read_dataset(path), None  # trailing elements must go through the profile
+    if length is not None:
+        _check_pixel_length(ds, length, ts)
+    return ds, FileRange(path, at, size - at)
+
+
+def _element_end(fh: BinaryIO, at: int, size: int, ts: UID) -> tuple[int, int | None]:
+    """End offset of the pixel data element at `at`, and its value length if defined."""
+    endian = "<" if ts.is_little_endian else ">"
+    fh.seek(at)
+    head = fh.read(12)
+    if len(head) < 8:
+        raise DeidError("truncated object: pixel data element header cut off")
+    if ts.is_implicit_VR:
+        length, header = struct.unpack(endian + "L", head[4:8])[0], 8
+    elif head[4:6] in _LONG_VRS:
+        if len(head) < 12:
+            raise DeidError("truncated object: pixel data element header cut off")
+        length, header = struct.unpack(endian + "L", head[8:12])[0], 12
+    else:
+        length, header = struct.unpack(endian + "H", head[6:8])[0], 8
+    pos = at + header
+    if length != _UNDEFINED:
+        if pos + length > size:
+            raise DeidError("truncated pixel data")
+        return pos + length, length
+    # Encapsulated: items up to the sequence delimiter, each skipped, never loaded.
+    while True:
+        fh.seek(pos)
+        item = fh.read(8)
+        if len(item) < 8:
+            raise DeidError("truncated pixel data: no sequence delimiter")
+        group, elem, item_len = struct.unpack(endian + "HHL", item)
+        pos += 8
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return pos, None
+        if (group, elem) != (0xFFFE, 0xE000) or item_len == _UNDEFINED:
+            raise DeidError("malformed encapsulated pixel data")
+        pos += item_len
+        if pos > size:
+            raise DeidError("truncated pixel data")
+
+
+def _check_pixel_length(ds: Dataset, length: int | None = None, ts: UID | None = None) -> None:
     """Native pixel data shorter than its geometry means a truncated object."""
-    elem = ds.get_item(0x7FE00010) if 0x7FE00010 in ds else None
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if elem is None or elem.value is None or (ts is not None and UID(ts).is_compressed):
+    if length is None:
+        elem = ds.get_item(0x7FE00010) if 0x7FE00010 in ds else None
+        if elem is None or elem.value is None:
+            return
+        length = len(elem.value)
+        meta = getattr(ds, "file_meta", None)
+        found = meta.get("TransferSyntaxUID") if meta is not None else None
+        ts = UID(str(found)) if found else None
+    if ts is not None and ts.is_compressed:
         return
     try:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -104,7 +186,7 @@ def _check_pixel_length(ds: Dataset) -> None:
         return  # geometry missing or odd: the IOD check is not ours to make here
     if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
         expected = expected * 2 // 3  # two chroma samples shared by each pixel pair
-    if len(elem.value) * 8 < expected:
+    if length * 8 < expected:
         raise DeidError("truncated pixel data")
 
 
@@ -116,9 +198,13 @@ def deidentify_to_output(
     *,
     fsync: bool = False,
     verify: bool = True,
+    pixels: FileRange | None = None,
 ) -> tuple[DeidResult, Path, bool]:
-    """De-identify ds and write it; returns (result, path, was it already there)."""
-    result = deidentify_dataset(ds, profile, key)
+    """De-identify ds and write it (pixel bytes copied from `pixels`, if given).
+
+    Returns (result, path, was it already there).
+    """
+    result = deidentify_dataset(ds, profile, key, has_pixels=True if pixels else None)
     target = output_path(
         output_root,
         profile.name,
@@ -139,7 +225,7 @@ def deidentify_to_output(
     except Exception as exc:
         raise DeidError(f"cannot encode the de-identified object ({type(exc).__name__})") from None
     existed = target.exists()
-    write_atomic(target, chunks, fsync=fsync)
+    write_atomic(target, [*chunks, pixels] if pixels else chunks, fsync=fsync)
     return result, target, existed
 
 
@@ -158,12 +244,14 @@ def process_file(
     except OSError as exc:
         return Outcome(Status.QUARANTINED, f"cannot read file: {exc.strerror}")
     try:
-        ds = read_dataset(path)
+        ds, pixels = read_header(path)
     except NotDicomError as exc:
         return Outcome(Status.SKIPPED, str(exc), size_bytes=size)
     except DeidError as exc:
         return Outcome(Status.QUARANTINED, str(exc), size_bytes=size)
-    return process_dataset(ds, profile, key, output_root, size=size, fsync=fsync, verify=verify)
+    return process_dataset(
+        ds, profile, key, output_root, size=size, fsync=fsync, verify=verify, pixels=pixels
+    )
 
 
 def process_dataset(
@@ -175,6 +263,7 @@ def process_dataset(
     size: int,
     fsync: bool = False,
     verify: bool = True,
+    pixels: FileRange | None = None,
 ) -> Outcome:
     """De-identify an already-read dataset; quarantine outcome on any doubt."""
     sop_class = str(ds.get("SOPClassUID", "") or "") or None
@@ -184,7 +273,7 @@ def process_dataset(
         ts = str(meta.TransferSyntaxUID)
     try:
         result, target, existed = deidentify_to_output(
-            ds, profile, key, output_root, fsync=fsync, verify=verify
+            ds, profile, key, output_root, fsync=fsync, verify=verify, pixels=pixels
         )
     except DeidError as exc:
         return Outcome(

@@ -7,8 +7,10 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
+from typing import BinaryIO
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -77,7 +79,39 @@ def _encode_deflated(ds: Dataset, check_header: Callable[[bytes], None] | None) 
     return [buf.getvalue()]
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes], *, fsync: bool = False) -> None:
+@dataclass(frozen=True)
+class FileRange:
+    """Bytes of another file to copy through unchanged (pixel data stays out of memory)."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+def _copy_range(out: BinaryIO, rng: FileRange) -> None:
+    out.flush()
+    with rng.path.open("rb") as src:
+        offset, left = rng.offset, rng.length
+        while left > 0:
+            try:  # in-kernel copy where the filesystem allows it
+                n = os.copy_file_range(src.fileno(), out.fileno(), min(left, 1 << 30), offset)
+            except OSError:
+                n = 0
+            if n <= 0:
+                src.seek(offset)
+                out.seek(0, os.SEEK_END)
+                while left > 0:
+                    block = src.read(min(left, 1 << 20))
+                    if not block:
+                        raise StorageError(f"{rng.path.name}: source shrank while copying")
+                    out.write(block)
+                    left -= len(block)
+                return
+            offset += n
+            left -= n
+
+
+def write_atomic(path: Path, chunks: Iterable[bytes | FileRange], *, fsync: bool = False) -> None:
     """Write to a temp file beside `path`, then os.replace: readers never see a partial file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +121,10 @@ def write_atomic(path: Path, chunks: Iterable[bytes], *, fsync: bool = False) ->
     try:
         with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
-                fh.write(chunk)
+                if isinstance(chunk, FileRange):
+                    _copy_range(fh, chunk)
+                else:
+                    fh.write(chunk)
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -353,3 +353,31 @@ def test_preamble_is_zeroed(tmp_path: Path) -> None:
     outcome = process_file(src, compile_profile(profile()), KEY, tmp_path / "out")
     assert outcome.output_path is not None
     assert outcome.output_path.read_bytes()[:132] == b"\x00" * 128 + b"DICM"
+
+
+def test_elements_after_pixel_data_still_follow_the_profile(tmp_path: Path) -> None:
+    ds = make_ds(Rows=2, Columns=2, BitsAllocated=8, SamplesPerPixel=1, PixelData=b"\x01" * 4)
+    ds.add_new(0xFFFCFFFC, "OB", b"SMITH JOHN 12345")  # DataSetTrailingPadding: X
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    outcome = process_file(src, compile_profile(profile()), KEY, tmp_path / "out")
+    assert outcome.output_path is not None
+    data = outcome.output_path.read_bytes()
+    assert b"SMITH" not in data and data.endswith(b"\x01" * 4)
+
+
+def test_truncated_encapsulated_pixel_data_is_quarantined(tmp_path: Path) -> None:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    ds = make_ds(Rows=2, Columns=2, BitsAllocated=8, SamplesPerPixel=1)
+    ds.PixelData = encapsulate([b"\x00" * 64])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    whole = process_file(src, compile_profile(profile()), KEY, tmp_path / "out")
+    assert whole.status.value == "stored"
+    src.write_bytes(src.read_bytes()[:-20])  # cut inside the last fragment
+    cut = process_file(src, compile_profile(profile()), KEY, tmp_path / "out2")
+    assert cut.status.value == "quarantined" and "truncated" in (cut.reason or "")
