@@ -22,6 +22,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -157,7 +158,7 @@ def _element_end(data: bytes, pos: int, explicit: bool) -> int:
     else:
         length, start = struct.unpack_from("<I", data, pos + 4)[0], pos + 8
     if length != UNDEFINED:
-        return start + length
+        return int(start + length)
     p = start  # undefined length: items up to the sequence delimiter
     while True:
         t = (struct.unpack_from("<H", data, p)[0] << 16) | struct.unpack_from("<H", data, p + 2)[0]
@@ -604,8 +605,8 @@ def mut_not_dicom(rng: random.Random, base: Base, uid: str) -> Mutation:
         body = (f"{_phi_text(base)}\nThis is not DICOM.\n" * rng.randrange(1, 50)).encode()
     elif variant == "part10-file-as-dataset":
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = base.sop_class
-        meta.MediaStorageSOPInstanceUID = uid
+        meta.MediaStorageSOPClassUID = UID(base.sop_class)
+        meta.MediaStorageSOPInstanceUID = UID(uid)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         fp = DicomBytesIO()
         fp.is_little_endian, fp.is_implicit_VR = True, False
@@ -720,10 +721,8 @@ def mut_duplicate_tag(rng: random.Random, base: Base, uid: str) -> Mutation:
     elif variant == "SpecificCharacterSet-twice":
         d.put(SPECIFIC_CHARSET, "CS", text("ISO_IR 100"))
         d.add_raw(SPECIFIC_CHARSET, d.el(SPECIFIC_CHARSET, "CS", text("ISO_IR 192")))
-    elif variant == "PixelData-twice" and d.index(PIXEL_DATA) is not None:
-        i = d.index(PIXEL_DATA)
-        assert i is not None
-        d.elems.insert(i + 1, d.elems[i])
+    elif variant == "PixelData-twice" and (at := d.index(PIXEL_DATA)) is not None:
+        d.elems.insert(at + 1, d.elems[at])
     elif variant == "Rows-twice" and d.index(kw("Rows")) is not None:
         d.add_raw(kw("Rows"), d.el(kw("Rows"), "US", struct.pack("<H", 4096)))
     else:
@@ -750,10 +749,8 @@ def mut_out_of_order(rng: random.Random, base: Base, uid: str) -> Mutation:
     if variant == "swap-adjacent":
         i = rng.randrange(0, len(d.elems) - 1)
         d.elems[i], d.elems[i + 1] = d.elems[i + 1], d.elems[i]
-    elif variant == "pixel-data-first" and d.index(PIXEL_DATA) is not None:
-        i = d.index(PIXEL_DATA)
-        assert i is not None
-        d.elems.insert(0, d.elems.pop(i))
+    elif variant == "pixel-data-first" and (at := d.index(PIXEL_DATA)) is not None:
+        d.elems.insert(0, d.elems.pop(at))
     elif variant == "reversed":
         d.elems.reverse()
     elif variant == "patient-after-pixel-data":
@@ -994,13 +991,13 @@ def install_raw_sender() -> None:
     import pynetdicom.association as association
     from pynetdicom import _config
 
-    original = association.split_dataset
+    original = association.split_dataset  # type: ignore[attr-defined]
 
     def split(path: Path) -> tuple[Dataset, int]:
         meta = _RAW_META.get(os.fspath(path))
         return (meta, 0) if meta is not None else original(path)
 
-    association.split_dataset = split
+    association.split_dataset = split  # type: ignore[attr-defined]
     _config.STORE_SEND_CHUNKED_DATASET = True
 
 
@@ -1107,8 +1104,13 @@ class Sender:
         deadline: float,
         workdir: Path,
         progress: bool,
+        recover: Callable[[Sender], bool] | None = None,
     ) -> None:
         self.gen = gen
+        self.recover = recover  # restarts our own node when it died or wedged
+        self.recover_lock = threading.Lock()
+        self.generation = 0  # bumped by every recovery
+        self.inflight: dict[int, int] = {}  # sender thread -> object being sent
         self.target = target
         self.schedule = iter(schedule)
         self.total = len(schedule)
@@ -1125,6 +1127,7 @@ class Sender:
         self.associations_opened = 0
         self.association_failures = 0
         self.done = 0
+        self.started = time.monotonic()
 
     def next_oid(self) -> int | None:
         with self.lock:
@@ -1146,21 +1149,41 @@ class Sender:
 
     def _associate(self, ae: Any) -> Any | None:
         t = self.target
-        for attempt in range(5):
-            if self.stop.is_set() or time.monotonic() > self.deadline:
-                return None
-            assoc = ae.associate(t.host, t.port, ae_title=t.called_ae)
-            if assoc.is_established:
+        while True:
+            generation = self.generation
+            for attempt in range(5):
+                if self.stop.is_set() or time.monotonic() > self.deadline:
+                    return None
+                assoc = ae.associate(t.host, t.port, ae_title=t.called_ae)
+                if assoc.is_established:
+                    with self.lock:
+                        self.associations_opened += 1
+                    return assoc
                 with self.lock:
-                    self.associations_opened += 1
-                return assoc
-            with self.lock:
-                self.association_failures += 1
-            time.sleep(min(0.2 * 2**attempt, 3.0))
-        # Five refusals in a row (about 6 s): the node is gone or wedged; stop everyone.
-        self.node_down = True
-        self.stop.set()
-        return None
+                    self.association_failures += 1
+                time.sleep(min(0.2 * 2**attempt, 3.0))
+            # Five refusals in a row (about 6 s): the node is gone or wedged.
+            if not self._recover(generation):
+                self.node_down = True
+                self.stop.set()
+                return None
+
+    def _recover(self, generation: int) -> bool:
+        """Restart the node once per failure, however many threads noticed it."""
+        if self.recover is None:
+            return False
+        with self.recover_lock:
+            if self.generation != generation:
+                return True  # another thread already brought it back
+            if not self.recover(self):
+                return False
+            self.generation += 1
+            return True
+
+    def _check_alive(self) -> None:
+        proc = self.target.proc
+        if proc is not None and proc.poll() is not None:
+            self._recover(self.generation)
 
     def worker(self, k: int) -> None:
         ae = make_ae(self.target.calling_ae, self.request_timeout)
@@ -1186,7 +1209,11 @@ class Sender:
                         res.status = "not-sent:association-failed"
                         break
                 sent_here += 1
+                self.inflight[k] = oid
                 self.send_one(assoc, obj, res, path, msg_id=sent_here)
+                self.inflight.pop(k, None)
+                if res.status in ("abort", "no-response") or res.status.startswith("error"):
+                    self._check_alive()
                 with self.lock:
                     self.done += 1
                     if self.progress and self.done % 500 == 0:
@@ -1201,9 +1228,9 @@ class Sender:
 
     def send_one(self, assoc: Any, obj: FuzzObject, res: Result, path: Path, msg_id: int) -> None:
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = obj.sop_class
-        meta.MediaStorageSOPInstanceUID = obj.sop_instance
-        meta.TransferSyntaxUID = obj.transfer_syntax
+        meta.MediaStorageSOPClassUID = UID(obj.sop_class)
+        meta.MediaStorageSOPInstanceUID = UID(obj.sop_instance)
+        meta.TransferSyntaxUID = UID(obj.transfer_syntax)
         path.write_bytes(obj.body)
         _RAW_META[os.fspath(path)] = meta
         t0 = time.monotonic()
@@ -1269,8 +1296,8 @@ def deid_node_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "deid_node"]
 
 
-def start_node(workdir: Path, calling_ae: str, called_ae: str, timeout: float) -> Target:
-    """Start `deid-node serve` on a free port with a temp config; wait until it echoes."""
+def prepare_node(workdir: Path, calling_ae: str, called_ae: str) -> Target:
+    """A temp config and data dir for our own node (not started yet)."""
     port = free_port()
     config = workdir / "fuzz.toml"
     config.write_text(
@@ -1278,22 +1305,8 @@ def start_node(workdir: Path, calling_ae: str, called_ae: str, timeout: float) -
             called=called_ae, port=port, calling=calling_ae, profile=FUZZ_PROFILE
         )
     )
-    key = os.urandom(32)
-    env = dict(os.environ, DEID_NODE_SECRET=key.hex())  # known key: we can map pseudonyms
-    env.pop("DEID_NODE_CONFIG", None)
-    log_path = workdir / "node.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*deid_node_command(), "serve", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=workdir,
-            start_new_session=True,  # its own process group: we can reap its workers
-        )
     data = workdir / "data"
-    target = Target(
+    return Target(
         host="127.0.0.1",
         port=port,
         called_ae=called_ae,
@@ -1301,18 +1314,42 @@ def start_node(workdir: Path, calling_ae: str, called_ae: str, timeout: float) -
         data_dir=data,
         output_dir=data / "output",
         db_path=data / "audit.db",
-        log_path=log_path,
-        key=key,
+        log_path=workdir / "node.log",
+        key=os.urandom(32),  # handed over in DEID_NODE_SECRET: we can map pseudonyms
         scope=FUZZ_PROFILE,
-        proc=proc,
     )
-    limit = time.monotonic() + timeout
-    while time.monotonic() < limit:
+
+
+def launch_node(target: Target, memory_limit_mb: int, timeout: float) -> None:
+    """Start (or restart) `deid-node serve` for a prepared target; wait until it echoes."""
+    assert target.key is not None and target.log_path is not None
+    workdir = target.log_path.parent
+    env = dict(os.environ, DEID_NODE_SECRET=target.key.hex())
+    env.pop("DEID_NODE_CONFIG", None)
+    with target.log_path.open("ab") as log:  # a restart appends: tracebacks stay countable
+        proc = subprocess.Popen(
+            [*deid_node_command(), "serve", "--config", str(workdir / "fuzz.toml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=workdir,
+            start_new_session=True,  # its own process group: we can reap its workers
+        )
+    if memory_limit_mb:
+        # A memory bomb must fail inside the node (MemoryError), not make the kernel's
+        # OOM killer pick processes on a shared machine. Workers inherit the limit.
+        limit = memory_limit_mb * 1024 * 1024
+        with contextlib.suppress(OSError):
+            resource.prlimit(proc.pid, resource.RLIMIT_AS, (limit, limit))
+    target.proc = proc
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
+            tail = target.log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"deid-node serve exited with {proc.returncode}:\n{tail}")
-        if echo("127.0.0.1", port, called_ae, calling_ae, timeout=5):
-            return target
+        if echo(target.host, target.port, target.called_ae, target.calling_ae, timeout=5):
+            return
         time.sleep(0.3)
     stop_node(target)
     raise RuntimeError(f"deid-node serve did not answer C-ECHO within {timeout:.0f} s")
@@ -1453,16 +1490,29 @@ def count_files(folder: Path | None) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file())
 
 
-def wait_for_drain(target: Target, accepted: int, after_id: int, limit: float) -> float:
-    """Wait until every accepted object has an audit row and the spool is empty."""
+def wait_for_drain(
+    target: Target, accepted: int, after_id: int, limit: float, stall: float = 90.0
+) -> float:
+    """Wait until every accepted object has an audit row and the spool is empty.
+
+    Gives up early when the node is dead or nothing moved for `stall` seconds.
+    """
     t0 = time.monotonic()
     spool = target.data_dir / "spool" if target.data_dir else None
+    last, moved = (-1, -1), time.monotonic()
     while time.monotonic() < limit:
         rows = audit_rows(target.db_path, target.calling_ae, after_id)
         if rows is None:
             break
         done = sum(1 for r in rows if r["status"] in ACCEPTED_ROW)
-        if done >= accepted and count_files(spool) == 0:
+        left = count_files(spool)
+        if done >= accepted and left == 0:
+            break
+        if (done, left) != last:
+            last, moved = (done, left), time.monotonic()
+        elif time.monotonic() - moved > stall:
+            break
+        if target.proc is not None and target.proc.poll() is not None:
             break
         time.sleep(0.5)
     return time.monotonic() - t0
@@ -1547,6 +1597,7 @@ def final_store(gen: Generator, target: Target, workdir: Path, limit: float) -> 
         Draft(base, uid).body(),
         (uid,),
     )
+    before = max_audit_id(target.db_path)
     ae = make_ae(target.calling_ae, 30)
     assoc = ae.associate(target.host, target.port, ae_title=target.called_ae)
     if not assoc.is_established:
@@ -1571,6 +1622,7 @@ def final_store(gen: Generator, target: Target, workdir: Path, limit: float) -> 
         if assoc.is_established:
             assoc.release()
     out["status"] = res.status
+    out["result"] = res  # popped before the report is written
     if res.status != "0x0000":
         return out
     pseudo = pseudo_sop(target, uid)
@@ -1578,10 +1630,13 @@ def final_store(gen: Generator, target: Target, workdir: Path, limit: float) -> 
         if pseudo and target.output_dir and any(target.output_dir.rglob(f"{pseudo}.dcm")):
             out["written"] = True
             break
-        if pseudo is None:  # no key: any newly stored row will do
-            rows = audit_rows(target.db_path, target.calling_ae, max_audit_id(None))
+        if pseudo is None:  # no key: a newly stored row will do
+            rows = audit_rows(target.db_path, target.calling_ae, before)
             if rows is None:
                 out["written"] = None  # cannot tell
+                break
+            if any(r["status"] in ("stored", "duplicate") for r in rows):
+                out["written"] = True
                 break
         time.sleep(0.3)
     out["pseudo_sop_uid"] = pseudo
@@ -1594,15 +1649,19 @@ def summarise(
     results: dict[int, Result],
     schedule: list[int],
     after_id: int,
+    final: Result | None = None,
 ) -> dict[str, Any]:
-    """Join statuses, audit rows and output files into counts and per-object outcomes."""
+    """Join statuses, audit rows and output files into counts and per-object outcomes.
+
+    `final` is the valid object sent after the run: its row and file are known, not counted.
+    """
     report: dict[str, Any] = {}
     for oid in schedule:  # objects never reached before the deadline
         if oid not in results:
             kind = gen.kind_of(oid)
             results[oid] = Result(oid, kind, "", "", "", (), 0)
     pseudo_to_oid: dict[str, int] = {}
-    for res in results.values():
+    for res in [*results.values(), *([final] if final else [])]:
         for u in res.uids:
             p = pseudo_sop(target, u)
             if p:
@@ -1620,16 +1679,19 @@ def summarise(
         unmapped = 0
         for r in rows:
             if r["status"] in ("stored", "duplicate"):
-                oid = pseudo_to_oid.get(r["pseudo_sop_uid"] or "")
-                if oid is None:
+                mapped = pseudo_to_oid.get(r["pseudo_sop_uid"] or "")
+                if mapped is None:
                     unmapped += 1
                 else:
-                    stored_oids[oid] = r["status"]
+                    stored_oids[mapped] = r["status"]
         audit["stored_rows_not_mapped"] = unmapped
     accepted = sum(1 for r in results.values() if is_success(r.status) and r.oid >= 0)
     audit["accepted_objects"] = accepted
     if rows is not None:
-        audit["rows_for_accepted"] = sum(1 for r in rows if r["status"] in ACCEPTED_ROW)
+        final_rows = 1 if final is not None and is_success(final.status) else 0
+        audit["rows_for_accepted"] = (
+            sum(1 for r in rows if r["status"] in ACCEPTED_ROW) - final_rows
+        )
 
     for res in results.values():
         if is_success(res.status):
@@ -1653,9 +1715,10 @@ def summarise(
             if not path.is_file():
                 continue
             files += 1
-            oid = pseudo_to_oid.get(path.stem)
-            origin = results[oid].kind if oid is not None and oid in results else "unknown"
-            if oid is not None and oid in results and results[oid].expect == MALFORMED:
+            owner_oid = pseudo_to_oid.get(path.stem, -2)
+            owner = results.get(owner_oid)
+            origin = owner.kind if owner else "final" if owner_oid == -1 else "unknown"
+            if owner and owner.expect == MALFORMED:
                 origin = f"{origin} (malformed)"
             from_kind[origin] += 1
             hits = scanner.find(path.read_bytes())
@@ -1747,7 +1810,8 @@ def check_invariants(
         and final["store"]["written"] is not False
         and not report["node"].get("died_during_run"),
         f"C-ECHO {'ok' if final['echo'] else 'FAILED'}, valid C-STORE {final['store']['status']},"
-        f" written {final['store']['written']}",
+        f" written {final['store']['written']},"
+        f" node died/wedged {len(report['node'].get('crashes', []))} time(s)",
     )
     not_sent = [r for r in results.values() if r.status.startswith(("not-sent", "error"))]
     put(
@@ -1802,7 +1866,7 @@ def check_invariants(
 def print_summary(report: dict[str, Any]) -> None:
     r = report
     a, o, n = r["audit"], r["output"], r["node"]
-    st = Counter()
+    st: Counter[str] = Counter()
     for row in r["kinds"].values():
         for s, c in row["statuses"].items():
             st[s] += c
@@ -1897,23 +1961,88 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--request-timeout", type=float, default=30.0, help="seconds per C-STORE")
     p.add_argument("--max-seconds", type=float, default=1800.0, help="total time limit")
+    p.add_argument("--kinds", help="only these kinds, comma-separated (object ids unchanged)")
+    p.add_argument("--oid", type=int, action="append", help="only this object id (repeatable)")
+    p.add_argument(
+        "--node-memory-mb",
+        type=int,
+        default=4096,
+        help="address-space limit of our own node's processes (0: none)",
+    )
+    p.add_argument(
+        "--restart-on-crash",
+        action="store_true",
+        help="restart our own node when it dies or wedges, and carry on (crashes are reported)",
+    )
+    p.add_argument("--max-restarts", type=int, default=20)
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--keep", action="store_true", help="keep our node's temp folder")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
     if args.count < 0:
         p.error("--count must be >= 0")
+    unknown = set(args.kinds.split(",")) - set(KINDS) if args.kinds else set()
+    if unknown:
+        p.error(f"unknown kind(s) {sorted(unknown)}; known: {', '.join(KINDS)}")
     if args.config and args.port:
         p.error("--config and --port exclude each other")
     return args
 
 
-def make_schedule(count: int, control_every: int) -> tuple[list[int], int]:
-    """Send order: malformed oids 0..count-1 with a control oid after every N of them."""
+def crash_record(target: Target, sender: Sender, state: str) -> dict[str, Any]:
+    """What we know about a node that died or stopped answering."""
+    proc = target.proc
+    lost = sorted(r.oid for r in sender.results.values() if r.status in ("abort", "no-response"))
+    return {
+        "state": state,
+        "exit_code": proc.returncode if proc is not None else None,
+        "inflight": sorted(sender.inflight.values()),
+        "lost_so_far": lost[-8:],
+        "at_seconds": round(time.monotonic() - sender.started, 1),
+    }
+
+
+def make_recover(
+    target: Target, crashes: list[dict[str, Any]], args: argparse.Namespace
+) -> Callable[[Sender], bool]:
+    """A callback that restarts our node (same data dir and port) after it died or wedged."""
+
+    def recover(sender: Sender) -> bool:
+        proc = target.proc
+        if proc is not None and proc.poll() is None:
+            if echo(target.host, target.port, target.called_ae, target.calling_ae):
+                return True  # only busy
+            record = crash_record(target, sender, "wedged")
+            record["peak_rss_mb"] = peak_rss_mb(proc.pid)
+            stop_node(target, grace=10)
+            record["exit_code"] = proc.returncode
+        else:
+            record = crash_record(target, sender, "died")
+        crashes.append(record)
+        if len(crashes) > args.max_restarts:
+            return False
+        try:
+            launch_node(target, args.node_memory_mb, timeout=60)
+        except RuntimeError:
+            return False
+        return True
+
+    return recover
+
+
+def make_schedule(
+    count: int, control_every: int, kinds: set[str] | None = None, oids: list[int] | None = None
+) -> tuple[list[int], int]:
+    """Send order: malformed oids 0..count-1 with a control oid after every N of them.
+
+    Filters keep object ids (so `--oid 209` is the same object as in the full run).
+    """
     order: list[int] = []
     controls = 0
     for oid in range(count):
-        order.append(oid)
+        wanted_kind = kinds is None or KINDS[oid % len(KINDS)] in kinds
+        if wanted_kind and (oids is None or oid in oids):
+            order.append(oid)
         if control_every and (oid + 1) % control_every == 0:
             order.append(count + controls)
             controls += 1
@@ -1928,7 +2057,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     quiet_libraries()  # pynetdicom would log every abort we provoke
     gen = Generator(args.seed, args.count)
-    schedule, controls = make_schedule(args.count, args.control_every)
+    kinds = set(args.kinds.split(",")) if args.kinds else None
+    schedule, controls = make_schedule(args.count, args.control_every, kinds, args.oid)
     workdir = Path(tempfile.mkdtemp(prefix="deid-fuzz-"))
     own = args.config is None and args.port is None
     target: Target | None = None
@@ -1938,12 +2068,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "associations": args.associations,
         "kinds_cycled": list(KINDS),
+        "objects_columns": [
+            "oid",
+            "kind",
+            "base",
+            "variant",
+            "expect",
+            "status",
+            "outcome",
+            "bytes",
+            "seconds",
+        ],
     }
     try:
+        crashes: list[dict[str, Any]] = []
+        recover: Callable[[Sender], bool] | None = None
         if own:
-            target = start_node(
-                workdir, args.calling_ae or "FUZZER", args.called_ae or "DEID_NODE", timeout=60
+            target = prepare_node(
+                workdir, args.calling_ae or "FUZZER", args.called_ae or "DEID_NODE"
             )
+            launch_node(target, args.node_memory_mb, timeout=60)
+            if args.restart_on_crash:
+                recover = make_recover(target, crashes, args)
         else:
             target = external_target(args)
         after_id = max_audit_id(target.db_path)
@@ -1968,16 +2114,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             deadline=send_deadline,
             workdir=workdir,
             progress=not args.quiet,
+            recover=recover,
         )
         sender.run()
+        if own and target.proc is not None and target.proc.poll() is not None:
+            crashes.append(crash_record(target, sender, "died"))
+        report["node"]["crashes"] = crashes
         report["sending_seconds"] = round(time.monotonic() - t_start, 1)
         report["associations_opened"] = sender.associations_opened
         report["association_failures"] = sender.association_failures
         report["node_down_during_send"] = sender.node_down
         accepted = sum(1 for r in sender.results.values() if is_success(r.status))
         report["drain_seconds"] = round(wait_for_drain(target, accepted, after_id, limit - 60), 1)
-        if target.proc is not None and target.proc.poll() is not None:
-            report["node"]["died_during_run"] = f"exit code {target.proc.returncode}"
+        if crashes:
+            report["node"]["died_during_run"] = [c["exit_code"] for c in crashes]
         echo_ok = echo(target.host, target.port, target.called_ae, target.calling_ae)
         store = final_store(gen, target, workdir, min(limit, time.monotonic() + 60))
         report["final"] = {"echo": echo_ok, "store": store}
@@ -1985,7 +2135,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             wait_for_drain(target, accepted + 1, after_id, min(limit, time.monotonic() + 30))
         report["node"].update(stop_node(target))
         results = sender.results
-        report.update(summarise(gen, target, results, schedule, after_id))
+        final_res = store.pop("result", None)
+        report.update(summarise(gen, target, results, schedule, after_id, final_res))
         report["exceptions"] = exception_summary(target.log_path)
         report["exceptions"]["status_0xC211"] = sum(
             1 for r in results.values() if r.status == "0xC211"
@@ -1995,7 +2146,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["ok"] = all(v["ok"] for v in report["invariants"].values())
         report["seconds"] = round(time.monotonic() - t_start, 1)
         report["objects"] = [
-            [r.oid, r.kind, r.base, r.variant, r.expect, r.status, r.outcome, r.size]
+            [
+                r.oid,
+                r.kind,
+                r.base,
+                r.variant,
+                r.expect,
+                r.status,
+                r.outcome,
+                r.size,
+                round(r.seconds, 2),
+            ]
             for r in sorted(results.values(), key=lambda r: r.oid)
         ]
         report.pop("stored_by_oid", None)

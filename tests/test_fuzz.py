@@ -108,6 +108,7 @@ def test_raw_sender_puts_the_exact_bytes_on_the_wire(gen: Any, tmp_path: Path) -
     server = scp.start_server(
         ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)]
     )
+    assert server is not None
     try:
         fuzz.install_raw_sender()
         port = server.server_address[1]
