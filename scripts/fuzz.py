@@ -1975,6 +1975,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="restart our own node when it dies or wedges, and carry on (crashes are reported)",
     )
     p.add_argument("--max-restarts", type=int, default=20)
+    p.add_argument(
+        "--drain-stall",
+        type=float,
+        default=90.0,
+        help="stop waiting for the spool to drain after this long without progress",
+    )
+    p.add_argument(
+        "--stop-grace", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL"
+    )
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--keep", action="store_true", help="keep our node's temp folder")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -2021,10 +2030,15 @@ def make_recover(
         crashes.append(record)
         if len(crashes) > args.max_restarts:
             return False
+        # The node drains what is left in its spool before it serves again (DESIGN.md).
+        wait = max(60.0, sender.deadline - time.monotonic())
         try:
-            launch_node(target, args.node_memory_mb, timeout=60)
+            launch_node(target, args.node_memory_mb, timeout=min(wait, 900.0))
         except RuntimeError:
             return False
+        record["restarted_in_s"] = round(
+            time.monotonic() - sender.started - record["at_seconds"], 1
+        )
         return True
 
     return recover
@@ -2125,7 +2139,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["association_failures"] = sender.association_failures
         report["node_down_during_send"] = sender.node_down
         accepted = sum(1 for r in sender.results.values() if is_success(r.status))
-        report["drain_seconds"] = round(wait_for_drain(target, accepted, after_id, limit - 60), 1)
+        # A node that stopped answering will not drain either: do not wait long for it.
+        stall = 10.0 if sender.node_down else args.drain_stall
+        report["drain_seconds"] = round(
+            wait_for_drain(target, accepted, after_id, limit - 60, stall=stall), 1
+        )
         if crashes:
             report["node"]["died_during_run"] = [c["exit_code"] for c in crashes]
         echo_ok = echo(target.host, target.port, target.called_ae, target.calling_ae)
@@ -2133,7 +2151,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["final"] = {"echo": echo_ok, "store": store}
         if store.get("status") == "0x0000":  # let its audit row land before counting
             wait_for_drain(target, accepted + 1, after_id, min(limit, time.monotonic() + 30))
-        report["node"].update(stop_node(target))
+        report["node"].update(stop_node(target, grace=args.stop_grace))
         results = sender.results
         final_res = store.pop("result", None)
         report.update(summarise(gen, target, results, schedule, after_id, final_res))
