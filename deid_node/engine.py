@@ -157,6 +157,7 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 # File meta elements kept; everything else in group 0002 is removed or rewritten.
 _META_KEEP = frozenset({0x00020001, 0x00020002, 0x00020010})
 _MIN_SCRUB_LEN = 2
+MAX_SEQUENCE_DEPTH = 64
 _REMOVING_OPS = frozenset(
     {Op.REMOVE, Op.EMPTY, Op.DUMMY, Op.UID, Op.PATIENT_ID, Op.PATIENT_NAME, Op.REPLACE}
 )
@@ -285,7 +286,10 @@ class _Walker:
             alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
             self.scrub = re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.I)
 
-    def _collect(self, ds: Dataset, words: set[str]) -> None:
+    def _collect(self, ds: Dataset, words: set[str], depth: int = 0) -> None:
+        if depth > MAX_SEQUENCE_DEPTH:
+            # Nothing real nests this deep, and pydicom's writer degrades badly on it.
+            raise DeidError(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
         for tag in list(ds.keys()):
             t = int(tag)
             if t >> 16 & 1:
@@ -293,7 +297,7 @@ class _Walker:
             vr = _raw_vr(ds, t)
             if vr == "SQ":
                 for item in _elem(ds, t).value or ():
-                    self._collect(item, words)
+                    self._collect(item, words, depth + 1)
             elif vr == "PN":
                 value = _elem(ds, t).value
                 if self.ops.get(t, Op.EMPTY) in _REMOVING_OPS:

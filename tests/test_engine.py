@@ -381,3 +381,14 @@ def test_truncated_encapsulated_pixel_data_is_quarantined(tmp_path: Path) -> Non
     src.write_bytes(src.read_bytes()[:-20])  # cut inside the last fragment
     cut = process_file(src, compile_profile(profile()), KEY, tmp_path / "out2")
     assert cut.status.value == "quarantined" and "truncated" in (cut.reason or "")
+
+
+def test_absurdly_deep_sequences_are_refused() -> None:
+    inner = Dataset()
+    inner.PatientName = "DEEP^NAME"
+    for _ in range(70):
+        outer = Dataset()
+        outer.ReferencedSeriesSequence = Sequence([inner])
+        inner = outer
+    with pytest.raises(DeidError, match="nested deeper than 64"):
+        run(make_ds(ReferencedSeriesSequence=inner.ReferencedSeriesSequence))
