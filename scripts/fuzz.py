@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -654,8 +655,10 @@ def mut_charset_lie(rng: random.Random, base: Base, uid: str) -> Mutation:
             "unknown-term",
             "no-charset-8bit-values",
             "utf16-values",
+            "iso2022-split-identifiers",
         ]
     )
+    expect = MALFORMED
     if variant == "utf8-declared-invalid-bytes":
         charset = "ISO_IR 192"
         name = family + b"\xc3\x28^" + given + b"\xff"
@@ -674,10 +677,18 @@ def mut_charset_lie(rng: random.Random, base: Base, uid: str) -> Mutation:
     elif variant == "no-charset-8bit-values":
         charset = ""
         name, inst, other = family + b"\xe9^" + given, pid + b"\xfc", b"\xe4" + pid
-    else:
+    elif variant == "utf16-values":
         charset = "ISO_IR 192"
         name = base.patient_name.encode("utf-16-le")
         inst, other = pid.decode().encode("utf-16-le"), ("x" + pid.decode()).encode("utf-16-le")
+    else:
+        # An empty switch to JIS X 0208 and back: valid ISO 2022, and it decodes to the
+        # plain identifier, but the raw bytes no longer contain it.
+        charset = "\\ISO 2022 IR 87"
+        split = b"\x1b$B\x1b(B"
+        name = family[:4] + split + family[4:] + b"^" + given
+        inst, other = pid[:4] + split + pid[4:], pid[:3] + split + pid[3:]
+        expect = WELL_FORMED
     if charset:
         d.put(SPECIFIC_CHARSET, "CS", text(charset))
     else:
@@ -687,7 +698,7 @@ def mut_charset_lie(rng: random.Random, base: Base, uid: str) -> Mutation:
     # Manufacturer is kept by the profile: only the node's verification can catch this.
     d.put(kw("Manufacturer"), "LO", text(b"ACME " + other))
     suffix = f":{charset!r}" if variant == "unknown-term" else ""
-    return Mutation(d.body(), variant + suffix, MALFORMED)
+    return Mutation(d.body(), variant + suffix, expect)
 
 
 def mut_duplicate_tag(rng: random.Random, base: Base, uid: str) -> Mutation:
@@ -702,10 +713,22 @@ def mut_duplicate_tag(rng: random.Random, base: Base, uid: str) -> Mutation:
             "PixelData-twice",
             "Rows-twice",
             "in-sequence-item",
+            "PatientName-real-then-decoy-real-in-kept-text",
+            "PatientID-real-then-decoy-real-in-kept-text",
         ]
     )
     extra: tuple[str, ...] = ()
-    if variant.startswith("PatientName"):
+    if variant.endswith("-in-kept-text"):
+        # The node knows the patient by the value it parsed (the last one); the first,
+        # real value is repeated in Manufacturer, which the profile keeps.
+        family = base.patient_name.split("^")[0]
+        if variant.startswith("PatientName"):
+            tag, vr, decoy, real = kw("PatientName"), "PN", "DOE^JOHN", family
+        else:
+            tag, vr, decoy, real = kw("PatientID"), "LO", "DECOY-ID", base.patient_id
+        d.add_raw(tag, d.el(tag, vr, text(decoy)))
+        d.put(kw("Manufacturer"), "LO", text(f"ACME {real}"))
+    elif variant.startswith("PatientName"):
         real, decoy = text(base.patient_name), text("DOE^JOHN")
         first, second = (real, decoy) if "real-then" in variant else (decoy, real)
         tag = kw("PatientName")
@@ -1548,6 +1571,39 @@ class PhiScanner:
         return hits
 
 
+TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI"}
+    | {"UR", "UT"}
+)
+
+
+def decoded_text(path: Path, limit: int = 200_000) -> bytes | None:
+    """Every text value of a file as a DICOM reader shows it; None if pydicom cannot read it.
+
+    Catches identifiers that are only whole after decoding (an ISO 2022 escape pair or
+    another character set splitting the raw bytes).
+    """
+    from pydicom import dcmread
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(path)
+            parts: list[str] = []
+            stack: list[Dataset] = [ds, ds.file_meta]  # iterative: outputs may be deep
+            seen = 0
+            while stack and seen < limit:
+                for elem in stack.pop():
+                    seen += 1
+                    if elem.VR == "SQ":
+                        stack.extend(elem.value)
+                    elif elem.VR in TEXT_VRS and elem.value is not None:
+                        parts.append(str(elem.value))
+            return "\n".join(parts).encode("utf-8", "surrogateescape")
+    except Exception:
+        return None
+
+
 def exception_summary(log: Path | None) -> dict[str, Any]:
     """Tracebacks in the node's log and the exception type that ended each."""
     if log is None or not log.exists():
@@ -1708,6 +1764,7 @@ def summarise(
     scanner = PhiScanner(gen.tokens, {u for r in results.values() for u in r.uids})
     output: dict[str, Any] = {"dir": str(target.output_dir) if target.output_dir else None}
     leaked: list[dict[str, Any]] = []
+    unreadable: list[str] = []  # output that pydicom cannot read is not valid Part-10
     from_kind: Counter[str] = Counter()
     files = 0
     if target.output_dir and target.output_dir.exists():
@@ -1722,6 +1779,11 @@ def summarise(
                 origin = f"{origin} (malformed)"
             from_kind[origin] += 1
             hits = scanner.find(path.read_bytes())
+            decoded = decoded_text(path) if path.suffix == ".dcm" else b""
+            if decoded is None:
+                unreadable.append(str(path.relative_to(target.output_dir)))
+            else:
+                hits |= scanner.find(decoded)
             if hits:
                 leaked.append(
                     {
@@ -1733,7 +1795,9 @@ def summarise(
                         ),
                     }
                 )
-    output.update(files=files, by_origin=dict(from_kind), leaked_files=leaked)
+    output.update(
+        files=files, by_origin=dict(from_kind), leaked_files=leaked, unreadable_files=unreadable
+    )
     output["from_malformed"] = sum(n for k, n in from_kind.items() if k.endswith("(malformed)"))
     if target.data_dir:
         output["quarantine_files"] = count_files(target.data_dir / "quarantine")
@@ -1844,6 +1908,11 @@ def check_invariants(
         not out["leaked_files"] and not any(elsewhere.values()),
         f"{len(out['leaked_files'])} output file(s) with planted values;"
         f" log {len(elsewhere.get('node_log', []))}, audit db {len(elsewhere.get('audit_db', []))}",
+    )
+    put(
+        "outputs_readable",
+        not out.get("unreadable_files"),
+        f"{len(out.get('unreadable_files', []))} output file(s) pydicom cannot read",
     )
     malformed_stored = [
         r for r in results.values() if r.outcome == "stored" and r.expect == MALFORMED

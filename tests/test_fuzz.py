@@ -86,6 +86,35 @@ def test_phi_scanner_finds_tokens_dates_and_uids(gen: Any) -> None:
     assert scanner.find(uid.encode() + b"1") == set()  # another object's UID prefix
 
 
+def test_decoded_scan_finds_an_identifier_split_by_iso2022_escapes(
+    gen: Any, tmp_path: Path
+) -> None:
+    pid = gen.pool[0].patient_id.encode()
+    split = pid[:4] + b"\x1b$B\x1b(B" + pid[4:]  # decodes to the ID, bytes do not hold it
+    body = b"".join(
+        fuzz.element(tag, vr, value, explicit=True)
+        for tag, vr, value in [
+            (fuzz.SPECIFIC_CHARSET, "CS", fuzz.text("\\ISO 2022 IR 87")),
+            (fuzz.SOP_CLASS_UID, "UI", fuzz.uid_value(fuzz.CTImageStorage)),
+            (fuzz.SOP_INSTANCE_UID, "UI", fuzz.uid_value("2.25.1")),
+            (fuzz.kw("Manufacturer"), "LO", fuzz.text(b"ACME " + split)),
+        ]
+    )
+    meta = fuzz.FileMetaDataset()
+    meta.MediaStorageSOPClassUID = fuzz.CTImageStorage
+    meta.MediaStorageSOPInstanceUID = fuzz.UID("2.25.1")
+    meta.TransferSyntaxUID = fuzz.ExplicitVRLittleEndian
+    fp = fuzz.DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    fuzz.write_file_meta_info(fp, meta)
+    path = tmp_path / "split.dcm"
+    path.write_bytes(b"\0" * 128 + b"DICM" + fp.getvalue() + body)
+    scanner = fuzz.PhiScanner(gen.tokens, set())
+    assert scanner.find(path.read_bytes()) == set()
+    decoded = fuzz.decoded_text(path)
+    assert decoded is not None and scanner.find(decoded) == {pid.decode()}
+
+
 def test_raw_sender_puts_the_exact_bytes_on_the_wire(gen: Any, tmp_path: Path) -> None:
     """A bare pynetdicom SCP receives every generated body byte for byte."""
     from pynetdicom import AE, evt
