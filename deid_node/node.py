@@ -10,6 +10,7 @@ so the pipeline reports ``duplicate``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
@@ -17,11 +18,12 @@ import logging
 import multiprocessing
 import os
 import queue
+import select
 import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from deid_node.audit import AuditDB, LinkageRecord, ObjectRecord, open_audit
 from deid_node.config import Config, Durability, ProfileConfig
-from deid_node.errors import AuditError, DeidNodeError, StorageError
+from deid_node.errors import AuditError, ConfigError, DeidNodeError, StorageError
 from deid_node.logs import quiet_libraries
 from deid_node.pipeline import Outcome, Status, process_file
 from deid_node.profiles import CompiledProfile, compile_profile
@@ -50,6 +52,7 @@ from deid_node.scp import (
 )
 from deid_node.secret import load_secret
 from deid_node.spool import Spool, SpoolItem
+from deid_node.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +90,41 @@ _worker: _WorkerState | None = None
 
 
 def _init_worker(
-    profiles: Mapping[str, ProfileConfig], key: bytes, output: Path, fsync: bool
+    profiles: Mapping[str, ProfileConfig], key: bytes, output: Path, fsync: bool, node_pid: int
 ) -> None:
     """Per worker process: compile the profiles once; leave signals to the node."""
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the node drains, then shuts the pool
+    threading.Thread(target=_exit_with, args=(node_pid,), daemon=True).start()
     warnings.simplefilter("ignore")
     quiet_libraries()
     compiled = {name: compile_profile(p) for name, p in profiles.items()}
     _worker = _WorkerState(compiled, key, output, fsync)
+
+
+def _exit_with(node_pid: int) -> None:
+    """End this worker when the node is gone (kill -9): nothing else would.
+
+    A pool worker holds both ends of its task pipe, so it never sees EOF when the node
+    dies, and it ignores SIGTERM; without this it would wait for tasks forever.
+    """
+    try:
+        fd = os.pidfd_open(node_pid)
+    except (AttributeError, OSError):
+        fd = -1
+    if fd >= 0:
+        select.select([fd], [], [])  # readable once the node has exited
+    else:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(node_pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                continue
+    os._exit(0)
 
 
 def work(path: str, profile: str) -> WorkResult:
@@ -319,7 +347,9 @@ class Node:
         self._dispatcher: threading.Thread | None = None
         self._wake = threading.Event()
         self._stopping = False
-        self._stop_requested = threading.Event()
+        self._stop_requested = threading.Event()  # serve_forever: a signal arrived
+        self._closing = threading.Event()  # stop(): the dispatcher ends
+        self._force_stop = threading.Event()
         self._started = False
 
     # -- life cycle -----------------------------------------------------------------------
@@ -350,8 +380,9 @@ class Node:
         try:
             self._writer = AuditWriter(self._db, self._notify)
             self._writer.start()
-            self._pool = self._new_pool()
-            self._warm_up(self._pool)
+            with _stop_signals_ignored():
+                self._pool = self._new_pool()
+                self._warm_up(self._pool)
             self._dispatcher = threading.Thread(
                 target=self._dispatch, name="deid-dispatcher", daemon=True
             )
@@ -359,9 +390,7 @@ class Node:
             self._recover()
             self._ae = build_ae(self.cfg)
             attach_spool(self._ae, self.spool)
-            self._server = self._ae.start_server(
-                self._bind, block=False, evt_handlers=event_handlers(self.receiver)
-            )
+            self._server = self._listen(self._ae)
         except BaseException:
             self.stop(timeout=10)
             raise
@@ -375,6 +404,25 @@ class Node:
             node.worker_count,
             node.durability.value,
         )
+
+    def _listen(self, ae: ApplicationEntity) -> ThreadedAssociationServer:
+        tls = self.cfg.node.tls
+        ssl_context = server_context(tls) if tls is not None else None
+        host, port = self._bind
+        try:
+            server = ae.start_server(
+                (host, port),
+                block=False,
+                evt_handlers=event_handlers(self.receiver),
+                ssl_context=ssl_context,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"node.port: cannot listen on {host}:{port}: {exc.strerror}; "
+                "is another node or program using it?"
+            ) from None
+        assert server is not None
+        return server
 
     def _recover(self) -> None:
         items = self.spool.recover()
@@ -400,23 +448,30 @@ class Node:
         self._stopping = True
         if self._server is not None:
             self._server.shutdown()  # no new associations; the running ones go on
-            self._wait(lambda: not self._associations_running(), self._drain_timeout)
+            self._wait(
+                lambda: not self._associations_running() or self._force_stop.is_set(),
+                self._drain_timeout,
+            )
             if self._associations_running():
                 log.warning("stopping: aborting associations still open after the drain timeout")
                 for assoc in self._server.active_associations:
                     assoc.abort()
             self.receiver.reap()
-        drained = self._wait(lambda: not self._pending, _remaining(deadline))
+        self._wait(lambda: not self._pending or self._force_stop.is_set(), _remaining(deadline))
+        with self._lock:
+            left = len(self._pending)
+        drained = left == 0
         if not drained:
-            log.warning("stopping with %d object(s) still in spool", len(self._pending))
-        self._stop_requested.set()
+            log.warning("stopping with %d object(s) left in spool for the next start", left)
+        self._closing.set()
         self._wake.set()
         if self._dispatcher is not None:
             self._dispatcher.join(5)
+        forced = self._force_stop.is_set()
         if self._writer is not None:
-            self._writer.close(_remaining(deadline))
+            self._writer.close(5.0 if forced else _remaining(deadline))
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=not forced, cancel_futures=True)
         if self._ae is not None:
             detach_spool(self._ae)
         if self._db is not None:
@@ -455,6 +510,8 @@ class Node:
         previous = {s: signal.getsignal(s) for s in handled}
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self._stop_requested.is_set():
+                self._force_stop.set()  # a second signal: stop now, the spool waits
             self._stop_requested.set()
 
         for s in handled:
@@ -494,7 +551,13 @@ class Node:
             max_workers=self.cfg.node.worker_count,
             mp_context=_pool_context(),
             initializer=_init_worker,
-            initargs=(dict(self.cfg.profiles), self._key, self.cfg.node.output, self._fsync),
+            initargs=(
+                dict(self.cfg.profiles),
+                self._key,
+                self.cfg.node.output,
+                self._fsync,
+                os.getpid(),
+            ),
         )
 
     def _warm_up(self, pool: ProcessPoolExecutor) -> None:
@@ -632,8 +695,8 @@ class Node:
         self._writer.put(_ObjectJob(record, linkage, finish))
 
     def _dispatch(self) -> None:
-        """Retries, pool replacement after a worker crash, association bookkeeping."""
-        while not self._stop_requested.is_set():
+        """Submissions, retries, pool replacement after a crash, association bookkeeping."""
+        while not self._closing.is_set():
             self._wake.wait(0.5)
             self._wake.clear()
             with self._lock:
@@ -734,6 +797,31 @@ class Node:
     def _call(self, what: str, call: Callable[[AuditDB], None]) -> None:
         if self._writer is not None:
             self._writer.put(_CallJob(what, call))
+
+
+_STOP_SIGNALS: Final = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    """Start child processes with SIGTERM and SIGINT ignored.
+
+    An ignored disposition survives fork and exec (a blocked mask does not: the
+    forkserver starts with an empty one), so the forkserver and every worker it forks
+    never see the SIGTERM or Ctrl-C sent to the whole process group (systemd, a
+    terminal): the node receives it and drains the spool through workers that are still
+    there. Workers end when the node closes the pool, or when the node dies.
+    """
+    try:
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in _STOP_SIGNALS}
+    except ValueError:  # not the main thread: leave the dispositions alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _remaining(deadline: float | None) -> float | None:

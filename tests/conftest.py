@@ -1,0 +1,205 @@
+"""Shared fixtures: configs written in tmp_path, a real node on 127.0.0.1:0, SCU helpers.
+
+Everything is real: associations over loopback, SQLite files, worker processes. Waiting
+is done by polling a condition with a deadline (:func:`wait_for`), never by sleeping a
+fixed time and hoping.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_context
+from pynetdicom.association import Association
+
+from deid_node.audit import Filters, open_audit
+from deid_node.config import Config, load_config
+from deid_node.node import Node
+
+NODE_AE = "DEID_NODE"
+VERIFICATION = "1.2.840.10008.1.1"
+STORESCU = Path("/usr/bin/storescu")
+ECHOSCU = Path("/usr/bin/echoscu")
+
+# A [node] table for tests: small pool, short timeouts, port chosen by the test.
+NODE_TABLE = """
+[node]
+ae_title = "DEID_NODE"
+host = "127.0.0.1"
+port = {port}
+data_dir = "var"
+workers = {workers}
+max_associations = 8
+network_timeout = 15
+acse_timeout = 10
+dimse_timeout = 30
+"""
+
+
+def node_table(port: int = 0, workers: int = 2) -> str:
+    """The [node] table of a test config (append [[sources]] and [profiles.*])."""
+    return NODE_TABLE.format(port=port, workers=workers)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for nodes run as subprocesses)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll `condition` until it holds; fail the test naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str], Config]:
+    """Write TOML text to tmp_path/deid-node.toml and load it (paths relative to tmp_path)."""
+
+    def write(text: str) -> Config:
+        path = tmp_path / "deid-node.toml"
+        path.write_text(text, encoding="utf-8")
+        return load_config(path)
+
+    return write
+
+
+@pytest.fixture
+def start_node() -> Iterator[Callable[..., Node]]:
+    """Start a Node on 127.0.0.1 port 0 (read ``node.address``); stopped after the test."""
+    nodes: list[Node] = []
+
+    def start(cfg: Config, **kwargs: Any) -> Node:
+        node = Node(cfg, port=0, **kwargs)
+        node.start()
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.stop(timeout=30)
+
+
+def associate(
+    address: tuple[str, int],
+    calling_ae: str,
+    sop_classes: Iterable[str] = (),
+    *,
+    called_ae: str = NODE_AE,
+    transfer_syntaxes: Sequence[str] | None = None,
+) -> Association:
+    """Request an association proposing Verification plus `sop_classes`."""
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = 10
+    ae.dimse_timeout = 30
+    ae.network_timeout = 15
+    uids = dict.fromkeys([VERIFICATION, *sop_classes])
+    contexts = [build_context(uid, transfer_syntaxes) for uid in uids]
+    assoc = ae.associate(address[0], address[1], contexts, ae_title=called_ae)
+    if assoc.is_established:
+        # pynetdicom sends the command and the data set as separate writes: without
+        # TCP_NODELAY each object waits for a delayed ACK.
+        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _only_senders_take_responses(assoc)
+    return assoc
+
+
+def _only_senders_take_responses(assoc: Association) -> None:
+    """Work around a race in pynetdicom's requestor.
+
+    Its reactor thread polls the DIMSE queue (non-blocking) while ``send_c_store()``
+    waits on the same queue; under CPU load the reactor can take the C-STORE-RSP first
+    ("Received unexpected C-STORE service message"), and the send then times out
+    (pynetdicom issue #435 describes the same window). These test SCUs only send, so the
+    reactor's polls are made to see nothing; the blocking reads of send_*() get every
+    response.
+    """
+    dimse = assoc.dimse
+    blocking_get = dimse.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        return blocking_get(True) if block else (None, None)
+
+    dimse.get_msg = get_msg  # type: ignore[method-assign]
+
+
+def store(address: tuple[str, int], datasets: Sequence[Dataset], calling_ae: str) -> list[int]:
+    """Send datasets on one association and release it; the statuses, in order."""
+    assoc = associate(address, calling_ae, [str(ds.SOPClassUID) for ds in datasets])
+    assert assoc.is_established, f"association from {calling_ae} not accepted"
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def echo(address: tuple[str, int], calling_ae: str) -> int:
+    """C-ECHO on a fresh association; the status (-1 if not accepted)."""
+    assoc = associate(address, calling_ae)
+    if not assoc.is_established:
+        return -1
+    try:
+        return int(assoc.send_c_echo().Status)
+    finally:
+        assoc.release()
+
+
+def audit_objects(cfg: Config, **filters: Any) -> list[dict[str, object]]:
+    """Object rows of the node's audit database, oldest first."""
+    with open_audit(cfg.database_url) as db:
+        return list(db.iter_objects(Filters(**filters)))
+
+
+def audit_associations(cfg: Config) -> list[dict[str, object]]:
+    """Association rows, read with sqlite3 (the library has no listing for them)."""
+    path = cfg.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as con:
+        con.row_factory = sqlite3.Row
+        return [dict(r) for r in con.execute("SELECT * FROM associations ORDER BY started_at")]
+
+
+def files_under(folder: Path, pattern: str = "*") -> list[Path]:
+    """Regular files under a folder (recursively), sorted."""
+    return sorted(p for p in folder.rglob(pattern) if p.is_file()) if folder.exists() else []
+
+
+def dcmtk_missing() -> str | None:
+    """Why dcmtk tests cannot run, or None."""
+    for tool in (STORESCU, ECHOSCU):
+        if not tool.exists():
+            return f"{tool} not found: install dcmtk (apt-get install dcmtk)"
+    return None
+
+
+@pytest.fixture
+def dcmtk() -> None:
+    """Skip (with the reason) when dcmtk's storescu/echoscu are not installed."""
+    reason = dcmtk_missing()
+    if reason:
+        pytest.skip(reason)
+
+
+def which_deid_node() -> list[str]:
+    """The command that runs the CLI of this checkout."""
+    import sys
+
+    beside = Path(sys.executable).parent / "deid-node"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("deid-node")
+    return [found] if found else [sys.executable, "-m", "deid_node"]

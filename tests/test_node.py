@@ -1,0 +1,658 @@
+"""The node end to end: real associations on 127.0.0.1, real spool, workers and SQLite audit."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import signal
+import stat
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pynetdicom import _config
+
+from deid_node.config import Config, load_config
+from deid_node.node import Node
+from deid_node.pseudonym import pseudo_uid
+from deid_node.scp import (
+    DIAG_CALLED_AE_NOT_RECOGNISED,
+    DIAG_CALLING_AE_NOT_RECOGNISED,
+    STATUS_CANNOT_UNDERSTAND,
+    STATUS_DATASET_MISMATCH,
+    STATUS_OUT_OF_RESOURCES,
+    check_header,
+)
+from deid_node.spool import Receipt, Spool
+from tests.conftest import (
+    ECHOSCU,
+    NODE_AE,
+    STORESCU,
+    associate,
+    audit_associations,
+    audit_objects,
+    echo,
+    files_under,
+    free_port,
+    node_table,
+    store,
+    wait_for,
+    which_deid_node,
+)
+from tests.synthetic import (
+    PhiTokens,
+    SyntheticPatient,
+    ct_series,
+    phi_everywhere,
+    us_multiframe,
+    write_bad_files,
+    write_files,
+)
+
+IDLE = 60.0  # seconds: generous bounds, only reached when something is broken
+
+ONE_SOURCE = """
+[[sources]]
+ae_title = "CT_SCANNER"
+profile = "research"
+
+[profiles.research]
+record_linkage = true
+"""
+
+
+def key_of(cfg: Config) -> bytes:
+    return cfg.node.secret_path.read_bytes()
+
+
+def expected_output(cfg: Config, profile: str, datasets: list[Dataset]) -> set[str]:
+    """The pseudonymous SOP Instance UIDs the node must write for these datasets."""
+    key = key_of(cfg)
+    return {pseudo_uid(key, profile, str(ds.SOPInstanceUID)) for ds in datasets}
+
+
+def output_sops(cfg: Config, profile: str | None = None) -> list[str]:
+    root = cfg.node.output / profile if profile else cfg.node.output
+    return [p.stem for p in files_under(root, "*.dcm")]
+
+
+def spool_files(cfg: Config) -> list[Path]:
+    return files_under(cfg.node.spool)
+
+
+def small_ct(n: int, seed: int = 0, tokens: PhiTokens | None = None) -> list[Dataset]:
+    patient = SyntheticPatient.make(tokens or PhiTokens(), seed=seed)
+    return ct_series(n, patient=patient, rows=16, cols=16, seed=seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Storing, echo, audit, logs
+
+
+def test_pynetdicom_store_and_echo_are_spooled_processed_and_audited(
+    write_config: Callable[[str], Config],
+    start_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = start_node(cfg)
+    tokens = PhiTokens()
+    datasets = small_ct(5, tokens=tokens)
+    caplog.set_level(logging.INFO)
+
+    assert store(node.address, datasets, "CT_SCANNER") == [0] * 5
+    assert echo(node.address, "CT_SCANNER") == 0
+    assert node.wait_idle(IDLE)
+
+    assert set(output_sops(cfg, "research")) == expected_output(cfg, "research", datasets)
+    assert spool_files(cfg) == []
+    for folder in (cfg.node.spool, cfg.node.quarantine):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    rows = audit_objects(cfg)
+    assert [r["status"] for r in rows] == ["stored"] * 5
+    assert {r["pseudo_sop_uid"] for r in rows} == expected_output(cfg, "research", datasets)
+    assert {r["calling_ae"] for r in rows} == {"CT_SCANNER"}
+    assert all(Path(str(r["output_path"])).is_file() for r in rows)
+    store_assoc = next(a for a in audit_associations(cfg) if a["objects"] == 5)
+    assert store_assoc["outcome"] == "released"
+    assert {r["association_id"] for r in rows} == {store_assoc["id"]}
+
+    # One INFO line per association, no original identifier in any log line.
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("deid_node")]
+    assert len([ln for ln in lines if str(store_assoc["id"])[:8] in ln]) == 1
+    assert tokens.find_in("\n".join(lines)) == []
+    assert logging.getLogger("pynetdicom").getEffectiveLevel() >= logging.WARNING
+
+
+def test_output_has_no_planted_identifier(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = start_node(cfg)
+    tokens = PhiTokens()
+    datasets = small_ct(3, tokens=tokens)
+    assert store(node.address, datasets, "CT_SCANNER") == [0] * 3
+    assert node.wait_idle(IDLE)
+    outputs = files_under(cfg.node.output, "*.dcm")
+    assert len(outputs) == 3
+    for path in outputs:
+        assert tokens.find_in(path.read_bytes()) == []
+        assert dcmread(path).PatientIdentityRemoved == "YES"
+
+
+def test_two_sources_get_their_own_profiles(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(
+        node_table()
+        + """
+[[sources]]
+ae_title = "CT_SCANNER"
+profile = "basic"
+
+[[sources]]
+ae_title = "RESEARCH_PACS"
+profile = "longitudinal"
+
+[profiles.basic]
+
+[profiles.longitudinal]
+options = ["retain-longitudinal-modified-dates"]
+"""
+    )
+    node = start_node(cfg)
+    datasets = small_ct(3)
+    assert store(node.address, datasets, "CT_SCANNER") == [0] * 3
+    assert store(node.address, datasets, "RESEARCH_PACS") == [0] * 3
+    assert node.wait_idle(IDLE)
+
+    by_profile = {
+        p: [dcmread(f) for f in files_under(cfg.node.output / p, "*.dcm")]
+        for p in ("basic", "longitudinal")
+    }
+    assert {len(v) for v in by_profile.values()} == {3}
+    basic, longitudinal = by_profile["basic"], by_profile["longitudinal"]
+    # Unlinkable pseudonyms for the same patient and objects.
+    assert {ds.PatientID for ds in basic}.isdisjoint({ds.PatientID for ds in longitudinal})
+    assert {ds.SOPInstanceUID for ds in basic}.isdisjoint(
+        {ds.SOPInstanceUID for ds in longitudinal}
+    )
+    original_date = str(datasets[0].StudyDate)
+    assert {str(ds.get("StudyDate", "")) for ds in basic} == {""}
+    shifted = {str(ds.StudyDate) for ds in longitudinal}
+    assert len(shifted) == 1 and shifted != {original_date}
+    assert len(next(iter(shifted))) == 8 and next(iter(shifted)).isdigit()
+    rows = audit_objects(cfg)
+    assert Counter((r["calling_ae"], r["profile"]) for r in rows) == {
+        ("CT_SCANNER", "basic"): 3,
+        ("RESEARCH_PACS", "longitudinal"): 3,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Association policy
+
+
+POLICY = """
+[[sources]]
+ae_title = "CT_SCANNER"
+profile = "research"
+
+[[sources]]
+ae_title = "REMOTE_PACS"
+profile = "research"
+hosts = ["10.0.0.0/8"]
+
+[profiles.research]
+"""
+
+
+def test_unknown_caller_wrong_called_ae_and_wrong_host_are_rejected_and_audited(
+    write_config: Callable[[str], Config],
+    start_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = write_config(node_table() + POLICY)
+    node = start_node(cfg)
+    caplog.set_level(logging.INFO)
+    attempts = [
+        ("STRANGER", NODE_AE, DIAG_CALLING_AE_NOT_RECOGNISED, "not a configured source"),
+        ("CT_SCANNER", "OTHER_NODE", DIAG_CALLED_AE_NOT_RECOGNISED, "is not this node's"),
+        ("REMOTE_PACS", NODE_AE, DIAG_CALLING_AE_NOT_RECOGNISED, "not allowed from 127.0.0.1"),
+    ]
+    for calling, called, diagnostic, _ in attempts:
+        assoc = associate(node.address, calling, [CTImageStorage], called_ae=called)
+        assert assoc.is_rejected, (calling, called)
+        rj = assoc.acceptor.primitive
+        assert (rj.result, rj.result_source, rj.diagnostic) == (0x01, 0x01, diagnostic)
+    assert echo(node.address, "CT_SCANNER") == 0  # still serving the right caller
+    assert node.wait_idle(IDLE)
+
+    rejected = [a for a in audit_associations(cfg) if a["outcome"] == "rejected"]
+    assert [(a["calling_ae"], a["called_ae"]) for a in rejected] == [
+        (calling, called) for calling, called, _, _ in attempts
+    ]
+    for row, (_, _, _, reason) in zip(rejected, attempts, strict=True):
+        assert reason in str(row["reason"])
+        assert row["peer_address"] == "127.0.0.1"
+    log_lines = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
+    assert len(log_lines) == 3
+    assert audit_objects(cfg) == []
+
+
+def test_unknown_callers_get_the_unknown_sources_profile(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(
+        node_table()
+        + POLICY
+        + """
+[profiles.guests]
+
+[unknown_sources]
+action = "guests"
+"""
+    )
+    node = start_node(cfg)
+    datasets = small_ct(2)
+    assert store(node.address, datasets, "STRANGER") == [0, 0]
+    # A configured title from the wrong host stays rejected even so.
+    assert associate(node.address, "REMOTE_PACS", [CTImageStorage]).is_rejected
+    assert node.wait_idle(IDLE)
+    assert set(output_sops(cfg, "guests")) == expected_output(cfg, "guests", datasets)
+    assert {r["profile"] for r in audit_objects(cfg)} == {"guests"}
+
+
+# --------------------------------------------------------------------------------------------
+# Load
+
+
+def test_four_concurrent_associations_of_fifty_objects(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = start_node(cfg)
+    series = [small_ct(50, seed=s) for s in range(4)]
+    results: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def send(i: int) -> None:
+        try:
+            results[i] = store(node.address, series[i], "CT_SCANNER")
+        except BaseException as exc:  # reported below, not swallowed
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(IDLE)
+    assert not errors
+    assert [results[i] for i in range(4)] == [[0] * 50] * 4
+    assert node.wait_idle(IDLE)
+
+    everything = [ds for s in series for ds in s]
+    rows = audit_objects(cfg)
+    assert len(rows) == 200
+    assert Counter(r["status"] for r in rows) == {"stored": 200}
+    assert {r["pseudo_sop_uid"] for r in rows} == expected_output(cfg, "research", everything)
+    assert sorted(Counter(r["association_id"] for r in rows).values()) == [50] * 4
+    assert len(output_sops(cfg)) == 200
+    assocs = [a for a in audit_associations(cfg) if a["objects"]]
+    assert [(a["objects"], a["outcome"]) for a in assocs] == [(50, "released")] * 4
+    assert spool_files(cfg) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Bad objects over the wire
+
+
+def _file_with_body(folder: Path, name: str, body: bytes, sop_instance: str | None = None) -> Path:
+    """A Part-10 file: valid file meta (CT Image Storage), then `body` as the data set."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_instance or generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = folder / f"{name}.dcm"
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.save_as(path, enforce_file_format=True)
+    with path.open("ab") as fh:
+        fh.write(body)
+    return path
+
+
+def test_garbage_and_truncated_data_sets_fail_are_audited_and_the_node_serves_on(
+    write_config: Callable[[str], Config],
+    start_node: Callable[..., Node],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = start_node(cfg)
+    bad = write_bad_files(tmp_path / "bad")
+    garbage = np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    mr = small_ct(1, seed=9)[0]
+    mr.SOPClassUID = MRImageStorage  # the data set says MR, the command (file meta) CT
+    [mr_path] = write_files([mr], tmp_path / "mr")
+    data = mr_path.read_bytes()
+    meta_end = 144 + int.from_bytes(data[140:144], "little")  # after the group 2 elements
+    mismatch = _file_with_body(tmp_path, "mismatch", data[meta_end:], str(mr.SOPInstanceUID))
+    cases = {
+        "garbage": (_file_with_body(tmp_path, "garbage", garbage), STATUS_CANNOT_UNDERSTAND),
+        "truncated": (bad["truncated"], STATUS_CANNOT_UNDERSTAND),
+        "truncated_pixels": (bad["truncated_pixels"], STATUS_CANNOT_UNDERSTAND),
+        "bad_length": (bad["bad_length"], STATUS_CANNOT_UNDERSTAND),
+    }
+    # Sent byte for byte as stored in the files (pynetdicom would otherwise re-encode them).
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    good = small_ct(1, seed=5)
+    [good_path] = write_files(good, tmp_path / "good")
+    assoc = associate(
+        node.address, "CT_SCANNER", [CTImageStorage], transfer_syntaxes=[ExplicitVRLittleEndian]
+    )
+    assert assoc.is_established
+    try:
+        statuses = {name: assoc.send_c_store(path) for name, (path, _) in cases.items()}
+        mismatch_status = assoc.send_c_store(mismatch)
+        good_status = assoc.send_c_store(good_path)
+    finally:
+        assoc.release()
+
+    for name, (_, expected) in cases.items():
+        assert statuses[name].Status == expected, name
+        assert "ErrorComment" in statuses[name]
+    assert mismatch_status.Status == STATUS_DATASET_MISMATCH
+    assert good_status.Status == 0
+    assert echo(node.address, "CT_SCANNER") == 0
+    assert node.wait_idle(IDLE)
+
+    rows = audit_objects(cfg)
+    refused = [r for r in rows if r["status"] == "rejected"]
+    assert len(refused) == len(cases) + 1
+    assert all(str(r["reason"]).startswith("refused with 0x") for r in refused)
+    assert [r["pseudo_sop_uid"] for r in rows if r["status"] == "stored"] == list(
+        expected_output(cfg, "research", good)
+    )
+    assert spool_files(cfg) == []
+    assert files_under(cfg.node.quarantine) == []
+
+
+def test_header_check_names_what_is_wrong_without_values(tmp_path: Path) -> None:
+    tokens = PhiTokens()
+    bad = write_bad_files(tmp_path, tokens=tokens)
+    for name in ("truncated", "truncated_pixels", "bad_length", "wrong_vr", "garbage", "empty"):
+        with pytest.raises(Exception) as info:
+            check_header(bad[name])
+        assert tokens.find_in(str(info.value)) == [], name
+    [good] = write_files(small_ct(1), tmp_path / "good")
+    assert check_header(good).sop_class_uid == CTImageStorage
+
+
+def test_object_over_max_object_bytes_is_refused_with_out_of_resources(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(
+        node_table().replace("[node]", "[node]\nmax_object_bytes = 4096") + ONE_SOURCE
+    )
+    node = start_node(cfg)
+    big = ct_series(1, patient=SyntheticPatient.make(PhiTokens()), rows=64, cols=64)
+    small = small_ct(1, seed=4)
+    assert store(node.address, big + small, "CT_SCANNER") == [STATUS_OUT_OF_RESOURCES, 0]
+    assert node.wait_idle(IDLE)
+    rows = audit_objects(cfg)
+    assert [r["status"] for r in rows].count("rejected") == 1
+    assert "max_object_bytes" in str(next(r for r in rows if r["status"] == "rejected")["reason"])
+    assert files_under(cfg.node.spool) == []
+
+
+def test_spool_budget_and_object_limit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", tmp_path / "q", max_bytes=1000, max_object_bytes=600)
+    spool.prepare()
+    owner = object()
+    first = spool.open_incoming(owner)
+    first.write(b"x" * 500)
+    second = spool.open_incoming(owner)
+    second.write(b"y" * 400)
+    second.write(b"y" * 200)  # would take the spool to 1100 bytes
+    assert first.failure is None
+    assert second.failure is not None and "spool full" in second.failure
+    third = spool.open_incoming(owner)
+    third.write(b"z" * 700)
+    assert third.failure is not None and "max_object_bytes" in third.failure
+    assert spool.used_bytes == 500  # failed files gave their bytes back
+    assert spool.discard_owner(owner) == 3
+    assert spool.used_bytes == 0
+    assert files_under(spool.incoming_dir) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Quarantine, recovery, crash
+
+
+def test_quarantined_object_moves_to_quarantine_with_reason(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(
+        node_table()
+        + """
+[[sources]]
+ae_title = "US_CART"
+profile = "us"
+
+[profiles.us]
+burned_in_annotation = "quarantine"
+"""
+    )
+    node = start_node(cfg)
+    us = us_multiframe(SyntheticPatient.make(PhiTokens()), burned_in="YES")
+    assert store(node.address, [us], "US_CART") == [0]  # acknowledged: it is durable
+    assert node.wait_idle(IDLE)
+    [row] = audit_objects(cfg)
+    assert row["status"] == "quarantined" and "burned" in str(row["reason"]).lower()
+    held = Path(str(row["quarantine_path"]))
+    assert held.is_file() and held.parent == cfg.node.quarantine
+    assert dcmread(held).SOPInstanceUID == us.SOPInstanceUID  # the original, kept aside
+    assert json.loads(held.with_suffix(".json").read_text())["reason"] == row["reason"]
+    assert output_sops(cfg) == [] and spool_files(cfg) == []
+
+
+def _publish(spool: Spool, path: Path, profile: str) -> None:
+    """Put a file into spool/ exactly as the SCP does after a C-STORE."""
+    incoming = spool.open_incoming(owner=None)
+    incoming.write(path.read_bytes())
+    incoming.flush()
+    receipt = Receipt(
+        received_at=datetime.now(UTC),
+        association_id="before-the-crash",
+        calling_ae="CT_SCANNER",
+        called_ae=NODE_AE,
+        peer_address="127.0.0.1",
+        profile=profile,
+        size_bytes=incoming.size,
+        sop_class_uid=CTImageStorage,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    spool.publish(incoming, receipt)
+
+
+def test_start_processes_what_a_crash_left_in_spool_before_serving(
+    write_config: Callable[[str], Config], tmp_path: Path
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    datasets = small_ct(4)
+    spool = Spool(cfg.node.spool, cfg.node.quarantine, max_bytes=10**9, max_object_bytes=10**8)
+    spool.prepare()
+    for path in write_files(datasets, tmp_path / "in"):
+        _publish(spool, path, "research")
+    # Debris of a crash: a half-received file, a temp sidecar, a sidecar whose object
+    # was never published. None of them was acknowledged.
+    (spool.incoming_dir / "rx-half.part").write_bytes(b"partial")
+    (cfg.node.spool / ".tmp-abc.part").write_bytes(b"{}")
+    (cfg.node.spool / "00000000000000000001-orphan.json").write_text("{}")
+
+    node = Node(cfg, port=0)
+    node.start()
+    try:
+        # start() returns only once the spool is processed: nothing to wait for.
+        assert set(output_sops(cfg, "research")) == expected_output(cfg, "research", datasets)
+        assert spool_files(cfg) == []
+        rows = audit_objects(cfg)
+        assert [r["association_id"] for r in rows] == ["before-the-crash"] * 4
+        assert echo(node.address, "CT_SCANNER") == 0
+    finally:
+        assert node.stop(timeout=30)
+
+
+def test_stop_drains_the_spool(write_config: Callable[[str], Config], tmp_path: Path) -> None:
+    cfg = write_config(node_table(workers=1) + ONE_SOURCE)
+    node = Node(cfg, port=0)
+    node.start()
+    datasets = small_ct(20)
+    assert store(node.address, datasets, "CT_SCANNER") == [0] * 20
+    assert node.stop(timeout=IDLE)  # no wait_idle: stop itself must drain
+    assert spool_files(cfg) == []
+    assert len(audit_objects(cfg, status="stored")) == 20
+    assert set(output_sops(cfg)) == expected_output(cfg, "research", datasets)
+
+
+def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as fh:
+        return subprocess.Popen(
+            [*which_deid_node(), "serve", "--config", str(config)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: kill -9 takes the workers too
+        )
+
+
+def _with_new_sop_uid(ds: Dataset) -> Dataset:
+    clone = copy.deepcopy(ds)
+    clone.SOPInstanceUID = clone.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    return clone
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Leave nothing behind: the node and what it started (its own process group)."""
+    if _group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(10)
+
+
+def test_kill_9_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "deid-node.toml"
+    config.write_text(node_table(port=port, workers=1) + ONE_SOURCE, encoding="utf-8")
+    cfg = load_config(config)
+    address = ("127.0.0.1", port)
+    log = tmp_path / "node.log"
+    proc = _serve(config, log)
+    try:
+        wait_for(lambda: echo(address, "CT_SCANNER") == 0, 30, "the node to answer C-ECHO")
+        # Objects full of identifiers, slower to de-identify than to receive, on three
+        # associations at once for one worker: a backlog waits in spool/ at the kill.
+        template = phi_everywhere(PhiTokens())
+        batches = [[_with_new_sop_uid(template) for _ in range(15)] for _ in range(3)]
+        assocs = [associate(address, "CT_SCANNER", [CTImageStorage]) for _ in batches]
+        acked: list[list[Dataset]] = [[] for _ in batches]
+
+        def send(i: int) -> None:
+            acked[i].extend(ds for ds in batches[i] if assocs[i].send_c_store(ds).Status == 0)
+
+        senders = [threading.Thread(target=send, args=(i,)) for i in range(len(batches))]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(IDLE)
+        left = len([p for p in spool_files(cfg) if p.suffix == ".dcm"])
+        proc.kill()  # kill -9, right after the last acknowledgement
+        proc.wait(10)
+        # Its workers notice and exit; nothing of the old node may write on.
+        wait_for(lambda: not _group_alive(proc.pid), 30, "the old node's workers to exit")
+    finally:
+        _kill_group(proc)
+    acknowledged = [ds for batch in acked for ds in batch]
+    assert len(acknowledged) == 45
+
+    proc = _serve(config, log)
+    try:
+        wait_for(lambda: echo(address, "CT_SCANNER") == 0, 60, "the restarted node")
+        # Recovery ran before the AE served: the spool is already drained.
+        assert [p for p in spool_files(cfg) if p.suffix == ".dcm"] == []
+        os.killpg(proc.pid, signal.SIGTERM)  # as systemd does: the whole group
+        assert proc.wait(30) == 0
+        wait_for(lambda: not _group_alive(proc.pid), 30, "the workers to exit")
+    finally:
+        _kill_group(proc)
+
+    expected = expected_output(cfg, "research", acknowledged)
+    written = output_sops(cfg, "research")
+    assert sorted(written) == sorted(expected), f"{left} object(s) were in spool at the kill"
+    assert len(written) == len(set(written))  # exactly once
+    assert spool_files(cfg) == []
+    rows = audit_objects(cfg)
+    audited = {r["pseudo_sop_uid"] for r in rows if r["status"] in ("stored", "duplicate")}
+    assert audited == expected
+    assert "Traceback" not in log.read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# dcmtk as the peer
+
+
+def _dcmtk(tool: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    return subprocess.run(
+        [str(tool), *args], capture_output=True, text=True, timeout=120, env=env, check=False
+    )
+
+
+@pytest.mark.dcmtk
+def test_dcmtk_storescu_and_echoscu(
+    dcmtk: None,
+    write_config: Callable[[str], Config],
+    start_node: Callable[..., Node],
+    tmp_path: Path,
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = start_node(cfg)
+    host, port = node.address
+    datasets = small_ct(10, seed=11)
+    files = write_files(datasets, tmp_path / "send")
+
+    echoed = _dcmtk(ECHOSCU, "-aet", "CT_SCANNER", "-aec", NODE_AE, host, str(port))
+    assert echoed.returncode == 0, echoed.stderr
+    sent = _dcmtk(
+        STORESCU, "-aet", "CT_SCANNER", "-aec", NODE_AE, host, str(port), *map(str, files)
+    )
+    assert sent.returncode == 0, sent.stderr
+    refused = _dcmtk(ECHOSCU, "-aet", "STRANGER", "-aec", NODE_AE, host, str(port))
+    assert refused.returncode != 0
+    assert "reject" in (refused.stdout + refused.stderr).lower()
+    assert node.wait_idle(IDLE)
+
+    assert set(output_sops(cfg, "research")) == expected_output(cfg, "research", datasets)
+    assert Counter(r["status"] for r in audit_objects(cfg)) == {"stored": 10}
+    outcomes = Counter((a["calling_ae"], a["outcome"]) for a in audit_associations(cfg))
+    assert outcomes[("STRANGER", "rejected")] == 1
+    assert outcomes[("CT_SCANNER", "released")] == 2
