@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import functools
+import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn, ParamSpec
 
@@ -14,6 +19,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from deid_node.audit import (
+    LINKAGE_COLUMNS,
+    OBJECT_COLUMNS,
+    AuditDB,
+    Filters,
+    format_time,
+    open_audit,
+    parse_time,
+    write_csv,
+)
 from deid_node.config import Config, load_config
 from deid_node.errors import DeidNodeError
 from deid_node.logs import quiet_libraries
@@ -211,6 +226,263 @@ def deidentify(
                 writer.writerow([path, o.status.value, o.reason or "", o.output_path or ""])
     if summary.failed:
         raise typer.Exit(code=1)
+
+
+# --------------------------------------------------------------------------------------------
+# serve, audit, export-csv
+
+SinceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--since", help="Received at or after (ISO 8601; naive means UTC).", show_default=False
+    ),
+]
+UntilOption = Annotated[
+    str | None,
+    typer.Option(
+        "--until", help="Received before (ISO 8601; naive means UTC).", show_default=False
+    ),
+]
+CallingAeOption = Annotated[
+    str | None, typer.Option("--calling-ae", help="Calling AE title.", show_default=False)
+]
+ProfileOption = Annotated[
+    str | None, typer.Option("--profile", help="Profile name.", show_default=False)
+]
+StatusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--status", help="stored, quarantined, rejected or duplicate.", show_default=False
+    ),
+]
+StudyOption = Annotated[
+    str | None,
+    typer.Option("--study", help="Pseudonymous StudyInstanceUID.", show_default=False),
+]
+
+
+def _filters(
+    cfg: Config,
+    since: str | None,
+    until: str | None,
+    calling_ae: str | None,
+    profile: str | None,
+    status: str | None,
+    study: str | None,
+) -> Filters:
+    """The audit filters shared by `audit` and `export-csv`, checked against the config."""
+    if profile is not None:
+        cfg.profile(profile)  # ConfigError naming the configured profiles
+    return Filters(
+        since=parse_time(since) if since is not None else None,
+        until=parse_time(until) if until is not None else None,
+        calling_ae=calling_ae,
+        profile=profile,
+        status=status.strip().lower() if status is not None else None,
+        study=study,
+    )
+
+
+def _open_existing_audit(cfg: Config) -> AuditDB:
+    """Open the audit database for reading; an SQLite file must already exist."""
+    url = cfg.database_url
+    prefix = "sqlite:///"
+    if url.startswith(prefix):
+        database = url[len(prefix) :].split("?", 1)[0]
+        is_file = database not in ("", ":memory:") and not database.startswith("file:")
+        if is_file and not Path(database).is_file():
+            fail(
+                f"audit database {database} not found: start the node first "
+                "(deid-node serve) or check [database] url"
+            )
+    return open_audit(url)
+
+
+@contextlib.contextmanager
+def _closed_after(
+    rows: Iterator[dict[str, object]],
+) -> Iterator[Iterator[dict[str, object]]]:
+    """Close a streamed query (its connection) even when the reader stops early."""
+    try:
+        yield rows
+    finally:
+        close = getattr(rows, "close", None)
+        if callable(close):
+            close()
+
+
+def _print_table(table: Table) -> None:
+    # Piped output (no terminal) would be cut to 80 columns: UIDs need room.
+    console = out if out.is_terminal else Console(width=240)
+    console.print(table)
+
+
+def _text_time(value: object) -> str:
+    if isinstance(value, datetime):
+        return format_time(value)[:19].replace("T", " ")
+    return "" if value is None else str(value)
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return format_time(value)
+    return value
+
+
+def _write_json_array(rows: Iterable[Mapping[str, object]]) -> int:
+    """Stream rows as one JSON array, an object per row, to stdout."""
+    count = 0
+    sys.stdout.write("[")
+    for row in rows:
+        sys.stdout.write(",\n" if count else "\n")
+        sys.stdout.write(json.dumps({k: _json_value(v) for k, v in row.items()}))
+        count += 1
+    sys.stdout.write("\n]\n" if count else "]\n")
+    return count
+
+
+@app.command()
+@errors_as_lines
+def serve(config: ConfigOption = None) -> None:
+    """Receive objects over DICOM, de-identify and audit each one, until SIGTERM or Ctrl-C.
+
+    Example: deid-node serve --config config/deid-node.toml
+    """
+    from deid_node.logs import setup_logging
+    from deid_node.node import Node
+
+    cfg = _config(config)
+    setup_logging()
+    Node(cfg).serve_forever()
+
+
+@app.command("audit")
+@errors_as_lines
+def audit_command(
+    config: ConfigOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    calling_ae: CallingAeOption = None,
+    profile: ProfileOption = None,
+    status: StatusOption = None,
+    study: StudyOption = None,
+    objects: Annotated[
+        bool, typer.Option("--objects", help="One line per object instead of per study.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON array, one object per row, for scripts.")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most N rows.", show_default=False)
+    ] = None,
+) -> None:
+    """Show what the node received: one line per study (or per object with --objects).
+
+    Example: deid-node audit --since 2026-11-01 --calling-ae CT_SCANNER --objects
+    """
+    cfg = _config(config)
+    filters = _filters(cfg, since, until, calling_ae, profile, status, study)
+    with _open_existing_audit(cfg) as db:
+        if objects:
+            with _closed_after(db.iter_objects(filters, limit)) as rows:
+                if as_json:
+                    _write_json_array(rows)
+                    return
+                table = Table(
+                    "id", "received (UTC)", "calling AE", "profile", "status", title="objects"
+                )
+                table.add_column("study", overflow="fold")
+                table.add_column("SOP instance", overflow="fold")
+                table.add_column("reason", overflow="fold")
+                for row in rows:
+                    table.add_row(
+                        str(row["id"]),
+                        _text_time(row["received_at"]),
+                        str(row["calling_ae"]),
+                        str(row["profile"]),
+                        str(row["status"]),
+                        _text_time(row["pseudo_study_uid"]),
+                        _text_time(row["pseudo_sop_uid"]),
+                        _text_time(row["reason"]),
+                    )
+            _print_table(table)
+            return
+        studies = db.study_summaries(filters, limit)
+    if as_json:
+        _write_json_array(dataclasses.asdict(s) for s in studies)
+        return
+    table = Table(title="studies")
+    table.add_column("study", overflow="fold")
+    table.add_column("patient", overflow="fold")
+    for name in ("calling AE", "profile", "first (UTC)", "last (UTC)"):
+        table.add_column(name)
+    for name in ("stored", "quarantined", "duplicate", "rejected"):
+        table.add_column(name, justify="right")
+    for s in studies:
+        table.add_row(
+            s.pseudo_study_uid or "-",
+            s.pseudo_patient_id or "-",
+            s.calling_ae,
+            s.profile,
+            _text_time(s.first_received_at),
+            _text_time(s.last_received_at),
+            str(s.stored),
+            str(s.quarantined),
+            str(s.duplicate),
+            str(s.rejected),
+        )
+    _print_table(table)
+
+
+@app.command("export-csv")
+@errors_as_lines
+def export_csv(
+    config: ConfigOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to FILE instead of stdout.", show_default=False),
+    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    calling_ae: CallingAeOption = None,
+    profile: ProfileOption = None,
+    status: StatusOption = None,
+    study: StudyOption = None,
+    linkage: Annotated[
+        bool,
+        typer.Option("--linkage", help="Export the linkage table (original identifiers: PHI)."),
+    ] = False,
+) -> None:
+    """Export audit rows as RFC 4180 CSV with a header, streamed to stdout or --output.
+
+    Example: deid-node export-csv --since 2026-11-01 --status stored --output audit.csv
+    """
+    cfg = _config(config)
+    filters = _filters(cfg, since, until, calling_ae, profile, status, study)
+    columns = LINKAGE_COLUMNS if linkage else OBJECT_COLUMNS
+    with _open_existing_audit(cfg) as db:
+        if linkage:
+            where = str(output) if output is not None else "this output"
+            err.print(
+                f"Warning: {where} holds PHI (original patient IDs, names and UIDs): "
+                "protect it like the source images and delete it when done.",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        rows = db.iter_linkage(filters) if linkage else db.iter_objects(filters)
+        with _closed_after(rows):
+            if output is None:
+                write_csv(rows, columns, sys.stdout)
+                sys.stdout.flush()
+                return
+            try:
+                fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            except OSError as exc:
+                fail(f"cannot write {output}: {exc.strerror}")
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+                count = write_csv(rows, columns, fh)
+    err.print(f"{count} row(s) written to {output}", markup=False, highlight=False)
 
 
 def main() -> None:

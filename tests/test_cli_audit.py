@@ -1,0 +1,308 @@
+"""`deid-node audit` and `deid-node export-csv` on an audit database a real node filled."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import _config
+from typer.testing import CliRunner
+
+from deid_node.audit import LINKAGE_COLUMNS, OBJECT_COLUMNS
+from deid_node.cli import app
+from deid_node.config import Config, load_config
+from deid_node.node import Node
+from deid_node.pseudonym import pseudo_uid
+from tests.conftest import associate, node_table, store
+from tests.synthetic import (
+    PhiTokens,
+    SyntheticPatient,
+    ct_series,
+    us_multiframe,
+    write_bad_files,
+)
+
+runner = CliRunner()
+
+CONFIG = (
+    node_table()
+    + """
+[[sources]]
+ae_title = "CT_SCANNER"
+profile = "research"
+
+[[sources]]
+ae_title = "TRIAL_PACS"
+profile = "trial"
+
+[profiles.research]
+record_linkage = true
+
+[profiles.trial]
+options = ["retain-longitudinal-modified-dates"]
+"""
+)
+
+
+@dataclass
+class Sent:
+    """What the module's node received, and its config."""
+
+    cfg: Config
+    config: Path
+    ct: list[Dataset]  # CT_SCANNER -> research, two studies
+    trial: list[Dataset]  # TRIAL_PACS -> trial
+    burned: Dataset  # TRIAL_PACS -> trial, quarantined
+    patient: SyntheticPatient
+
+
+@pytest.fixture(scope="module")
+def sent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sent]:
+    folder = tmp_path_factory.mktemp("cli-audit")
+    config = folder / "deid-node.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    cfg = load_config(config)
+    tokens = PhiTokens()
+    patient = SyntheticPatient.make(tokens, seed=1)
+    ct = ct_series(4, patient=patient, rows=16, cols=16, seed=1) + ct_series(
+        3, patient=patient, rows=16, cols=16, seed=2
+    )
+    other = SyntheticPatient.make(tokens, seed=2)
+    trial = ct_series(3, patient=other, rows=16, cols=16, seed=3)
+    burned = us_multiframe(other, burned_in="YES", frames=1, rows=16, cols=16)
+    node = Node(cfg, port=0)
+    node.start()
+    try:
+        assert store(node.address, ct, "CT_SCANNER") == [0] * 7
+        assert store(node.address, [*trial, burned], "TRIAL_PACS") == [0] * 4
+        truncated = write_bad_files(folder / "bad")["truncated"]
+        assoc = associate(
+            node.address, "TRIAL_PACS", [CTImageStorage], transfer_syntaxes=[ExplicitVRLittleEndian]
+        )
+        _config.STORE_SEND_CHUNKED_DATASET = True  # the file's bytes as they are
+        try:
+            assert assoc.send_c_store(truncated).Status == 0xC210  # refused at intake
+        finally:
+            _config.STORE_SEND_CHUNKED_DATASET = False
+            assoc.release()
+        assert node.wait_idle(60)
+    finally:
+        node.stop(timeout=60)
+    yield Sent(cfg, config, ct, trial, burned, patient)
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def export(sent: Sent, *args: str) -> list[dict[str, str]]:
+    code, out, err = run("export-csv", "--config", str(sent.config), *args)
+    assert code == 0, err
+    reader = csv.DictReader(io.StringIO(out, newline=""))
+    columns = LINKAGE_COLUMNS if "--linkage" in args else OBJECT_COLUMNS
+    assert tuple(reader.fieldnames or ()) == columns
+    return list(reader)
+
+
+def pseudo(sent: Sent, profile: str, datasets: list[Dataset]) -> set[str]:
+    key = sent.cfg.node.secret_path.read_bytes()
+    return {pseudo_uid(key, profile, str(ds.SOPInstanceUID)) for ds in datasets}
+
+
+# --------------------------------------------------------------------------------------------
+# export-csv
+
+
+def test_export_csv_has_a_row_per_object_sent(sent: Sent) -> None:
+    rows = export(sent)
+    assert len(rows) == 12
+    assert Counter((r["calling_ae"], r["profile"], r["status"]) for r in rows) == {
+        ("CT_SCANNER", "research", "stored"): 7,
+        ("TRIAL_PACS", "trial", "stored"): 3,
+        ("TRIAL_PACS", "trial", "quarantined"): 1,
+        ("TRIAL_PACS", "trial", "rejected"): 1,
+    }
+    stored = {r["pseudo_sop_uid"] for r in rows if r["status"] == "stored"}
+    assert stored == pseudo(sent, "research", sent.ct) | pseudo(sent, "trial", sent.trial)
+    quarantined = next(r for r in rows if r["status"] == "quarantined")
+    assert quarantined["reason"] and Path(quarantined["quarantine_path"]).is_file()
+    assert [int(r["id"]) for r in rows] == sorted(int(r["id"]) for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "column"),
+    [
+        ("--calling-ae", "TRIAL_PACS", "calling_ae"),
+        ("--profile", "research", "profile"),
+        ("--status", "quarantined", "status"),
+        ("--status", "stored", "status"),
+    ],
+)
+def test_export_csv_filters_by_column(sent: Sent, option: str, value: str, column: str) -> None:
+    everything = export(sent)
+    expected = [r for r in everything if r[column] == value]
+    assert expected  # the filter selects something, and not everything
+    assert len(expected) < len(everything)
+    assert export(sent, option, value) == expected
+
+
+def test_export_csv_filters_by_study_and_time(sent: Sent) -> None:
+    everything = export(sent)
+    study = everything[0]["pseudo_study_uid"]
+    in_study = [r for r in everything if r["pseudo_study_uid"] == study]
+    assert 0 < len(in_study) < len(everything)
+    assert export(sent, "--study", study) == in_study
+
+    times = sorted({r["received_at"] for r in everything})
+    middle = times[len(times) // 2]
+    since = [r for r in everything if r["received_at"] >= middle]
+    until = [r for r in everything if r["received_at"] < middle]
+    assert since and until
+    assert export(sent, "--since", middle) == since
+    assert export(sent, "--until", middle) == until
+    assert export(sent, "--since", times[0], "--until", middle, "--calling-ae", "CT_SCANNER") == [
+        r for r in until if r["calling_ae"] == "CT_SCANNER"
+    ]
+
+
+def test_export_csv_to_a_file_matches_stdout(sent: Sent, tmp_path: Path) -> None:
+    target = tmp_path / "audit.csv"
+    code, out, err = run("export-csv", "--config", str(sent.config), "--output", str(target))
+    assert code == 0 and out == ""
+    assert "12 row(s)" in err
+    data = target.read_bytes()
+    assert data.startswith(b"id,received_at,") and b"\r\n" in data  # RFC 4180 line ends
+    with target.open(newline="", encoding="utf-8") as fh:
+        assert list(csv.DictReader(fh)) == export(sent)
+
+
+def test_export_csv_linkage_warns_and_links_originals(sent: Sent, tmp_path: Path) -> None:
+    target = tmp_path / "linkage.csv"
+    code, _, err = run(
+        "export-csv", "--config", str(sent.config), "--linkage", "--output", str(target)
+    )
+    assert code == 0
+    assert "Warning:" in err and "PHI" in err
+    assert target.stat().st_mode & 0o077 == 0  # written for the owner only
+    rows = export(sent, "--linkage")
+    # Only the profile with record_linkage has linkage rows.
+    assert {r["profile"] for r in rows} == {"research"}
+    assert {r["original_sop_uid"] for r in rows} == {str(ds.SOPInstanceUID) for ds in sent.ct}
+    assert {r["original_patient_id"] for r in rows} == {sent.patient.patient_id}
+    by_original = {r["original_sop_uid"]: r["pseudo_sop_uid"] for r in rows}
+    key = sent.cfg.node.secret_path.read_bytes()
+    assert all(pseudo_uid(key, "research", o) == p for o, p in by_original.items())
+    filtered = export(sent, "--linkage", "--study", rows[0]["pseudo_study_uid"])
+    assert 0 < len(filtered) < len(rows)
+
+
+def test_export_csv_without_linkage_holds_no_original_identifier(sent: Sent) -> None:
+    code, out, _ = run("export-csv", "--config", str(sent.config))
+    assert code == 0
+    for ds in [*sent.ct, *sent.trial]:
+        assert str(ds.SOPInstanceUID) not in out
+        assert str(ds.PatientID) not in out
+
+
+# --------------------------------------------------------------------------------------------
+# audit
+
+
+def test_audit_json_objects_matches_the_export(sent: Sent) -> None:
+    code, out, err = run("audit", "--config", str(sent.config), "--objects", "--json")
+    assert code == 0, err
+    objects = json.loads(out)
+    exported = export(sent)
+    assert len(objects) == len(exported)
+    for obj, row in zip(objects, exported, strict=True):
+        assert set(obj) == set(OBJECT_COLUMNS)
+        for column in OBJECT_COLUMNS:
+            value = obj[column]
+            assert ("" if value is None else str(value)) == row[column], column
+
+
+def test_audit_json_studies_count_per_status(sent: Sent) -> None:
+    code, out, err = run("audit", "--config", str(sent.config), "--json")
+    assert code == 0, err
+    studies = json.loads(out)
+    exported = export(sent)
+    expected = Counter((r["pseudo_study_uid"] or None, r["status"]) for r in exported)
+    assert len(studies) == len({key[0] for key in expected})
+    for s in studies:
+        for status in ("stored", "quarantined", "duplicate", "rejected"):
+            assert s[status] == expected[(s["pseudo_study_uid"], status)]
+        datetime.fromisoformat(s["first_received_at"])  # ISO 8601 text
+    ct_studies = [s for s in studies if s["calling_ae"] == "CT_SCANNER"]
+    assert sorted(s["stored"] for s in ct_studies) == [3, 4]
+
+
+def test_audit_filters_and_limit(sent: Sent) -> None:
+    code, out, _ = run("audit", "--config", str(sent.config), "--objects", "--json", "--limit", "2")
+    assert code == 0 and len(json.loads(out)) == 2
+    code, out, _ = run(
+        "audit", "--config", str(sent.config), "--json", "--calling-ae", "TRIAL_PACS"
+    )
+    assert code == 0
+    assert {s["calling_ae"] for s in json.loads(out)} == {"TRIAL_PACS"}
+
+
+def test_audit_tables_show_studies_and_objects(sent: Sent) -> None:
+    code, out, _ = run("audit", "--config", str(sent.config))
+    assert code == 0
+    assert "CT_SCANNER" in out and "TRIAL_PACS" in out and "quarantined" in out
+    code, out, _ = run("audit", "--config", str(sent.config), "--objects", "--status", "stored")
+    assert code == 0
+    assert out.count("stored") == 10 and "quarantined" not in out
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and docs
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "yesterday"], "invalid time 'yesterday'"),
+        (["--profile", "nope"], "unknown profile 'nope'"),
+        (["--status", "lost"], "invalid status filter 'lost'"),
+        (["--since", "2030-01-02", "--until", "2030-01-01"], "invalid time range"),
+    ],
+)
+@pytest.mark.parametrize("command", ["audit", "export-csv"])
+def test_bad_filters_are_one_error_line(
+    sent: Sent, command: str, args: list[str], message: str
+) -> None:
+    code, out, err = run(command, "--config", str(sent.config), *args)
+    assert code == 1
+    assert err.startswith("Error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
+
+
+@pytest.mark.parametrize("command", ["audit", "export-csv"])
+def test_missing_database_is_one_error_line(tmp_path: Path, command: str) -> None:
+    config = tmp_path / "deid-node.toml"
+    config.write_text(CONFIG, encoding="utf-8")
+    code, _, err = run(command, "--config", str(config))
+    assert code == 1
+    assert err.startswith("Error: audit database ") and "not found" in err
+    assert not (tmp_path / "var" / "audit.db").exists()  # reading never creates it
+
+
+@pytest.mark.parametrize("name", ["serve", "audit", "export-csv"])
+def test_commands_document_an_example(name: str) -> None:
+    [command] = [c for c in app.registered_commands if (c.name or c.callback.__name__) == name]
+    assert command.callback is not None and command.callback.__doc__
+    last = command.callback.__doc__.strip().splitlines()[-1].strip()
+    assert last.startswith(f"Example: deid-node {name}")
+    code, out, _ = run(name, "--help")
+    assert code == 0 and "Example:" in out
