@@ -473,6 +473,7 @@ def mut_item_no_delimiter(rng: random.Random, base: Base, uid: str) -> Mutation:
             "stray-item-delimiter-top-level",
             "stray-item-top-level",
             "seq-delimiter-closes-item",
+            "stray-item-delimiter-before-last-element",
         ]
     )
     d = Draft(base, uid, explicit=rng.random() < 0.8)
@@ -493,6 +494,13 @@ def mut_item_no_delimiter(rng: random.Random, base: Base, uid: str) -> Mutation:
         raw = sq_head + item(content, length=len(content) + 64) + delimiter(SEQ_DELIM)
     elif variant == "seq-delimiter-closes-item":
         raw = sq_head + undefined_item + delimiter(SEQ_DELIM) + delimiter(SEQ_DELIM)
+    elif variant == "stray-item-delimiter-before-last-element":
+        # A reader that stops at the delimiter sees one last element after it: the place
+        # where a node that copies "the pixel data" through would look for pixels.
+        if d.elems[-1][0] >= PIXEL_DATA:  # pixel data last: follow it with PHI
+            d.elems.append((0xFFFCFFFC, d.el(0xFFFCFFFC, "OB", text(_phi_text(base)))))
+        d.elems.insert(len(d.elems) - 1, (ITEM_DELIM, delimiter(ITEM_DELIM)))
+        return Mutation(d.body(), variant, MALFORMED, explicit=d.explicit)
     else:
         stray = delimiter(ITEM_DELIM) if "delimiter" in variant else item(content)
         at = rng.randrange(1, len(d.elems))
@@ -1411,12 +1419,21 @@ def stop_node(target: Target, grace: float = 30.0) -> dict[str, Any]:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         info.update(stopped=f"SIGKILL after {grace:.0f} s", exit_code=proc.returncode)
-    try:  # anything left in the node's own process group (workers) outlived it
-        os.killpg(proc.pid, 0)
-        info["orphans_killed"] = True
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        info["orphans_killed"] = False
+    # multiprocessing's forkserver and resource tracker leave by themselves within a
+    # second or so; whatever is still in the group after 5 s outlived the node.
+    linger = time.monotonic() + 5
+    while True:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            info["orphans_killed"] = False
+            break
+        if time.monotonic() > linger:
+            info["orphans_killed"] = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.2)
     return info
 
 
@@ -1788,6 +1805,8 @@ def summarise(
                 leaked.append(
                     {
                         "file": str(path.relative_to(target.output_dir)),
+                        "oid": owner.oid if owner else None,
+                        "variant": owner.variant if owner else None,
                         "origin": origin,
                         "values": sorted(hits)[:8],
                         "kinds": sorted(
