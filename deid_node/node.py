@@ -562,8 +562,13 @@ class Node:
 
     def _warm_up(self, pool: ProcessPoolExecutor) -> None:
         # Start the forkserver and the workers now, not on the first object.
-        for future in [pool.submit(os.getpid) for _ in range(self.cfg.node.worker_count)]:
-            future.result()
+        try:
+            for future in [pool.submit(os.getpid) for _ in range(self.cfg.node.worker_count)]:
+                future.result()
+        except (BrokenProcessPool, OSError) as exc:
+            raise DeidNodeError(
+                f"cannot start the de-identification worker processes ({_describe(exc)})"
+            ) from None
 
     def _schedule(self, item: SpoolItem) -> None:
         # The dispatcher thread submits: an association thread never waits on the pool.

@@ -64,6 +64,10 @@ _LONG_VRS: Final = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b
 _LONG_VRS_ALL: Final = _LONG_VRS | {b"UR", b"UT", b"SV", b"UV"}
 _UNDEFINED: Final = 0xFFFFFFFF
 VERIFICATION: Final = UID("1.2.840.10008.1.1")
+# Largest PDU we accept. pynetdicom reads each PDU whole into memory (about 4 copies):
+# with 0 (unlimited) a peer may send a 134 MB object as one PDU and the node peaks at
+# +527 MB; with 1 MiB it peaks at +6 MB and receives faster (0.36 s vs 0.83 s).
+MAX_PDU_LENGTH: Final = 1024 * 1024
 
 
 def now() -> datetime:
@@ -593,7 +597,7 @@ def build_ae(cfg: Config) -> ApplicationEntity:
     configure_pynetdicom()
     ae = ApplicationEntity(ae_title=cfg.node.ae_title)
     ae.maximum_associations = cfg.node.max_associations
-    ae.maximum_pdu_size = 0  # unlimited
+    ae.maximum_pdu_size = MAX_PDU_LENGTH
     ae.network_timeout = cfg.node.network_timeout
     ae.acse_timeout = cfg.node.acse_timeout
     ae.dimse_timeout = cfg.node.dimse_timeout

@@ -9,7 +9,9 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import threading
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -273,6 +275,28 @@ action = "guests"
     assert {r["profile"] for r in audit_objects(cfg)} == {"guests"}
 
 
+def test_associations_over_max_associations_are_rejected_and_audited(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(
+        node_table().replace("max_associations = 8", "max_associations = 1") + ONE_SOURCE
+    )
+    node = start_node(cfg)
+    first = associate(node.address, "CT_SCANNER", [CTImageStorage])
+    assert first.is_established
+    try:
+        second = associate(node.address, "CT_SCANNER", [CTImageStorage])
+        assert second.is_rejected
+        rj = second.acceptor.primitive
+        assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)  # transient
+        assert int(first.send_c_echo().Status) == 0
+    finally:
+        first.release()
+    assert node.wait_idle(IDLE)
+    rejected = [a for a in audit_associations(cfg) if a["outcome"] == "rejected"]
+    assert len(rejected) == 1 and "max_associations = 1" in str(rejected[0]["reason"])
+
+
 # --------------------------------------------------------------------------------------------
 # Load
 
@@ -386,6 +410,50 @@ def test_garbage_and_truncated_data_sets_fail_are_audited_and_the_node_serves_on
     )
     assert spool_files(cfg) == []
     assert files_under(cfg.node.quarantine) == []
+
+
+_SEND_FILE = """
+import sys
+from pynetdicom import AE, _config, build_context
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+_config.STORE_SEND_CHUNKED_DATASET = True
+ae = AE(ae_title="CT_SCANNER")
+cx = build_context(CTImageStorage, [ExplicitVRLittleEndian])
+assoc = ae.associate("127.0.0.1", int(sys.argv[1]), [cx], ae_title="DEID_NODE")
+print(int(assoc.send_c_store(sys.argv[2]).Status))
+assoc.release()
+"""
+
+
+def test_large_object_is_received_in_chunks_not_held_in_memory(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = start_node(cfg)
+    big = small_ct(1, seed=6)[0]
+    big.Rows = big.Columns = 4096
+    big.PixelData = bytes(4096 * 4096 * 2)  # 32 MiB
+    [path] = write_files([big], tmp_path / "big")
+    del big
+    size = path.stat().st_size
+    tracemalloc.start()  # this process is the node; the sender runs in another one
+    try:
+        sent = subprocess.run(
+            [sys.executable, "-c", _SEND_FILE, str(node.address[1]), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sent.stdout.strip() == "0", sent.stderr
+    assert peak < size // 4, f"the node peaked at {peak} bytes for a {size}-byte object"
+    assert node.wait_idle(IDLE)
+    [row] = audit_objects(cfg)
+    assert row["status"] == "stored"
+    assert abs(int(str(row["size_bytes"])) - size) < 1024  # our file meta, the same data set
 
 
 def test_header_check_names_what_is_wrong_without_values(tmp_path: Path) -> None:
@@ -524,6 +592,44 @@ def test_stop_drains_the_spool(write_config: Callable[[str], Config], tmp_path: 
     assert spool_files(cfg) == []
     assert len(audit_objects(cfg, status="stored")) == 20
     assert set(output_sops(cfg)) == expected_output(cfg, "research", datasets)
+
+
+def test_stop_lets_open_associations_finish_but_accepts_no_new_one(
+    write_config: Callable[[str], Config], tmp_path: Path
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = Node(cfg, port=0)
+    node.start()
+    address = node.address
+    datasets = small_ct(6)
+    assoc = associate(address, "CT_SCANNER", [CTImageStorage])
+    assert int(assoc.send_c_store(datasets[0]).Status) == 0
+    result: list[bool] = []
+    stopper = threading.Thread(target=lambda: result.append(node.stop(timeout=IDLE)))
+    stopper.start()
+    try:
+        wait_for(lambda: echo(address, "CT_SCANNER") == -1, IDLE, "the node to refuse associations")
+        # The association opened before the stop is still served.
+        assert [int(assoc.send_c_store(ds).Status) for ds in datasets[1:]] == [0] * 5
+        assert stopper.is_alive()  # waiting for this association
+    finally:
+        assoc.release()
+    stopper.join(IDLE)
+    assert result == [True]
+    assert set(output_sops(cfg)) == expected_output(cfg, "research", datasets)
+    assert spool_files(cfg) == []
+
+
+def test_fsync_durability_stores_the_same(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(node_table().replace("[node]", '[node]\ndurability = "fsync"') + ONE_SOURCE)
+    node = start_node(cfg)
+    datasets = small_ct(3)
+    assert store(node.address, datasets, "CT_SCANNER") == [0] * 3
+    assert node.wait_idle(IDLE)
+    assert set(output_sops(cfg)) == expected_output(cfg, "research", datasets)
+    assert spool_files(cfg) == []
 
 
 def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
