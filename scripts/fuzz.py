@@ -1891,11 +1891,21 @@ def check_invariants(
         final["echo"]
         and final["store"]["status"] == "0x0000"
         and final["store"]["written"] is not False
-        and not report["node"].get("died_during_run"),
+        and not report["node"].get("died_during_run")
+        and not report.get("node_down_during_send"),
         f"C-ECHO {'ok' if final['echo'] else 'FAILED'}, valid C-STORE {final['store']['status']},"
         f" written {final['store']['written']},"
-        f" node died/wedged {len(report['node'].get('crashes', []))} time(s)",
+        f" node died/wedged {len(report['node'].get('crashes', []))} time(s),"
+        f" refused associations mid-run: {'yes' if report.get('node_down_during_send') else 'no'}",
     )
+    peak = report["node"].get("peak_rss_mb")
+    limit = report.get("max_node_rss_mb", 0)
+    if peak is not None and limit:
+        put(
+            "node_memory_bounded",
+            peak <= limit,
+            f"peak RSS {peak} MiB (node and workers), limit {limit} MiB",
+        )
     not_sent = [r for r in results.values() if r.status.startswith(("not-sent", "error"))]
     put(
         "all_sent",
@@ -2064,6 +2074,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--max-restarts", type=int, default=20)
     p.add_argument(
+        "--max-node-rss-mb",
+        type=int,
+        default=2048,
+        help="invariant: our node's peak RSS (main + workers) stays below this (0: no check)",
+    )
+    p.add_argument(
         "--drain-stall",
         type=float,
         default=90.0,
@@ -2169,6 +2185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "controls": controls,
         "seed": args.seed,
         "associations": args.associations,
+        "max_node_rss_mb": args.max_node_rss_mb,
         "kinds_cycled": list(KINDS),
         "objects_columns": [
             "oid",
@@ -2240,6 +2257,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if store.get("status") == "0x0000":  # let its audit row land before counting
             wait_for_drain(target, accepted + 1, after_id, min(limit, time.monotonic() + 30))
         report["node"].update(stop_node(target, grace=args.stop_grace))
+        if own:  # a node we restarted had its own peak before it was killed
+            peaks = [c.get("peak_rss_mb", 0.0) for c in crashes]
+            report["node"]["peak_rss_mb"] = max([report["node"]["peak_rss_mb"], *peaks])
         results = sender.results
         final_res = store.pop("result", None)
         report.update(summarise(gen, target, results, schedule, after_id, final_res))
