@@ -1981,6 +1981,10 @@ def print_summary(report: dict[str, Any]) -> None:
         f" {r['associations']} association(s), {r['seconds']:.0f} s;"
         f" node {n['host']}:{n['port']} ({'started here' if n['started_here'] else 'external'})"
     )
+    code = n.get("code")
+    if code:
+        dirty = f", uncommitted: {', '.join(code['uncommitted'])}" if code["uncommitted"] else ""
+        print(f"  node code   {code['commit']}{dirty}")
     print(
         f"  statuses    success {ok} | failure 0xA7xx/0xCxxx {contract} | other failure {other}"
         f" | abort {st['abort']} | no response {st['no-response']}"
@@ -2148,6 +2152,25 @@ def make_recover(
     return recover
 
 
+def node_code_version() -> dict[str, Any]:
+    """The commit our own node runs from, and node files changed since (others edit them)."""
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return out.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "deid_node")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "uncommitted": [line[3:] for line in dirty.splitlines()],
+    }
+
+
 def make_schedule(
     count: int, control_every: int, kinds: set[str] | None = None, oids: list[int] | None = None
 ) -> tuple[list[int], int]:
@@ -2221,6 +2244,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "key_known": target.key is not None,
             "data_dir": str(target.data_dir),
         }
+        if own:
+            report["node"]["code"] = node_code_version()
         # Keep a quarter of the time (at most 5 min) for the drain and final checks.
         send_deadline = limit - min(300.0, args.max_seconds / 4)
         sender = Sender(
