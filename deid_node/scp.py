@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Protocol, cast
+from typing import Any, BinaryIO, Final, Protocol, cast
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -40,6 +40,7 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.presentation import AllStoragePresentationContexts
 
 from deid_node.config import Config
+from deid_node.engine import MAX_SEQUENCE_DEPTH
 from deid_node.errors import StorageError
 from deid_node.spool import IncomingFile, Receipt, Spool, SpoolFullError, SpoolItem
 
@@ -227,12 +228,12 @@ def check_header(path: Path) -> HeaderInfo:
     """
     try:
         size = path.stat().st_size
-        with path.open("rb") as fh:
+        with path.open("rb") as raw_fh:
+            fh = _BoundedReader(raw_fh, size)
             ds = dcmread(fh, stop_before_pixels=True)
             pixel_at = fh.tell()
             ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
-            _check_lengths(ds)
-            ds.walk(lambda _ds, _elem: None)  # converts every value: bad lengths raise here
+            _check_dataset(ds, size)
             sop_class = str(ds.get("SOPClassUID", "") or "")
             sop_instance = str(ds.get("SOPInstanceUID", "") or "")
             if not ts.is_deflated and pixel_at < size:
@@ -246,17 +247,50 @@ def check_header(path: Path) -> HeaderInfo:
     return HeaderInfo(sop_class, sop_instance, str(ts))
 
 
-def _check_lengths(ds: Dataset) -> None:
-    # pydicom returns a value cut short by the end of the data without a word.
+class _BoundedReader:
+    """A file that never reads past its end, whatever length is asked for.
+
+    pydicom reads a value with ``read(declared length)``, and Python allocates the
+    requested size before finding the end of the file: a forged length of 0xFFFFFFF0
+    would cost 4 GiB. Capped, the read comes back short and the check below sees it.
+    """
+
+    def __init__(self, fh: BinaryIO, size: int) -> None:
+        self._fh = fh
+        self._size = size
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._fh.read()
+        return self._fh.read(min(n, max(0, self._size - self._fh.tell())))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+
+def _check_dataset(ds: Dataset, size: int, depth: int = 0) -> None:
+    """Check each value's declared length against the data, then decode it; recurse.
+
+    pydicom returns a value cut short by the end of the data without a word.
+    """
+    if depth > MAX_SEQUENCE_DEPTH:
+        raise UnreadableObject(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
     for tag in list(ds.keys()):  # keys(): iterating a Dataset would convert values
         raw: object = ds.get_item(tag)  # typed DataElement, but raw until converted
         if (
             isinstance(raw, RawDataElement)
-            and isinstance(raw.value, bytes)
             and raw.length != _UNDEFINED
+            and isinstance(raw.value, bytes)
             and len(raw.value) < raw.length
         ):
             raise UnreadableObject("truncated data set: a value ends before its declared length")
+        elem = ds[tag]  # decodes the value: bad lengths and VRs raise here
+        if elem.VR == "SQ":
+            for item in elem.value or ():
+                _check_dataset(item, size, depth + 1)
 
 
 def _check_pixel_length(fh: Any, at: int, size: int, ts: UID) -> None:

@@ -33,6 +33,7 @@ from deid_node.scp import (
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATASET_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
+    UnreadableObject,
     check_header,
 )
 from deid_node.spool import Receipt, Spool
@@ -465,6 +466,21 @@ def test_header_check_names_what_is_wrong_without_values(tmp_path: Path) -> None
         assert tokens.find_in(str(info.value)) == [], name
     [good] = write_files(small_ct(1), tmp_path / "good")
     assert check_header(good).sop_class_uid == CTImageStorage
+
+
+def test_header_check_does_not_trust_a_forged_length(tmp_path: Path) -> None:
+    # An UN element declaring 4 GiB, followed by 100 bytes: a read of the declared
+    # length would allocate it all before finding the end of the file.
+    forged = b"\x09\x00\x10\x10UN\x00\x00" + (0xFFFFFFF0).to_bytes(4, "little") + bytes(100)
+    path = _file_with_body(tmp_path, "forged", forged)
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnreadableObject, match="truncated"):
+            check_header(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 1024 * 1024
 
 
 def test_object_over_max_object_bytes_is_refused_with_out_of_resources(
