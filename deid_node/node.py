@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 MAX_WORKER_CRASHES: Final = 3  # an object that kills its worker this often is quarantined
 WRITER_BATCH: Final = 500
+_CALL_ATTEMPTS: Final = 4
 _STORAGE_RETRY_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -243,7 +244,9 @@ class AuditWriter(threading.Thread):
         while i < len(jobs):
             job = jobs[i]
             if isinstance(job, _CallJob):
-                self._retry(job.what, functools.partial(job.call, self._db))
+                # Association rows are bookkeeping: a few attempts, then a log line. Object
+                # rows are retried until written, since their spool files wait for them.
+                self._retry(job.what, functools.partial(job.call, self._db), _CALL_ATTEMPTS)
                 i += 1
                 continue
             j = i
@@ -261,18 +264,23 @@ class AuditWriter(threading.Thread):
                         log.error("after audit commit: %s", _describe(exc))
             i = j
 
-    def _retry(self, what: str, fn: Callable[[], object]) -> bool:
+    def _retry(self, what: str, fn: Callable[[], object], attempts: int | None = None) -> bool:
         pauses = itertools.chain(_STORAGE_RETRY_SECONDS, itertools.repeat(30.0))
-        while True:
+        for attempt in itertools.count(1):
             try:
                 fn()
                 return True
             except AuditError as exc:
-                log.error("audit database: %s (retrying)", exc)
+                problem = str(exc)
             except Exception as exc:
-                log.error("audit database: cannot %s (%s); retrying", what, type(exc).__name__)
+                problem = f"cannot {what} ({type(exc).__name__})"
+            if attempts is not None and attempt >= attempts:
+                log.error("audit database: %s; gave up after %d attempts", problem, attempt)
+                return False
+            log.error("audit database: %s; retrying", problem)
             if self._abandon.wait(next(pauses)):
                 return False
+        return False
 
 
 def _describe(exc: BaseException) -> str:
@@ -346,7 +354,6 @@ class Node:
         self._server: ThreadedAssociationServer | None = None
         self._dispatcher: threading.Thread | None = None
         self._wake = threading.Event()
-        self._stopping = False
         self._stop_requested = threading.Event()  # serve_forever: a signal arrived
         self._closing = threading.Event()  # stop(): the dispatcher ends
         self._force_stop = threading.Event()
@@ -445,7 +452,6 @@ class Node:
         if not self._started:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._stopping = True
         if self._server is not None:
             self._server.shutdown()  # no new associations; the running ones go on
             self._wait(
@@ -765,7 +771,7 @@ class Node:
         self._call(
             "record an association end",
             lambda db: db.record_association_end(
-                info.id, ended, info.objects, info.outcome or "closed"
+                info.id, ended, info.objects, info.outcome or "closed", info.note
             ),
         )
         self._notify()

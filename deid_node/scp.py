@@ -146,7 +146,8 @@ class AssociationInfo:
     started_at: datetime
     started: float = field(default_factory=time.monotonic)
     accepted: bool = False
-    outcome: str | None = None
+    outcome: str | None = None  # released, aborted, closed, rejected
+    note: str | None = None  # for the audit's reason column
     stored: int = 0
     refused: int = 0
 
@@ -406,7 +407,7 @@ class Receiver:
             return
         info.outcome = info.outcome or "closed"
         if dropped:
-            info.outcome += f", {dropped} object(s) cut off"
+            info.note = f"{dropped} object(s) cut off mid-transfer"
         if not info.accepted:
             return
         log.info(
@@ -416,7 +417,7 @@ class Receiver:
             info.stored,
             info.refused,
             time.monotonic() - info.started,
-            info.outcome,
+            info.outcome + (f" ({info.note})" if info.note else ""),
         )
         self.events.association_ended(info)
 

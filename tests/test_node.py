@@ -23,7 +23,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pynetdicom import _config
+from typer.testing import CliRunner
 
+from deid_node.cli import app
 from deid_node.config import Config, load_config
 from deid_node.node import Node
 from deid_node.pseudonym import pseudo_uid
@@ -646,6 +648,23 @@ def test_fsync_durability_stores_the_same(
     assert node.wait_idle(IDLE)
     assert set(output_sops(cfg)) == expected_output(cfg, "research", datasets)
     assert spool_files(cfg) == []
+
+
+def test_serve_on_a_taken_port_is_one_error_line(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    running = start_node(cfg)
+    config = tmp_path / "second.toml"
+    config.write_text(
+        node_table(port=running.address[1]).replace('"var"', '"var2"') + ONE_SOURCE,
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["serve", "--config", str(config)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: node.port: cannot listen on 127.0.0.1:")
+    assert "Traceback" not in result.output
+    assert echo(running.address, "CT_SCANNER") == 0
 
 
 def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
