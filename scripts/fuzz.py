@@ -3,15 +3,26 @@
 
 Every object is a valid synthetic object (tests/synthetic.py, full of planted PHI tokens)
 with one malformation applied to its *encoded bytes*; the bytes reach the wire unchanged
-(pynetdicom streams them from a file, see `install_raw_sender`). At the end the node's
-audit database and output folder are checked: the node still serves, nothing escaped as
-a traceback, no output file carries a planted token, and every object got either a failure
-status or (after Success) an audit row. Exit 0 if every invariant holds, 1 otherwise.
+(pynetdicom streams them from a file, see `install_raw_sender`). Kinds are cycled by object
+id (`KINDS`), each with several variants; every object is classified `malformed` (must not
+be stored), `well-formed` (the mutation left a valid encoding: may be stored) or `valid`
+(an unmutated control, every `--control-every` objects: must be stored).
+
+At the end the node's audit database and output folder are checked, and the exit code is 0
+only if every invariant holds: the node still serves (C-ECHO, and a valid object is stored
+and written), no traceback in its log and no 0xC211, no output file (raw bytes or decoded
+text), log or audit database holds a planted value, every object has a failure status or
+(after Success) an audit row, no malformed object was stored, and its memory stayed bounded.
 
     scripts/fuzz.py --count 10000 --seed 0 --associations 4 --json fuzz.json
+    scripts/fuzz.py --count 10000 --oid 1488 --keep     # one object again, same bytes
+    scripts/fuzz.py --kinds deep_nesting --restart-on-crash
 
-Without --config/--port it starts its own `deid-node serve` on a temporary data folder
-and stops it at the end.
+Without --config/--port it starts its own `deid-node serve` on a temporary data folder and
+a temporary config (one source, unknown sources rejected, a basic profile), with a known
+key so stored objects map back to object ids, its address space capped (`--node-memory-mb`)
+so a memory bomb fails inside the node rather than waking the kernel's OOM killer, and
+stops it at the end (SIGTERM, bounded wait, then SIGKILL of its process group).
 """
 
 from __future__ import annotations
