@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from deid_node.conformance import check_file
 from deid_node.engine import (
     DeidResult,
     Originals,
@@ -237,18 +238,27 @@ def process_file(
     *,
     fsync: bool = False,
     verify: bool = True,
+    check_encoding: bool = True,
 ) -> Outcome:
-    """De-identify one file into the output layout; never raises for bad input."""
+    """De-identify one file into the output layout; never raises for bad input.
+
+    `check_encoding=False` skips the strict encoding check, for files that passed it
+    already (the node checks every object before acknowledging it).
+    """
     try:
         size = os.path.getsize(path)
     except OSError as exc:
         return Outcome(Status.QUARANTINED, f"cannot read file: {exc.strerror}")
     try:
         ds, pixels = read_header(path)
+        if check_encoding:
+            check_file(path)
     except NotDicomError as exc:
         return Outcome(Status.SKIPPED, str(exc), size_bytes=size)
     except DeidError as exc:
         return Outcome(Status.QUARANTINED, str(exc), size_bytes=size)
+    except OSError as exc:
+        return Outcome(Status.QUARANTINED, f"cannot read file: {exc.strerror}", size_bytes=size)
     return process_dataset(
         ds, profile, key, output_root, size=size, fsync=fsync, verify=verify, pixels=pixels
     )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import struct
 import tempfile
 import threading
 import time
@@ -25,10 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Final, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
-from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES, _config, evt
@@ -40,7 +37,7 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.presentation import AllStoragePresentationContexts
 
 from deid_node.config import Config
-from deid_node.engine import MAX_SEQUENCE_DEPTH
+from deid_node.conformance import EncodingError, check_file
 from deid_node.errors import StorageError
 from deid_node.spool import IncomingFile, Receipt, Spool, SpoolFullError, SpoolItem
 
@@ -60,10 +57,6 @@ SOURCE_SERVICE_USER: Final = 0x01
 DIAG_CALLING_AE_NOT_RECOGNISED: Final = 0x03
 DIAG_CALLED_AE_NOT_RECOGNISED: Final = 0x07
 
-_PIXEL_TAGS: Final = (0x7FE00008, 0x7FE00009, 0x7FE00010)
-_LONG_VRS: Final = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN"})
-_LONG_VRS_ALL: Final = _LONG_VRS | {b"UR", b"UT", b"SV", b"UV"}
-_UNDEFINED: Final = 0xFFFFFFFF
 VERIFICATION: Final = UID("1.2.840.10008.1.1")
 # Largest PDU we accept. pynetdicom reads each PDU whole into memory (about 4 copies):
 # with 0 (unlimited) a peer may send a 134 MB object as one PDU and the node peaks at
@@ -220,99 +213,20 @@ class HeaderInfo:
 
 
 def check_header(path: Path) -> HeaderInfo:
-    """Parse a Part-10 file up to its pixel data; UnreadableObject if it cannot be read.
+    """Check a received Part-10 file's encoding; UnreadableObject if it cannot be trusted.
 
-    Catches what can be seen without decoding pixels: bytes that are not DICOM, values
-    shorter than their declared length (truncated objects), values that do not decode,
-    missing SOP UIDs, and pixel data declared longer than the bytes received. Whatever
-    passes still goes through the full pipeline, which quarantines on any doubt.
+    The strict walk of :mod:`deid_node.conformance` on the raw bytes (pixel data skipped,
+    never read): bytes that are not DICOM, truncated values, repeated or out-of-order tags,
+    wrong VRs or lengths, text the declared character set does not allow, missing UIDs.
+    Whatever passes still goes through the full pipeline, which quarantines on any doubt.
     """
     try:
-        size = path.stat().st_size
-        with path.open("rb") as raw_fh:
-            fh = _BoundedReader(raw_fh, size)
-            ds = dcmread(fh, stop_before_pixels=True)
-            pixel_at = fh.tell()
-            ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
-            _check_dataset(ds, size)
-            sop_class = str(ds.get("SOPClassUID", "") or "")
-            sop_instance = str(ds.get("SOPInstanceUID", "") or "")
-            if not ts.is_deflated and pixel_at < size:
-                _check_pixel_length(fh, pixel_at, size, ts)
-    except UnreadableObject:
-        raise
-    except Exception as exc:  # pydicom's messages can quote values: keep the type only
+        info = check_file(path)
+    except EncodingError as exc:
+        raise UnreadableObject(str(exc)) from None
+    except Exception as exc:  # never a traceback from a handler; the type names no value
         raise UnreadableObject(f"unreadable data set ({type(exc).__name__})") from None
-    if not sop_class or not sop_instance:
-        raise UnreadableObject("data set lacks SOPClassUID or SOPInstanceUID")
-    return HeaderInfo(sop_class, sop_instance, str(ts))
-
-
-class _BoundedReader:
-    """A file that never reads past its end, whatever length is asked for.
-
-    pydicom reads a value with ``read(declared length)``, and Python allocates the
-    requested size before finding the end of the file: a forged length of 0xFFFFFFF0
-    would cost 4 GiB. Capped, the read comes back short and the check below sees it.
-    """
-
-    def __init__(self, fh: BinaryIO, size: int) -> None:
-        self._fh = fh
-        self._size = size
-
-    def read(self, n: int | None = -1) -> bytes:
-        if n is None or n < 0:
-            return self._fh.read()
-        return self._fh.read(min(n, max(0, self._size - self._fh.tell())))
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._fh.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._fh.tell()
-
-
-def _check_dataset(ds: Dataset, size: int, depth: int = 0) -> None:
-    """Check each value's declared length against the data, then decode it; recurse.
-
-    pydicom returns a value cut short by the end of the data without a word.
-    """
-    if depth > MAX_SEQUENCE_DEPTH:
-        raise UnreadableObject(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
-    for tag in list(ds.keys()):  # keys(): iterating a Dataset would convert values
-        raw: object = ds.get_item(tag)  # typed DataElement, but raw until converted
-        if (
-            isinstance(raw, RawDataElement)
-            and raw.length != _UNDEFINED
-            and isinstance(raw.value, bytes)
-            and len(raw.value) < raw.length
-        ):
-            raise UnreadableObject("truncated data set: a value ends before its declared length")
-        elem = ds[tag]  # decodes the value: bad lengths and VRs raise here
-        if elem.VR == "SQ":
-            for item in elem.value or ():
-                _check_dataset(item, size, depth + 1)
-
-
-def _check_pixel_length(fh: Any, at: int, size: int, ts: UID) -> None:
-    fh.seek(at)
-    head = fh.read(12)
-    if len(head) < 8:
-        raise UnreadableObject("truncated data set: incomplete element header")
-    endian = "<" if ts.is_little_endian else ">"
-    group, elem = struct.unpack(endian + "HH", head[:4])
-    if (group << 16 | elem) not in _PIXEL_TAGS:
-        return
-    if ts.is_implicit_VR:
-        length, header = struct.unpack(endian + "L", head[4:8])[0], 8
-    elif head[4:6] in _LONG_VRS_ALL:
-        if len(head) < 12:
-            raise UnreadableObject("truncated data set: incomplete element header")
-        length, header = struct.unpack(endian + "L", head[8:12])[0], 12
-    else:
-        length, header = struct.unpack(endian + "H", head[6:8])[0], 8
-    if length != _UNDEFINED and at + header + length > size:
-        raise UnreadableObject("truncated data set: pixel data shorter than declared")
+    return HeaderInfo(info.sop_class_uid, info.sop_instance_uid, info.transfer_syntax_uid)
 
 
 # --------------------------------------------------------------------------------------------

@@ -696,6 +696,9 @@ def mut_charset_lie(rng: random.Random, base: Base, uid: str) -> Mutation:
     elif variant == "no-charset-8bit-values":
         charset = ""
         name, inst, other = family + b"\xe9^" + given, pid + b"\xfc", b"\xe4" + pid
+        # Not conformant, but common in the field: the node reads such bytes as Latin-1
+        # (as pydicom does), so it may store the object, provided nothing leaks.
+        expect = WELL_FORMED
     elif variant == "utf16-values":
         charset = "ISO_IR 192"
         name = base.patient_name.encode("utf-16-le")

@@ -115,9 +115,14 @@ def test_decoded_scan_finds_an_identifier_split_by_iso2022_escapes(
     assert decoded is not None and scanner.find(decoded) == {pid.decode()}
 
 
-def test_raw_sender_puts_the_exact_bytes_on_the_wire(gen: Any, tmp_path: Path) -> None:
+def test_raw_sender_puts_the_exact_bytes_on_the_wire(
+    gen: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A bare pynetdicom SCP receives every generated body byte for byte."""
-    from pynetdicom import AE, evt
+    from pynetdicom import AE, _config, evt
+
+    # A node started earlier in this process switched receipt to files (process-wide).
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
 
     received: dict[str, tuple[bytes, str]] = {}
     lock = threading.Lock()

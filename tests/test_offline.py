@@ -112,14 +112,15 @@ def test_deidentify_command_layout_summary_and_bad_files(tmp_path: Path) -> None
         ["deidentify", str(tmp_path / "in"), "-o", str(out), "-p", "research", "-c", str(cfg)],
     )
     assert result.exit_code == 1, result.output  # bad files are failures
-    # 4 CT slices, plus the file whose PatientName had a wrong VR: that element is
-    # replaced by the pseudonym anyway, so the object comes out clean and valid.
-    assert "5 written" in result.output
+    # 4 CT slices; the file whose PatientName has a wrong VR is quarantined like the other
+    # malformed ones (the strict encoding check, deid_node/conformance.py).
+    assert "4 written" in result.output
+    assert "PatientName: VR" in result.output
     assert "quarantined" in result.output and "not DICOM" in result.output
     for value in tokens.values():
         assert value not in result.output  # no PHI on the terminal
     files = sorted(out.rglob("*.dcm"))
-    assert len(files) == 5
+    assert len(files) == 4
     rel = files[0].relative_to(out).parts
     assert rel[0] == "research" and rel[1].startswith("RES") and len(rel) == 5
     written = b"".join(f.read_bytes() for f in files)

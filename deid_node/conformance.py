@@ -1,0 +1,607 @@
+"""Strict PS3.5 encoding check of a data set's bytes, before anything trusts them.
+
+pydicom reads leniently, and what it reads is what the engine de-identifies: of two
+elements with one tag it keeps the last, it stops a data set at a stray item delimiter,
+it guesses implicit VR where a VR is not valid, it takes 8-bit bytes in any character
+set. An identifier the engine never sees is one it never removes. So every object is
+walked here element by element, on the raw bytes (pixel data is skipped, never read),
+and refused unless its encoding has exactly one reading:
+
+- element headers complete; every length even and inside its enclosing item or sequence;
+- tags strictly ascending in every data set (no repeats); no file meta or command group
+  in the body; items and delimiters only where PS3.5 7.5 allows them;
+- explicit VRs valid and agreeing with the dictionary (or UN); binary values a whole
+  number of units; no more values than the dictionary's VM allows;
+- undefined lengths only on sequences and encapsulated pixel data;
+- text: no NUL inside a value (one NUL of padding is tolerated), no control characters
+  but those PS3.5 6.1.3 allows, bytes valid in the declared Specific Character Set, ISO
+  2022 escape sequences only for the declared terms and back to the initial set at the
+  end of each value. 8-bit bytes with no character set declared are read as Latin-1, as
+  pydicom and most toolkits read them (common in the field, and the engine and the
+  output check see the same characters);
+- sequences nested at most MAX_SEQUENCE_DEPTH deep; the four UIDs the layout needs
+  present at the top level.
+
+Error messages name a tag and a rule, never a value.
+"""
+
+from __future__ import annotations
+
+import mmap
+import re
+import struct
+import zlib
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from pydicom.charset import python_encoding
+from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag
+from pydicom.uid import UID
+
+from deid_node.engine import MAX_SEQUENCE_DEPTH
+from deid_node.errors import DeidError
+
+UNDEFINED = 0xFFFFFFFF
+ITEM = 0xFFFEE000
+ITEM_DELIM = 0xFFFEE00D
+SEQ_DELIM = 0xFFFEE0DD
+PIXEL_DATA = 0x7FE00010
+SPECIFIC_CHARSET = 0x00080005
+_REQUIRED = {
+    0x00080016: "SOPClassUID",
+    0x00080018: "SOPInstanceUID",
+    0x0020000D: "StudyInstanceUID",
+    0x0020000E: "SeriesInstanceUID",
+}
+MAX_INFLATED_BYTES = 128 * 1024 * 1024  # a deflated body is checked in memory
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_VRS = _words(
+    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
+    "UN UR US UT UV"
+)
+_VR_CODES = {vr.encode(): vr for vr in _VRS}
+_LONG_VRS = _words("OB OD OF OL OV OW SQ SV UC UN UR UT UV")
+_UNIT = {"US": 2, "SS": 2, "OW": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "OF": 4, "OL": 4}
+_UNIT |= {"FD": 8, "SV": 8, "UV": 8, "OD": 8, "OV": 8}
+_COUNTED_BINARY = _words("US SS UL SL FL FD AT SV UV")  # VM = length / unit
+_ASCII_VRS = _words("AE AS CS DA DS DT IS TM UI UR")
+_CHARSET_VRS = _words("SH LO PN UC ST LT UT")
+_SINGLE_VALUED_TEXT = frozenset({"LT", "ST", "UT", "UR"})  # a backslash is just a character
+_PRINTABLE = re.compile(rb"[\x20-\x7e]*")
+# PS3.5 6.1.3: only ESC in short strings; text VRs also allow TAB, LF, FF and CR.
+_BAD_CONTROL_SHORT = re.compile(rb"[\x00-\x1a\x1c-\x1f\x7f]")
+_BAD_CONTROL_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+_C1 = re.compile("[\x80-\x9f]")
+
+
+class EncodingError(DeidError):
+    """The bytes of a data set do not have one unambiguous reading; the reason names no value."""
+
+
+@dataclass(frozen=True)
+class EncodingInfo:
+    """What the check learnt: the object's identity and transfer syntax (all UIDs, no PHI)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+
+
+def _name(tag: int) -> str:
+    kw = keyword_for_tag(tag) if not (tag >> 16) & 1 else ""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}){' ' + kw if kw else ''}"
+
+
+@lru_cache(maxsize=8192)
+def _dictionary(tag: int) -> tuple[frozenset[str], int | None]:
+    """The VRs the public dictionary allows for tag, and its largest VM (None: unbounded)."""
+    if (tag >> 16) & 1:
+        return frozenset(), None
+    try:
+        vrs = frozenset(v.strip() for v in dictionary_VR(tag).split(" or "))
+        vm = dictionary_VM(tag)
+    except KeyError:
+        return frozenset(), None
+    if not vm or "n" in vm:
+        return vrs, None
+    try:
+        return vrs, int(vm.split("-")[-1])
+    except ValueError:
+        return vrs, None
+
+
+# --------------------------------------------------------------------------------------------
+# Character sets
+
+
+# ISO 2022 escape sequences (PS3.3 C.12-3, C.12-4): bytes -> (G0 or G1, bytes per character,
+# the Python codec that checks single-byte G1 characters).
+_ESCAPES: dict[bytes, tuple[int, int, str]] = {
+    b"\x1b(B": (0, 1, "ascii"),
+    b"\x1b(J": (0, 1, "ascii"),  # JIS X 0201 Romaji: ASCII but for two glyphs
+    b"\x1b$B": (0, 2, ""),
+    b"\x1b$(D": (0, 2, ""),
+    b"\x1b)I": (1, 1, "shift_jis"),
+    b"\x1b$)C": (1, 2, ""),
+    b"\x1b$)A": (1, 2, ""),
+    b"\x1b-A": (1, 1, "latin_1"),
+    b"\x1b-B": (1, 1, "iso8859_2"),
+    b"\x1b-C": (1, 1, "iso8859_3"),
+    b"\x1b-D": (1, 1, "iso8859_4"),
+    b"\x1b-F": (1, 1, "iso8859_7"),
+    b"\x1b-G": (1, 1, "iso8859_6"),
+    b"\x1b-H": (1, 1, "iso8859_8"),
+    b"\x1b-L": (1, 1, "iso8859_5"),
+    b"\x1b-M": (1, 1, "iso8859_9"),
+    b"\x1b-T": (1, 1, "iso8859_11"),
+}
+_ISO2022_TERMS: dict[str, tuple[bytes, ...]] = {
+    "ISO 2022 IR 6": (b"\x1b(B",),
+    "ISO 2022 IR 100": (b"\x1b-A",),
+    "ISO 2022 IR 101": (b"\x1b-B",),
+    "ISO 2022 IR 109": (b"\x1b-C",),
+    "ISO 2022 IR 110": (b"\x1b-D",),
+    "ISO 2022 IR 126": (b"\x1b-F",),
+    "ISO 2022 IR 127": (b"\x1b-G",),
+    "ISO 2022 IR 138": (b"\x1b-H",),
+    "ISO 2022 IR 144": (b"\x1b-L",),
+    "ISO 2022 IR 148": (b"\x1b-M",),
+    "ISO 2022 IR 166": (b"\x1b-T",),
+    "ISO 2022 IR 13": (b"\x1b)I", b"\x1b(J"),
+    "ISO 2022 IR 87": (b"\x1b$B",),
+    "ISO 2022 IR 159": (b"\x1b$(D",),
+    "ISO 2022 IR 149": (b"\x1b$)C",),
+    "ISO 2022 IR 58": (b"\x1b$)A",),
+}
+
+
+@lru_cache(maxsize=64)
+def _g1_bytes(codec: str) -> frozenset[int]:
+    """The 8-bit bytes that are characters of a single-byte G1 set."""
+    ok = set()
+    for b in range(0xA0, 0x100):
+        try:
+            if codec == "shift_jis":
+                if 0xA1 <= b <= 0xDF:
+                    ok.add(b)
+            else:
+                bytes([b]).decode(codec)
+                ok.add(b)
+        except UnicodeDecodeError:
+            pass
+    return frozenset(ok)
+
+
+@dataclass(frozen=True)
+class Charset:
+    """A parsed Specific Character Set: a stand-alone codec or ISO 2022 code extensions."""
+
+    codec: str | None  # stand-alone: the Python codec; None for the default repertoire
+    escapes: frozenset[bytes] = frozenset()  # ISO 2022: the escape sequences allowed
+    initial: tuple[int, int, str] | None = None  # ISO 2022: G1 designated at the start
+
+    @property
+    def extended(self) -> bool:
+        """True when ISO 2022 code extensions (escape sequences) are in use."""
+        return bool(self.escapes)
+
+    def values(self, tag: int, data: bytes) -> int:
+        """Check data against this character set; return the number of values in it."""
+        if self.extended:
+            return self._iso2022(tag, data)
+        if self.codec is None or data.isascii():
+            # The default repertoire: 8-bit bytes are read as Latin-1 (see module docstring).
+            return data.count(b"\\") + 1
+        try:
+            text = data.decode(self.codec)
+        except (UnicodeDecodeError, LookupError):
+            raise EncodingError(
+                f"{_name(tag)}: bytes that are not valid in the declared character set"
+            ) from None
+        if _C1.search(text):
+            raise EncodingError(f"{_name(tag)}: C1 control character in a text value")
+        return text.count("\\") + 1
+
+    def _iso2022(self, tag: int, data: bytes) -> int:
+        g0_width = 1
+        g1 = self.initial
+        count = 1
+        i, n = 0, len(data)
+        while i < n:
+            b = data[i]
+            if b == 0x1B:
+                seq = data[i : i + 4] if data[i : i + 4] in self.escapes else data[i : i + 3]
+                if seq not in self.escapes:
+                    raise EncodingError(
+                        f"{_name(tag)}: escape sequence the declared character set does not allow"
+                    )
+                slot, width, codec = _ESCAPES[seq]
+                if slot == 0:
+                    g0_width = width
+                else:
+                    g1 = (slot, width, codec)
+                i += len(seq)
+            elif b < 0x80:
+                if g0_width == 2:
+                    if i + 1 >= n or not (0x21 <= b <= 0x7E and 0x21 <= data[i + 1] <= 0x7E):
+                        raise EncodingError(f"{_name(tag)}: broken two-byte character")
+                    i += 2
+                else:
+                    count += b == 0x5C
+                    i += 1
+            else:
+                if g1 is None:
+                    raise EncodingError(f"{_name(tag)}: 8-bit byte with no G1 character set")
+                if g1[1] == 2:
+                    if i + 1 >= n or not (0xA1 <= b <= 0xFE and 0xA1 <= data[i + 1] <= 0xFE):
+                        raise EncodingError(f"{_name(tag)}: broken two-byte character")
+                    i += 2
+                else:
+                    if b not in _g1_bytes(g1[2]):
+                        raise EncodingError(
+                            f"{_name(tag)}: bytes that are not valid in the declared character set"
+                        )
+                    i += 1
+        if g0_width != 1:
+            raise EncodingError(
+                f"{_name(tag)}: value ends without returning to the initial character set"
+            )
+        return count
+
+
+DEFAULT_CHARSET = Charset(None)
+
+
+@lru_cache(maxsize=256)
+def parse_charset(raw: bytes) -> Charset:
+    """Parse a Specific Character Set value; EncodingError for unknown or illegal terms."""
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise EncodingError("(0008,0005) SpecificCharacterSet: not ASCII") from None
+    terms = [t.strip(" \0") for t in text.split("\\")]
+    if len(terms) == 1:
+        term = terms[0]
+        if term in ("", "ISO_IR 6"):
+            return DEFAULT_CHARSET
+        if term in _ISO2022_TERMS:
+            terms = ["", term] if term != "ISO 2022 IR 6" else [term]
+        elif term.startswith("ISO 2022") or term not in python_encoding:
+            raise EncodingError("(0008,0005) SpecificCharacterSet: unknown term")
+        else:
+            return Charset(python_encoding[term])
+    escapes = set(_ISO2022_TERMS["ISO 2022 IR 6"])
+    for i, term in enumerate(terms):
+        if i == 0 and term == "":
+            continue
+        if term not in _ISO2022_TERMS:
+            raise EncodingError(
+                "(0008,0005) SpecificCharacterSet: only ISO 2022 terms can be combined"
+            )
+        escapes.update(_ISO2022_TERMS[term])
+    initial = None
+    first = _ISO2022_TERMS.get(terms[0], ())
+    for seq in first:
+        if _ESCAPES[seq][0] == 1:
+            initial = _ESCAPES[seq]
+    return Charset(None, frozenset(escapes), initial)
+
+
+# --------------------------------------------------------------------------------------------
+# The walk
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    implicit: bool
+    little: bool
+
+    @property
+    def endian(self) -> str:
+        return "<" if self.little else ">"
+
+
+_IMPLICIT_LE = _Encoding(True, True)
+
+
+class _Walker:
+    def __init__(self, buf: bytes | mmap.mmap, encapsulated: bool) -> None:
+        self.buf = buf
+        self.encapsulated = encapsulated
+        self.top: dict[int, str] = {}
+
+    # Item and delimiter headers are tag + 4-byte length in every transfer syntax.
+    def _tag_len(self, enc: _Encoding, pos: int) -> tuple[int, int]:
+        group, elem, length = struct.unpack_from(enc.endian + "HHL", self.buf, pos)
+        return group << 16 | elem, length
+
+    def dataset(
+        self,
+        pos: int,
+        end: int,
+        depth: int,
+        charset: Charset,
+        enc: _Encoding,
+        undefined: bool,
+    ) -> int:
+        """Walk one data set from pos; return where it ends (after its item delimiter)."""
+        buf = self.buf
+        head = struct.Struct(enc.endian + "HH")
+        u16 = struct.Struct(enc.endian + "H")
+        u32 = struct.Struct(enc.endian + "L")
+        prev = -1
+        while pos < end:
+            if pos + 8 > end:
+                raise EncodingError("truncated data set: an element header is cut off")
+            group, elem = head.unpack_from(buf, pos)
+            tag = group << 16 | elem
+            if group == 0xFFFE:
+                if tag == ITEM_DELIM and undefined:
+                    if u32.unpack_from(buf, pos + 4)[0] != 0:
+                        raise EncodingError("item delimiter with a non-zero length")
+                    return pos + 8
+                raise EncodingError("an item or delimiter tag stands where an element belongs")
+            if tag <= prev:
+                raise EncodingError(f"{_name(tag)} is repeated or out of ascending order")
+            prev = tag
+            if group == 0x0002 or group == 0x0000:
+                raise EncodingError(f"{_name(tag)}: a file meta or command element in the body")
+            if enc.implicit:
+                vr: str | None = None
+                length = u32.unpack_from(buf, pos + 4)[0]
+                vpos = pos + 8
+            else:
+                code = bytes(buf[pos + 4 : pos + 6])
+                vr = _VR_CODES.get(code)
+                if vr is None:
+                    raise EncodingError(f"{_name(tag)}: invalid VR")
+                if vr in _LONG_VRS:
+                    if pos + 12 > end:
+                        raise EncodingError("truncated data set: an element header is cut off")
+                    length = u32.unpack_from(buf, pos + 8)[0]
+                    vpos = pos + 12
+                else:
+                    length = u16.unpack_from(buf, pos + 6)[0]
+                    vpos = pos + 8
+            allowed, max_vm = _dictionary(tag)
+            if vr is not None and allowed and vr not in allowed and vr != "UN":
+                raise EncodingError(f"{_name(tag)}: VR {vr} where the dictionary has another")
+            if length == UNDEFINED:
+                pos = self._undefined(tag, vr, allowed, vpos, end, depth, charset, enc)
+                continue
+            if length & 1:
+                raise EncodingError(f"{_name(tag)}: odd value length")
+            vend = vpos + length
+            if vend > end:
+                raise EncodingError(f"truncated data set: {_name(tag)} ends past the data")
+            if vr == "UN" and allowed:
+                # UN is read by the dictionary VR, from implicit little endian bytes.
+                eff = next(iter(allowed)) if len(allowed) == 1 else "UN"
+                if eff == "SQ":
+                    self.sequence(vpos, vend, True, depth + 1, charset, _IMPLICIT_LE)
+                    pos = vend
+                    continue
+            elif vr is None:
+                eff = next(iter(allowed)) if len(allowed) == 1 else "UN"
+            else:
+                eff = vr
+            if eff == "SQ":
+                self.sequence(vpos, vend, True, depth + 1, charset, enc)
+            elif length:
+                unit = min((_UNIT.get(v, 1) for v in allowed), default=1) if eff == "UN" else 0
+                unit = unit or _UNIT.get(eff, 1)
+                if length % unit:
+                    raise EncodingError(f"{_name(tag)}: length not a whole number of values")
+                count = 0
+                if eff in _COUNTED_BINARY:
+                    count = length // unit
+                elif eff in _ASCII_VRS or eff in _CHARSET_VRS:
+                    data = bytes(buf[vpos:vend])
+                    count = self.text(tag, eff, data, charset)
+                    if tag == SPECIFIC_CHARSET:
+                        charset = parse_charset(data)
+                    if depth == 0 and tag in _REQUIRED:
+                        self.top[tag] = data.rstrip(b"\0 ").decode("ascii")
+                if max_vm is not None and count > max_vm:
+                    raise EncodingError(f"{_name(tag)}: more values than the dictionary allows")
+            pos = vend
+        if undefined:
+            raise EncodingError("truncated data set: an item has no item delimiter")
+        return pos
+
+    def _undefined(
+        self,
+        tag: int,
+        vr: str | None,
+        allowed: frozenset[str],
+        vpos: int,
+        end: int,
+        depth: int,
+        charset: Charset,
+        enc: _Encoding,
+    ) -> int:
+        if tag == PIXEL_DATA and (vr in (None, "OB", "OW")):
+            if not self.encapsulated:
+                raise EncodingError("undefined-length pixel data in a native transfer syntax")
+            return self.fragments(vpos, end, enc)
+        if vr == "SQ" or (vr is None and "SQ" in allowed):
+            return self.sequence(vpos, end, False, depth + 1, charset, enc)
+        if vr == "UN" or (vr is None and not allowed):
+            # PS3.5 6.2.2: UN of undefined length is a sequence in implicit little endian.
+            # pydicom reads an unknown implicit element so only when an item follows.
+            if vr is None and (vpos + 8 > end or self._tag_len(enc, vpos)[0] != ITEM):
+                raise EncodingError(f"{_name(tag)}: undefined length on a non-sequence")
+            inner = _IMPLICIT_LE if vr == "UN" else enc
+            return self.sequence(vpos, end, False, depth + 1, charset, inner)
+        raise EncodingError(f"{_name(tag)}: undefined length on a non-sequence")
+
+    def sequence(
+        self,
+        pos: int,
+        end: int,
+        defined: bool,
+        depth: int,
+        charset: Charset,
+        enc: _Encoding,
+    ) -> int:
+        """Walk the items of a sequence (its value starts at pos); return where it ends."""
+        if depth > MAX_SEQUENCE_DEPTH:
+            raise EncodingError(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
+        while True:
+            if defined and pos == end:
+                return pos
+            if pos + 8 > end:
+                raise EncodingError("truncated data set: a sequence ends inside an item header")
+            tag, length = self._tag_len(enc, pos)
+            if tag == SEQ_DELIM and not defined:
+                if length != 0:
+                    raise EncodingError("sequence delimiter with a non-zero length")
+                return pos + 8
+            if tag != ITEM:
+                raise EncodingError("a sequence holds something other than items")
+            if length == UNDEFINED:
+                pos = self.dataset(pos + 8, end, depth, charset, enc, True)
+                continue
+            if length & 1:
+                raise EncodingError("an item of odd length")
+            item_end = pos + 8 + length
+            if item_end > end:
+                raise EncodingError("truncated data set: an item runs past its sequence")
+            self.dataset(pos + 8, item_end, depth, charset, enc, False)
+            pos = item_end
+
+    def fragments(self, pos: int, end: int, enc: _Encoding) -> int:
+        """Skip the items of encapsulated pixel data; return where its delimiter ends."""
+        while True:
+            if pos + 8 > end:
+                raise EncodingError("truncated pixel data: no sequence delimiter")
+            tag, length = self._tag_len(enc, pos)
+            if tag == SEQ_DELIM:
+                if length != 0:
+                    raise EncodingError("sequence delimiter with a non-zero length")
+                return pos + 8
+            if tag != ITEM or length == UNDEFINED:
+                raise EncodingError("malformed encapsulated pixel data")
+            pos += 8 + length
+            if pos > end:
+                raise EncodingError("truncated pixel data")
+
+    @staticmethod
+    def text(tag: int, vr: str, data: bytes, charset: Charset) -> int:
+        """Check one text value; return its number of values."""
+        if data[-1:] == b"\0":
+            data = data[:-1]  # one NUL of padding (UI's own; some writers use it elsewhere)
+        if b"\0" in data:
+            raise EncodingError(f"{_name(tag)}: NUL byte inside a text value")
+        if vr in _ASCII_VRS:
+            if not _PRINTABLE.fullmatch(data):
+                raise EncodingError(f"{_name(tag)}: character outside the {vr} repertoire")
+            return 1 if vr in _SINGLE_VALUED_TEXT else data.count(b"\\") + 1
+        bad = _BAD_CONTROL_TEXT if vr in _SINGLE_VALUED_TEXT else _BAD_CONTROL_SHORT
+        if bad.search(data) or (b"\x1b" in data and not charset.extended):
+            raise EncodingError(f"{_name(tag)}: control character in a text value")
+        count = charset.values(tag, data)
+        return 1 if vr in _SINGLE_VALUED_TEXT else count
+
+
+def _info(walker: _Walker, ts: str) -> EncodingInfo:
+    for tag, keyword in _REQUIRED.items():
+        if not walker.top.get(tag):
+            raise EncodingError(f"data set lacks {keyword}")
+    return EncodingInfo(
+        sop_class_uid=walker.top[0x00080016],
+        sop_instance_uid=walker.top[0x00080018],
+        study_instance_uid=walker.top[0x0020000D],
+        series_instance_uid=walker.top[0x0020000E],
+        transfer_syntax_uid=ts,
+    )
+
+
+def check_body(buf: bytes | mmap.mmap, start: int, transfer_syntax: str) -> EncodingInfo:
+    """Check the data set encoded in buf[start:] in the given transfer syntax."""
+    ts = UID(transfer_syntax)
+    if ts.is_deflated:
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(bytes(buf[start:]), MAX_INFLATED_BYTES)
+        except zlib.error:
+            raise EncodingError("deflated data set does not inflate") from None
+        if inflater.unconsumed_tail:
+            raise EncodingError(
+                f"deflated data set inflates beyond {MAX_INFLATED_BYTES >> 20} MiB"
+            ) from None
+        inner = check_body(body, 0, "1.2.840.10008.1.2.1")
+        return replace(inner, transfer_syntax_uid=str(ts))
+    if ts.is_transfer_syntax:
+        enc = _Encoding(ts.is_implicit_VR, ts.is_little_endian)
+        encapsulated = ts.is_compressed
+    else:
+        enc, encapsulated = _Encoding(False, True), False
+    if len(buf) <= start:
+        raise EncodingError("empty data set")
+    walker = _Walker(buf, encapsulated)
+    walker.dataset(start, len(buf), 0, DEFAULT_CHARSET, enc, False)
+    return _info(walker, str(ts))
+
+
+def _meta(buf: mmap.mmap | bytes) -> tuple[int, str | None]:
+    """(offset of the body, transfer syntax) of a Part-10 file; (0, None) without a header."""
+    if len(buf) < 132 or buf[128:132] != b"DICM":
+        return 0, None
+    pos, ts = 132, None
+    meta_end = len(buf)
+    if buf[132:140] == b"\x02\x00\x00\x00UL\x04\x00" and len(buf) >= 144:
+        # The group length says where the meta ends: a group 0002 element after that is
+        # in the body (where pydicom would still take it for meta) and is refused there.
+        meta_end = 144 + struct.unpack_from("<L", buf, 140)[0]
+    while pos + 8 <= min(meta_end, len(buf)):
+        group, elem = struct.unpack_from("<HH", buf, pos)
+        if group != 0x0002:
+            break
+        code = bytes(buf[pos + 4 : pos + 6])
+        if code in (b"OB", b"UN", b"UT", b"SQ", b"OW", b"UC", b"UR"):
+            if pos + 12 > len(buf):
+                break
+            length, vpos = struct.unpack_from("<L", buf, pos + 8)[0], pos + 12
+        else:
+            length, vpos = struct.unpack_from("<H", buf, pos + 6)[0], pos + 8
+        if length == UNDEFINED or vpos + length > len(buf):
+            raise EncodingError("truncated file meta information")
+        if elem == 0x0010:
+            ts = bytes(buf[vpos : vpos + length]).rstrip(b"\0 ").decode("ascii", "replace")
+        pos = vpos + length
+    if not ts:
+        raise EncodingError("file meta information lacks TransferSyntaxUID")
+    return pos, ts
+
+
+def _guess_syntax(buf: mmap.mmap | bytes) -> str:
+    # A bare data set: explicit if the first element has a valid VR; big endian if its
+    # group reads small that way (groups start at 0x0008), as pydicom guesses too.
+    explicit = bytes(buf[4:6]) in _VR_CODES
+    if explicit and buf[0] == 0 and buf[1] != 0:
+        return "1.2.840.10008.1.2.2"
+    return "1.2.840.10008.1.2.1" if explicit else "1.2.840.10008.1.2"
+
+
+def check_file(path: Path) -> EncodingInfo:
+    """Check a Part-10 file (or a bare data set) without reading its pixel data."""
+    with path.open("rb") as fh:
+        try:
+            buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:  # an empty file cannot be mapped
+            raise EncodingError("empty data set") from None
+        with buf:
+            start, ts = _meta(buf)
+            return check_body(buf, start, ts or _guess_syntax(buf))
+
+
+__all__ = ["Charset", "EncodingError", "EncodingInfo", "check_body", "check_file", "parse_charset"]
