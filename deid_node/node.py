@@ -52,7 +52,7 @@ from deid_node.scp import (
 )
 from deid_node.secret import load_secret
 from deid_node.spool import Spool, SpoolItem
-from deid_node.tls import server_context
+from deid_node.tls import server_context, start_server
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,14 @@ def work(path: str, profile: str) -> WorkResult:
         return WorkResult(None, "worker not initialised")
     try:
         return WorkResult(
+            # Spool files passed the strict encoding check before they were acknowledged.
             process_file(
-                Path(path), state.profiles[profile], state.key, state.output, fsync=state.fsync
+                Path(path),
+                state.profiles[profile],
+                state.key,
+                state.output,
+                fsync=state.fsync,
+                check_encoding=False,
             )
         )
     except StorageError as exc:
@@ -417,9 +423,12 @@ class Node:
         ssl_context = server_context(tls) if tls is not None else None
         host, port = self._bind
         try:
-            server = ae.start_server(
+            # Not ae.start_server(): its server leaves accepted sockets without a timeout and
+            # does TLS handshakes in the accept loop, so one silent peer could hold a slot
+            # forever or, with TLS, stop all accepting (see GuardedAssociationServer).
+            server = start_server(
+                ae,
                 (host, port),
-                block=False,
                 evt_handlers=event_handlers(self.receiver),
                 ssl_context=ssl_context,
             )
