@@ -782,8 +782,13 @@ class AuditDB:
         ):
             conn.execute(insert(_ASSOCIATIONS).values(values))
 
-    def update_object(self, object_id: int, **changes: object) -> None:
-        """Change columns of one object row, e.g. status and quarantine_path after a retry."""
+    def update_object(
+        self, object_id: int, *, linkage: LinkageRecord | None = None, **changes: object
+    ) -> None:
+        """Change columns of one object row, e.g. status and quarantine_path after a retry.
+
+        ``linkage`` adds the object's linkage row in the same transaction.
+        """
         values: dict[str, object] = {}
         for key, value in changes.items():
             if key not in OBJECT_COLUMNS or key == "id":
@@ -794,16 +799,23 @@ class AuditDB:
             elif key == "status":
                 value = _check_status(str(value), "object status")
             values[key] = value
-        if not values:
+        if not values and linkage is None:
             return
         with (
             _translate(f"update object {object_id}"),
             _transaction(self._engine, write=True) as conn,
         ):
-            result = conn.execute(update(_OBJECTS).where(_OBJECTS.c.id == object_id).values(values))
-            found = result.rowcount > 0
-        if not found:
-            raise AuditError(f"no object with audit id {object_id}: check the id")
+            where = _OBJECTS.c.id == object_id
+            if values:
+                found = conn.execute(update(_OBJECTS).where(where).values(values)).rowcount > 0
+            else:
+                found = conn.execute(select(_OBJECTS.c.id).where(where)).first() is not None
+            if not found:  # raised inside: nothing is written, the transaction rolls back
+                raise AuditError(f"no object with audit id {object_id}: check the id")
+            if linkage is not None:
+                conn.execute(
+                    insert(_LINKAGE).values(object_id=object_id, **dataclasses.asdict(linkage))
+                )
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from deid_node.audit import AuditDB
+from deid_node.audit import AuditDB, LinkageRecord
 from deid_node.config import Config, Durability
 from deid_node.errors import DeidNodeError
 from deid_node.pipeline import Outcome, Status, process_file
-from deid_node.profiles import compile_profile
+from deid_node.profiles import CompiledProfile, compile_profile
 
 
 class QuarantineError(DeidNodeError):
@@ -76,6 +76,24 @@ def _remove(path: Path) -> None:
             os.unlink(p)
 
 
+def _linkage(name: str, profile: CompiledProfile, outcome: Outcome) -> LinkageRecord | None:
+    """The linkage row the node would have written, for profiles with record_linkage."""
+    originals = outcome.originals
+    if not profile.config.record_linkage or originals is None:
+        return None
+    return LinkageRecord(
+        profile=name,
+        original_patient_id=originals.patient_id,
+        original_patient_name=originals.patient_name,
+        original_study_uid=originals.study_uid,
+        original_series_uid=originals.series_uid,
+        original_sop_uid=originals.sop_uid,
+        pseudo_patient_id=outcome.pseudo_patient_id,
+        pseudo_study_uid=outcome.pseudo_study_uid,
+        pseudo_sop_uid=outcome.pseudo_sop_uid,
+    )
+
+
 def retry(
     cfg: Config, db: AuditDB, key: bytes, ids: Iterable[int] | None = None
 ) -> list[tuple[QuarantineEntry, Outcome]]:
@@ -101,6 +119,7 @@ def retry(
         if outcome.status in (Status.STORED, Status.DUPLICATE):
             db.update_object(
                 entry.id,
+                linkage=_linkage(entry.profile, profile, outcome),
                 status=outcome.status.value,
                 reason=f"retried from quarantine ({entry.reason})"[:500],
                 processed_at=now,

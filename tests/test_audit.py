@@ -669,6 +669,19 @@ def test_update_object_of_an_unknown_id(db: AuditDB) -> None:
         db.update_object(42, status="stored")
 
 
+def test_update_object_adds_linkage_in_the_same_transaction(db: AuditDB) -> None:
+    (object_id,) = db.record_objects([(make_record(status="quarantined"), None)])
+    db.update_object(object_id, status="stored", linkage=make_linkage())
+    [row] = db.iter_linkage(Filters())
+    assert row["object_id"] == object_id
+    assert row["original_sop_uid"] == make_linkage().original_sop_uid
+    with pytest.raises(AuditError, match="no object with audit id 42"):
+        db.update_object(42, status="stored", linkage=make_linkage())
+    with pytest.raises(AuditError, match="no object with audit id 43"):
+        db.update_object(43, linkage=make_linkage())
+    assert len(list(db.iter_linkage(Filters()))) == 1  # nothing written for unknown ids
+
+
 # -- migrations -------------------------------------------------------------------------------
 
 

@@ -6,12 +6,14 @@ import csv
 import io
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import _config
@@ -298,11 +300,41 @@ def test_missing_database_is_one_error_line(tmp_path: Path, command: str) -> Non
     assert not (tmp_path / "var" / "audit.db").exists()  # reading never creates it
 
 
-@pytest.mark.parametrize("name", ["serve", "audit", "export-csv"])
+def _commands(typer_app: typer.Typer, prefix: str = "") -> dict[str, Callable[..., Any]]:
+    """Every command of the CLI, sub-commands included: "quarantine list" -> callback."""
+    found = {}
+    for c in typer_app.registered_commands:
+        assert c.callback is not None
+        found[prefix + (c.name or c.callback.__name__.replace("_", "-"))] = c.callback
+    for group in typer_app.registered_groups:
+        assert group.name and group.typer_instance is not None
+        found |= _commands(group.typer_instance, f"{prefix}{group.name} ")
+    return found
+
+
+def test_every_command_is_covered_below() -> None:
+    assert set(_commands(app)) == set(COMMANDS)
+
+
+COMMANDS = [
+    "check-config",
+    "deidentify",
+    "serve",
+    "audit",
+    "export-csv",
+    "profiles list",
+    "profiles show",
+    "quarantine list",
+    "quarantine retry",
+    "quarantine purge",
+]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
 def test_commands_document_an_example(name: str) -> None:
-    [command] = [c for c in app.registered_commands if (c.name or c.callback.__name__) == name]
-    assert command.callback is not None and command.callback.__doc__
-    last = command.callback.__doc__.strip().splitlines()[-1].strip()
+    callback = _commands(app)[name]
+    assert callback.__doc__
+    last = callback.__doc__.strip().splitlines()[-1].strip()
     assert last.startswith(f"Example: deid-node {name}")
-    code, out, _ = run(name, "--help")
+    code, out, _ = run(*name.split(), "--help")
     assert code == 0 and "Example:" in out
