@@ -58,7 +58,7 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="Config file [default: $DEID_NODE_CONFIG, then config/deid-node.toml].",
+        help="Config file (default: $DEID_NODE_CONFIG, then config/deid-node.toml).",
         show_default=False,
     ),
 ]
