@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol, cast
 
+from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES, _config, evt
@@ -34,7 +35,9 @@ from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventHandlerType
-from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import register_uid
 
 from deid_node.config import Config
 from deid_node.conformance import EncodingError, check_file
@@ -278,6 +281,7 @@ class Receiver:
             self._rejected(info, decision.reason)
             return
         _no_delay(assoc)
+        accept_unknown_classes(assoc)
         with self._lock:
             self._states[assoc] = info
 
@@ -384,6 +388,8 @@ class Receiver:
                 STATUS_SOP_CLASS_NOT_SUPPORTED,
                 "SOP class differs from the presentation context's",
             )
+        if sop_class in _UNKNOWN_CLASSES:
+            return refuse(STATUS_SOP_CLASS_NOT_SUPPORTED, "not a storage SOP class the node knows")
         incoming.flush()
         try:
             header = check_header(incoming.path)
@@ -418,6 +424,55 @@ class Receiver:
         info.stored += 1
         self.events.object_received(item)
         return STATUS_SUCCESS
+
+
+# Abstract syntaxes no dictionary knows (private or made up). pynetdicom would reject their
+# presentation contexts, so a sender learns nothing per object and nothing is audited. We
+# accept them as storage (registered with pynetdicom's storage service, which it needs to
+# route the C-STORE to our handler), then refuse each object with 0x0122 and an audit row.
+# Bounded: a peer proposing endless new UIDs cannot grow the registry without limit.
+_UNKNOWN_CLASSES: dict[str, str] = {}
+_UNKNOWN_LOCK = threading.Lock()
+MAX_UNKNOWN_CLASSES: Final = 1024
+
+
+def accept_unknown_classes(assoc: Association) -> None:
+    """Add supported contexts for the unknown abstract syntaxes this association proposes."""
+    supported = assoc.acceptor.supported_contexts
+    known = {str(cx.abstract_syntax) for cx in supported}
+    extra: list[PresentationContext] = []
+    for rq in assoc.requestor.requested_contexts:
+        uid = str(rq.abstract_syntax or "")
+        if uid in known or uid in UID_dictionary or not _is_uid(uid):
+            continue  # ours, or a known non-storage service we do not offer
+        if not _register_unknown(uid):
+            continue
+        cx = PresentationContext()
+        cx.abstract_syntax = UID(uid)
+        cx.transfer_syntax = list(ALL_TRANSFER_SYNTAXES)
+        extra.append(cx)
+        known.add(uid)
+    if extra:
+        assoc.acceptor.supported_contexts = [*supported, *extra]
+
+
+def _is_uid(text: str) -> bool:
+    return 0 < len(text) <= 64 and all(c.isdigit() or c == "." for c in text)
+
+
+def _register_unknown(uid: str) -> bool:
+    with _UNKNOWN_LOCK:
+        if uid in _UNKNOWN_CLASSES:
+            return True
+        if len(_UNKNOWN_CLASSES) >= MAX_UNKNOWN_CLASSES:
+            return False
+        keyword = f"DeidNodeUnknownStorage{len(_UNKNOWN_CLASSES)}"
+        try:
+            register_uid(uid, keyword, StorageServiceClass)
+        except Exception:  # pynetdicom refuses it: leave the context rejected
+            return False
+        _UNKNOWN_CLASSES[uid] = keyword
+        return True
 
 
 def reject(assoc: Association, diagnostic: int) -> None:

@@ -415,6 +415,45 @@ def test_garbage_and_truncated_data_sets_fail_are_audited_and_the_node_serves_on
     assert files_under(cfg.node.quarantine) == []
 
 
+def test_an_unknown_sop_class_gets_a_status_and_an_audit_row(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = start_node(cfg)
+    unknown = "1.2.826.0.1.3680043.10.1437.99.7"  # no dictionary knows it
+    odd = small_ct(1, seed=11)[0]
+    odd.SOPClassUID = unknown
+    odd.file_meta.MediaStorageSOPClassUID = unknown
+    good = small_ct(1, seed=12)
+    assoc = associate(node.address, "CT_SCANNER", [unknown, CTImageStorage])
+    assert assoc.is_established
+    try:
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        assert unknown in accepted  # so the sender gets a status, not a missing context
+        odd_status = assoc.send_c_store(odd)
+        good_status = assoc.send_c_store(good[0])
+    finally:
+        assoc.release()
+    assert odd_status.Status == 0x0122
+    assert "storage SOP class" in str(odd_status.ErrorComment)
+    assert good_status.Status == 0
+    assert node.wait_idle(IDLE)
+    rows = audit_objects(cfg)
+    [refused] = [r for r in rows if r["status"] == "rejected"]
+    assert refused["sop_class_uid"] == unknown
+    assert "0x0122" in str(refused["reason"])
+    assert [r["pseudo_sop_uid"] for r in rows if r["status"] == "stored"] == list(
+        expected_output(cfg, "research", good)
+    )
+    # A known non-storage service we do not offer is still rejected at negotiation.
+    find = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve - FIND
+    assoc = associate(node.address, "CT_SCANNER", [find])
+    try:
+        assert find not in {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+    finally:
+        assoc.release()
+
+
 _SEND_FILE = """
 import sys
 from pynetdicom import AE, _config, build_context
