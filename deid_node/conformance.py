@@ -14,9 +14,9 @@ and refused unless its encoding has exactly one reading:
   number of units; no more values than the dictionary's VM allows;
 - undefined lengths only on sequences and encapsulated pixel data;
 - text: no NUL inside a value (one NUL of padding is tolerated), no control characters
-  but those PS3.5 6.1.3 allows, bytes valid in the declared Specific Character Set, ISO
-  2022 escape sequences only for the declared terms and back to the initial set at the
-  end of each value. 8-bit bytes with no character set declared are read as Latin-1, as
+  but TAB, LF, FF and CR (PS3.5 6.1.3), bytes valid in the declared Specific Character
+  Set, ISO 2022 escape sequences only for the declared terms and back to the initial set
+  at the end of each value. 8-bit bytes with no character set declared are read as Latin-1, as
   pydicom and most toolkits read them (common in the field, and the engine and the
   output check see the same characters);
 - sequences nested at most MAX_SEQUENCE_DEPTH deep; the four UIDs the layout needs
@@ -74,9 +74,10 @@ _ASCII_VRS = _words("AE AS CS DA DS DT IS TM UI UR")
 _CHARSET_VRS = _words("SH LO PN UC ST LT UT")
 _SINGLE_VALUED_TEXT = frozenset({"LT", "ST", "UT", "UR"})  # a backslash is just a character
 _PRINTABLE = re.compile(rb"[\x20-\x7e]*")
-# PS3.5 6.1.3: only ESC in short strings; text VRs also allow TAB, LF, FF and CR.
-_BAD_CONTROL_SHORT = re.compile(rb"[\x00-\x1a\x1c-\x1f\x7f]")
-_BAD_CONTROL_TEXT = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+# PS3.5 6.1.3 allows TAB, LF, FF and CR only in LT, ST and UT; writers put them in short
+# strings too, and they hide nothing, so they are tolerated there. Other C0 controls are
+# refused, and ESC unless the character set uses ISO 2022 code extensions.
+_BAD_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 _C1 = re.compile("[\x80-\x9f]")
 
 
@@ -505,8 +506,7 @@ class _Walker:
             if not _PRINTABLE.fullmatch(data):
                 raise EncodingError(f"{_name(tag)}: character outside the {vr} repertoire")
             return 1 if vr in _SINGLE_VALUED_TEXT else data.count(b"\\") + 1
-        bad = _BAD_CONTROL_TEXT if vr in _SINGLE_VALUED_TEXT else _BAD_CONTROL_SHORT
-        if bad.search(data) or (b"\x1b" in data and not charset.extended):
+        if _BAD_CONTROL.search(data) or (b"\x1b" in data and not charset.extended):
             raise EncodingError(f"{_name(tag)}: control character in a text value")
         count = charset.values(tag, data)
         return 1 if vr in _SINGLE_VALUED_TEXT else count

@@ -139,7 +139,7 @@ PN = 0x00100010
         ([(0x00081030, el(0x00081030, "LO", b"\0" * 4))], "NUL byte inside"),
         ([(0x00081030, el(0x00081030, "LO", b"CT\x07AB"))], "control character"),
         ([(0x00081030, el(0x00081030, "LO", b"CT\x1b$BAB"))], "control character"),
-        ([(0x00200010, el(0x00200010, "SH", b"AB\nC"))], "control character"),
+        ([(0x00200010, el(0x00200010, "SH", b"AB\x0bC"))], "control character"),
         ([(0x00080060, el(0x00080060, "CS", b"\xe9T"))], "outside the CS repertoire"),
         ([(0x00020010, el(0x00020010, "UI", b"1.2\0"))], "file meta or command"),
         ([(0x0040A160, el(0x0040A160, "UT", b"ABCD", length=UNDEFINED) + SEQ_END)], "undefined"),
@@ -219,6 +219,7 @@ def test_text_padding_and_latin1_without_a_character_set_are_tolerated() -> None
         (0x00081030, el(0x00081030, "LO", b"CT HEAD\0")),  # one NUL of padding
         (PN, el(PN, "PN", b"M\xfcller^Hans ")),  # no charset: read as Latin-1
         (0x00204000, el(0x00204000, "LT", b"line one\r\nline\ttwo ")),
+        (0x00081090, el(0x00081090, "LO", b"CT\tMODEL\r\n")),  # not allowed, but harmless
     )
     check_body(data, 0, EXPLICIT)
 
