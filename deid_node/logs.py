@@ -30,10 +30,9 @@ def quiet_libraries() -> None:
     pynetdicom logs original UIDs at DEBUG and dumps datasets on some errors; pydicom's
     warnings quote invalid values. Neither may reach a log.
     """
-    import pynetdicom  # noqa: F401 - its module loggers must exist to get the filter
-
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    # A logger's filters do not apply to its children's records, so each gets its own.
+    # A logger's filters do not apply to its children's records, so each gets its own;
+    # called again once pynetdicom is imported (workers never import it).
     for name in list(logging.root.manager.loggerDict):
         if name == "pynetdicom" or name.startswith("pynetdicom."):
             logger = logging.getLogger(name)

@@ -15,20 +15,16 @@ import functools
 import heapq
 import itertools
 import logging
-import multiprocessing
 import os
 import queue
-import select
 import signal
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Final
 
@@ -36,11 +32,10 @@ from pynetdicom.ae import ApplicationEntity
 from pynetdicom.transport import ThreadedAssociationServer
 
 from deid_node.audit import AuditDB, LinkageRecord, ObjectRecord, open_audit
-from deid_node.config import Config, Durability, ProfileConfig
+from deid_node.config import Config, Durability
 from deid_node.errors import AuditError, ConfigError, DeidNodeError, StorageError
 from deid_node.logs import quiet_libraries
-from deid_node.pipeline import Outcome, Status, process_file
-from deid_node.profiles import CompiledProfile, compile_profile
+from deid_node.pipeline import Outcome, Status
 from deid_node.scp import (
     AssociationInfo,
     Receiver,
@@ -53,6 +48,7 @@ from deid_node.scp import (
 from deid_node.secret import load_secret
 from deid_node.spool import Spool, SpoolItem
 from deid_node.tls import server_context, start_server
+from deid_node.worker import WorkResult, init_worker, pool_context, work
 
 log = logging.getLogger(__name__)
 
@@ -65,100 +61,6 @@ _STORAGE_RETRY_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 def now() -> datetime:
     """The current time, UTC, timezone-aware."""
     return datetime.now(UTC)
-
-
-# --------------------------------------------------------------------------------------------
-# Worker processes
-
-
-@dataclass(frozen=True)
-class WorkResult:
-    """What a worker sends back: an outcome, or why the output could not be written."""
-
-    outcome: Outcome | None
-    storage_error: str | None = None
-
-
-@dataclass
-class _WorkerState:
-    profiles: dict[str, CompiledProfile]
-    key: bytes
-    output: Path
-    fsync: bool
-
-
-_worker: _WorkerState | None = None
-
-
-def _init_worker(
-    profiles: Mapping[str, ProfileConfig], key: bytes, output: Path, fsync: bool, node_pid: int
-) -> None:
-    """Per worker process: compile the profiles once; leave signals to the node."""
-    global _worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the node drains, then shuts the pool
-    threading.Thread(target=_exit_with, args=(node_pid,), daemon=True).start()
-    warnings.simplefilter("ignore")
-    quiet_libraries()
-    compiled = {name: compile_profile(p) for name, p in profiles.items()}
-    _worker = _WorkerState(compiled, key, output, fsync)
-
-
-def _exit_with(node_pid: int) -> None:
-    """End this worker when the node is gone (kill -9): nothing else would.
-
-    A pool worker holds both ends of its task pipe, so it never sees EOF when the node
-    dies, and it ignores SIGTERM; without this it would wait for tasks forever.
-    """
-    try:
-        fd = os.pidfd_open(node_pid)
-    except (AttributeError, OSError):
-        fd = -1
-    if fd >= 0:
-        select.select([fd], [], [])  # readable once the node has exited
-    else:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(node_pid, 0)
-            except ProcessLookupError:
-                break
-            except PermissionError:
-                continue
-    os._exit(0)
-
-
-def work(path: str, profile: str) -> WorkResult:
-    """De-identify one spool file in a worker process; never raises."""
-    state = _worker
-    if state is None:
-        return WorkResult(None, "worker not initialised")
-    try:
-        return WorkResult(
-            # Spool files passed the strict encoding check before they were acknowledged.
-            process_file(
-                Path(path),
-                state.profiles[profile],
-                state.key,
-                state.output,
-                fsync=state.fsync,
-                check_encoding=False,
-            )
-        )
-    except StorageError as exc:
-        return WorkResult(None, str(exc))
-    except Exception as exc:  # fail closed: anything unforeseen is quarantined
-        return WorkResult(Outcome(Status.QUARANTINED, f"internal error ({type(exc).__name__})"))
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    # fork from a process with pynetdicom, SQLAlchemy and writer threads risks copying
-    # held locks into the child; the forkserver forks from a clean, preloaded process.
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["deid_node.node"])
-        return ctx
-    return multiprocessing.get_context("spawn")
 
 
 # --------------------------------------------------------------------------------------------
@@ -564,8 +466,8 @@ class Node:
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=self.cfg.node.worker_count,
-            mp_context=_pool_context(),
-            initializer=_init_worker,
+            mp_context=pool_context(),
+            initializer=init_worker,
             initargs=(
                 dict(self.cfg.profiles),
                 self._key,
@@ -853,4 +755,4 @@ def serve(cfg: Config) -> None:
     Node(cfg).serve_forever()
 
 
-__all__ = ["AuditWriter", "Node", "WorkResult", "serve", "work"]
+__all__ = ["AuditWriter", "Node", "serve"]

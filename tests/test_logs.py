@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 
+import pynetdicom  # noqa: F401 - its loggers exist once it is imported
+
 from deid_node.logs import quiet_libraries
 
 

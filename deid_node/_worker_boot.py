@@ -1,0 +1,13 @@
+"""Forkserver preload for worker processes: numpy kept out, then the worker side imported.
+
+Workers do header-only work and never touch pixel values, yet pydicom imports numpy
+whenever it can (some 13 MB in every process). Marking it unimportable here, in the
+forkserver only, keeps it out of every worker; the node process itself is unaffected.
+Pixel cleaning (burned-in region rules) will need numpy in the workers that do it.
+"""
+
+import sys
+
+sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
+
+import deid_node.worker  # noqa: E402,F401

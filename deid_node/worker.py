@@ -1,0 +1,119 @@
+"""The worker side of the node: a process that de-identifies spool files, nothing else.
+
+Kept apart from node.py so worker processes import only the pipeline (pydicom and the
+engine), not pynetdicom, SQLAlchemy or the CLI: every worker is a full process, and what
+it imports it holds in memory for as long as the node runs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import select
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from deid_node.config import ProfileConfig
+from deid_node.errors import StorageError
+from deid_node.logs import quiet_libraries
+from deid_node.pipeline import Outcome, Status, process_file
+from deid_node.profiles import CompiledProfile, compile_profile
+
+
+@dataclass(frozen=True)
+class WorkResult:
+    """What a worker sends back: an outcome, or why the output could not be written."""
+
+    outcome: Outcome | None
+    storage_error: str | None = None
+
+
+@dataclass
+class _WorkerState:
+    profiles: dict[str, CompiledProfile]
+    key: bytes
+    output: Path
+    fsync: bool
+
+
+_worker: _WorkerState | None = None
+
+
+def init_worker(
+    profiles: Mapping[str, ProfileConfig], key: bytes, output: Path, fsync: bool, node_pid: int
+) -> None:
+    """Per worker process: compile the profiles once; leave signals to the node."""
+    global _worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the node drains, then shuts the pool
+    threading.Thread(target=_exit_with, args=(node_pid,), daemon=True).start()
+    warnings.simplefilter("ignore")
+    quiet_libraries()
+    compiled = {name: compile_profile(p) for name, p in profiles.items()}
+    _worker = _WorkerState(compiled, key, output, fsync)
+
+
+def _exit_with(node_pid: int) -> None:
+    """End this worker when the node is gone (kill -9): nothing else would.
+
+    A pool worker holds both ends of its task pipe, so it never sees EOF when the node
+    dies, and it ignores SIGTERM; without this it would wait for tasks forever.
+    """
+    try:
+        fd = os.pidfd_open(node_pid)
+    except (AttributeError, OSError):
+        fd = -1
+    if fd >= 0:
+        select.select([fd], [], [])  # readable once the node has exited
+    else:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(node_pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                continue
+    os._exit(0)
+
+
+def work(path: str, profile: str) -> WorkResult:
+    """De-identify one spool file in a worker process; never raises."""
+    state = _worker
+    if state is None:
+        return WorkResult(None, "worker not initialised")
+    try:
+        return WorkResult(
+            # Spool files passed the strict encoding check before they were acknowledged.
+            process_file(
+                Path(path),
+                state.profiles[profile],
+                state.key,
+                state.output,
+                fsync=state.fsync,
+                check_encoding=False,
+            )
+        )
+    except StorageError as exc:
+        return WorkResult(None, str(exc))
+    except Exception as exc:  # fail closed: anything unforeseen is quarantined
+        return WorkResult(Outcome(Status.QUARANTINED, f"internal error ({type(exc).__name__})"))
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """The start method for worker pools: a forkserver that preloads only the worker side."""
+    # fork from a process with pynetdicom, SQLAlchemy and writer threads risks copying
+    # held locks into the child; the forkserver forks from a clean, preloaded process.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["deid_node._worker_boot"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+__all__ = ["WorkResult", "init_worker", "pool_context", "work"]
