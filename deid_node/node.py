@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 MAX_WORKER_CRASHES: Final = 3  # an object that kills its worker this often is quarantined
 WRITER_BATCH: Final = 500
+WRITER_LINGER_SECONDS: Final = 0.02
 _CALL_ATTEMPTS: Final = 4
 _STORAGE_RETRY_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -130,9 +131,13 @@ class AuditWriter(threading.Thread):
                 stopping = True
             else:
                 jobs.append(first)
-            while len(jobs) < WRITER_BATCH:
+            # Objects arrive one at a time: a short linger turns one transaction per
+            # object into one per batch (each SQLite commit costs the receiving process
+            # CPU that pynetdicom needs), delaying spool clean-up by at most the linger.
+            linger_until = time.monotonic() + WRITER_LINGER_SECONDS
+            while len(jobs) < WRITER_BATCH and not stopping:
                 try:
-                    job = self._queue.get_nowait()
+                    job = self._queue.get(timeout=max(0.0, linger_until - time.monotonic()))
                 except queue.Empty:
                     break
                 if job is None:
