@@ -406,8 +406,10 @@ def _profile(name: str, table: Mapping[str, Any], source: Path | None) -> Profil
 
 
 def _path(base_dir: Path, value: str) -> Path:
+    # normpath, not resolve(): "config/../var" reads badly in audit rows, but symlinks an
+    # operator set up are theirs to keep.
     p = Path(value).expanduser()
-    return p if p.is_absolute() else (base_dir / p)
+    return Path(os.path.normpath(p if p.is_absolute() else base_dir / p))
 
 
 def _database_url(url: str, base_dir: Path) -> str:
