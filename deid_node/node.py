@@ -36,6 +36,7 @@ from deid_node.config import Config, Durability
 from deid_node.errors import AuditError, ConfigError, DeidNodeError, StorageError
 from deid_node.logs import quiet_libraries
 from deid_node.pipeline import Outcome, Status
+from deid_node.quarantine import linkage_for
 from deid_node.scp import (
     AssociationInfo,
     Receiver,
@@ -589,21 +590,9 @@ class Node:
             output_path=str(outcome.output_path) if outcome.output_path else None,
             quarantine_path=str(quarantine) if quarantine else None,
         )
-        linkage = None
         profile = self.cfg.profiles.get(receipt.profile)
-        originals = outcome.originals
-        if profile is not None and profile.record_linkage and originals is not None:
-            linkage = LinkageRecord(
-                profile=receipt.profile,
-                original_patient_id=originals.patient_id,
-                original_patient_name=originals.patient_name,
-                original_study_uid=originals.study_uid,
-                original_series_uid=originals.series_uid,
-                original_sop_uid=originals.sop_uid,
-                pseudo_patient_id=outcome.pseudo_patient_id,
-                pseudo_study_uid=outcome.pseudo_study_uid,
-                pseudo_sop_uid=outcome.pseudo_sop_uid,
-            )
+        record_linkage = profile is not None and profile.record_linkage
+        linkage = linkage_for(receipt.profile, record_linkage, outcome)
         if status is Status.QUARANTINED:
             log.warning("spool object %s quarantined: %s", item.stem, reason)
 

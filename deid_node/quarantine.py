@@ -16,7 +16,7 @@ from deid_node.audit import AuditDB, LinkageRecord
 from deid_node.config import Config, Durability
 from deid_node.errors import DeidNodeError
 from deid_node.pipeline import Outcome, Status, process_file
-from deid_node.profiles import CompiledProfile, compile_profile
+from deid_node.profiles import compile_profile
 
 
 class QuarantineError(DeidNodeError):
@@ -76,10 +76,10 @@ def _remove(path: Path) -> None:
             os.unlink(p)
 
 
-def _linkage(name: str, profile: CompiledProfile, outcome: Outcome) -> LinkageRecord | None:
-    """The linkage row the node would have written, for profiles with record_linkage."""
+def linkage_for(name: str, record_linkage: bool, outcome: Outcome) -> LinkageRecord | None:
+    """The linkage row of a stored outcome, for profiles with record_linkage (PHI)."""
     originals = outcome.originals
-    if not profile.config.record_linkage or originals is None:
+    if not record_linkage or originals is None:
         return None
     return LinkageRecord(
         profile=name,
@@ -119,7 +119,7 @@ def retry(
         if outcome.status in (Status.STORED, Status.DUPLICATE):
             db.update_object(
                 entry.id,
-                linkage=_linkage(entry.profile, profile, outcome),
+                linkage=linkage_for(entry.profile, profile.config.record_linkage, outcome),
                 status=outcome.status.value,
                 reason=f"retried from quarantine ({entry.reason})"[:500],
                 processed_at=now,
