@@ -193,7 +193,7 @@ class DeidResult:
     sop_class_uid: str
     transfer_syntax_uid: str
     originals: Originals
-    verify_patterns: tuple[re.Pattern[bytes], ...] = field(repr=False)  # must not match output
+    needles: Needles = field(repr=False)  # must not occur in the output
 
 
 def _text(value: object) -> str:
@@ -283,7 +283,8 @@ class _Walker:
         words: set[str] = set()
         self._collect(ds, words)
         if words:
-            alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+            ordered = sorted(words, key=lambda w: (-len(w), w))  # same words, same (cached) regex
+            alternatives = "|".join(re.escape(w) for w in ordered)
             self.scrub = re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.I)
 
     def _collect(self, ds: Dataset, words: set[str], depth: int = 0) -> None:
@@ -644,12 +645,13 @@ def _deidentify(
         sop_class_uid=sop_class,
         transfer_syntax_uid=str(ts),
         originals=originals,
-        verify_patterns=_verify_patterns(walker.needles, walker.uid_needles),
+        needles=_needles(walker.needles, walker.uid_needles),
     )
 
 
-def _alternation(values: Iterable[str]) -> bytes:
-    # UTF-8 and Latin-1 cover ISO_IR 192, ISO_IR 100 and plain ASCII output.
+def _encodings(values: Iterable[str]) -> list[bytes]:
+    # UTF-8 and Latin-1 cover ISO_IR 192, ISO_IR 100 and plain ASCII output. Sorted longest
+    # first, then by value: the same needles give the same pattern text, which re caches.
     encoded = {
         v.encode(codec, "ignore")
         for v in values
@@ -657,20 +659,38 @@ def _alternation(values: Iterable[str]) -> bytes:
         for codec in ("utf-8", "latin-1")
     }
     encoded.discard(b"")
-    return b"|".join(re.escape(v) for v in sorted(encoded, key=len, reverse=True))
+    return sorted(encoded, key=lambda v: (-len(v), v))
 
 
-def _verify_patterns(texts: set[str], uids: set[str]) -> tuple[re.Pattern[bytes], ...]:
-    # Word boundaries: a surname inside an unrelated word, or a UID that is only the
-    # prefix of another UID, is not a leak.
-    patterns = []
+_UID_RUN = re.compile(rb"[0-9](?:[0-9.]*[0-9])?")
+
+
+@dataclass(frozen=True)
+class Needles:
+    """An object's original identifiers, none of which may appear in its output."""
+
+    text: re.Pattern[bytes] | None
+    uids: frozenset[bytes]
+
+    def found_in(self, encoded: bytes) -> bool:
+        """True if any original identifier occurs in the encoded bytes."""
+        if self.text is not None and self.text.search(encoded):
+            return True
+        # A UID counts as a whole run of digits and dots, so the prefix of another UID
+        # is not a hit; one regex for every object instead of one alternation each.
+        return bool(self.uids) and not self.uids.isdisjoint(_UID_RUN.findall(encoded))
+
+
+def _needles(texts: set[str], uids: set[str]) -> Needles:
+    # A 'UID' with other characters than digits and dots is searched for as text.
+    odd = {u for u in uids if u.strip(".0123456789")}
+    texts, uids = texts | odd, uids - odd
+    # Word boundaries: a surname inside an unrelated word is not a leak.
+    pattern = None
     if texts:
-        alt = _alternation(texts)
-        patterns.append(re.compile(rb"(?<![A-Za-z0-9])(?:" + alt + rb")(?![A-Za-z0-9])", re.I))
-    if uids:
-        alt = _alternation(uids)
-        patterns.append(re.compile(rb"(?<![0-9.])(?:" + alt + rb")(?![0-9.])"))
-    return tuple(patterns)
+        alt = b"|".join(re.escape(v) for v in _encodings(texts))
+        pattern = re.compile(rb"(?<![A-Za-z0-9])(?:" + alt + rb")(?![A-Za-z0-9])", re.I)
+    return Needles(pattern, frozenset(v.strip(b".") for v in _encodings(uids)))
 
 
 def _code_item(value: str, meaning: str) -> Dataset:
@@ -726,8 +746,7 @@ def _new_meta(ds: Dataset, sop_class: str, sop_uid: str, ts: UID) -> FileMetaDat
     return meta
 
 
-def verify_clean(encoded: bytes, patterns: Iterable[re.Pattern[bytes]]) -> None:
+def verify_clean(encoded: bytes, needles: Needles) -> None:
     """Raise DeidError if any original identifier occurs in the encoded output."""
-    for pattern in patterns:
-        if pattern.search(encoded):
-            raise DeidError("verification: an original identifier survived in the output")
+    if needles.found_in(encoded):
+        raise DeidError("verification: an original identifier survived in the output")

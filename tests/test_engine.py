@@ -392,3 +392,32 @@ def test_absurdly_deep_sequences_are_refused() -> None:
         inner = outer
     with pytest.raises(DeidError, match="nested deeper than 64"):
         run(make_ds(ReferencedSeriesSequence=inner.ReferencedSeriesSequence))
+
+
+@pytest.mark.parametrize(
+    ("kept_text", "caught"),
+    [
+        ("see patient ACC778899", True),  # the accession number, kept verbatim
+        ("prior OTHER99 scan", True),  # another patient ID
+        (f"ref {SOP}.", True),  # an original UID, even before a full stop
+        (f"ref {SOP}.7", False),  # a longer UID that starts with it is another UID
+        ("Johnsmithson 1234", False),  # names only count as whole words
+        ("written by smith", True),  # in any case
+    ],
+)
+def test_verification_quarantines_an_original_identifier_in_the_output(
+    tmp_path: Path, kept_text: str, caught: bool
+) -> None:
+    # A `keep` override leaves the text untouched, so only the output check stands
+    # between the identifier and the output file.
+    ds = make_ds(ImageComments=kept_text)
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    cfg = profile(keep=(0x00204000,))  # ImageComments
+    outcome = process_file(src, compile_profile(cfg), KEY, tmp_path / "out")
+    if caught:
+        assert outcome.status.value == "quarantined"
+        assert outcome.reason == "verification: an original identifier survived in the output"
+        assert not list((tmp_path / "out").rglob("*.dcm"))
+    else:
+        assert outcome.status.value == "stored", outcome.reason
