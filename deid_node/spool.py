@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -63,7 +63,7 @@ class Receipt:
 
     def to_json(self) -> bytes:
         """The sidecar's bytes."""
-        values: dict[str, Any] = asdict(self)
+        values: dict[str, Any] = dict(vars(self))  # scalars only: no deep copy needed
         values["received_at"] = self.received_at.astimezone(UTC).isoformat()
         return json.dumps(values, sort_keys=True).encode()
 

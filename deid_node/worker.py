@@ -7,6 +7,7 @@ it imports it holds in memory for as long as the node runs.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import select
@@ -23,6 +24,8 @@ from deid_node.errors import StorageError
 from deid_node.logs import quiet_libraries
 from deid_node.pipeline import Outcome, Status, process_file
 from deid_node.profiles import CompiledProfile, compile_profile
+
+WORKER_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ def init_worker(
     threading.Thread(target=_exit_with, args=(node_pid,), daemon=True).start()
     warnings.simplefilter("ignore")
     quiet_libraries()
+    # Receipt first: a sender waits on the receiving process, never on a worker, and the
+    # spool absorbs the difference (bounded by spool_max_bytes). Without this, two workers
+    # and the receiver share two cores three ways and every acknowledgement comes later.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     compiled = {name: compile_profile(p) for name, p in profiles.items()}
     _worker = _WorkerState(compiled, key, output, fsync)
 
