@@ -11,7 +11,8 @@ and refused unless its encoding has exactly one reading:
 - tags strictly ascending in every data set (no repeats); no file meta or command group
   in the body; items and delimiters only where PS3.5 7.5 allows them;
 - explicit VRs valid and agreeing with the dictionary (or UN); binary values a whole
-  number of units; no more values than the dictionary's VM allows;
+  number of units; no more values than the dictionary's VM allows (binary, UID and the
+  other ASCII VRs; free text often carries a stray backslash, which hides nothing);
 - undefined lengths only on sequences and encapsulated pixel data;
 - text: no NUL inside a value (one NUL of padding is tolerated), no control characters
   but TAB, LF, FF and CR (PS3.5 6.1.3), bytes valid in the declared Specific Character
@@ -508,8 +509,10 @@ class _Walker:
             return 1 if vr in _SINGLE_VALUED_TEXT else data.count(b"\\") + 1
         if _BAD_CONTROL.search(data) or (b"\x1b" in data and not charset.extended):
             raise EncodingError(f"{_name(tag)}: control character in a text value")
-        count = charset.values(tag, data)
-        return 1 if vr in _SINGLE_VALUED_TEXT else count
+        charset.values(tag, data)
+        # Free text (descriptions, names) often holds a backslash where VM 1 allows none:
+        # pydicom reads a list, the engine handles lists, nothing hides. Not counted.
+        return 1
 
 
 def _info(walker: _Walker, ts: str) -> EncodingInfo:

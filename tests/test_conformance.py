@@ -220,6 +220,7 @@ def test_text_padding_and_latin1_without_a_character_set_are_tolerated() -> None
         (PN, el(PN, "PN", b"M\xfcller^Hans ")),  # no charset: read as Latin-1
         (0x00204000, el(0x00204000, "LT", b"line one\r\nline\ttwo ")),
         (0x00081090, el(0x00081090, "LO", b"CT\tMODEL\r\n")),  # not allowed, but harmless
+        (0x0008103E, el(0x0008103E, "LO", b"HEAD\\NECK")),  # VM 1, a stray backslash
     )
     check_body(data, 0, EXPLICIT)
 
