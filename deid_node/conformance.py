@@ -10,7 +10,8 @@ and refused unless its encoding has exactly one reading:
 - element headers complete; every length even and inside its enclosing item or sequence;
 - tags strictly ascending in every data set (no repeats); no file meta or command group
   in the body; items and delimiters only where PS3.5 7.5 allows them;
-- explicit VRs valid and agreeing with the dictionary (or UN); binary values a whole
+- explicit VRs valid and agreeing with the dictionary (or UN; plain text VRs may stand
+  for one another, PN, dates, times and UIDs may not); binary values a whole
   number of units; no more values than the dictionary's VM allows (binary, UID and the
   other ASCII VRs; free text often carries a stray backslash, which hides nothing);
 - undefined lengths only on sequences and encapsulated pixel data;
@@ -73,6 +74,9 @@ _UNIT |= {"FD": 8, "SV": 8, "UV": 8, "OD": 8, "OV": 8}
 _COUNTED_BINARY = _words("US SS UL SL FL FD AT SV UV")  # VM = length / unit
 _ASCII_VRS = _words("AE AS CS DA DS DT IS TM UI UR")
 _CHARSET_VRS = _words("SH LO PN UC ST LT UT")
+# Text VRs that writers mix up (an SH sent as LO) with no effect on what the engine does;
+# PN, dates, times and UIDs are handled by their VR, so for them the VR must match.
+_PLAIN_TEXT = _words("AE AS CS DS IS LO LT SH ST UC UR UT")
 _SINGLE_VALUED_TEXT = frozenset({"LT", "ST", "UT", "UR"})  # a backslash is just a character
 _PRINTABLE = re.compile(rb"[\x20-\x7e]*")
 # PS3.5 6.1.3 allows TAB, LF, FF and CR only in LT, ST and UT; writers put them in short
@@ -374,7 +378,13 @@ class _Walker:
                     length = u16.unpack_from(buf, pos + 6)[0]
                     vpos = pos + 8
             allowed, max_vm = _dictionary(tag)
-            if vr is not None and allowed and vr not in allowed and vr != "UN":
+            if (
+                vr is not None
+                and allowed
+                and vr not in allowed
+                and vr != "UN"
+                and not (vr in _PLAIN_TEXT and allowed <= _PLAIN_TEXT)
+            ):
                 raise EncodingError(f"{_name(tag)}: VR {vr} where the dictionary has another")
             if length == UNDEFINED:
                 pos = self._undefined(tag, vr, allowed, vpos, end, depth, charset, enc)

@@ -132,6 +132,8 @@ PN = 0x00100010
         ([(0x00100010, el(0x00100010, "PN", b"ODD", length=3))], "odd value length"),
         ([(0x00100010, el(0x00100010, "XX", b"NAME"))], "invalid VR"),
         ([(0x00100010, el(0x00100010, "US", b"\x01\x00"))], "dictionary has another"),
+        ([(0x00100010, el(0x00100010, "LO", b"NAME^A"))], "dictionary has another"),  # PN
+        ([(0x00080020, el(0x00080020, "LO", b"20200101"))], "dictionary has another"),  # DA
         ([(0x00280010, el(0x00280010, "US", b"\x01\x00\x02\x00"))], "more values than"),
         ([(0x00100040, el(0x00100040, "CS", b"M\\F\\"))], "more values than"),
         ([(0x00189345, el(0x00189345, "FD", b"\x01" * 6))], "whole number of values"),
@@ -221,6 +223,7 @@ def test_text_padding_and_latin1_without_a_character_set_are_tolerated() -> None
         (0x00204000, el(0x00204000, "LT", b"line one\r\nline\ttwo ")),
         (0x00081090, el(0x00081090, "LO", b"CT\tMODEL\r\n")),  # not allowed, but harmless
         (0x0008103E, el(0x0008103E, "LO", b"HEAD\\NECK")),  # VM 1, a stray backslash
+        (0x00081010, el(0x00081010, "LO", b"STATION NINE")),  # SH sent as LO
     )
     check_body(data, 0, EXPLICIT)
 
