@@ -221,13 +221,37 @@ def _name_parts(value: object) -> list[str]:
     return parts
 
 
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+
+
 def _date_forms(value: str) -> list[str]:
+    """A DA value (first) and the spellings a person types it in: 2021-03-04, 04/03/2021,
+    3/4/2021, 4 March 2021, March 4, 2021, 04-Mar-2021 (case is ignored by the scrub)."""
     v = value.strip()
-    if len(v) != 8 or not v.isdigit():
+    if len(v) != 8 or not v.isdigit() or not 1 <= int(v[4:6]) <= 12:
         return []
     y, m, d = v[:4], v[4:6], v[6:]
-    seps = [f"{y}{s}{m}{s}{d}" for s in "-/."] + [f"{d}{s}{m}{s}{y}" for s in "/."]
-    return [v, *seps, f"{m}/{d}/{y}"]
+    mi, di = str(int(m)), str(int(d))
+    month = _MONTHS[int(m) - 1]
+    forms = [v, *(f"{y}{s}{m}{s}{d}" for s in "-/."), *(f"{d}{s}{m}{s}{y}" for s in "/.-")]
+    forms += [f"{m}/{d}/{y}", f"{mi}/{di}/{y}", f"{di}/{mi}/{y}", f"{di}.{mi}.{y}"]
+    for name in dict.fromkeys((month, month[:3])):
+        forms += [f"{di} {name} {y}", f"{d} {name} {y}", f"{name} {di}, {y}", f"{name} {di} {y}"]
+        forms += [f"{d}-{name}-{y}", f"{di}-{name}-{y}"]
+    return list(dict.fromkeys(forms))
 
 
 def _dictionary_vr(tag: int) -> str:

@@ -421,3 +421,12 @@ def test_verification_quarantines_an_original_identifier_in_the_output(
         assert not list((tmp_path / "out").rglob("*.dcm"))
     else:
         assert outcome.status.value == "stored", outcome.reason
+
+
+def test_dates_in_free_text_are_cleaned_in_the_spellings_people_type() -> None:
+    text = "CT 4 March 2021, see March 4, 2021 / 04-Mar-2021 / 3/4/2021 / 2021-03-04 / 4.3.2021"
+    out = run(make_ds(StudyDescription=text), profile("clean-descriptors", replace=()))
+    cleaned = str(out.StudyDescription)
+    assert cleaned.startswith("CT ***")
+    for leftover in ("March", "Mar", "2021", "3/4", "4.3"):
+        assert leftover not in cleaned, cleaned
