@@ -12,26 +12,20 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, ParamSpec
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from deid_node.audit import (
-    LINKAGE_COLUMNS,
-    OBJECT_COLUMNS,
-    AuditDB,
-    Filters,
-    format_time,
-    open_audit,
-    parse_time,
-    write_csv,
-)
 from deid_node.config import Config, load_config
 from deid_node.errors import DeidNodeError
 from deid_node.logs import quiet_libraries
+
+if TYPE_CHECKING:  # audit.py (SQLAlchemy) is imported by the commands that use it only:
+    # `deidentify`, `profiles` and `check-config` start a third of a second sooner.
+    from deid_node.audit import AuditDB, Filters
 
 app = typer.Typer(
     help="A DICOM node that de-identifies every object it receives (PS3.15 Annex E).",
@@ -276,6 +270,8 @@ def _filters(
     study: str | None,
 ) -> Filters:
     """The audit filters shared by `audit` and `export-csv`, checked against the config."""
+    from deid_node.audit import Filters, parse_time
+
     if profile is not None:
         cfg.profile(profile)  # ConfigError naming the configured profiles
     return Filters(
@@ -290,6 +286,8 @@ def _filters(
 
 def _open_existing_audit(cfg: Config) -> AuditDB:
     """Open the audit database for reading; an SQLite file must already exist."""
+    from deid_node.audit import open_audit
+
     url = cfg.database_url
     prefix = "sqlite:///"
     if url.startswith(prefix):
@@ -324,12 +322,16 @@ def _print_table(table: Table) -> None:
 
 
 def _text_time(value: object) -> str:
+    from deid_node.audit import format_time
+
     if isinstance(value, datetime):
         return format_time(value)[:19].replace("T", " ")
     return "" if value is None else str(value)
 
 
 def _json_value(value: object) -> object:
+    from deid_node.audit import format_time
+
     if isinstance(value, datetime):
         return format_time(value)
     return value
@@ -463,6 +465,8 @@ def export_csv(
 
     Example: deid-node export-csv --since 2026-11-01 --status stored --output audit.csv
     """
+    from deid_node.audit import LINKAGE_COLUMNS, OBJECT_COLUMNS, write_csv
+
     cfg = _config(config)
     filters = _filters(cfg, since, until, calling_ae, profile, status, study)
     columns = LINKAGE_COLUMNS if linkage else OBJECT_COLUMNS
@@ -523,6 +527,8 @@ def _parse_ids(ids: list[str] | None) -> list[int]:
 
 def _quarantine_time(value: datetime) -> str:
     """UTC ISO 8601 to the second, e.g. 2026-11-01T09:30:00Z."""
+    from deid_node.audit import format_time
+
     return format_time(value)[:19] + "Z"
 
 
