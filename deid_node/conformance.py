@@ -199,13 +199,13 @@ class Charset:
         """True when ISO 2022 code extensions (escape sequences) are in use."""
         return bool(self.escapes)
 
-    def values(self, tag: int, data: bytes) -> int:
-        """Check data against this character set; return the number of values in it."""
+    def check(self, tag: int, data: bytes) -> None:
+        """Raise EncodingError unless data is valid text in this character set."""
         if self.extended:
-            return self._iso2022(tag, data)
+            self._iso2022(tag, data)
+            return
         if self.codec is None or data.isascii():
-            # The default repertoire: 8-bit bytes are read as Latin-1 (see module docstring).
-            return data.count(b"\\") + 1
+            return  # the default repertoire: 8-bit bytes are read as Latin-1 (module doc)
         try:
             text = data.decode(self.codec)
         except (UnicodeDecodeError, LookupError):
@@ -214,12 +214,10 @@ class Charset:
             ) from None
         if _C1.search(text):
             raise EncodingError(f"{_name(tag)}: C1 control character in a text value")
-        return text.count("\\") + 1
 
-    def _iso2022(self, tag: int, data: bytes) -> int:
+    def _iso2022(self, tag: int, data: bytes) -> None:
         g0_width = 1
         g1 = self.initial
-        count = 1
         i, n = 0, len(data)
         while i < n:
             b = data[i]
@@ -241,7 +239,6 @@ class Charset:
                         raise EncodingError(f"{_name(tag)}: broken two-byte character")
                     i += 2
                 else:
-                    count += b == 0x5C
                     i += 1
             else:
                 if g1 is None:
@@ -260,7 +257,6 @@ class Charset:
             raise EncodingError(
                 f"{_name(tag)}: value ends without returning to the initial character set"
             )
-        return count
 
 
 DEFAULT_CHARSET = Charset(None)
@@ -508,7 +504,7 @@ class _Walker:
 
     @staticmethod
     def text(tag: int, vr: str, data: bytes, charset: Charset) -> int:
-        """Check one text value; return its number of values."""
+        """Check one text value; return the number of values the VM rule counts."""
         if data[-1:] == b"\0":
             data = data[:-1]  # one NUL of padding (UI's own; some writers use it elsewhere)
         if b"\0" in data:
@@ -519,7 +515,7 @@ class _Walker:
             return 1 if vr in _SINGLE_VALUED_TEXT else data.count(b"\\") + 1
         if _BAD_CONTROL.search(data) or (b"\x1b" in data and not charset.extended):
             raise EncodingError(f"{_name(tag)}: control character in a text value")
-        charset.values(tag, data)
+        charset.check(tag, data)
         # Free text (descriptions, names) often holds a backslash where VM 1 allows none:
         # pydicom reads a list, the engine handles lists, nothing hides. Not counted.
         return 1
