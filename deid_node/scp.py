@@ -54,17 +54,25 @@ STATUS_OUT_OF_RESOURCES: Final = 0xA700
 STATUS_DATASET_MISMATCH: Final = 0xA900
 STATUS_CANNOT_UNDERSTAND: Final = 0xC210
 
-# A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-permanent by the service user, with a reason.
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): result, source, diagnostic.
 REJECT_PERMANENT: Final = 0x01
+REJECT_TRANSIENT: Final = 0x02
 SOURCE_SERVICE_USER: Final = 0x01
+SOURCE_PROVIDER_PRESENTATION: Final = 0x03
 DIAG_CALLING_AE_NOT_RECOGNISED: Final = 0x03
 DIAG_CALLED_AE_NOT_RECOGNISED: Final = 0x07
+DIAG_LOCAL_LIMIT_EXCEEDED: Final = 0x02
+# How long a request over max_associations waits for a slot before it is rejected. A
+# released association frees its slot when EVT_RELEASED fires, a moment after the A-RELEASE-RP
+# went out: a sender that associates again at once must not be refused for that moment.
+SLOT_WAIT_SECONDS: Final = 1.0
 
 VERIFICATION: Final = UID("1.2.840.10008.1.1")
 # Largest PDU we accept. pynetdicom reads each PDU whole into memory (about 4 copies):
 # with 0 (unlimited) a peer may send a 134 MB object as one PDU and the node peaks at
 # +527 MB; with 1 MiB it peaks at +6 MB and receives faster (0.36 s vs 0.83 s).
 MAX_PDU_LENGTH: Final = 1024 * 1024
+PYNETDICOM_ASSOCIATIONS_CAP: Final = 1_000_000  # never reached: see build_ae
 
 
 def now() -> datetime:
@@ -246,13 +254,35 @@ class Receiver:
         self.events = events
         self.refusing: str | None = None  # a reason: answer Out of Resources to every store
         self._lock = threading.Lock()
+        self._slot_freed = threading.Condition(self._lock)
         self._states: dict[Association, AssociationInfo] = {}
 
     @property
     def active(self) -> int:
-        """Associations accepted or being negotiated, not yet ended."""
+        """Associations accepted or being negotiated whose connection has not closed yet."""
         with self._lock:
             return len(self._states)
+
+    def _slots_taken(self) -> int:
+        # Call with the lock held. Released and aborted associations no longer count,
+        # although their threads (which pynetdicom would count) are still winding down.
+        return sum(
+            1
+            for assoc, info in self._states.items()
+            if info.outcome is None and not assoc.is_released and not assoc.is_aborted
+        )
+
+    def _take_slot(self, assoc: Association, info: AssociationInfo) -> bool:
+        limit = self.cfg.node.max_associations
+        deadline = time.monotonic() + SLOT_WAIT_SECONDS
+        with self._slot_freed:
+            while self._slots_taken() >= limit:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._slot_freed.wait(left)
+            self._states[assoc] = info
+            return True
 
     def info(self, assoc: Association) -> AssociationInfo | None:
         """The state of an association, if it is one of ours."""
@@ -280,23 +310,21 @@ class Receiver:
             reject(assoc, decision.diagnostic)
             self._rejected(info, decision.reason)
             return
+        if not self._take_slot(assoc, info):
+            reject(assoc, DIAG_LOCAL_LIMIT_EXCEEDED, REJECT_TRANSIENT, SOURCE_PROVIDER_PRESENTATION)
+            limit = self.cfg.node.max_associations
+            self._rejected(info, f"too many associations (max_associations = {limit})")
+            return
         _no_delay(assoc)
         accept_unknown_classes(assoc)
-        with self._lock:
-            self._states[assoc] = info
 
     def rejected(self, assoc: Association) -> None:
-        """pynetdicom rejected an association we would have accepted (too many)."""
-        with self._lock:
+        """pynetdicom rejected an association our policy had accepted."""
+        with self._slot_freed:
             info = self._states.pop(assoc, None)
-        if info is None:
-            return
-        rj = assoc.acceptor.primitive
-        if rj is not None and getattr(rj, "result_source", None) == 0x03:
-            reason = f"too many associations (max_associations = {self.cfg.node.max_associations})"
-        else:
-            reason = "rejected during negotiation"
-        self._rejected(info, reason)
+            self._slot_freed.notify_all()
+        if info is not None:
+            self._rejected(info, "rejected during negotiation")
 
     def _rejected(self, info: AssociationInfo, reason: str) -> None:
         info.outcome = "rejected"
@@ -311,15 +339,18 @@ class Receiver:
             self.events.association_accepted(info)
 
     def ended(self, assoc: Association, outcome: str) -> None:
-        """Note how an association ended (released, aborted)."""
-        info = self.info(assoc)
-        if info is not None and info.outcome is None:
-            info.outcome = outcome
+        """Note how an association ended (released, aborted); its slot is free again."""
+        with self._slot_freed:
+            info = self._states.get(assoc)
+            if info is not None and info.outcome is None:
+                info.outcome = outcome
+            self._slot_freed.notify_all()
 
     def closed(self, assoc: Association) -> None:
         """The connection closed: report the association once, drop half-received files."""
-        with self._lock:
+        with self._slot_freed:
             info = self._states.pop(assoc, None)
+            self._slot_freed.notify_all()
         dropped = self.spool.discard_owner(assoc)
         if info is None:
             return
@@ -475,15 +506,20 @@ def _register_unknown(uid: str) -> bool:
         return True
 
 
-def reject(assoc: Association, diagnostic: int) -> None:
-    """Send A-ASSOCIATE-RJ (rejected-permanent, service user) from an EVT_REQUESTED handler.
+def reject(
+    assoc: Association,
+    diagnostic: int,
+    result: int = REJECT_PERMANENT,
+    source: int = SOURCE_SERVICE_USER,
+) -> None:
+    """Send A-ASSOCIATE-RJ (by default rejected-permanent, service user) from EVT_REQUESTED.
 
     pynetdicom skips its own negotiation once EVT_REQUESTED has rejected, but then shuts
     the socket at once, racing the DUL thread that still has to send the RJ PDU. kill()
     waits, as pynetdicom's own rejections do, until the DUL is idle: the peer has read
     the RJ and closed, or the ARTIM timer (acse_timeout) has expired.
     """
-    assoc.acse.send_reject(REJECT_PERMANENT, SOURCE_SERVICE_USER, diagnostic)
+    assoc.acse.send_reject(result, source, diagnostic)
     assoc.kill()
 
 
@@ -600,7 +636,10 @@ def build_ae(cfg: Config) -> ApplicationEntity:
     transfer syntax pynetdicom knows, and Verification."""
     configure_pynetdicom()
     ae = ApplicationEntity(ae_title=cfg.node.ae_title)
-    ae.maximum_associations = cfg.node.max_associations
+    # The Receiver enforces max_associations itself: pynetdicom counts association threads,
+    # and the thread of a released association lives on for a while, so a sender that
+    # associates again straight after a release would be refused.
+    ae.maximum_associations = PYNETDICOM_ASSOCIATIONS_CAP
     ae.maximum_pdu_size = MAX_PDU_LENGTH
     ae.network_timeout = cfg.node.network_timeout
     ae.acse_timeout = cfg.node.acse_timeout

@@ -21,7 +21,15 @@ from pynetdicom import AE, build_context
 
 from deid_node.config import Config
 from deid_node.node import Node
-from tests.conftest import NODE_AE, VERIFICATION, echo, node_table, store, wait_for
+from tests.conftest import (
+    NODE_AE,
+    VERIFICATION,
+    audit_associations,
+    echo,
+    node_table,
+    store,
+    wait_for,
+)
 from tests.synthetic import PhiTokens, SyntheticPatient, ct_series
 
 IDLE = 60.0
@@ -108,3 +116,20 @@ def test_established_association_left_idle_is_aborted(limited_node: tuple[Config
         if assoc.is_alive():
             assoc.abort()
     assert_serves(node)
+
+
+def test_associations_back_to_back_reuse_the_only_slot(limited_node: tuple[Config, Node]) -> None:
+    """A sender that associates again as soon as its release is answered is never refused.
+
+    Modalities often send one association per image. pynetdicom counts association
+    threads, and the thread of a released association lives on a moment after the
+    A-RELEASE-RP: the node must count the association, not the thread.
+    """
+    cfg, node = limited_node
+    patient = SyntheticPatient.make(PhiTokens(), seed=43)
+    for i, ds in enumerate(ct_series(10, patient=patient, rows=16, cols=16, seed=43)):
+        assert echo(node.address, "CT_SCANNER") == 0, f"echo association {i} refused"
+        assert store(node.address, [ds], "CT_SCANNER") == [0], f"store association {i} refused"
+    assert node.wait_idle(IDLE)
+    rejected = [a for a in audit_associations(cfg) if a["outcome"] == "rejected"]
+    assert rejected == []
