@@ -17,6 +17,7 @@ from deid_node.config import Config, Durability
 from deid_node.errors import DeidNodeError
 from deid_node.pipeline import Outcome, Status, process_file
 from deid_node.profiles import compile_profile
+from deid_node.spool import set_quarantine_reason
 
 
 class QuarantineError(DeidNodeError):
@@ -99,6 +100,7 @@ def retry(
 ) -> list[tuple[QuarantineEntry, Outcome]]:
     """Run quarantined objects through their profile again (e.g. after a profile fix)."""
     results = []
+    fsync = cfg.node.durability is Durability.FSYNC
     for entry in _select(db, ids):
         if entry.profile not in cfg.profiles:
             raise QuarantineError(
@@ -113,7 +115,7 @@ def retry(
             profile,
             key,
             cfg.node.output,
-            fsync=cfg.node.durability is Durability.FSYNC,
+            fsync=fsync,
         )
         now = datetime.now(UTC)
         if outcome.status in (Status.STORED, Status.DUPLICATE):
@@ -134,7 +136,9 @@ def retry(
             )
             _remove(entry.path)
         else:
-            db.update_object(entry.id, reason=outcome.reason or entry.reason, processed_at=now)
+            reason = outcome.reason or entry.reason
+            db.update_object(entry.id, reason=reason, processed_at=now)
+            set_quarantine_reason(entry.path, reason, fsync=fsync)
         results.append((entry, outcome))
     return results
 

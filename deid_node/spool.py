@@ -396,6 +396,22 @@ class Spool:
         return items
 
 
+def set_quarantine_reason(object_path: Path, reason: str, *, fsync: bool = False) -> None:
+    """Record a new reason in a quarantined object's sidecar (after a retry failed again)."""
+    sidecar_path = object_path.with_suffix(SIDECAR_SUFFIX)
+    try:
+        sidecar: dict[str, Any] = json.loads(sidecar_path.read_bytes())
+    except (OSError, ValueError):
+        sidecar = {}  # missing or damaged: the audit row is the record, rewrite what we know
+    sidecar["reason"] = reason
+    try:
+        write_atomic(sidecar_path, [json.dumps(sidecar, sort_keys=True).encode()], fsync=fsync)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot update the quarantine sidecar of {object_path.stem}: {exc.strerror}"
+        ) from None
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return exc.strerror or type(exc).__name__

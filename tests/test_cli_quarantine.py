@@ -245,6 +245,19 @@ def test_retry_one_id_before_and_after_the_profile_fix(held: Held) -> None:
     assert len(held.held_files()) == 2
 
 
+def test_a_failed_retry_records_its_new_reason_in_the_sidecar_too(held: Held) -> None:
+    [sc_id] = held.ids(SC_AE)
+    path = Path(str(held.row(sc_id)["quarantine_path"]))
+    old = json.loads(path.with_suffix(".json").read_text())["reason"]
+    held.write(config_text("clean"))  # quarantined still, for another reason
+    assert quarantine(held, "retry", str(sc_id))[0] == 1
+    new = held.row(sc_id)["reason"]
+    assert new != old and "no pixel region rule" in str(new)
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["reason"] == new
+    assert sidecar["calling_ae"] == SC_AE  # the rest of the sidecar is kept
+
+
 def test_retry_records_linkage_for_profiles_that_keep_it(held: Held) -> None:
     [sc_id] = held.ids(SC_AE)
     held.write(config_text("allow"))
