@@ -53,11 +53,13 @@ from deid_node.errors import AuditError
 
 __all__ = [
     "ASSOCIATION_COLUMNS",
+    "ASSOCIATION_OUTCOMES",
     "LINKAGE_COLUMNS",
     "MIGRATIONS",
     "OBJECT_COLUMNS",
     "STATUSES",
     "STUDY_COLUMNS",
+    "AssociationFilters",
     "AuditDB",
     "Filters",
     "LinkageRecord",
@@ -94,6 +96,9 @@ class Status(StrEnum):
 
 
 STATUSES: Final[tuple[str, ...]] = tuple(s.value for s in Status)
+# How an association ended, as in the associations.outcome column; "open" selects rows
+# with no outcome yet (running, or the node died during them).
+ASSOCIATION_OUTCOMES: Final = ("released", "aborted", "closed", "rejected", "open")
 
 # --------------------------------------------------------------------------------------------
 # Current schema (ORM). Migrations below hold their own frozen copy of each version's schema.
@@ -252,25 +257,50 @@ class Filters:
     study: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("since", "until"):
-            value = getattr(self, name)
-            if value is not None and value.utcoffset() is None:
-                raise AuditError(
-                    f"filter '{name}' is a naive datetime: give a timezone-aware one "
-                    "(parse_time() returns UTC)"
-                )
-        if self.since is not None and self.until is not None and self.since >= self.until:
-            raise AuditError(
-                f"invalid time range: since {format_time(self.since)} is not before "
-                f"until {format_time(self.until)}; until is exclusive"
-            )
+        _check_range(self.since, self.until)
         if self.status is not None:
             _check_status(self.status, "status filter")
 
 
 @dataclass(frozen=True)
+class AssociationFilters:
+    """Which associations a query selects, by start time (``until`` exclusive)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    calling_ae: str | None = None
+    outcome: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_range(self.since, self.until)
+        if self.outcome is not None and self.outcome not in ASSOCIATION_OUTCOMES:
+            raise AuditError(
+                f"invalid outcome filter {self.outcome!r}: expected one of "
+                f"{', '.join(ASSOCIATION_OUTCOMES)}"
+            )
+
+
+def _check_range(since: datetime | None, until: datetime | None) -> None:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.utcoffset() is None:
+            raise AuditError(
+                f"filter '{name}' is a naive datetime: give a timezone-aware one "
+                "(parse_time() returns UTC)"
+            )
+    if since is not None and until is not None and since >= until:
+        raise AuditError(
+            f"invalid time range: since {format_time(since)} is not before "
+            f"until {format_time(until)}; until is exclusive"
+        )
+
+
+@dataclass(frozen=True)
 class StudySummary:
-    """Counts for one pseudonymous study of one profile and calling AE."""
+    """Counts for one pseudonymous study of one profile and calling AE.
+
+    Objects without a study (quarantined or rejected before de-identification) are
+    summarised per association instead: ``association_id`` says which.
+    """
 
     pseudo_study_uid: str | None
     pseudo_patient_id: str | None
@@ -283,6 +313,7 @@ class StudySummary:
     quarantined: int
     duplicate: int
     rejected: int
+    association_id: str | None = None
 
 
 STUDY_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(StudySummary))
@@ -837,12 +868,42 @@ class AuditDB:
         return None if row is None else _row_dict(row._mapping)
 
     def iter_objects(
-        self, filters: Filters, limit: int | None = None
+        self, filters: Filters, limit: int | None = None, *, newest_first: bool = False
     ) -> Iterator[dict[str, object]]:
-        """Stream object rows matching the filters, ordered by id (close or exhaust it)."""
+        """Stream object rows matching the filters (close or exhaust it).
+
+        In id order (the order they were recorded), or ``newest_first`` by receipt.
+        """
         _check_limit(limit)
-        stmt = select(_OBJECTS).where(*_conditions(filters)).order_by(_OBJECTS.c.id)
+        o = _OBJECTS.c
+        order = (o.received_at.desc(), o.id.desc()) if newest_first else (o.id,)
+        stmt = select(_OBJECTS).where(*_conditions(filters)).order_by(*order)
         return self._stream(stmt.limit(limit), "read objects")
+
+    def iter_associations(
+        self, filters: AssociationFilters, limit: int | None = None
+    ) -> Iterator[dict[str, object]]:
+        """Stream association rows matching the filters, newest first (close or exhaust it)."""
+        _check_limit(limit)
+        a = _ASSOCIATIONS.c
+        conditions: list[ColumnElement[bool]] = []
+        if filters.since is not None:
+            conditions.append(a.started_at >= format_time(filters.since))
+        if filters.until is not None:
+            conditions.append(a.started_at < format_time(filters.until))
+        if filters.calling_ae is not None:
+            conditions.append(a.calling_ae == filters.calling_ae)
+        if filters.outcome == "open":
+            conditions.append(a.outcome.is_(None))
+        elif filters.outcome is not None:
+            conditions.append(a.outcome == filters.outcome)
+        stmt = (
+            select(_ASSOCIATIONS)
+            .where(*conditions)
+            .order_by(a.started_at.desc(), a.id.desc())
+            .limit(limit)
+        )
+        return self._stream(stmt, "read associations")
 
     def iter_linkage(
         self, filters: Filters, limit: int | None = None
@@ -866,31 +927,39 @@ class AuditDB:
                 yield _row_dict(row._mapping)
 
     def study_summaries(self, filters: Filters, limit: int | None = None) -> list[StudySummary]:
-        """Summarise matching objects per pseudonymous study, profile and calling AE."""
+        """Summarise matching objects per pseudonymous study, profile and calling AE.
+
+        Newest first (by the last object received). Objects without a study are
+        summarised per association, so one sender's failures do not merge with another's.
+        """
         _check_limit(limit)
         o = _OBJECTS.c
 
         def count(status: Status) -> ColumnElement[int]:
             return func.coalesce(func.sum(case((o.status == status.value, 1), else_=0)), 0)
 
-        first = func.min(o.received_at)
+        association = case((o.pseudo_study_uid.is_(None), o.association_id), else_=None)
+        last = func.max(o.received_at)
         stmt = (
             select(
                 o.pseudo_study_uid,
                 func.max(o.pseudo_patient_id),
                 o.calling_ae,
                 o.profile,
-                first,
-                func.max(o.received_at),
+                func.min(o.received_at),
+                last,
                 func.count(),
                 count(Status.STORED),
                 count(Status.QUARANTINED),
                 count(Status.DUPLICATE),
                 count(Status.REJECTED),
+                association,
             )
             .where(*_conditions(filters))
-            .group_by(o.pseudo_study_uid, o.profile, o.calling_ae)
-            .order_by(first, o.pseudo_study_uid.nulls_first(), o.profile, o.calling_ae)
+            .group_by(o.pseudo_study_uid, o.profile, o.calling_ae, association)
+            .order_by(
+                last.desc(), o.pseudo_study_uid.nulls_last(), o.profile, o.calling_ae, association
+            )
             .limit(limit)
         )
         with _translate("summarise studies"), _transaction(self._engine, write=False) as conn:
@@ -908,6 +977,7 @@ class AuditDB:
                 quarantined=int(row[8]),
                 duplicate=int(row[9]),
                 rejected=int(row[10]),
+                association_id=row[11],
             )
             for row in rows
         ]
@@ -954,9 +1024,19 @@ def _csv_value(value: object) -> str:
     return str(value)
 
 
-def write_csv(rows: Iterable[Mapping[str, object]], columns: Sequence[str], out: TextIO) -> int:
-    """Write rows as RFC 4180 CSV with a header (open ``out`` with newline=''); return the count."""
-    writer = csv.writer(out, lineterminator="\r\n")
+def write_csv(
+    rows: Iterable[Mapping[str, object]],
+    columns: Sequence[str],
+    out: TextIO,
+    *,
+    line_end: str = "\r\n",
+) -> int:
+    """Write rows as CSV with a header (open ``out`` with newline=''); return the count.
+
+    RFC 4180 ends lines with CRLF (what spreadsheets expect); ``line_end="\\n"`` suits Unix
+    tools. Line breaks inside a quoted value are kept as they are either way.
+    """
+    writer = csv.writer(out, lineterminator=line_end)
     writer.writerow(columns)
     count = 0
     for row in rows:

@@ -43,6 +43,40 @@ quarantine_app = typer.Typer(
 )
 app.add_typer(quarantine_app, name="quarantine")
 
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from deid_node import __version__
+
+    parts = []
+    for name in ("pydicom", "pynetdicom"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} missing")
+    parts.append(f"Python {sys.version.split()[0]}")
+    out.print(f"deid-node {__version__} ({', '.join(parts)})", markup=False, highlight=False)
+    raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version (and pydicom's, pynetdicom's, Python's) and exit.",
+        ),
+    ] = False,
+) -> None:
+    """A DICOM node that de-identifies every object it receives (PS3.15 Annex E)."""
+
+
 P = ParamSpec("P")
 out = Console()
 err = Console(stderr=True)
@@ -315,6 +349,9 @@ def _closed_after(
 
 
 def _print_table(table: Table) -> None:
+    if not table.row_count:
+        out.print("0 rows", markup=False, highlight=False)
+        return
     # Piped output (no terminal) would be cut to 80 columns: UIDs need room.
     console = out if out.is_terminal else Console(width=240)
     # Cells are data (AE titles may hold "[/]"), never rich markup.
@@ -377,6 +414,21 @@ def audit_command(
     objects: Annotated[
         bool, typer.Option("--objects", help="One line per object instead of per study.")
     ] = False,
+    associations: Annotated[
+        bool,
+        typer.Option(
+            "--associations",
+            help="One line per association, rejected ones included, instead of per study.",
+        ),
+    ] = False,
+    outcome: Annotated[
+        str | None,
+        typer.Option(
+            "--outcome",
+            help="With --associations: released, aborted, closed, rejected or open.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="A JSON array, one object per row, for scripts.")
     ] = False,
@@ -384,15 +436,31 @@ def audit_command(
         int | None, typer.Option("--limit", min=1, help="At most N rows.", show_default=False)
     ] = None,
 ) -> None:
-    """Show what the node received: one line per study (or per object with --objects).
+    """Show what the node received, newest first: one line per study, object or association.
 
-    Example: deid-node audit --since 2026-11-01 --calling-ae CT_SCANNER --objects
+    Objects that never got a study (quarantined or refused before de-identification) are
+    summarised per association.
+
+    Example: deid-node audit --since 2026-11-01 --calling-ae CT_SCANNER --objects --limit 5
     """
+    if objects and associations:
+        fail("choose one of --objects and --associations")
+    if outcome is not None and not associations:
+        fail("--outcome applies to --associations only (objects have --status)")
     cfg = _config(config)
+    if associations:
+        for name, value in (("--profile", profile), ("--status", status), ("--study", study)):
+            if value is not None:
+                fail(
+                    f"{name} does not apply to --associations (use --since, --until, "
+                    "--calling-ae or --outcome)"
+                )
+        _audit_associations(cfg, since, until, calling_ae, outcome, as_json, limit)
+        return
     filters = _filters(cfg, since, until, calling_ae, profile, status, study)
     with _open_existing_audit(cfg) as db:
         if objects:
-            with _closed_after(db.iter_objects(filters, limit)) as rows:
+            with _closed_after(db.iter_objects(filters, limit, newest_first=True)) as rows:
                 if as_json:
                     _write_json_array(rows)
                     return
@@ -427,8 +495,11 @@ def audit_command(
     for name in ("stored", "quarantined", "duplicate", "rejected"):
         table.add_column(name, justify="right")
     for s in studies:
+        study_cell = s.pseudo_study_uid or (
+            f"- (association {s.association_id[:8]})" if s.association_id else "-"
+        )
         table.add_row(
-            s.pseudo_study_uid or "-",
+            study_cell,
             s.pseudo_patient_id or "-",
             s.calling_ae,
             s.profile,
@@ -439,6 +510,58 @@ def audit_command(
             str(s.duplicate),
             str(s.rejected),
         )
+    _print_table(table)
+
+
+def _audit_associations(
+    cfg: Config,
+    since: str | None,
+    until: str | None,
+    calling_ae: str | None,
+    outcome: str | None,
+    as_json: bool,
+    limit: int | None,
+) -> None:
+    """`audit --associations`: every association, accepted or rejected, newest first."""
+    from deid_node.audit import AssociationFilters, parse_time
+
+    filters = AssociationFilters(
+        since=parse_time(since) if since is not None else None,
+        until=parse_time(until) if until is not None else None,
+        calling_ae=calling_ae,
+        outcome=outcome.strip().lower() if outcome is not None else None,
+    )
+    with (
+        _open_existing_audit(cfg) as db,
+        _closed_after(db.iter_associations(filters, limit)) as rows,
+    ):
+        if as_json:
+            _write_json_array(rows)
+            return
+        table = Table(
+            "association",
+            "started (UTC)",
+            "ended (UTC)",
+            "peer",
+            "calling AE",
+            "called AE",
+            title="associations",
+        )
+        table.add_column("objects", justify="right")
+        table.add_column("outcome")
+        table.add_column("reason", overflow="fold")
+        for row in rows:
+            table.add_row(
+                str(row["id"])[:8],
+                _text_time(row["started_at"]),
+                _text_time(row["ended_at"]),
+                str(row["peer_address"]),
+                str(row["calling_ae"]),
+                str(row["called_ae"]),
+                str(row["objects"]),
+                _text_time(row["outcome"]) or "open",
+                _text_time(row["reason"]),
+            )
     _print_table(table)
 
 
@@ -460,6 +583,10 @@ def export_csv(
         bool,
         typer.Option("--linkage", help="Export the linkage table (original identifiers: PHI)."),
     ] = False,
+    lf: Annotated[
+        bool,
+        typer.Option("--lf", help="End lines with LF (Unix tools) instead of RFC 4180's CRLF."),
+    ] = False,
 ) -> None:
     """Export audit rows as RFC 4180 CSV with a header, streamed to stdout or --output.
 
@@ -470,6 +597,7 @@ def export_csv(
     cfg = _config(config)
     filters = _filters(cfg, since, until, calling_ae, profile, status, study)
     columns = LINKAGE_COLUMNS if linkage else OBJECT_COLUMNS
+    line_end = "\n" if lf else "\r\n"
     with _open_existing_audit(cfg) as db:
         if linkage:
             where = str(output) if output is not None else "this output"
@@ -483,7 +611,7 @@ def export_csv(
         rows = db.iter_linkage(filters) if linkage else db.iter_objects(filters)
         with _closed_after(rows):
             if output is None:
-                write_csv(rows, columns, sys.stdout)
+                write_csv(rows, columns, sys.stdout, line_end=line_end)
                 sys.stdout.flush()
                 return
             try:
@@ -491,7 +619,7 @@ def export_csv(
             except OSError as exc:
                 fail(f"cannot write {output}: {exc.strerror}")
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-                count = write_csv(rows, columns, fh)
+                count = write_csv(rows, columns, fh, line_end=line_end)
     err.print(f"{count} row(s) written to {output}", markup=False, highlight=False)
 
 

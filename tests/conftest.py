@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 
-from deid_node.audit import Filters, open_audit
+from deid_node.audit import AssociationFilters, Filters, open_audit
 from deid_node.config import Config, load_config
 from deid_node.node import Node
 
@@ -166,11 +165,9 @@ def audit_objects(cfg: Config, **filters: Any) -> list[dict[str, object]]:
 
 
 def audit_associations(cfg: Config) -> list[dict[str, object]]:
-    """Association rows, read with sqlite3 (the library has no listing for them)."""
-    path = cfg.database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as con:
-        con.row_factory = sqlite3.Row
-        return [dict(r) for r in con.execute("SELECT * FROM associations ORDER BY started_at")]
+    """Association rows of the node's audit database, oldest first."""
+    with open_audit(cfg.database_url) as db:
+        return list(reversed(list(db.iter_associations(AssociationFilters()))))
 
 
 def files_under(folder: Path, pattern: str = "*") -> list[Path]:

@@ -23,6 +23,7 @@ from deid_node.audit import (
     SQLITE_BUSY_TIMEOUT_MS,
     STATUSES,
     STUDY_COLUMNS,
+    AssociationFilters,
     AuditDB,
     Base,
     Filters,
@@ -347,17 +348,17 @@ def test_study_summaries_count_each_status(db: AuditDB) -> None:
         ]
     )
     summaries = db.study_summaries(Filters())
-    assert summaries == [
-        StudySummary("2.25.1", "RES1", "CT_SCANNER", "research", T0, T0 + 3 * HOUR, 4, 2, 1, 1, 0),
+    assert summaries == [  # newest first, by the last object received
         StudySummary(
-            "2.25.2", None, "CT_SCANNER", "research", T0 + 4 * HOUR, T0 + 4 * HOUR, 1, 0, 0, 0, 1
+            "2.25.2", "TRI9", "CT_SCANNER", "trial", T0 + 6 * HOUR, T0 + 6 * HOUR, 1, 1, 0, 0, 0
         ),
         StudySummary(
             "2.25.1", "RES1", "MR", "research", T0 + 5 * HOUR, T0 + 5 * HOUR, 1, 1, 0, 0, 0
         ),
         StudySummary(
-            "2.25.2", "TRI9", "CT_SCANNER", "trial", T0 + 6 * HOUR, T0 + 6 * HOUR, 1, 1, 0, 0, 0
+            "2.25.2", None, "CT_SCANNER", "research", T0 + 4 * HOUR, T0 + 4 * HOUR, 1, 0, 0, 0, 1
         ),
+        StudySummary("2.25.1", "RES1", "CT_SCANNER", "research", T0, T0 + 3 * HOUR, 4, 2, 1, 1, 0),
     ]
     assert list(STUDY_COLUMNS) == [f.name for f in dataclasses.fields(StudySummary)]
 
@@ -370,14 +371,77 @@ def test_study_summaries_count_each_status(db: AuditDB) -> None:
     assert db.study_summaries(Filters(since=T0 + 7 * HOUR)) == []
 
 
-def test_study_summaries_group_objects_without_a_study(db: AuditDB) -> None:
+def test_study_summaries_group_objects_without_a_study_per_association(db: AuditDB) -> None:
     rejected = make_record(status="rejected", pseudo_study_uid=None, pseudo_patient_id=None)
+    other = dataclasses.replace(
+        rejected, association_id="other", status="quarantined", received_at=T0 + 2 * HOUR
+    )
     db.record_objects(
-        [(rejected, None), (dataclasses.replace(rejected, received_at=T0 + HOUR), None)]
+        [
+            (rejected, None),
+            (dataclasses.replace(rejected, received_at=T0 + HOUR), None),
+            (other, None),
+            (make_record(association_id="other", received_at=T0 + 2 * HOUR), None),
+        ]
     )
     assert db.study_summaries(Filters()) == [
-        StudySummary(None, None, "CT_SCANNER", "research", T0, T0 + HOUR, 2, 0, 0, 0, 2)
-    ]
+        StudySummary(
+            "2.25.1001",
+            "RES7f3a",
+            "CT_SCANNER",
+            "research",
+            T0 + 2 * HOUR,
+            T0 + 2 * HOUR,
+            1,
+            1,
+            0,
+            0,
+            0,
+        ),
+        StudySummary(
+            None, None, "CT_SCANNER", "research", T0 + 2 * HOUR, T0 + 2 * HOUR, 1, 0, 1, 0, 0,
+            "other",
+        ),
+        StudySummary(
+            None, None, "CT_SCANNER", "research", T0, T0 + HOUR, 2, 0, 0, 0, 2,
+            rejected.association_id,
+        ),
+    ]  # fmt: skip
+
+
+def test_iter_objects_newest_first(filter_db: tuple[AuditDB, dict[int, str]]) -> None:
+    db, names = filter_db
+    newest = [names[r["id"]] for r in db.iter_objects(Filters(), newest_first=True)]  # type: ignore[index]
+    assert newest == list("edcba")  # by receipt, not by id
+    assert [names[r["id"]] for r in db.iter_objects(Filters(), 1, newest_first=True)] == ["e"]  # type: ignore[index]
+
+
+# -- associations -----------------------------------------------------------------------------
+
+
+def test_associations_newest_first_with_filters(db: AuditDB) -> None:
+    db.record_association_start("a1", T0, "127.0.0.1", "CT_SCANNER", "DEID_NODE")
+    db.record_association_end("a1", T0 + HOUR, 3, "released")
+    db.record_rejected_association(
+        "a2", T0 + 2 * HOUR, "10.0.0.9", "STRANGER", "DEID_NODE", "not a configured source"
+    )
+    db.record_association_start("a3", T0 + 3 * HOUR, "127.0.0.1", "CT_SCANNER", "DEID_NODE")
+
+    def ids(**filters: object) -> list[object]:
+        return [r["id"] for r in db.iter_associations(AssociationFilters(**filters))]  # type: ignore[arg-type]
+
+    assert ids() == ["a3", "a2", "a1"]
+    assert ids(outcome="rejected") == ["a2"]
+    assert ids(outcome="open") == ["a3"]
+    assert ids(outcome="released") == ["a1"]
+    assert ids(calling_ae="CT_SCANNER") == ["a3", "a1"]
+    assert ids(since=T0 + HOUR) == ["a3", "a2"]
+    assert ids(until=T0 + 2 * HOUR) == ["a1"]
+    assert [r["id"] for r in db.iter_associations(AssociationFilters(), limit=1)] == ["a3"]
+    row = next(iter(db.iter_associations(AssociationFilters(outcome="rejected"))))
+    assert row["reason"] == "not a configured source" and row["started_at"] == T0 + 2 * HOUR
+    with pytest.raises(AuditError, match="invalid outcome filter 'gone': expected one of"):
+        AssociationFilters(outcome="gone")
 
 
 # -- CSV --------------------------------------------------------------------------------------
@@ -438,7 +502,7 @@ def test_csv_of_linkage_and_summaries(db: AuditDB) -> None:
     assert write_csv(summaries, STUDY_COLUMNS, out) == 1
     assert out.getvalue().split("\r\n")[1] == (
         "2.25.1001,RES7f3a,CT_SCANNER,research,"
-        "2026-11-22T05:00:00.000000Z,2026-11-22T05:00:00.000000Z,1,1,0,0,0"
+        "2026-11-22T05:00:00.000000Z,2026-11-22T05:00:00.000000Z,1,1,0,0,0,"
     )
 
 

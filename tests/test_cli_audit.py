@@ -96,6 +96,7 @@ def sent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sent]:
         finally:
             _config.STORE_SEND_CHUNKED_DATASET = False
             assoc.release()
+        assert associate(node.address, "STRANGER").is_rejected  # not a configured source
         assert node.wait_idle(60)
     finally:
         node.stop(timeout=60)
@@ -224,9 +225,14 @@ def test_audit_json_objects_matches_the_export(sent: Sent) -> None:
     code, out, err = run("audit", "--config", str(sent.config), "--objects", "--json")
     assert code == 0, err
     objects = json.loads(out)
-    exported = export(sent)
+    exported = export(sent)  # oldest first, the audit newest first
     assert len(objects) == len(exported)
-    for obj, row in zip(objects, exported, strict=True):
+    received = [o["received_at"] for o in objects]
+    assert received == sorted(received, reverse=True)
+    by_id = {row["id"]: row for row in exported}
+    assert set(by_id) == {str(o["id"]) for o in objects}
+    for obj in objects:
+        row = by_id[str(obj["id"])]
         assert set(obj) == set(OBJECT_COLUMNS)
         for column in OBJECT_COLUMNS:
             value = obj[column]
@@ -238,12 +244,26 @@ def test_audit_json_studies_count_per_status(sent: Sent) -> None:
     assert code == 0, err
     studies = json.loads(out)
     exported = export(sent)
-    expected = Counter((r["pseudo_study_uid"] or None, r["status"]) for r in exported)
+
+    def group(study: str | None, association: str | None) -> str:
+        # Objects without a study are summarised per association.
+        return study or f"association {association}"
+
+    expected = Counter(
+        (group(r["pseudo_study_uid"], r["association_id"]), r["status"]) for r in exported
+    )
     assert len(studies) == len({key[0] for key in expected})
     for s in studies:
         for status in ("stored", "quarantined", "duplicate", "rejected"):
-            assert s[status] == expected[(s["pseudo_study_uid"], status)]
+            assert (
+                s[status] == expected[(group(s["pseudo_study_uid"], s["association_id"]), status)]
+            )
         datetime.fromisoformat(s["first_received_at"])  # ISO 8601 text
+    last = [s["last_received_at"] for s in studies]
+    assert last == sorted(last, reverse=True)  # newest first
+    without_study = [s for s in studies if s["pseudo_study_uid"] is None]
+    assert len(without_study) == 2  # the quarantined object and the refused one
+    assert len({s["association_id"] for s in without_study}) == 2
     ct_studies = [s for s in studies if s["calling_ae"] == "CT_SCANNER"]
     assert sorted(s["stored"] for s in ct_studies) == [3, 4]
 
@@ -258,10 +278,50 @@ def test_audit_filters_and_limit(sent: Sent) -> None:
     assert {s["calling_ae"] for s in json.loads(out)} == {"TRIAL_PACS"}
 
 
+def test_audit_objects_limit_shows_the_newest(sent: Sent) -> None:
+    latest = max(export(sent), key=lambda r: r["received_at"])
+    code, out, _ = run("audit", "--config", str(sent.config), "--objects", "--json", "--limit", "1")
+    assert code == 0
+    [newest] = json.loads(out)
+    assert str(newest["id"]) == latest["id"] and newest["status"] == "rejected"  # sent last
+
+
+def test_audit_associations_show_rejections_newest_first(sent: Sent) -> None:
+    code, out, err = run("audit", "--config", str(sent.config), "--associations", "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["started_at"] for r in rows] == sorted((r["started_at"] for r in rows), reverse=True)
+    assert rows[0]["calling_ae"] == "STRANGER" and rows[0]["outcome"] == "rejected"
+    assert "not a configured source" in rows[0]["reason"]
+    assert Counter(r["outcome"] for r in rows) == {"released": 3, "rejected": 1}
+    assert sum(r["objects"] for r in rows) == 12
+
+    code, out, _ = run(
+        "audit", "--config", str(sent.config), "--associations", "--outcome", "rejected", "--json"
+    )
+    assert code == 0 and [r["calling_ae"] for r in json.loads(out)] == ["STRANGER"]
+    code, out, _ = run(
+        "audit", "--config", str(sent.config), "--associations", "--calling-ae", "TRIAL_PACS"
+    )
+    assert code == 0
+    assert out.count("TRIAL_PACS") == 2 and "released" in out and "STRANGER" not in out
+
+
+@pytest.mark.parametrize("mode", [[], ["--objects"], ["--associations"]])
+def test_an_empty_result_says_so(sent: Sent, mode: list[str]) -> None:
+    code, out, _ = run("audit", "--config", str(sent.config), *mode, "--calling-ae", "NOBODY")
+    assert (code, out) == (0, "0 rows\n")
+    code, out, _ = run(
+        "audit", "--config", str(sent.config), *mode, "--calling-ae", "NOBODY", "--json"
+    )
+    assert (code, json.loads(out)) == (0, [])
+
+
 def test_audit_tables_show_studies_and_objects(sent: Sent) -> None:
     code, out, _ = run("audit", "--config", str(sent.config))
     assert code == 0
     assert "CT_SCANNER" in out and "TRIAL_PACS" in out and "quarantined" in out
+    assert out.count("- (association ") == 2  # per association, not one "-" for all
     code, out, _ = run("audit", "--config", str(sent.config), "--objects", "--status", "stored")
     assert code == 0
     assert out.count("stored") == 10 and "quarantined" not in out
@@ -269,6 +329,31 @@ def test_audit_tables_show_studies_and_objects(sent: Sent) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Errors and docs
+
+
+def test_export_csv_lf_ends_lines_with_lf(sent: Sent, tmp_path: Path) -> None:
+    crlf, lf = tmp_path / "crlf.csv", tmp_path / "lf.csv"
+    assert run("export-csv", "--config", str(sent.config), "--output", str(crlf))[0] == 0
+    assert run("export-csv", "--config", str(sent.config), "--output", str(lf), "--lf")[0] == 0
+    assert crlf.read_bytes().count(b"\r\n") == 13  # the header and 12 rows
+    assert b"\r" not in lf.read_bytes()
+    assert lf.read_bytes() == crlf.read_bytes().replace(b"\r\n", b"\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--associations", "--status", "stored"], "--status does not apply to --associations"),
+        (["--associations", "--objects"], "choose one of --objects and --associations"),
+        (["--outcome", "rejected"], "--outcome applies to --associations only"),
+        (["--associations", "--outcome", "lost"], "invalid outcome filter 'lost'"),
+    ],
+)
+def test_bad_audit_options_are_one_error_line(sent: Sent, args: list[str], message: str) -> None:
+    code, out, err = run("audit", "--config", str(sent.config), *args)
+    assert code == 1
+    assert err.startswith("Error: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + out
 
 
 @pytest.mark.parametrize(
@@ -338,3 +423,12 @@ def test_commands_document_an_example(name: str) -> None:
     assert last.startswith(f"Example: deid-node {name}")
     code, out, _ = run(*name.split(), "--help")
     assert code == 0 and "Example:" in out
+    assert "<bool>" not in out  # flags take no value (typer 0.29 showed one)
+
+
+def test_version() -> None:
+    from deid_node import __version__
+
+    code, out, _ = run("--version")
+    assert code == 0
+    assert out.startswith(f"deid-node {__version__} (pydicom 3.") and "pynetdicom 3." in out
