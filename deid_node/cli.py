@@ -120,12 +120,16 @@ def _config(path: Path | None) -> Config:
 @app.command("check-config")
 @errors_as_lines
 def check_config(config: ConfigOption = None) -> None:
-    """Validate the config file and print what it sets up.
+    """Validate the config file (the data and output folders must be writable), summarise it.
 
     Example: deid-node check-config --config config/deid-node.toml
     """
+    from deid_node.storage import check_writable
+
     cfg = _config(config)
     node = cfg.node
+    check_writable(node.data_dir, "node.data_dir")
+    check_writable(node.output, "node.output_dir")
     out.print(
         f"OK: {cfg.path}: AE title {node.ae_title} on {node.host}:{node.port}, "
         f"{len(cfg.sources)} source(s), {len(cfg.profiles)} profile(s), "

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from deid_node.errors import StorageError
 from deid_node.storage import fsync_dir, make_private_dir, write_atomic
@@ -96,22 +96,29 @@ class IncomingFile:
     """A file pynetdicom writes a C-STORE data set into, fragment by fragment.
 
     It quacks like the ``NamedTemporaryFile`` pynetdicom expects (``write``, ``file.flush``,
-    ``close``, ``name``). When a limit is hit or the disk is full it records why in
-    ``failure``, frees what it wrote and swallows the rest of the data set, so the
-    association keeps working and the handler can answer Out of Resources.
+    ``close``, ``name``). When a limit is hit, the disk is full or spool/ cannot be
+    written (read-only, vanished) it records why in ``failure``, frees what it wrote and
+    swallows the rest of the data set, so the association keeps working and the handler
+    can answer Out of Resources.
     """
 
     def __init__(self, spool: Spool, owner: object) -> None:
-        """Create an empty file in spool/incoming/."""
-        fd, name = tempfile.mkstemp(prefix="rx-", suffix=".part", dir=spool.incoming_dir)
-        self.name = name
+        """Create an empty file in spool/incoming/ (or a failed one if that is impossible)."""
         self.owner = owner
         self.size = 0
         self.failure: str | None = None
         self._spool = spool
-        self._fh = os.fdopen(fd, "wb")
         self._reserved = 0
         self._lock = threading.Lock()
+        self._fh: BinaryIO | None = None
+        try:
+            fd, self.name = spool.make_incoming()
+        except OSError as exc:
+            # A name no file has, so the handler still finds this object and its failure.
+            self.name = str(spool.incoming_dir / f"rx-unwritable-{uuid.uuid4().hex}.part")
+            self.failure = _oserror_reason(exc)
+            return
+        self._fh = os.fdopen(fd, "wb")
 
     @property
     def file(self) -> IncomingFile:
@@ -127,7 +134,7 @@ class IncomingFile:
         """Append a fragment, unless the object already failed."""
         n = len(data)
         with self._lock:
-            if self.failure is not None or self._fh.closed:
+            if self.failure is not None or self._fh is None or self._fh.closed:
                 return n
             if self.size + n > self._spool.max_object_bytes:
                 self._fail(f"object larger than max_object_bytes ({self._spool.max_object_bytes})")
@@ -147,7 +154,7 @@ class IncomingFile:
     def flush(self) -> None:
         """Hand written data to the OS (survives a crash of the node, not of the host)."""
         with self._lock:
-            if self.failure is None and not self._fh.closed:
+            if self.failure is None and self._fh is not None and not self._fh.closed:
                 try:
                     self._fh.flush()
                 except OSError as exc:
@@ -156,21 +163,25 @@ class IncomingFile:
     def sync(self) -> None:
         """flush and fsync (durability = "fsync")."""
         with self._lock:
+            if self._fh is None:
+                raise StorageError(self.failure or "incoming file was never opened")
             self._fh.flush()
             os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         """Close the handle (the file itself stays until published or discarded)."""
         with self._lock, contextlib.suppress(OSError):
-            self._fh.close()
+            if self._fh is not None:
+                self._fh.close()
 
     def _fail(self, reason: str) -> None:
         # Free the disk space now: the rest of the data set is swallowed unwritten.
         self.failure = reason
-        with contextlib.suppress(OSError):
-            self._fh.truncate(0)
-        with contextlib.suppress(OSError):
-            self._fh.close()
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.truncate(0)
+            with contextlib.suppress(OSError):
+                self._fh.close()
         self._spool.release(self._reserved)
         self._reserved = 0
 
@@ -253,6 +264,17 @@ class Spool:
             make_private_dir(self.quarantine_root)
         except OSError as exc:
             raise StorageError(f"cannot create {self.root}: {exc.strerror}") from None
+
+    def make_incoming(self) -> tuple[int, str]:
+        """Create a file in spool/incoming/; recreate the folders if they vanished."""
+        try:
+            return tempfile.mkstemp(prefix="rx-", suffix=".part", dir=self.incoming_dir)
+        except FileNotFoundError:
+            # Someone removed spool/ (or a clean-up job did): make it again, mode 0700.
+            make_private_dir(self.root)
+            make_private_dir(self.incoming_dir)
+            log.warning("spool folder %s was missing: created it again", self.root)
+            return tempfile.mkstemp(prefix="rx-", suffix=".part", dir=self.incoming_dir)
 
     def open_incoming(self, owner: object) -> IncomingFile:
         """A new incoming file for the association `owner`."""

@@ -151,3 +151,22 @@ def make_private_dir(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     return folder
+
+
+def check_writable(folder: Path, key: str) -> None:
+    """Create `folder` if missing and write a file in it; StorageError naming `key` if not.
+
+    A real write, not a permission check: a read-only filesystem stops root too.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".deid-node-check-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        problem = (
+            "a file is in the way"
+            if isinstance(exc, FileExistsError | NotADirectoryError)
+            else exc.strerror or type(exc).__name__
+        )
+        raise StorageError(f"{key}: {folder} is not a writable folder: {problem}") from None

@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -539,6 +540,54 @@ def test_object_over_max_object_bytes_is_refused_with_out_of_resources(
     assert [r["status"] for r in rows].count("rejected") == 1
     assert "max_object_bytes" in str(next(r for r in rows if r["status"] == "rejected")["reason"])
     assert files_under(cfg.node.spool) == []
+
+
+# A read-only spool/ fails the same way as "incoming is a file" (mkstemp raises), but
+# cannot be made for root, who runs CI: chmod does not stop root.
+@pytest.mark.parametrize("obstruction", ["spool removed", "incoming is a file"])
+def test_an_unwritable_spool_answers_out_of_resources_and_recovers(
+    write_config: Callable[[str], Config],
+    start_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+    obstruction: str,
+) -> None:
+    """Whatever happens to spool/, a sender gets 0xA700 (never an abort) and no traceback."""
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = start_node(cfg)
+    incoming = cfg.node.spool / "incoming"
+    datasets = small_ct(3, seed=5)
+    assoc = associate(node.address, "CT_SCANNER", [CTImageStorage])
+    assert assoc.is_established
+    try:
+        statuses = [int(assoc.send_c_store(datasets[0]).Status)]
+        wait_for(lambda: not spool_files(cfg), IDLE, "the first object to leave spool/")
+        if obstruction == "spool removed":
+            shutil.rmtree(cfg.node.spool)  # the node makes it again
+        else:
+            shutil.rmtree(incoming)
+            incoming.write_bytes(b"")
+        statuses.append(int(assoc.send_c_store(datasets[1]).Status))
+        if incoming.is_file():  # clear the obstruction: the next object goes through
+            incoming.unlink()
+            incoming.mkdir(mode=0o700)
+        statuses.append(int(assoc.send_c_store(datasets[2]).Status))
+        assert assoc.is_established
+    finally:
+        assoc.release()
+    refused = obstruction != "spool removed"
+    assert statuses == [0, STATUS_OUT_OF_RESOURCES if refused else 0, 0]
+    assert node.wait_idle(IDLE)
+    assert stat.S_IMODE(cfg.node.spool.stat().st_mode) == 0o700
+    rows = audit_objects(cfg)
+    assert sorted(str(r["status"]) for r in rows) == ["rejected"] * refused + ["stored"] * (
+        3 - refused
+    )
+    for row in rows:
+        if row["status"] == "rejected":
+            assert str(row["reason"]).startswith("refused with 0xA700: cannot write to spool (")
+    stored = [ds for ds, status in zip(datasets, statuses, strict=True) if status == 0]
+    assert set(output_sops(cfg)) == expected_output(cfg, "research", stored)
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
 
 
 def test_spool_budget_and_object_limit(tmp_path: Path) -> None:

@@ -200,6 +200,25 @@ def test_check_config_errors_name_file_and_key(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "config file not found" in missing.output
 
 
+def test_check_config_creates_missing_folders_and_refuses_unwritable_ones(tmp_path: Path) -> None:
+    good = write_config(tmp_path)
+    assert not (tmp_path / "var").exists()
+    assert runner.invoke(app, ["check-config", "-c", str(good)]).exit_code == 0
+    assert (tmp_path / "var" / "output").is_dir()  # created, as the node would
+
+    (tmp_path / "blocker").write_bytes(b"")
+    for key, line in [
+        ("node.data_dir", 'data_dir = "blocker/var"'),
+        ("node.output_dir", 'data_dir = "var"\noutput_dir = "blocker/out"'),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(good.read_text().replace('data_dir = "var"', line), encoding="utf-8")
+        result = runner.invoke(app, ["check-config", "-c", str(bad)])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith(f"Error: {key}: ")
+        assert "is not a writable folder: a file is in the way" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("snippet", "key"),
     [
