@@ -66,6 +66,8 @@ DIAG_LOCAL_LIMIT_EXCEEDED: Final = 0x02
 # released association frees its slot when EVT_RELEASED fires, a moment after the A-RELEASE-RP
 # went out: a sender that associates again at once must not be refused for that moment.
 SLOT_WAIT_SECONDS: Final = 1.0
+# A long association logs how far it got this often (else nothing until it ends).
+PROGRESS_SECONDS: Final = 30.0
 
 VERIFICATION: Final = UID("1.2.840.10008.1.1")
 # Largest PDU we accept. pynetdicom reads each PDU whole into memory (about 4 copies):
@@ -154,6 +156,7 @@ class AssociationInfo:
     note: str | None = None  # for the audit's reason column
     stored: int = 0
     refused: int = 0
+    last_progress: float = field(default_factory=time.monotonic)
 
     @property
     def objects(self) -> int:
@@ -253,6 +256,7 @@ class Receiver:
         self.spool = spool
         self.events = events
         self.refusing: str | None = None  # a reason: answer Out of Resources to every store
+        self.progress_seconds = PROGRESS_SECONDS
         self._lock = threading.Lock()
         self._slot_freed = threading.Condition(self._lock)
         self._states: dict[Association, AssociationInfo] = {}
@@ -381,6 +385,21 @@ class Receiver:
 
     def store(self, event: Event) -> int | Dataset:
         """Spool one C-STORE data set; Success only once it is durable in spool/."""
+        status = self._store(event)
+        info = self.info(event.assoc)
+        if info is not None and time.monotonic() - info.last_progress >= self.progress_seconds:
+            info.last_progress = time.monotonic()
+            log.info(
+                "%s: %d object(s) so far, %d stored in spool, %d refused, %.0f s",
+                info.describe(),
+                info.objects,
+                info.stored,
+                info.refused,
+                info.last_progress - info.started,
+            )
+        return status
+
+    def _store(self, event: Event) -> int | Dataset:
         info = self.info(event.assoc)
         req = cast(C_STORE, event.request)
         cx = event.context

@@ -140,6 +140,25 @@ def test_pynetdicom_store_and_echo_are_spooled_processed_and_audited(
     assert logging.getLogger("pynetdicom").getEffectiveLevel() >= logging.WARNING
 
 
+def test_a_long_association_logs_its_progress(
+    write_config: Callable[[str], Config],
+    start_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = start_node(cfg)
+    node.receiver.progress_seconds = 0  # a line after every object instead of every 30 s
+    tokens = PhiTokens()
+    caplog.set_level(logging.INFO)
+    assert store(node.address, small_ct(3, tokens=tokens), "CT_SCANNER") == [0] * 3
+    assert node.wait_idle(IDLE)
+    lines = [r.getMessage() for r in caplog.records if "so far" in r.getMessage()]
+    assert [ln.split(": ", 1)[1].rsplit(", ", 1)[0] for ln in lines] == [
+        f"{n} object(s) so far, {n} stored in spool, 0 refused" for n in (1, 2, 3)
+    ]
+    assert tokens.find_in("\n".join(lines)) == []
+
+
 def test_output_has_no_planted_identifier(
     write_config: Callable[[str], Config], start_node: Callable[..., Node]
 ) -> None:
