@@ -225,8 +225,7 @@ def deidentify_to_output(
         raise
     except Exception as exc:
         raise DeidError(f"cannot encode the de-identified object ({type(exc).__name__})") from None
-    existed = target.exists()
-    write_atomic(target, [*chunks, pixels] if pixels else chunks, fsync=fsync)
+    existed = write_atomic(target, [*chunks, pixels] if pixels else chunks, fsync=fsync)
     return result, target, existed
 
 

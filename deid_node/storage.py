@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -111,8 +112,13 @@ def _copy_range(out: BinaryIO, rng: FileRange) -> None:
             left -= n
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes | FileRange], *, fsync: bool = False) -> None:
-    """Write to a temp file beside `path`, then os.replace: readers never see a partial file."""
+def write_atomic(path: Path, chunks: Iterable[bytes | FileRange], *, fsync: bool = False) -> bool:
+    """Write to a temp file beside `path`, then move it into place; True if `path` existed.
+
+    Readers never see a partial file. Whether the file existed is decided by the move
+    itself (a hard link fails if the target is there), so of two processes writing the
+    same path at once exactly one finds it new.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
@@ -128,13 +134,31 @@ def write_atomic(path: Path, chunks: Iterable[bytes | FileRange], *, fsync: bool
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        existed = _move_into_place(tmp, path)
         if fsync:
             fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise StorageError(f"cannot write {path.name}: {exc.strerror}") from None
+    return existed
+
+
+def _move_into_place(tmp: str, path: Path) -> bool:
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        os.replace(tmp, path)  # a re-sent object: overwrite it with this copy
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        # A filesystem without hard links: the check and the move are separate steps.
+        existed = path.exists()
+        os.replace(tmp, path)
+        return existed
+    os.unlink(tmp)
+    return False
 
 
 def fsync_dir(folder: Path) -> None:
