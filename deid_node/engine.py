@@ -11,12 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Final
 
 import pydicom.config
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -28,7 +32,7 @@ from pydicom.uid import (
 from pydicom.valuerep import PersonName
 
 from deid_node import __version__
-from deid_node.config import BurnedInPolicy, Option
+from deid_node.config import BurnedInPolicy, Option, ProfileConfig
 from deid_node.errors import DeidError
 from deid_node.profiles import (
     ANNEX_E_EDITION,
@@ -154,6 +158,7 @@ _BURNED_IN_CLASSES = frozenset(
 )
 _BURNED_IN_MODALITIES = frozenset({"US", "SC", "OT", "XC", "ES", "GM"})
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_TAIL_START = 0x7FE00008  # storage.encode_instance checks only what comes before this
 # File meta elements kept; everything else in group 0002 is removed or rewritten.
 _META_KEEP = frozenset({0x00020001, 0x00020002, 0x00020010})
 _MIN_SCRUB_LEN = 2
@@ -168,6 +173,28 @@ _PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 _MIN_NEEDLE_LEN = 4
 _MIN_NUMERIC_NEEDLE_LEN = 6
 _MIN_UID_NEEDLE_LEN = 8  # shorter 'UIDs' are junk values, not identifiers
+# Placeholders written where an identity is unknown or withheld (by people, modalities and
+# other de-identifiers). They identify no one: as needles they quarantine clean objects
+# (a PatientName 'Anonymized' matches every ANONYMIZED dummy), as scrub words they mangle
+# kept text. Compared case-insensitively with whole values and name components; real
+# surnames, however short (Li, Wu, Na), stay identifiers.
+NON_IDENTIFYING_VALUES: Final = frozenset(
+    {
+        "anon",
+        "anonymised",
+        "anonymized",
+        "anonymous",
+        "n/a",
+        "none",
+        "null",
+        "patient",
+        "phantom",
+        "research",
+        "test",
+        "unknown",
+    }
+)
+SURVIVED: Final = "verification: an original identifier survived in the output"
 
 
 @dataclass(frozen=True)
@@ -299,6 +326,7 @@ class _Walker:
         self.uid_needles: set[str] = set()  # original UIDs that were replaced
         self.uid_cache: dict[str, str] = {}
         self.pseudo_pid = ""
+        self.written = written_by(profile.config)
         self._unlisted: dict[tuple[int, bool], Op] = {}
 
     # -- identifiers ------------------------------------------------------------
@@ -306,6 +334,7 @@ class _Walker:
         """Gather every identifying value of the object before anything changes."""
         words: set[str] = set()
         self._collect(ds, words)
+        words = {w for w in words if self.written.may_identify(w)}
         if words:
             ordered = sorted(words, key=lambda w: (-len(w), w))  # same words, same (cached) regex
             alternatives = "|".join(re.escape(w) for w in ordered)
@@ -352,8 +381,6 @@ class _Walker:
                             self.needles.add(v)
                     if t in _ADDRESS_TAGS:
                         words.update(w for w in re.split(r"[\s,;^]+", v) if len(w) >= 3)
-        words.discard(DUMMY_TEXT)
-        self.needles.discard(DUMMY_TEXT)
 
     def clean_text(self, text: str) -> str:
         """Remove the object's own identifying values from free text."""
@@ -625,13 +652,9 @@ def _deidentify(
     ds: Dataset, profile: CompiledProfile, key: bytes, has_pixels: bool | None
 ) -> DeidResult:
     sop_class = _required_uid(ds, "SOPClassUID")
-    originals = Originals(
-        patient_id=_text(ds.get("PatientID", "")),
-        patient_name=_text(ds.get("PatientName", "")),
-        study_uid=_required_uid(ds, "StudyInstanceUID"),
-        series_uid=_required_uid(ds, "SeriesInstanceUID"),
-        sop_uid=_required_uid(ds, "SOPInstanceUID"),
-    )
+    study_uid = _required_uid(ds, "StudyInstanceUID")
+    series_uid = _required_uid(ds, "SeriesInstanceUID")
+    sop_uid = _required_uid(ds, "SOPInstanceUID")
     policy = profile.config.burned_in_annotation
     reason = burned_in_reason(ds, has_pixels)
     if reason and policy is not BurnedInPolicy.ALLOW:
@@ -644,6 +667,13 @@ def _deidentify(
     walker = _Walker(profile, key, identity)
     walker.pseudo_pid = pseudo_patient_id(
         key, profile.config.pseudonym_scope, identity, profile.config.patient_id_prefix
+    )
+    originals = Originals(
+        patient_id=_text(ds.get("PatientID", "")),
+        patient_name=_text(ds.get("PatientName", "")),
+        study_uid=study_uid,
+        series_uid=series_uid,
+        sop_uid=sop_uid,
     )
     walker.collect(ds)
     try:
@@ -669,19 +699,19 @@ def _deidentify(
         sop_class_uid=sop_class,
         transfer_syntax_uid=str(ts),
         originals=originals,
-        needles=_needles(walker.needles, walker.uid_needles),
+        needles=_needles(
+            walker.needles,
+            walker.uid_needles,
+            walker.written,
+            {walker.pseudo_pid, *walker.uid_cache.values()},
+        ),
     )
 
 
 def _encodings(values: Iterable[str]) -> list[bytes]:
     # UTF-8 and Latin-1 cover ISO_IR 192, ISO_IR 100 and plain ASCII output. Sorted longest
     # first, then by value: the same needles give the same pattern text, which re caches.
-    encoded = {
-        v.encode(codec, "ignore")
-        for v in values
-        if v and v != DUMMY_TEXT
-        for codec in ("utf-8", "latin-1")
-    }
+    encoded = {v.encode(codec, "ignore") for v in values if v for codec in ("utf-8", "latin-1")}
     encoded.discard(b"")
     return sorted(encoded, key=lambda v: (-len(v), v))
 
@@ -705,10 +735,15 @@ class Needles:
         return bool(self.uids) and not self.uids.isdisjoint(_UID_RUN.findall(encoded))
 
 
-def _needles(texts: set[str], uids: set[str]) -> Needles:
+def _needles(
+    texts: set[str], uids: set[str], written: ProfileWrites, pseudonyms: set[str]
+) -> Needles:
     # A 'UID' with other characters than digits and dots is searched for as text.
     odd = {u for u in uids if u.strip(".0123456789")}
-    texts, uids = texts | odd, uids - odd
+    own = b"\n".join(p.encode("utf-8", "ignore").lower() for p in pseudonyms)
+    # What the profile writes is in every output: finding it there proves nothing.
+    texts = {t for t in texts | odd if not written.explains(t, own)}
+    uids = uids - odd - pseudonyms - {IMPLEMENTATION_CLASS_UID}
     # Word boundaries: a surname inside an unrelated word is not a leak.
     pattern = None
     if texts:
@@ -725,11 +760,68 @@ def _code_item(value: str, meaning: str) -> Dataset:
     return item
 
 
+def _method_text() -> str:
+    return f"deid-node {__version__}: PS3.15 E.1-1 {ANNEX_E_EDITION}"[:64]
+
+
+def _occurs_as_word(needle: bytes, text: bytes) -> bool:
+    """The needle pattern's rule, without a regex: no ASCII letter or digit either side."""
+    at = text.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        if not text[at - 1 : at].isalnum() and not text[end : end + 1].isalnum():
+            return True
+        at = text.find(needle, at + 1)
+    return False
+
+
+@dataclass(frozen=True)
+class ProfileWrites:
+    """The values a profile writes into every object, to tell them from survivors."""
+
+    values: frozenset[str]  # whole values, casefolded
+    text: bytes  # every value, ASCII lower-case, one per line
+
+    def may_identify(self, value: str) -> bool:
+        """False for a placeholder or a value the profile writes itself (no scrub word)."""
+        folded = value.strip().casefold()
+        return folded not in NON_IDENTIFYING_VALUES and folded not in self.values
+
+    def explains(self, needle: str, own: bytes = b"") -> bool:
+        """True if the needle is a placeholder or a word of what this profile (or `own`,
+        the object's pseudonyms) writes: then its presence in the output proves nothing."""
+        if not self.may_identify(needle):
+            return True
+        # bytes.lower() and isalnum() are ASCII-only, like the needle pattern's re.I.
+        raw = needle.strip().encode("utf-8", "ignore").lower()
+        return _occurs_as_word(raw, self.text) or _occurs_as_word(raw, own)
+
+
+@lru_cache(maxsize=64)
+def written_by(config: ProfileConfig) -> ProfileWrites:
+    """Every text the profile writes whatever the object: dummies, replace and trial
+    values, the de-identification markers and codes, the file meta texts."""
+    texts = [DUMMY_TEXT, *(v for v in _DUMMY.values() if isinstance(v, str))]
+    texts += [value for _, value in config.replace]
+    trial = config.trial
+    if trial is not None:
+        texts += [trial.sponsor, trial.protocol_id, trial.protocol_name, trial.site_id]
+        texts += [trial.site_name, trial.coordinating_center]
+    texts += [_method_text(), "YES", "DCM", "MODIFIED", "REMOVED", "UNMODIFIED"]
+    for code in (BASIC_PROFILE_CODE, *(OPTION_CODES[o] for o in config.options)):
+        texts += code
+    texts += ["DICM", IMPLEMENTATION_VERSION]
+    texts = [t for t in texts if t]
+    return ProfileWrites(
+        values=frozenset(t.strip().casefold() for t in texts),
+        text=b"\n".join(t.encode("utf-8", "ignore").lower() for t in texts),
+    )
+
+
 def _mark(ds: Dataset, profile: CompiledProfile, walker: _Walker) -> None:
     options = sorted(profile.config.options, key=lambda o: OPTION_CODES[o][0])
     ds.PatientIdentityRemoved = "YES"
-    method = f"deid-node {__version__}: PS3.15 E.1-1 {ANNEX_E_EDITION}"
-    ds.DeidentificationMethod = method[:64]
+    ds.DeidentificationMethod = _method_text()
     ds.DeidentificationMethodCodeSequence = Sequence(
         [_code_item(*BASIC_PROFILE_CODE)] + [_code_item(*OPTION_CODES[o]) for o in options]
     )
@@ -770,7 +862,74 @@ def _new_meta(ds: Dataset, sop_class: str, sop_uid: str, ts: UID) -> FileMetaDat
     return meta
 
 
-def verify_clean(encoded: bytes, needles: Needles) -> None:
-    """Raise DeidError if any original identifier occurs in the encoded output."""
-    if needles.found_in(encoded):
-        raise DeidError("verification: an original identifier survived in the output")
+def verify_clean(encoded: bytes, needles: Needles, dataset: Dataset | None = None) -> None:
+    """Raise DeidError if any original identifier occurs in the encoded output.
+
+    One search over the bytes; only when it hits is `dataset` (what was encoded) searched
+    element by element, so that the reason names the attribute, never the value.
+    """
+    if not needles.found_in(encoded):
+        return
+    where = None
+    if dataset is not None:
+        try:
+            where = locate_survivor(dataset, needles)
+        except Exception:  # naming the place is a courtesy: the object is refused anyway
+            where = None
+    raise DeidError(f"{SURVIVED} ({f'in {where}' if where else 'not within one attribute'})")
+
+
+def locate_survivor(ds: Dataset, needles: Needles) -> str | None:
+    """The attribute whose encoding holds an original identifier, as a keyword path
+    (``ContentSequence[0].TextValue``; tags for private and unknown elements), or None."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        found = _locate(meta, needles, (False, True), None)
+        if found:
+            return found
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    # A deflated body is verified as explicit little endian, its own encoding too.
+    encoding = (UID(ts).is_implicit_VR, UID(ts).is_little_endian) if ts else (False, True)
+    return _locate(ds, needles, encoding, None, top=True)
+
+
+def _attribute(tag: int) -> str:
+    keyword = "" if tag >> 16 & 1 else keyword_for_tag(tag)
+    return keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _locate(
+    ds: Dataset,
+    needles: Needles,
+    encoding: tuple[bool, bool],
+    charset: object,
+    *,
+    top: bool = False,
+    path: str = "",
+) -> str | None:
+    charset = ds.get("SpecificCharacterSet", charset)  # items inherit, as the writer does
+    for tag in sorted(ds.keys()):
+        if top and int(tag) >= _TAIL_START:
+            break  # pixel data and what follows it are not part of the checked header
+        elem = ds.get_item(tag)
+        name = path + _attribute(int(tag))
+        if isinstance(elem, DataElement) and elem.VR == "SQ":
+            for i, item in enumerate(elem.value or ()):
+                found = _locate(item, needles, encoding, charset, path=f"{name}[{i}].")
+                if found:
+                    return found
+        elif needles.found_in(_encoded(elem, encoding, charset)):
+            return name
+    return None
+
+
+def _encoded(
+    elem: DataElement | RawDataElement, encoding: tuple[bool, bool], charset: object
+) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_implicit_VR, fp.is_little_endian = encoding
+    try:
+        write_data_element(fp, elem, charset)  # type: ignore[arg-type]
+    except Exception:  # an element the writer refuses alone cannot be the one to name
+        return b""
+    return fp.getvalue()

@@ -217,7 +217,7 @@ def deidentify_to_output(
 
     def check(header: bytes) -> None:
         if verify:
-            verify_clean(header, result.needles)
+            verify_clean(header, result.needles, result.dataset)
 
     try:
         chunks = encode_instance(result.dataset, check)

@@ -11,9 +11,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UltrasoundImageStorage
 
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig, TrialConfig
-from deid_node.engine import deidentify_dataset
+from deid_node.engine import SURVIVED, deidentify_dataset
 from deid_node.errors import DeidError
-from deid_node.pipeline import process_file
+from deid_node.pipeline import Outcome, process_file
 from deid_node.profiles import OPTION_CODES, Op, compile_profile, describe
 from deid_node.pseudonym import date_offset_days, pseudo_uid, shift_date
 
@@ -417,10 +417,91 @@ def test_verification_quarantines_an_original_identifier_in_the_output(
     outcome = process_file(src, compile_profile(cfg), KEY, tmp_path / "out")
     if caught:
         assert outcome.status.value == "quarantined"
-        assert outcome.reason == "verification: an original identifier survived in the output"
+        assert outcome.reason == f"{SURVIVED} (in ImageComments)"
         assert not list((tmp_path / "out").rglob("*.dcm"))
     else:
         assert outcome.status.value == "stored", outcome.reason
+
+
+def _process(tmp_path: Path, ds: Dataset, cfg: ProfileConfig) -> Outcome:
+    src = tmp_path / "in.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    return process_file(src, compile_profile(cfg), KEY, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("where", "ds", "cfg"),
+    [
+        ("(0009,1001)", make_ds(), profile(keep=(0x00091001,))),  # private: its tag
+        (
+            "ReferencedImageSequence[0].ImageComments",
+            make_ds(),
+            profile(keep=(0x00204000,)),
+        ),
+    ],
+)
+def test_verification_names_the_attribute_a_survivor_is_in_never_the_value(
+    tmp_path: Path, where: str, ds: Dataset, cfg: ProfileConfig
+) -> None:
+    ds.add_new(0x00090010, "LO", "ACME_NOTES")
+    ds.add_new(0x00091001, "LO", "ACC778899")  # the accession number, in a private note
+    ds.ReferencedImageSequence[0].ImageComments = "prior OTHER99 scan"  # another patient ID
+    outcome = _process(tmp_path, ds, cfg)
+    assert outcome.status.value == "quarantined"
+    assert outcome.reason == f"{SURVIVED} (in {where})"
+    assert "ACC778899" not in outcome.reason and "OTHER99" not in outcome.reason
+
+
+@pytest.mark.parametrize(
+    ("changes", "cfg"),
+    [
+        ({"PatientName": "Anonymized"}, profile()),  # matches every ANONYMIZED dummy
+        ({"PatientName": "anonymized"}, profile()),
+        ({"PatientName": "RESEARCH"}, profile(replace=((0x00081030, "RESEARCH"),))),
+        ({"PatientName": "LUNGSCREEN"}, profile(replace=((0x00081030, "LUNGSCREEN"),))),
+        (  # kept unlisted attributes say UNKNOWN too
+            {
+                "PatientName": "Unknown^Patient",
+                "PatientID": "UNKNOWN",
+                "BodyPartExamined": "UNKNOWN",
+            },
+            profile(),
+        ),
+        ({"PatientBirthDate": "19000101"}, profile()),  # the DA dummy, as ContentDate gets
+        ({"PatientID": "113100"}, profile()),  # the basic profile's code value
+        ({"PatientName": "Holmes"}, profile(trial=TrialConfig("Holmes Institute", "EX-1"))),
+    ],
+)
+def test_values_the_profile_writes_and_placeholders_are_no_survivors(
+    tmp_path: Path, changes: dict[str, str], cfg: ProfileConfig
+) -> None:
+    outcome = _process(tmp_path, make_ds(**changes), cfg)
+    assert outcome.status.value == "stored", outcome.reason
+
+
+def test_a_reference_to_an_own_pseudonym_is_no_survivor(tmp_path: Path) -> None:
+    # Partly de-identified data: a reference already holds the pseudonym this object's
+    # SOPInstanceUID gets, so the output holds it as well, rightly.
+    ds = make_ds()
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = pseudo_uid(KEY, "t", SOP)
+    outcome = _process(tmp_path, ds, profile())
+    assert outcome.status.value == "stored", outcome.reason
+
+
+def test_a_placeholder_beside_a_real_name_still_catches_the_real_one(tmp_path: Path) -> None:
+    ds = make_ds(PatientName="SMITH^Unknown", ImageComments="unknown, seen by Smith")
+    outcome = _process(tmp_path, ds, profile(keep=(0x00204000,)))
+    assert outcome.reason == f"{SURVIVED} (in ImageComments)"
+
+
+def test_placeholders_and_profile_values_are_not_scrubbed_from_kept_text() -> None:
+    ds = make_ds(
+        PatientName="DOE^Anonymous",
+        PatientID="RESEARCH",
+        StudyDescription="anonymous research CT for Doe",
+    )
+    out = run(ds, profile("clean-descriptors", replace=()))
+    assert out.StudyDescription == "anonymous research CT for ***"
 
 
 def test_dates_in_free_text_are_cleaned_in_the_spellings_people_type() -> None:
