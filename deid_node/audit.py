@@ -168,6 +168,8 @@ class LinkageRow(Base):
     pseudo_patient_id: Mapped[str | None] = mapped_column(String(255))
     pseudo_study_uid: Mapped[str | None] = mapped_column(String(64))
     pseudo_sop_uid: Mapped[str | None] = mapped_column(String(64))
+    original_accession_number: Mapped[str | None] = mapped_column(String)
+    date_shift_days: Mapped[int | None] = mapped_column(Integer)  # None: dates not shifted
 
 
 class SchemaVersion(Base):
@@ -199,6 +201,9 @@ LINKAGE_COLUMNS: Final[tuple[str, ...]] = (
     "pseudo_study_uid",
     "pseudo_series_uid",
     "pseudo_sop_uid",
+    # Added in schema version 2; last, so scripts reading earlier columns by position work.
+    "original_accession_number",
+    "date_shift_days",
 )
 _TIME_COLUMNS: Final = frozenset({"received_at", "processed_at", "started_at", "ended_at"})
 
@@ -232,17 +237,23 @@ class ObjectRecord:
 
 @dataclass(frozen=True)
 class LinkageRecord:
-    """Original and pseudonymous identifiers of one object, for profiles with record_linkage."""
+    """Original and pseudonymous identifiers of one object, for profiles with record_linkage.
+
+    ``date_shift_days`` is the offset added to every date (retain-longitudinal-modified-dates),
+    None when dates were not shifted: with it, a shifted date maps back to the original.
+    """
 
     profile: str
     original_patient_id: str | None
     original_patient_name: str | None
+    original_accession_number: str | None
     original_study_uid: str | None
     original_series_uid: str | None
     original_sop_uid: str | None
     pseudo_patient_id: str | None
     pseudo_study_uid: str | None
     pseudo_sop_uid: str | None
+    date_shift_days: int | None
 
 
 @dataclass(frozen=True)
@@ -604,7 +615,13 @@ def _create_v1(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = ((1, _create_v1),)
+def _add_linkage_columns_v2(conn: Connection) -> None:
+    """Version 2: linkage keeps the original accession number and the date shift (frozen)."""
+    conn.exec_driver_sql("ALTER TABLE linkage ADD COLUMN original_accession_number VARCHAR")
+    conn.exec_driver_sql("ALTER TABLE linkage ADD COLUMN date_shift_days INTEGER")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = ((1, _create_v1), (2, _add_linkage_columns_v2))
 
 
 def _bootstrap_version(engine: Engine) -> None:

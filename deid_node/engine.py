@@ -203,9 +203,11 @@ class Originals:
 
     patient_id: str
     patient_name: str
+    accession_number: str
     study_uid: str
     series_uid: str
     sop_uid: str
+    date_shift_days: int | None  # the keyed offset applied to every date, None if unshifted
 
 
 @dataclass(frozen=True)
@@ -671,9 +673,11 @@ def _deidentify(
     originals = Originals(
         patient_id=_text(ds.get("PatientID", "")),
         patient_name=_text(ds.get("PatientName", "")),
+        accession_number=_text(ds.get("AccessionNumber", "")),
         study_uid=study_uid,
         series_uid=series_uid,
         sop_uid=sop_uid,
+        date_shift_days=walker.days if walker.modified_dates else None,
     )
     walker.collect(ds)
     try:

@@ -86,12 +86,14 @@ def linkage_for(name: str, record_linkage: bool, outcome: Outcome) -> LinkageRec
         profile=name,
         original_patient_id=originals.patient_id,
         original_patient_name=originals.patient_name,
+        original_accession_number=originals.accession_number,
         original_study_uid=originals.study_uid,
         original_series_uid=originals.series_uid,
         original_sop_uid=originals.sop_uid,
         pseudo_patient_id=outcome.pseudo_patient_id,
         pseudo_study_uid=outcome.pseudo_study_uid,
         pseudo_sop_uid=outcome.pseudo_sop_uid,
+        date_shift_days=originals.date_shift_days,
     )
 
 

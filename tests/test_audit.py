@@ -42,6 +42,7 @@ from deid_node.errors import AuditError
 
 T0 = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+NEXT = len(MIGRATIONS) + 1  # the version of a test's own extra migration step
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
@@ -76,12 +77,14 @@ def make_linkage(**changes: object) -> LinkageRecord:
         profile="research",
         original_patient_id="FAKE-PID-1",
         original_patient_name="FAKE^PATIENT",
+        original_accession_number="FAKE-ACC-1",
         original_study_uid="1.2.3.4.1",
         original_series_uid="1.2.3.4.2",
         original_sop_uid="1.2.3.4.3",
         pseudo_patient_id="RES7f3a",
         pseudo_study_uid="2.25.1001",
         pseudo_sop_uid="2.25.3001",
+        date_shift_days=-1234,
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
@@ -162,6 +165,8 @@ def test_linkage_is_written_only_when_given(db: AuditDB) -> None:
             "pseudo_study_uid": "2.25.1001",
             "pseudo_series_uid": "2.25.2001",
             "pseudo_sop_uid": "2.25.3001",
+            "original_accession_number": "FAKE-ACC-1",
+            "date_shift_days": -1234,
         }
     ]
     assert list(db.iter_linkage(Filters(profile="public"))) == []
@@ -496,6 +501,7 @@ def test_csv_of_linkage_and_summaries(db: AuditDB) -> None:
     lines = out.getvalue().split("\r\n")
     assert lines[0] == ",".join(LINKAGE_COLUMNS)
     assert lines[1].startswith("1,2026-11-22T05:00:00.000000Z,CT_SCANNER,research,FAKE-PID-1,")
+    assert lines[1].endswith(",2.25.3001,FAKE-ACC-1,-1234")
 
     out = io.StringIO(newline="")
     summaries = [dataclasses.asdict(s) for s in db.study_summaries(Filters())]
@@ -504,6 +510,13 @@ def test_csv_of_linkage_and_summaries(db: AuditDB) -> None:
         "2.25.1001,RES7f3a,CT_SCANNER,research,"
         "2026-11-22T05:00:00.000000Z,2026-11-22T05:00:00.000000Z,1,1,0,0,0,"
     )
+
+
+def test_linkage_csv_of_unshifted_dates_has_an_empty_shift(db: AuditDB) -> None:
+    db.record_objects([(make_record(), make_linkage(date_shift_days=None))])
+    out = io.StringIO(newline="")
+    write_csv(db.iter_linkage(Filters()), LINKAGE_COLUMNS, out)
+    assert out.getvalue().split("\r\n")[1].endswith(",FAKE-ACC-1,")
 
 
 def test_write_csv_formats_values() -> None:
@@ -784,11 +797,11 @@ def test_upgrade_keeps_existing_rows(db_url: str) -> None:
         applied.append(2)
         conn.execute(text("ALTER TABLE objects ADD COLUMN note VARCHAR(64)"))
 
-    steps = [*MIGRATIONS, (2, add_note)]
+    steps = [*MIGRATIONS, (NEXT, add_note)]
     engine = create_audit_engine(db_url)
     try:
-        assert migrate(engine, steps) == 2
-        assert migrate(engine, steps) == 2  # already there: the step is not run again
+        assert migrate(engine, steps) == NEXT
+        assert migrate(engine, steps) == NEXT  # already there: the step is not run again
         assert applied == [2]
         assert "note" in {c["name"] for c in inspect(engine).get_columns("objects")}
         upgraded = AuditDB(engine)
@@ -798,6 +811,34 @@ def test_upgrade_keeps_existing_rows(db_url: str) -> None:
         assert [row["object_id"] for row in upgraded.iter_linkage(Filters())] == [ids[0]]
     finally:
         engine.dispose()
+
+
+def test_a_version_1_database_upgrades_and_keeps_its_linkage(db_url: str) -> None:
+    # Built by the frozen v1 step itself, with rows written as version 1 wrote them.
+    engine = create_audit_engine(db_url)
+    try:
+        assert migrate(engine, MIGRATIONS[:1]) == 1
+        with engine.begin() as conn:
+            record = dataclasses.asdict(make_record(processed_at=None))
+            record["received_at"] = format_time(T0)
+            conn.execute(Base.metadata.tables["objects"].insert().values(id=7, **record))
+            v2 = ("original_accession_number", "date_shift_days")
+            old = {k: v for k, v in dataclasses.asdict(make_linkage()).items() if k not in v2}
+            names, params = ", ".join(old), ", ".join(f":{k}" for k in old)
+            conn.execute(
+                text(f"INSERT INTO linkage (object_id, {names}) VALUES (7, {params})"), old
+            )
+        assert "date_shift_days" not in {c["name"] for c in inspect(engine).get_columns("linkage")}
+    finally:
+        engine.dispose()
+    with open_audit(db_url) as db:
+        [row] = db.iter_linkage(Filters())
+        assert row["object_id"] == 7 and row["original_sop_uid"] == "1.2.3.4.3"
+        assert row["original_patient_id"] == "FAKE-PID-1"
+        assert row["original_accession_number"] is None and row["date_shift_days"] is None
+        [new_id] = db.record_objects([(make_record(), make_linkage())])
+        rows = list(db.iter_linkage(Filters()))
+    assert [(r["object_id"], r["date_shift_days"]) for r in rows] == [(7, None), (new_id, -1234)]
 
 
 def test_upgrade_of_an_older_hand_made_database(tmp_path: Path) -> None:
@@ -846,11 +887,11 @@ def test_a_failing_step_leaves_nothing_behind(db_url: str) -> None:
     engine = create_audit_engine(db_url)
     try:
         with pytest.raises(RuntimeError, match="half way"):
-            migrate(engine, [*MIGRATIONS, (2, half_done)])
+            migrate(engine, [*MIGRATIONS, (NEXT, half_done)])
         inspector = inspect(engine)
         assert "extra" not in inspector.get_table_names()  # DDL rolled back with the step
         assert "note" not in {c["name"] for c in inspector.get_columns("objects")}
-        assert migrate(engine) == 1
+        assert migrate(engine) == len(MIGRATIONS)
     finally:
         engine.dispose()
 
@@ -858,22 +899,22 @@ def test_a_failing_step_leaves_nothing_behind(db_url: str) -> None:
 def test_a_newer_database_is_refused(db_url: str) -> None:
     engine = create_audit_engine(db_url)
     try:
-        migrate(engine, [*MIGRATIONS, (2, lambda conn: None)])
+        migrate(engine, [*MIGRATIONS, (NEXT, lambda conn: None)])
     finally:
         engine.dispose()
     with pytest.raises(AuditError) as info:
         open_audit(db_url)
     assert str(info.value) == (
-        "audit database schema version 2 is newer than this deid-node supports (1): "
-        "upgrade deid-node"
+        f"audit database schema version {NEXT} is newer than this deid-node supports "
+        f"({len(MIGRATIONS)}): upgrade deid-node"
     )
 
 
 def test_migration_versions_must_be_consecutive(db_url: str) -> None:
     engine = create_audit_engine(db_url)
     try:
-        with pytest.raises(ValueError, match="got \\[1, 3\\]"):
-            migrate(engine, [*MIGRATIONS, (3, lambda conn: None)])
+        with pytest.raises(ValueError, match=f"got \\[1, 2, {NEXT + 1}\\]"):
+            migrate(engine, [*MIGRATIONS, (NEXT + 1, lambda conn: None)])
     finally:
         engine.dispose()
 

@@ -23,7 +23,7 @@ from deid_node.audit import LINKAGE_COLUMNS, OBJECT_COLUMNS
 from deid_node.cli import app
 from deid_node.config import Config, load_config
 from deid_node.node import Node
-from deid_node.pseudonym import pseudo_uid
+from deid_node.pseudonym import date_offset_days, pseudo_uid
 from tests.conftest import associate, node_table, store
 from tests.synthetic import (
     PhiTokens,
@@ -48,6 +48,7 @@ profile = "trial"
 
 [profiles.research]
 record_linkage = true
+options = ["retain-longitudinal-modified-dates"]
 
 [profiles.trial]
 options = ["retain-longitudinal-modified-dates"]
@@ -202,8 +203,13 @@ def test_export_csv_linkage_warns_and_links_originals(sent: Sent, tmp_path: Path
     assert {r["profile"] for r in rows} == {"research"}
     assert {r["original_sop_uid"] for r in rows} == {str(ds.SOPInstanceUID) for ds in sent.ct}
     assert {r["original_patient_id"] for r in rows} == {sent.patient.patient_id}
-    by_original = {r["original_sop_uid"]: r["pseudo_sop_uid"] for r in rows}
+    accession = {r["original_sop_uid"]: r["original_accession_number"] for r in rows}
+    assert accession == {str(ds.SOPInstanceUID): str(ds.AccessionNumber) for ds in sent.ct}
     key = sent.cfg.node.secret_path.read_bytes()
+    # The offset the node shifted this patient's dates by: a re-identification needs it.
+    days = date_offset_days(key, "research", "id:" + sent.patient.patient_id)
+    assert {r["date_shift_days"] for r in rows} == {str(days)}
+    by_original = {r["original_sop_uid"]: r["pseudo_sop_uid"] for r in rows}
     assert all(pseudo_uid(key, "research", o) == p for o, p in by_original.items())
     filtered = export(sent, "--linkage", "--study", rows[0]["pseudo_study_uid"])
     assert 0 < len(filtered) < len(rows)

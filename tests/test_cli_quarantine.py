@@ -18,6 +18,7 @@ from deid_node.audit import open_audit
 from deid_node.cli import app
 from deid_node.config import Config
 from deid_node.node import Node
+from deid_node.pseudonym import date_offset_days
 from tests.conftest import audit_objects, files_under, node_table, store
 from tests.synthetic import (
     PhiTokens,
@@ -51,6 +52,7 @@ burned_in_annotation = "{policy}"
 RESEARCH_PROFILE = """
 [profiles.research]
 record_linkage = true
+options = ["retain-longitudinal-modified-dates"]
 burned_in_annotation = "{policy}"
 """
 
@@ -268,6 +270,10 @@ def test_retry_records_linkage_for_profiles_that_keep_it(held: Held) -> None:
     assert len(rows) == 1
     assert rows[0]["original_sop_uid"] == str(held.sc.SOPInstanceUID)
     assert rows[0]["pseudo_sop_uid"] == held.row(sc_id)["pseudo_sop_uid"]
+    assert rows[0]["original_accession_number"] == str(held.sc.AccessionNumber)
+    key = held.cfg.node.secret_path.read_bytes()
+    days = date_offset_days(key, "research", "id:" + held.patient.patient_id)
+    assert rows[0]["date_shift_days"] == str(days)
 
 
 def test_retry_all_stores_then_finds_duplicates(held: Held) -> None:
