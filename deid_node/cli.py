@@ -214,6 +214,9 @@ def deidentify(
 ) -> None:
     """De-identify files into OUTPUT/<profile>/<patient>/<study>/<series>/<sop>.dcm.
 
+    A profile with record_linkage also writes linkage rows (and their audit rows, calling AE
+    "(offline)") into the config's audit database.
+
     Example: deid-node deidentify scans/ --output deid/ --profile research
     """
     from deid_node.offline import deidentify_paths, iter_files
@@ -228,15 +231,27 @@ def deidentify(
     files = list(iter_files(paths))
     if not files:
         fail("no files found under the given paths")
-    with Progress(
-        TextColumn("de-identifying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
+    with contextlib.ExitStack() as stack:
+        record = None
+        if prof.record_linkage:  # SQLAlchemy only for the profiles that need it
+            from deid_node.audit import open_audit
+            from deid_node.linkage import OfflineLinkage
+
+            # Opened before the first file: a database that cannot be written stops the
+            # run before any output exists without its linkage.
+            linkage = OfflineLinkage(open_audit(cfg.database_url), prof.name)
+            record = stack.enter_context(linkage).add
+        bar = stack.enter_context(
+            Progress(
+                TextColumn("de-identifying"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+                disable=not err.is_terminal,
+            )
+        )
         task = bar.add_task("files", total=len(files))
         summary = deidentify_paths(
             files,
@@ -245,6 +260,7 @@ def deidentify(
             output,
             workers=workers,
             progress=lambda n: bar.advance(task, n),
+            record=record,
         )
     counts = summary.counts
     out.print(

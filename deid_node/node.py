@@ -34,9 +34,9 @@ from pynetdicom.transport import ThreadedAssociationServer
 from deid_node.audit import AuditDB, LinkageRecord, ObjectRecord, open_audit
 from deid_node.config import Config, Durability
 from deid_node.errors import AuditError, ConfigError, DeidNodeError, StorageError
+from deid_node.linkage import linkage_for
 from deid_node.logs import quiet_libraries
 from deid_node.pipeline import Outcome, Status
-from deid_node.quarantine import linkage_for
 from deid_node.scp import (
     AssociationInfo,
     Receiver,

@@ -64,15 +64,23 @@ def deidentify_paths(
     workers: int = 0,
     verify: bool = True,
     progress: Callable[[int], None] | None = None,
+    record: Callable[[Outcome], None] | None = None,
 ) -> Summary:
-    """De-identify files into `output` with a process pool; progress(n) after each batch."""
+    """De-identify files into `output` with a process pool; progress(n) after each batch.
+
+    `record` gets every outcome in this process, e.g. to write linkage rows
+    (:class:`deid_node.linkage.OfflineLinkage`); workers never touch the database.
+    """
     summary = Summary()
     workers = workers or (os.cpu_count() or 1)
     batches = [files[i : i + _CHUNK] for i in range(0, len(files), _CHUNK)]
     if workers == 1 or len(batches) <= 1:
         compiled = compile_profile(profile)
         for path in files:
-            summary.add(path, process_file(path, compiled, key, output, verify=verify))
+            outcome = process_file(path, compiled, key, output, verify=verify)
+            summary.add(path, outcome)
+            if record:
+                record(outcome)
             if progress:
                 progress(1)
         return summary
@@ -81,6 +89,8 @@ def deidentify_paths(
         for batch, outcomes in zip(batches, pool.map(_work, jobs), strict=True):
             for path, outcome in zip(batch, outcomes, strict=True):
                 summary.add(path, outcome)
+                if record:
+                    record(outcome)
             if progress:
                 progress(len(batch))
     return summary

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from deid_node.audit import AuditDB, LinkageRecord
+from deid_node.audit import AuditDB
 from deid_node.config import Config, Durability
 from deid_node.errors import DeidNodeError
+from deid_node.linkage import linkage_for
 from deid_node.pipeline import Outcome, Status, process_file
 from deid_node.profiles import compile_profile
 from deid_node.spool import set_quarantine_reason
@@ -75,26 +76,6 @@ def _remove(path: Path) -> None:
     for p in (path, path.with_suffix(".json")):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(p)
-
-
-def linkage_for(name: str, record_linkage: bool, outcome: Outcome) -> LinkageRecord | None:
-    """The linkage row of a stored outcome, for profiles with record_linkage (PHI)."""
-    originals = outcome.originals
-    if not record_linkage or originals is None:
-        return None
-    return LinkageRecord(
-        profile=name,
-        original_patient_id=originals.patient_id,
-        original_patient_name=originals.patient_name,
-        original_accession_number=originals.accession_number,
-        original_study_uid=originals.study_uid,
-        original_series_uid=originals.series_uid,
-        original_sop_uid=originals.sop_uid,
-        pseudo_patient_id=outcome.pseudo_patient_id,
-        pseudo_study_uid=outcome.pseudo_study_uid,
-        pseudo_sop_uid=outcome.pseudo_sop_uid,
-        date_shift_days=originals.date_shift_days,
-    )
 
 
 def retry(

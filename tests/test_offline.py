@@ -14,10 +14,13 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
+from deid_node.audit import Filters, open_audit
 from deid_node.cli import app
-from deid_node.config import BurnedInPolicy, ProfileConfig
-from deid_node.pipeline import Status, process_file
+from deid_node.config import BurnedInPolicy, ProfileConfig, load_config
+from deid_node.linkage import OFFLINE, OfflineLinkage
+from deid_node.pipeline import Outcome, Status, process_file
 from deid_node.profiles import compile_profile
+from deid_node.pseudonym import date_offset_days
 from tests.synthetic import (
     PhiTokens,
     SyntheticPatient,
@@ -145,6 +148,77 @@ def test_same_pseudonyms_in_two_separate_processes(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         trees.append(sorted(str(p.relative_to(out)) for p in out.rglob("*.dcm")))
     assert trees[0] == trees[1] and len(trees[0]) == 3
+
+
+def test_deidentify_records_linkage_for_a_profile_that_keeps_it(tmp_path: Path) -> None:
+    tokens = PhiTokens()
+    patient = SyntheticPatient.make(tokens, seed=6)
+    ct = ct_series(20, patient=patient, rows=16, cols=16, seed=6)  # two batches: the pool
+    write_files(ct, tmp_path / "in")
+    config = write_config(tmp_path, "record_linkage = true")
+    args = ["deidentify", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-p", "research"]
+    result = runner.invoke(app, [*args, "-c", str(config), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert not tokens.find_in(result.output)
+    cfg = load_config(config)
+    with open_audit(cfg.database_url) as db:
+        objects = list(db.iter_objects(Filters()))
+        links = list(db.iter_linkage(Filters()))
+    marks = {(o["status"], o["calling_ae"], o["called_ae"], o["peer_address"]) for o in objects}
+    assert len(objects) == 20 and marks == {("stored", OFFLINE, OFFLINE, OFFLINE)}
+    assert {str(o["output_path"]) for o in objects} == {
+        str(p) for p in (tmp_path / "out").rglob("*.dcm")
+    }
+    assert sorted(str(r["object_id"]) for r in links) == sorted(str(o["id"]) for o in objects)
+    by_sop = {str(r["original_sop_uid"]): r for r in links}
+    assert set(by_sop) == {str(ds.SOPInstanceUID) for ds in ct}
+    assert {r["original_accession_number"] for r in links} == {str(ct[0].AccessionNumber)}
+    assert {r["original_patient_id"] for r in links} == {patient.patient_id}
+    key = cfg.node.secret_path.read_bytes()
+    days = date_offset_days(key, "research", "id:" + patient.patient_id)
+    assert {r["date_shift_days"] for r in links} == {days}
+
+
+def test_deidentify_without_linkage_needs_no_audit_database(tmp_path: Path) -> None:
+    write_files(ct_series(2, patient=SyntheticPatient.make(PhiTokens(), seed=7)), tmp_path / "in")
+    config = write_config(tmp_path)
+    # In a fresh interpreter: is SQLAlchemy imported at all (a third of a second per run)?
+    script = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom deid_node.cli import app\n"
+        "result = CliRunner().invoke(app, sys.argv[1:])\n"
+        "print(result.exit_code, 'sqlalchemy' in sys.modules)"
+    )
+    args = ["deidentify", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-p", "research"]
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DEID_NODE_SECRET": "cd" * 32},
+    )
+    assert proc.stdout.split()[-2:] == ["0", "False"], proc.stdout + proc.stderr
+    assert not (tmp_path / "var" / "audit.db").exists()
+
+
+def test_offline_linkage_writes_a_batch_per_transaction_and_the_rest_at_the_end(
+    tmp_path: Path,
+) -> None:
+    paths = write_files(ct_series(5, patient=SyntheticPatient.make(PhiTokens(), seed=9)), tmp_path)
+    profile = compile_profile(ProfileConfig(name="research", record_linkage=True))
+    stored = [process_file(p, profile, KEY, tmp_path / "out") for p in paths]
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+
+    def linked() -> int:
+        with open_audit(url) as db:
+            return len(list(db.iter_linkage(Filters())))
+
+    with pytest.raises(KeyboardInterrupt), OfflineLinkage(open_audit(url), "research", 2) as log:
+        for outcome in stored[:3]:
+            log.add(outcome)
+        assert linked() == 2  # one batch written, one object pending
+        log.add(Outcome(Status.QUARANTINED, "burned-in annotation"))  # nothing to link
+        raise KeyboardInterrupt  # an interrupted run still records what it wrote
+    assert linked() == 3
 
 
 def test_rt_structure_set_references_follow_the_ct(tmp_path: Path) -> None:
