@@ -620,6 +620,7 @@ def export_csv(
     line_end = "\n" if lf else "\r\n"
     with _open_existing_audit(cfg) as db:
         if linkage:
+            _explain_linkage(cfg, db, profile)
             where = str(output) if output is not None else "this output"
             err.print(
                 f"Warning: {where} holds PHI (original patient IDs, names and UIDs): "
@@ -641,6 +642,37 @@ def export_csv(
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
                 count = write_csv(rows, columns, fh, line_end=line_end)
     err.print(f"{count} row(s) written to {output}", markup=False, highlight=False)
+
+
+def _note(message: str) -> None:
+    err.print(f"Note: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _explain_linkage(cfg: Config, db: AuditDB, profile: str | None) -> None:
+    """Say why a linkage export may come out empty; refuse a profile that never had any."""
+    from deid_node.audit import Filters
+
+    if profile is None:
+        if not any(p.record_linkage for p in cfg.profiles.values()):
+            _note(
+                "no configured profile has record_linkage = true, so no linkage is being "
+                "recorded; only rows recorded earlier are exported "
+                "(set profiles.NAME.record_linkage = true to record it)"
+            )
+        return
+    if cfg.profile(profile).record_linkage:
+        return
+    with _closed_after(db.iter_linkage(Filters(profile=profile), limit=1)) as rows:
+        recorded_before = next(rows, None) is not None
+    if not recorded_before:
+        fail(
+            f"profile '{profile}' has record_linkage = false, so its objects have no linkage "
+            f"rows: set profiles.{profile}.record_linkage = true to record them from then on"
+        )
+    _note(
+        f"profile '{profile}' has record_linkage = false: only rows recorded before it was "
+        "turned off are exported"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -215,6 +215,43 @@ def test_export_csv_linkage_warns_and_links_originals(sent: Sent, tmp_path: Path
     assert 0 < len(filtered) < len(rows)
 
 
+def test_export_csv_linkage_of_a_profile_that_never_recorded_it_is_an_error(
+    sent: Sent, tmp_path: Path
+) -> None:
+    target = tmp_path / "linkage.csv"
+    args = ["--linkage", "--profile", "trial", "--output", str(target)]
+    code, out, err = run("export-csv", "--config", str(sent.config), *args)
+    assert code == 1 and out == ""
+    assert err.strip() == (
+        "Error: profile 'trial' has record_linkage = false, so its objects have no linkage "
+        "rows: set profiles.trial.record_linkage = true to record them from then on"
+    )
+    assert not target.exists()  # no file that looks like a (PHI) export
+    code, _, err = run("export-csv", "--config", str(sent.config), "--linkage")
+    assert code == 0 and "Note:" not in err  # research records linkage: nothing to explain
+
+
+def test_export_csv_linkage_says_why_once_no_profile_records_it(sent: Sent, tmp_path: Path) -> None:
+    # The same database, after record_linkage was turned off everywhere.
+    config = tmp_path / "no-linkage.toml"
+    text = CONFIG.replace("record_linkage = true", "record_linkage = false")
+    config.write_text(
+        text.replace('data_dir = "var"', f'data_dir = "{sent.cfg.node.data_dir}"'),
+        encoding="utf-8",
+    )
+    code, out, err = run("export-csv", "--config", str(config), "--linkage")
+    assert code == 0
+    note, warning = err.strip().splitlines()
+    assert note.startswith("Note: no configured profile has record_linkage = true, so no ")
+    assert warning.startswith("Warning:")
+    assert len(out.splitlines()) == 1 + len(sent.ct)  # the rows recorded while it was on
+    code, out, err = run("export-csv", "-c", str(config), "--linkage", "--profile", "research")
+    assert code == 0 and len(out.splitlines()) == 1 + len(sent.ct)
+    assert err.startswith(
+        "Note: profile 'research' has record_linkage = false: only rows recorded before"
+    )
+
+
 def test_export_csv_without_linkage_holds_no_original_identifier(sent: Sent) -> None:
     code, out, _ = run("export-csv", "--config", str(sent.config))
     assert code == 0
