@@ -866,7 +866,7 @@ def _new_meta(ds: Dataset, sop_class: str, sop_uid: str, ts: UID) -> FileMetaDat
     return meta
 
 
-def verify_clean(encoded: bytes, needles: Needles, dataset: Dataset | None = None) -> None:
+def verify_clean(encoded: bytes, needles: Needles, dataset: Dataset) -> None:
     """Raise DeidError if any original identifier occurs in the encoded output.
 
     One search over the bytes; only when it hits is `dataset` (what was encoded) searched
@@ -874,13 +874,11 @@ def verify_clean(encoded: bytes, needles: Needles, dataset: Dataset | None = Non
     """
     if not needles.found_in(encoded):
         return
-    where = None
-    if dataset is not None:
-        try:
-            where = locate_survivor(dataset, needles)
-        except Exception:  # naming the place is a courtesy: the object is refused anyway
-            where = None
-    raise DeidError(f"{SURVIVED} ({f'in {where}' if where else 'not within one attribute'})")
+    try:
+        where = locate_survivor(dataset, needles)
+    except Exception:  # naming the place is a courtesy: the object is refused anyway
+        where = None
+    raise DeidError(f"{SURVIVED} ({f'in {where}' if where else 'attribute not found'})")
 
 
 def locate_survivor(ds: Dataset, needles: Needles) -> str | None:
