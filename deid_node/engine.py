@@ -713,9 +713,17 @@ def _deidentify(
 
 
 def _encodings(values: Iterable[str]) -> list[bytes]:
-    # UTF-8 and Latin-1 cover ISO_IR 192, ISO_IR 100 and plain ASCII output. Sorted longest
-    # first, then by value: the same needles give the same pattern text, which re caches.
-    encoded = {v.encode(codec, "ignore") for v in values if v for codec in ("utf-8", "latin-1")}
+    # UTF-8 and Latin-1 cover ISO_IR 192, ISO_IR 100 and plain ASCII output. A bytes
+    # pattern's re.I folds ASCII letters only, so MÜLLER needs müller as a needle of its
+    # own. Sorted longest first, then by value: the same needles give the same pattern
+    # text, which re caches.
+    encoded = {
+        form.encode(codec, "ignore")
+        for v in values
+        if v
+        for form in ((v,) if v.isascii() else (v, v.upper(), v.lower()))
+        for codec in ("utf-8", "latin-1")
+    }
     encoded.discard(b"")
     return sorted(encoded, key=lambda v: (-len(v), v))
 
@@ -744,7 +752,7 @@ def _needles(
 ) -> Needles:
     # A 'UID' with other characters than digits and dots is searched for as text.
     odd = {u for u in uids if u.strip(".0123456789")}
-    own = b"\n".join(p.encode("utf-8", "ignore").lower() for p in pseudonyms)
+    own = "\n".join(p.casefold() for p in pseudonyms)
     # What the profile writes is in every output: finding it there proves nothing.
     texts = {t for t in texts | odd if not written.explains(t, own)}
     uids = uids - odd - pseudonyms - {IMPLEMENTATION_CLASS_UID}
@@ -768,12 +776,16 @@ def _method_text() -> str:
     return f"deid-node {__version__}: PS3.15 E.1-1 {ANNEX_E_EDITION}"[:64]
 
 
-def _occurs_as_word(needle: bytes, text: bytes) -> bool:
+def _is_word_char(text: str) -> bool:
+    return text.isascii() and text.isalnum()  # the needle pattern's [A-Za-z0-9]
+
+
+def _occurs_as_word(needle: str, text: str) -> bool:
     """The needle pattern's rule, without a regex: no ASCII letter or digit either side."""
-    at = text.find(needle)
+    at = text.find(needle) if needle else -1
     while at >= 0:
         end = at + len(needle)
-        if not text[at - 1 : at].isalnum() and not text[end : end + 1].isalnum():
+        if not _is_word_char(text[at - 1 : at]) and not _is_word_char(text[end : end + 1]):
             return True
         at = text.find(needle, at + 1)
     return False
@@ -784,21 +796,21 @@ class ProfileWrites:
     """The values a profile writes into every object, to tell them from survivors."""
 
     values: frozenset[str]  # whole values, casefolded
-    text: bytes  # every value, ASCII lower-case, one per line
+    text: str  # every value, casefolded, one per line
 
     def may_identify(self, value: str) -> bool:
         """False for a placeholder or a value the profile writes itself (no scrub word)."""
         folded = value.strip().casefold()
         return folded not in NON_IDENTIFYING_VALUES and folded not in self.values
 
-    def explains(self, needle: str, own: bytes = b"") -> bool:
+    def explains(self, needle: str, own: str = "") -> bool:
         """True if the needle is a placeholder or a word of what this profile (or `own`,
-        the object's pseudonyms) writes: then its presence in the output proves nothing."""
+        the object's casefolded pseudonyms) writes: its presence in the output proves
+        nothing."""
         if not self.may_identify(needle):
             return True
-        # bytes.lower() and isalnum() are ASCII-only, like the needle pattern's re.I.
-        raw = needle.strip().encode("utf-8", "ignore").lower()
-        return _occurs_as_word(raw, self.text) or _occurs_as_word(raw, own)
+        folded = needle.strip().casefold()
+        return _occurs_as_word(folded, self.text) or _occurs_as_word(folded, own)
 
 
 @lru_cache(maxsize=64)
@@ -818,7 +830,7 @@ def written_by(config: ProfileConfig) -> ProfileWrites:
     texts = [t for t in texts if t]
     return ProfileWrites(
         values=frozenset(t.strip().casefold() for t in texts),
-        text=b"\n".join(t.encode("utf-8", "ignore").lower() for t in texts),
+        text="\n".join(t.casefold() for t in texts),
     )
 
 

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UltrasoundImageStorage
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    UltrasoundImageStorage,
+)
 
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig, TrialConfig
 from deid_node.engine import SURVIVED, deidentify_dataset
@@ -450,6 +458,27 @@ def test_verification_names_the_attribute_a_survivor_is_in_never_the_value(
     assert outcome.status.value == "quarantined"
     assert outcome.reason == f"{SURVIVED} (in {where})"
     assert "ACC778899" not in outcome.reason and "OTHER99" not in outcome.reason
+
+
+@pytest.mark.parametrize("charset", ["ISO_IR 100", "ISO_IR 192"])
+@pytest.mark.parametrize(
+    "syntax", [ImplicitVRLittleEndian, ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian]
+)
+def test_a_survivor_in_another_case_of_a_non_ascii_name_is_caught_in_every_encoding(
+    tmp_path: Path, charset: str, syntax: UID
+) -> None:
+    ds = make_ds(PatientName="MÜLLER^HANS", SpecificCharacterSet=charset)
+    ds.ReferencedImageSequence[0].ImageComments = "bei Müller"  # re.I folds ASCII only
+    ds.file_meta.TransferSyntaxUID = syntax
+    src = tmp_path / "in.dcm"
+    ds.save_as(
+        src,
+        enforce_file_format=True,
+        implicit_vr=syntax.is_implicit_VR,
+        little_endian=syntax.is_little_endian,
+    )
+    outcome = process_file(src, compile_profile(profile(keep=(0x00204000,))), KEY, tmp_path / "o")
+    assert outcome.reason == f"{SURVIVED} (in ReferencedImageSequence[0].ImageComments)"
 
 
 @pytest.mark.parametrize(
