@@ -737,6 +737,9 @@ class Needles:
 
     text: re.Pattern[bytes] | None
     uids: frozenset[bytes]
+    # Whole values (casefolded) the profile itself writes, and the object's pseudonyms: an
+    # element holding only such values is no survivor, whatever words it shares with one.
+    explained: frozenset[str] = frozenset()
 
     def found_in(self, encoded: bytes) -> bool:
         """True if any original identifier occurs in the encoded bytes."""
@@ -752,16 +755,20 @@ def _needles(
 ) -> Needles:
     # A 'UID' with other characters than digits and dots is searched for as text.
     odd = {u for u in uids if u.strip(".0123456789")}
-    own = "\n".join(p.casefold() for p in pseudonyms)
-    # What the profile writes is in every output: finding it there proves nothing.
-    texts = {t for t in texts | odd if not written.explains(t, own)}
+    own = frozenset(p.strip().casefold() for p in pseudonyms)
+    # A placeholder, or a whole value the profile writes, identifies no one. A needle that
+    # is only a word of such a value (a surname "Clean", a code meaning "Clean Descriptors
+    # Option") stays a needle: verify_clean tells the two places apart.
+    texts = {t for t in texts | odd if written.may_identify(t) and t.strip().casefold() not in own}
     uids = uids - odd - pseudonyms - {IMPLEMENTATION_CLASS_UID}
     # Word boundaries: a surname inside an unrelated word is not a leak.
     pattern = None
     if texts:
         alt = b"|".join(re.escape(v) for v in _encodings(texts))
         pattern = re.compile(rb"(?<![A-Za-z0-9])(?:" + alt + rb")(?![A-Za-z0-9])", re.I)
-    return Needles(pattern, frozenset(v.strip(b".") for v in _encodings(uids)))
+    return Needles(
+        pattern, frozenset(v.strip(b".") for v in _encodings(uids)), written.values | own
+    )
 
 
 def _code_item(value: str, meaning: str) -> Dataset:
@@ -776,41 +783,16 @@ def _method_text() -> str:
     return f"deid-node {__version__}: PS3.15 E.1-1 {ANNEX_E_EDITION}"[:64]
 
 
-def _is_word_char(text: str) -> bool:
-    return text.isascii() and text.isalnum()  # the needle pattern's [A-Za-z0-9]
-
-
-def _occurs_as_word(needle: str, text: str) -> bool:
-    """The needle pattern's rule, without a regex: no ASCII letter or digit either side."""
-    at = text.find(needle) if needle else -1
-    while at >= 0:
-        end = at + len(needle)
-        if not _is_word_char(text[at - 1 : at]) and not _is_word_char(text[end : end + 1]):
-            return True
-        at = text.find(needle, at + 1)
-    return False
-
-
 @dataclass(frozen=True)
 class ProfileWrites:
     """The values a profile writes into every object, to tell them from survivors."""
 
     values: frozenset[str]  # whole values, casefolded
-    text: str  # every value, casefolded, one per line
 
     def may_identify(self, value: str) -> bool:
         """False for a placeholder or a value the profile writes itself (no scrub word)."""
         folded = value.strip().casefold()
         return folded not in NON_IDENTIFYING_VALUES and folded not in self.values
-
-    def explains(self, needle: str, own: str = "") -> bool:
-        """True if the needle is a placeholder or a word of what this profile (or `own`,
-        the object's casefolded pseudonyms) writes: its presence in the output proves
-        nothing."""
-        if not self.may_identify(needle):
-            return True
-        folded = needle.strip().casefold()
-        return _occurs_as_word(folded, self.text) or _occurs_as_word(folded, own)
 
 
 @lru_cache(maxsize=64)
@@ -828,10 +810,7 @@ def written_by(config: ProfileConfig) -> ProfileWrites:
         texts += code
     texts += ["DICM", IMPLEMENTATION_VERSION]
     texts = [t for t in texts if t]
-    return ProfileWrites(
-        values=frozenset(t.strip().casefold() for t in texts),
-        text="\n".join(t.casefold() for t in texts),
-    )
+    return ProfileWrites(values=frozenset(t.strip().casefold() for t in texts))
 
 
 def _mark(ds: Dataset, profile: CompiledProfile, walker: _Walker) -> None:
@@ -882,29 +861,56 @@ def verify_clean(encoded: bytes, needles: Needles, dataset: Dataset) -> None:
     """Raise DeidError if any original identifier occurs in the encoded output.
 
     One search over the bytes; only when it hits is `dataset` (what was encoded) searched
-    element by element, so that the reason names the attribute, never the value.
+    element by element. A hit only inside elements that hold nothing but values the
+    profile writes (a surname that is also a word of a code meaning) is no survivor; any
+    other hit quarantines, and the reason names the attribute, never the value. A hit no
+    element explains (it spans two) fails closed.
     """
     if not needles.found_in(encoded):
         return
     try:
-        where = locate_survivor(dataset, needles)
-    except Exception:  # naming the place is a courtesy: the object is refused anyway
-        where = None
+        where, explained = locate_survivor(dataset, needles)
+    except Exception:  # fail closed: the object is refused, only the place is unknown
+        where, explained = None, False
+    if where is None and explained:
+        return
     raise DeidError(f"{SURVIVED} ({f'in {where}' if where else 'attribute not found'})")
 
 
-def locate_survivor(ds: Dataset, needles: Needles) -> str | None:
-    """The attribute whose encoding holds an original identifier, as a keyword path
-    (``ContentSequence[0].TextValue``; tags for private and unknown elements), or None."""
+def locate_survivor(ds: Dataset, needles: Needles) -> tuple[str | None, bool]:
+    """Where an original identifier is in the encoded elements.
+
+    Returns the attribute as a keyword path (``ContentSequence[0].TextValue``; tags for
+    private and unknown elements) or None, and whether an element holding only values
+    the profile writes matched (which is no survivor).
+    """
+    found = _Found()
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        found = _locate(meta, needles, (False, True), None)
-        if found:
-            return found
+        _locate(meta, needles, (False, True), None, found)
+        if found.where:
+            return found.where, found.explained
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     # A deflated body is verified as explicit little endian, its own encoding too.
     encoding = (UID(ts).is_implicit_VR, UID(ts).is_little_endian) if ts else (False, True)
-    return _locate(ds, needles, encoding, None, top=True)
+    _locate(ds, needles, encoding, None, found, top=True)
+    return found.where, found.explained
+
+
+@dataclass
+class _Found:
+    where: str | None = None
+    explained: bool = False
+
+
+def _only_written(elem: DataElement | RawDataElement, explained: frozenset[str]) -> bool:
+    """True if every value of the element is one the profile writes (or a pseudonym)."""
+    if isinstance(elem, RawDataElement) or not explained:
+        return False
+    values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
+    return bool(values) and all(
+        isinstance(v, str | PersonName) and str(v).strip().casefold() in explained for v in values
+    )
 
 
 def _attribute(tag: int) -> str:
@@ -917,10 +923,11 @@ def _locate(
     needles: Needles,
     encoding: tuple[bool, bool],
     charset: object,
+    found: _Found,
     *,
     top: bool = False,
     path: str = "",
-) -> str | None:
+) -> None:
     charset = ds.get("SpecificCharacterSet", charset)  # items inherit, as the writer does
     for tag in sorted(ds.keys()):
         if top and int(tag) >= _TAIL_START:
@@ -929,12 +936,15 @@ def _locate(
         name = path + _attribute(int(tag))
         if isinstance(elem, DataElement) and elem.VR == "SQ":
             for i, item in enumerate(elem.value or ()):
-                found = _locate(item, needles, encoding, charset, path=f"{name}[{i}].")
-                if found:
-                    return found
+                _locate(item, needles, encoding, charset, found, path=f"{name}[{i}].")
+                if found.where:
+                    return
         elif needles.found_in(_encoded(elem, encoding, charset)):
-            return name
-    return None
+            if _only_written(elem, needles.explained):
+                found.explained = True
+                continue
+            found.where = name
+            return
 
 
 def _encoded(

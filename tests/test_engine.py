@@ -523,6 +523,28 @@ def test_a_placeholder_beside_a_real_name_still_catches_the_real_one(tmp_path: P
     assert outcome.reason == f"{SURVIVED} (in ImageComments)"
 
 
+@pytest.mark.parametrize(
+    ("comments", "survives"),
+    [
+        ("seen by Dr Clean", True),  # the patient's name, kept verbatim: a leak
+        (None, False),  # only the code meaning "Clean Descriptors Option" has the word
+    ],
+)
+def test_a_name_that_is_a_word_of_what_the_profile_writes_is_still_checked(
+    tmp_path: Path, comments: str | None, survives: bool
+) -> None:
+    ds = make_ds(PatientName="CLEAN^JOHN")
+    if comments is not None:
+        ds.ImageComments = comments
+    outcome = _process(tmp_path, ds, profile("clean-descriptors", keep=(0x00204000,)))
+    if survives:
+        assert outcome.reason == f"{SURVIVED} (in ImageComments)"
+    else:
+        assert outcome.status.value == "stored", outcome.reason
+        assert outcome.output_path is not None
+        assert b"Clean Descriptors Option" in outcome.output_path.read_bytes()
+
+
 def test_placeholders_and_profile_values_are_not_scrubbed_from_kept_text() -> None:
     ds = make_ds(
         PatientName="DOE^Anonymous",
