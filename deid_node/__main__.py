@@ -1,3 +1,3 @@
-from deid_node.cli import main
+from deid_node.cli.app import main
 
 main()

@@ -1455,7 +1455,7 @@ def stop_node(target: Target, grace: float = 30.0) -> dict[str, Any]:
 def external_target(args: argparse.Namespace) -> Target:
     """A node someone else runs: from its config file, or from --host/--port."""
     from deid_node.config import load_config
-    from deid_node.secret import load_secret
+    from deid_node.deid.secret import load_secret
 
     if args.config is not None:
         cfg = load_config(Path(args.config))
@@ -1663,7 +1663,7 @@ def exception_summary(log: Path | None) -> dict[str, Any]:
 def pseudo_sop(target: Target, uid: str) -> str | None:
     if target.key is None or target.scope is None:
         return None
-    from deid_node.pseudonym import pseudo_uid
+    from deid_node.deid.pseudonym import pseudo_uid
 
     return pseudo_uid(target.key, target.scope, uid)
 

@@ -19,9 +19,9 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 
-from deid_node.audit import AssociationFilters, Filters, open_audit
+from deid_node.audit.db import AssociationFilters, Filters, open_audit
 from deid_node.config import Config, load_config
-from deid_node.node import Node
+from deid_node.runtime.node import Node
 
 NODE_AE = "DEID_NODE"
 VERIFICATION = "1.2.840.10008.1.1"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, inspect, text
 
-from deid_node.audit import (
+from deid_node.audit.db import (
     LINKAGE_COLUMNS,
     MIGRATIONS,
     OBJECT_COLUMNS,

@@ -19,11 +19,11 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import _config
 from typer.testing import CliRunner
 
-from deid_node.audit import LINKAGE_COLUMNS, OBJECT_COLUMNS
-from deid_node.cli import app
+from deid_node.audit.db import LINKAGE_COLUMNS, OBJECT_COLUMNS
+from deid_node.cli.app import app
 from deid_node.config import Config, load_config
-from deid_node.node import Node
-from deid_node.pseudonym import date_offset_days, pseudo_uid
+from deid_node.deid.pseudonym import date_offset_days, pseudo_uid
+from deid_node.runtime.node import Node
 from tests.conftest import associate, node_table, store
 from tests.synthetic import (
     PhiTokens,

@@ -14,11 +14,11 @@ import pytest
 from pydicom.dataset import Dataset
 from typer.testing import CliRunner
 
-from deid_node.audit import open_audit
-from deid_node.cli import app
+from deid_node.audit.db import open_audit
+from deid_node.cli.app import app
 from deid_node.config import Config
-from deid_node.node import Node
-from deid_node.pseudonym import date_offset_days
+from deid_node.deid.pseudonym import date_offset_days
+from deid_node.runtime.node import Node
 from tests.conftest import audit_objects, files_under, node_table, store
 from tests.synthetic import (
     PhiTokens,

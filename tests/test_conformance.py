@@ -17,8 +17,13 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from deid_node.conformance import EncodingError, check_body, check_file, parse_charset
-from deid_node.engine import MAX_SEQUENCE_DEPTH
+from deid_node.dicom.encoding import (
+    MAX_SEQUENCE_DEPTH,
+    EncodingError,
+    check_body,
+    check_file,
+    parse_charset,
+)
 from tests.synthetic import (
     PhiTokens,
     SyntheticPatient,

@@ -19,11 +19,11 @@ from pydicom.uid import (
 )
 
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig, TrialConfig
-from deid_node.engine import SURVIVED, deidentify_dataset
+from deid_node.deid.engine import SURVIVED, deidentify_dataset
+from deid_node.deid.pipeline import Outcome, process_file
+from deid_node.deid.profiles import OPTION_CODES, Op, compile_profile, describe
+from deid_node.deid.pseudonym import date_offset_days, pseudo_uid, shift_date
 from deid_node.errors import DeidError
-from deid_node.pipeline import Outcome, process_file
-from deid_node.profiles import OPTION_CODES, Op, compile_profile, describe
-from deid_node.pseudonym import date_offset_days, pseudo_uid, shift_date
 
 KEY = bytes(range(32))
 STUDY = "1.2.826.0.1.3680043.8.498.1001"

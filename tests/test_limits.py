@@ -20,7 +20,7 @@ from pydicom.uid import CTImageStorage
 from pynetdicom import AE, build_context
 
 from deid_node.config import Config
-from deid_node.node import Node
+from deid_node.runtime.node import Node
 from tests.conftest import (
     NODE_AE,
     VERIFICATION,

@@ -26,11 +26,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 from pynetdicom import _config
 from typer.testing import CliRunner
 
-from deid_node.cli import app
+from deid_node.cli.app import app
 from deid_node.config import Config, load_config
-from deid_node.node import Node
-from deid_node.pseudonym import pseudo_uid
-from deid_node.scp import (
+from deid_node.deid.pseudonym import pseudo_uid
+from deid_node.intake.scp import (
     DIAG_CALLED_AE_NOT_RECOGNISED,
     DIAG_CALLING_AE_NOT_RECOGNISED,
     STATUS_CANNOT_UNDERSTAND,
@@ -39,7 +38,8 @@ from deid_node.scp import (
     UnreadableObject,
     check_header,
 )
-from deid_node.spool import Receipt, Spool
+from deid_node.intake.spool import Receipt, Spool
+from deid_node.runtime.node import Node
 from tests.conftest import (
     ECHOSCU,
     NODE_AE,

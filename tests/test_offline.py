@@ -14,13 +14,13 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
-from deid_node.audit import Filters, open_audit
-from deid_node.cli import app
+from deid_node.audit.db import Filters, open_audit
+from deid_node.cli.app import app
 from deid_node.config import BurnedInPolicy, ProfileConfig, load_config
-from deid_node.linkage import OFFLINE, OfflineLinkage
-from deid_node.pipeline import Outcome, Status, process_file
-from deid_node.profiles import compile_profile
-from deid_node.pseudonym import date_offset_days
+from deid_node.deid.pipeline import Outcome, Status, process_file
+from deid_node.deid.profiles import compile_profile
+from deid_node.deid.pseudonym import date_offset_days
+from deid_node.runtime.linkage import OFFLINE, OfflineLinkage
 from tests.synthetic import (
     PhiTokens,
     SyntheticPatient,
@@ -184,7 +184,7 @@ def test_deidentify_without_linkage_needs_no_audit_database(tmp_path: Path) -> N
     config = write_config(tmp_path)
     # In a fresh interpreter: is SQLAlchemy imported at all (a third of a second per run)?
     script = (
-        "import sys\nfrom typer.testing import CliRunner\nfrom deid_node.cli import app\n"
+        "import sys\nfrom typer.testing import CliRunner\nfrom deid_node.cli.app import app\n"
         "result = CliRunner().invoke(app, sys.argv[1:])\n"
         "print(result.exit_code, 'sqlalchemy' in sys.modules)"
     )

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from deid_node.pseudonym import (
+from deid_node.deid.pseudonym import (
     date_offset_days,
     pseudo_patient_id,
     pseudo_uid,

@@ -15,8 +15,8 @@ import pytest
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from deid_node.config import Option, ProfileConfig, load_config
-from deid_node.pipeline import Status, process_file
-from deid_node.profiles import TEXT_VRS, CompiledProfile, Op, compile_profile
+from deid_node.deid.pipeline import Status, process_file
+from deid_node.deid.profiles import TEXT_VRS, CompiledProfile, Op, compile_profile
 from tests.synthetic import PhiTokens, phi_everywhere, write_files
 
 KEY = b"\x5a" * 32

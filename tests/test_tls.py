@@ -24,8 +24,8 @@ from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 
 from deid_node.config import Config
-from deid_node.node import Node
-from deid_node.pseudonym import pseudo_uid
+from deid_node.deid.pseudonym import pseudo_uid
+from deid_node.runtime.node import Node
 from tests.conftest import (
     ECHOSCU,
     NODE_AE,

@@ -33,8 +33,7 @@ from pydicom.valuerep import PersonName
 
 from deid_node import __version__
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig
-from deid_node.errors import DeidError
-from deid_node.profiles import (
+from deid_node.deid.profiles import (
     ANNEX_E_EDITION,
     BASIC_PROFILE_CODE,
     OPTION_CODES,
@@ -43,13 +42,15 @@ from deid_node.profiles import (
     Op,
     safe_private_elements,
 )
-from deid_node.pseudonym import (
+from deid_node.deid.pseudonym import (
     date_offset_days,
     pseudo_patient_id,
     pseudo_uid,
     shift_date,
     shift_datetime,
 )
+from deid_node.dicom.encoding import MAX_SEQUENCE_DEPTH
+from deid_node.errors import DeidError
 
 # Values that fail validation must never reach a log or a warning: they may be PHI.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
@@ -162,7 +163,6 @@ _TAIL_START = 0x7FE00008  # storage.encode_instance checks only what comes befor
 # File meta elements kept; everything else in group 0002 is removed or rewritten.
 _META_KEEP = frozenset({0x00020001, 0x00020002, 0x00020010})
 _MIN_SCRUB_LEN = 2
-MAX_SEQUENCE_DEPTH = 64
 _REMOVING_OPS = frozenset(
     {Op.REMOVE, Op.EMPTY, Op.DUMMY, Op.UID, Op.PATIENT_ID, Op.PATIENT_NAME, Op.REPLACE}
 )

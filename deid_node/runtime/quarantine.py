@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from deid_node.audit import AuditDB
+from deid_node.audit.db import AuditDB
 from deid_node.config import Config, Durability
+from deid_node.deid.pipeline import Outcome, Status, process_file
+from deid_node.deid.profiles import compile_profile
 from deid_node.errors import DeidNodeError
-from deid_node.linkage import linkage_for
-from deid_node.pipeline import Outcome, Status, process_file
-from deid_node.profiles import compile_profile
-from deid_node.spool import set_quarantine_reason
+from deid_node.intake.spool import set_quarantine_reason
+from deid_node.runtime.linkage import linkage_for
 
 
 class QuarantineError(DeidNodeError):

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deid_node.config import ProfileConfig
+from deid_node.deid.pipeline import Outcome, Status, process_file
+from deid_node.deid.profiles import CompiledProfile, compile_profile
 from deid_node.errors import StorageError
 from deid_node.logs import quiet_libraries
-from deid_node.pipeline import Outcome, Status, process_file
-from deid_node.profiles import CompiledProfile, compile_profile
 
 WORKER_NICENESS = 10
 
@@ -119,7 +119,7 @@ def pool_context() -> multiprocessing.context.BaseContext:
     # held locks into the child; the forkserver forks from a clean, preloaded process.
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["deid_node._worker_boot"])
+        ctx.set_forkserver_preload(["deid_node.runtime.worker_boot"])
         return ctx
     return multiprocessing.get_context("spawn")
 

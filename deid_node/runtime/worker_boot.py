@@ -10,4 +10,4 @@ import sys
 
 sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
 
-import deid_node.worker  # noqa: E402,F401
+import deid_node.runtime.worker  # noqa: E402,F401

@@ -6,7 +6,7 @@ and never log PHI: AE titles and peer addresses only, never UIDs or dataset valu
 
 C-STORE data sets are received chunked (``STORE_RECV_CHUNKED_DATASET``): pynetdicom writes
 each fragment to a file as it arrives, and :func:`install_intake_hook` makes that file an
-:class:`~deid_node.spool.IncomingFile` in ``spool/incoming/`` (same filesystem as spool/,
+:class:`~deid_node.intake.spool.IncomingFile` in ``spool/incoming/`` (same filesystem as spool/,
 so publishing is one rename, and limits apply while the bytes arrive).
 """
 
@@ -40,9 +40,9 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import register_uid
 
 from deid_node.config import Config
-from deid_node.conformance import EncodingError, check_file
+from deid_node.dicom.encoding import EncodingError, check_file
 from deid_node.errors import StorageError
-from deid_node.spool import IncomingFile, Receipt, Spool, SpoolFullError, SpoolItem
+from deid_node.intake.spool import IncomingFile, Receipt, Spool, SpoolFullError, SpoolItem
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ class HeaderInfo:
 def check_header(path: Path) -> HeaderInfo:
     """Check a received Part-10 file's encoding; UnreadableObject if it cannot be trusted.
 
-    The strict walk of :mod:`deid_node.conformance` on the raw bytes (pixel data skipped,
+    The strict walk of :mod:`deid_node.dicom.encoding` on the raw bytes (pixel data skipped,
     never read): bytes that are not DICOM, truncated values, repeated or out-of-order tags,
     wrong VRs or lengths, text the declared character set does not allow, missing UIDs.
     Whatever passes still goes through the full pipeline, which quarantines on any doubt.

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deid_node.config import ProfileConfig
-from deid_node.pipeline import Outcome, Status, process_file
-from deid_node.profiles import compile_profile
+from deid_node.deid.pipeline import Outcome, Status, process_file
+from deid_node.deid.profiles import compile_profile
 
 _CHUNK = 16  # files per task: amortises inter-process overhead, keeps progress smooth
 
@@ -69,7 +69,7 @@ def deidentify_paths(
     """De-identify files into `output` with a process pool; progress(n) after each batch.
 
     `record` gets every outcome in this process, e.g. to write linkage rows
-    (:class:`deid_node.linkage.OfflineLinkage`); workers never touch the database.
+    (:class:`deid_node.runtime.linkage.OfflineLinkage`); workers never touch the database.
     """
     summary = Summary()
     workers = workers or (os.cpu_count() or 1)

@@ -1,7 +1,7 @@
 """The serve loop: recovery, the SCP, a worker pool, one audit writer thread, signals.
 
 Life of an object: the SCP publishes it into spool/ and acknowledges it; the node submits
-it to a process pool running :func:`deid_node.pipeline.process_file`; the outcome becomes
+it to a process pool running :func:`deid_node.deid.pipeline.process_file`; the outcome becomes
 an audit row written by the writer thread (batched); only once that row is committed is
 the spool file removed (or moved to quarantine/). A crash anywhere in between leaves the
 spool file, which the next start processes again before serving (the output then exists,
@@ -31,13 +31,12 @@ from typing import Final
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.transport import ThreadedAssociationServer
 
-from deid_node.audit import AuditDB, LinkageRecord, ObjectRecord, open_audit
+from deid_node.audit.db import AuditDB, LinkageRecord, ObjectRecord, open_audit
 from deid_node.config import Config, Durability
+from deid_node.deid.pipeline import Outcome, Status
+from deid_node.deid.secret import load_secret
 from deid_node.errors import AuditError, ConfigError, DeidNodeError, StorageError
-from deid_node.linkage import linkage_for
-from deid_node.logs import quiet_libraries
-from deid_node.pipeline import Outcome, Status
-from deid_node.scp import (
+from deid_node.intake.scp import (
     AssociationInfo,
     Receiver,
     RefusedObject,
@@ -46,10 +45,11 @@ from deid_node.scp import (
     detach_spool,
     event_handlers,
 )
-from deid_node.secret import load_secret
-from deid_node.spool import Spool, SpoolItem
-from deid_node.tls import server_context, start_server
-from deid_node.worker import WorkResult, init_worker, pool_context, work
+from deid_node.intake.spool import Spool, SpoolItem
+from deid_node.intake.tls import server_context, start_server
+from deid_node.logs import quiet_libraries
+from deid_node.runtime.linkage import linkage_for
+from deid_node.runtime.worker import WorkResult, init_worker, pool_context, work
 
 log = logging.getLogger(__name__)
 

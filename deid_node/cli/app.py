@@ -25,7 +25,7 @@ from deid_node.logs import quiet_libraries
 
 if TYPE_CHECKING:  # audit.py (SQLAlchemy) is imported by the commands that use it only:
     # `deidentify`, `profiles` and `check-config` start a third of a second sooner.
-    from deid_node.audit import AuditDB, Filters
+    from deid_node.audit.db import AuditDB, Filters
 
 app = typer.Typer(
     help="A DICOM node that de-identifies every object it receives (PS3.15 Annex E).",
@@ -124,7 +124,7 @@ def check_config(config: ConfigOption = None) -> None:
 
     Example: deid-node check-config --config config/deid-node.toml
     """
-    from deid_node.storage import check_writable
+    from deid_node.dicom.part10 import check_writable
 
     cfg = _config(config)
     node = cfg.node
@@ -181,7 +181,7 @@ def profiles_show(
 
     Example: deid-node profiles show research
     """
-    from deid_node.profiles import compile_profile, describe
+    from deid_node.deid.profiles import compile_profile, describe
 
     cfg = _config(config)
     lines = describe(compile_profile(cfg.profile(name)))
@@ -219,8 +219,8 @@ def deidentify(
 
     Example: deid-node deidentify scans/ --output deid/ --profile research
     """
-    from deid_node.offline import deidentify_paths, iter_files
-    from deid_node.secret import load_secret
+    from deid_node.deid.secret import load_secret
+    from deid_node.runtime.offline import deidentify_paths, iter_files
 
     cfg = _config(config)
     prof = cfg.profile(profile)
@@ -234,8 +234,8 @@ def deidentify(
     with contextlib.ExitStack() as stack:
         record = None
         if prof.record_linkage:  # SQLAlchemy only for the profiles that need it
-            from deid_node.audit import open_audit
-            from deid_node.linkage import OfflineLinkage
+            from deid_node.audit.db import open_audit
+            from deid_node.runtime.linkage import OfflineLinkage
 
             # Opened before the first file: a database that cannot be written stops the
             # run before any output exists without its linkage.
@@ -324,7 +324,7 @@ def _filters(
     study: str | None,
 ) -> Filters:
     """The audit filters shared by `audit` and `export-csv`, checked against the config."""
-    from deid_node.audit import Filters, parse_time
+    from deid_node.audit.db import Filters, parse_time
 
     if profile is not None:
         cfg.profile(profile)  # ConfigError naming the configured profiles
@@ -340,7 +340,7 @@ def _filters(
 
 def _open_existing_audit(cfg: Config) -> AuditDB:
     """Open the audit database for reading; an SQLite file must already exist."""
-    from deid_node.audit import open_audit
+    from deid_node.audit.db import open_audit
 
     url = cfg.database_url
     prefix = "sqlite:///"
@@ -379,7 +379,7 @@ def _print_table(table: Table) -> None:
 
 
 def _text_time(value: object) -> str:
-    from deid_node.audit import format_time
+    from deid_node.audit.db import format_time
 
     if isinstance(value, datetime):
         return format_time(value)[:19].replace("T", " ")
@@ -387,7 +387,7 @@ def _text_time(value: object) -> str:
 
 
 def _json_value(value: object) -> object:
-    from deid_node.audit import format_time
+    from deid_node.audit.db import format_time
 
     if isinstance(value, datetime):
         return format_time(value)
@@ -414,7 +414,7 @@ def serve(config: ConfigOption = None) -> None:
     Example: deid-node serve --config config/deid-node.toml
     """
     from deid_node.logs import setup_logging
-    from deid_node.node import Node
+    from deid_node.runtime.node import Node
 
     cfg = _config(config)
     setup_logging()
@@ -543,7 +543,7 @@ def _audit_associations(
     limit: int | None,
 ) -> None:
     """`audit --associations`: every association, accepted or rejected, newest first."""
-    from deid_node.audit import AssociationFilters, parse_time
+    from deid_node.audit.db import AssociationFilters, parse_time
 
     filters = AssociationFilters(
         since=parse_time(since) if since is not None else None,
@@ -612,7 +612,7 @@ def export_csv(
 
     Example: deid-node export-csv --since 2026-11-01 --status stored --output audit.csv
     """
-    from deid_node.audit import LINKAGE_COLUMNS, OBJECT_COLUMNS, write_csv
+    from deid_node.audit.db import LINKAGE_COLUMNS, OBJECT_COLUMNS, write_csv
 
     cfg = _config(config)
     filters = _filters(cfg, since, until, calling_ae, profile, status, study)
@@ -650,7 +650,7 @@ def _note(message: str) -> None:
 
 def _explain_linkage(cfg: Config, db: AuditDB, profile: str | None) -> None:
     """Say why a linkage export may come out empty; refuse a profile that never had any."""
-    from deid_node.audit import Filters
+    from deid_node.audit.db import Filters
 
     if profile is None:
         if not any(p.record_linkage for p in cfg.profiles.values()):
@@ -707,7 +707,7 @@ def _parse_ids(ids: list[str] | None) -> list[int]:
 
 def _quarantine_time(value: datetime) -> str:
     """UTC ISO 8601 to the second, e.g. 2026-11-01T09:30:00Z."""
-    from deid_node.audit import format_time
+    from deid_node.audit.db import format_time
 
     return format_time(value)[:19] + "Z"
 
@@ -724,7 +724,7 @@ def quarantine_list(
 
     Example: deid-node quarantine list --config config/deid-node.toml
     """
-    from deid_node.quarantine import list_quarantine
+    from deid_node.runtime.quarantine import list_quarantine
 
     cfg = _config(config)
     with _open_existing_audit(cfg) as db:
@@ -766,9 +766,9 @@ def quarantine_retry(
 
     Example: deid-node quarantine retry 17 18
     """
-    from deid_node.pipeline import Outcome, Status
-    from deid_node.quarantine import list_quarantine, retry
-    from deid_node.secret import load_secret
+    from deid_node.deid.pipeline import Outcome, Status
+    from deid_node.deid.secret import load_secret
+    from deid_node.runtime.quarantine import list_quarantine, retry
 
     wanted = _parse_ids(ids)
     if bool(wanted) == retry_all:
@@ -833,7 +833,7 @@ def quarantine_purge(
 
     Example: deid-node quarantine purge --older-than 30
     """
-    from deid_node.quarantine import purge
+    from deid_node.runtime.quarantine import purge
 
     wanted = _parse_ids(ids)
     if bool(wanted) == (older_than is not None):

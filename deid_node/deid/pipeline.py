@@ -15,17 +15,17 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from deid_node.conformance import check_file
-from deid_node.engine import (
+from deid_node.deid.engine import (
     DeidResult,
     Originals,
     deidentify_dataset,
     transfer_syntax_of,
     verify_clean,
 )
+from deid_node.deid.profiles import CompiledProfile
+from deid_node.dicom.encoding import check_file
+from deid_node.dicom.part10 import FileRange, encode_instance, output_path, write_atomic
 from deid_node.errors import DeidError, StorageError
-from deid_node.profiles import CompiledProfile
-from deid_node.storage import FileRange, encode_instance, output_path, write_atomic
 
 _UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})

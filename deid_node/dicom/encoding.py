@@ -41,7 +41,6 @@ from pydicom.charset import python_encoding
 from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag
 from pydicom.uid import UID
 
-from deid_node.engine import MAX_SEQUENCE_DEPTH
 from deid_node.errors import DeidError
 
 UNDEFINED = 0xFFFFFFFF
@@ -57,6 +56,7 @@ _REQUIRED = {
     0x0020000E: "SeriesInstanceUID",
 }
 MAX_INFLATED_BYTES = 128 * 1024 * 1024  # a deflated body is checked in memory
+MAX_SEQUENCE_DEPTH = 64  # deeper nesting is refused, here and by the engine
 
 
 def _words(text: str) -> frozenset[str]:

@@ -33,8 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Final
 
+from deid_node.dicom.part10 import fsync_dir, make_private_dir, write_atomic
 from deid_node.errors import StorageError
-from deid_node.storage import fsync_dir, make_private_dir, write_atomic
 
 log = logging.getLogger(__name__)
 

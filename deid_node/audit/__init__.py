@@ -1,0 +1,1 @@
+"""The audit database: schema, migrations, records, queries and CSV (db); the only SQL."""

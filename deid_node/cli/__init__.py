@@ -1,0 +1,1 @@
+"""The `deid-node` command (app): a thin typer layer over the library."""
