@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from deid_node.dicom.part10 import write_atomic
+from deid_node.durable import write_atomic
 
 
 def test_write_atomic_says_whether_the_file_existed(tmp_path: Path) -> None:

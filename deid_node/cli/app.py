@@ -124,7 +124,7 @@ def check_config(config: ConfigOption = None) -> None:
 
     Example: deid-node check-config --config config/deid-node.toml
     """
-    from deid_node.dicom.part10 import check_writable
+    from deid_node.durable import check_writable
 
     cfg = _config(config)
     node = cfg.node

@@ -25,9 +25,6 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     UID,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
 )
 from pydicom.valuerep import PersonName
 
@@ -50,6 +47,7 @@ from deid_node.deid.pseudonym import (
     shift_datetime,
 )
 from deid_node.dicom.encoding import MAX_SEQUENCE_DEPTH
+from deid_node.dicom.part10 import transfer_syntax_of
 from deid_node.errors import DeidError
 
 # Values that fail validation must never reach a log or a warning: they may be PHI.
@@ -621,18 +619,6 @@ def _required_uid(ds: Dataset, keyword: str) -> str:
     if not value:
         raise DeidError(f"missing {keyword}")
     return value
-
-
-def transfer_syntax_of(ds: Dataset) -> UID:
-    """The transfer syntax the dataset arrived in."""
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if ts:
-        return UID(str(ts))
-    implicit, little = ds.original_encoding
-    if implicit:
-        return ImplicitVRLittleEndian
-    return ExplicitVRLittleEndian if little or little is None else ExplicitVRBigEndian
 
 
 def deidentify_dataset(

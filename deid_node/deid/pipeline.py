@@ -3,32 +3,32 @@
 from __future__ import annotations
 
 import os
-import struct
-import warnings
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
 
 from deid_node.deid.engine import (
     DeidResult,
     Originals,
     deidentify_dataset,
-    transfer_syntax_of,
     verify_clean,
 )
 from deid_node.deid.profiles import CompiledProfile
 from deid_node.dicom.encoding import check_file
-from deid_node.dicom.part10 import FileRange, encode_instance, output_path, write_atomic
+from deid_node.dicom.part10 import NotDicomError, encode_instance, read_header
+from deid_node.durable import FileRange, write_atomic
 from deid_node.errors import DeidError, StorageError
 
-_UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+_SAFE_PART = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def output_path(root: Path, profile: str, patient: str, study: str, series: str, sop: str) -> Path:
+    """`<root>/<profile>/<patient>/<study>/<series>/<sop>.dcm` (pseudonyms only)."""
+    parts = [_SAFE_PART.sub("_", p) or "_" for p in (profile, patient, study, series)]
+    return root.joinpath(*parts, _SAFE_PART.sub("_", sop) + ".dcm")
 
 
 class Status(StrEnum):
@@ -56,139 +56,6 @@ class Outcome:
     pseudo_sop_uid: str | None = None
     output_path: Path | None = None
     originals: Originals | None = None
-
-
-class NotDicomError(DeidError):
-    """The file is not a DICOM dataset at all."""
-
-
-def _read(source: Path | BinaryIO, *, force: bool = False, header_only: bool = False) -> Dataset:
-    # pydicom reports a premature end of data only as a warning and returns what it
-    # parsed; a partial object must never pass for a whole one.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = dcmread(source, force=force, stop_before_pixels=header_only)
-    for w in caught:
-        text = str(w.message).lower()
-        if "end of file" in text or "unexpected end" in text:
-            raise DeidError("truncated object: data ends before its declared length")
-    return ds
-
-
-def read_dataset(path: Path | BinaryIO) -> Dataset:
-    """Read a Part-10 file (or a bare dataset with SOP UIDs); DeidError if unreadable."""
-    try:
-        ds = _read(path)
-        _check_pixel_length(ds)
-        return ds
-    except DeidError:
-        raise
-    except InvalidDicomError:
-        pass
-    except Exception as exc:  # truncated, bad lengths: the message may quote values
-        raise DeidError(f"unreadable DICOM ({type(exc).__name__})") from None
-    try:
-        if not isinstance(path, Path):
-            path.seek(0)
-        ds = _read(path, force=True)
-        if "SOPClassUID" in ds and "SOPInstanceUID" in ds and len(ds) > 2:
-            ds.SOPClassUID  # noqa: B018 - force conversion: garbage fails here
-            return ds
-    except DeidError:
-        raise
-    except Exception:
-        pass
-    raise NotDicomError("not a DICOM file")
-
-
-def read_header(path: Path) -> tuple[Dataset, FileRange | None]:
-    """Read everything before the pixel data; the pixel data element stays on disk.
-
-    Returns the dataset and the byte range of the pixel data element (header included)
-    to copy through unchanged, or (whole dataset, None) where that is not possible:
-    no pixel data, a deflated body, or elements after the pixel data.
-    """
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as fh:
-            ds = _read(fh, header_only=True)
-            at = fh.tell()
-    except DeidError:
-        raise
-    except Exception:
-        return read_dataset(path), None  # bare datasets, odd files: the careful path
-    ts = transfer_syntax_of(ds)
-    if ts.is_deflated:  # the file position says nothing inside a zlib stream
-        return read_dataset(path), None
-    if at >= size:
-        return ds, None
-    with path.open("rb") as fh:
-        end, length = _element_end(fh, at, size, ts)
-    if end < size:
-        return read_dataset(path), None  # trailing elements must go through the profile
-    if length is not None:
-        _check_pixel_length(ds, length, ts)
-    return ds, FileRange(path, at, size - at)
-
-
-def _element_end(fh: BinaryIO, at: int, size: int, ts: UID) -> tuple[int, int | None]:
-    """End offset of the pixel data element at `at`, and its value length if defined."""
-    endian = "<" if ts.is_little_endian else ">"
-    fh.seek(at)
-    head = fh.read(12)
-    if len(head) < 8:
-        raise DeidError("truncated object: pixel data element header cut off")
-    if ts.is_implicit_VR:
-        length, header = struct.unpack(endian + "L", head[4:8])[0], 8
-    elif head[4:6] in _LONG_VRS:
-        if len(head) < 12:
-            raise DeidError("truncated object: pixel data element header cut off")
-        length, header = struct.unpack(endian + "L", head[8:12])[0], 12
-    else:
-        length, header = struct.unpack(endian + "H", head[6:8])[0], 8
-    pos = at + header
-    if length != _UNDEFINED:
-        if pos + length > size:
-            raise DeidError("truncated pixel data")
-        return pos + length, length
-    # Encapsulated: items up to the sequence delimiter, each skipped, never loaded.
-    while True:
-        fh.seek(pos)
-        item = fh.read(8)
-        if len(item) < 8:
-            raise DeidError("truncated pixel data: no sequence delimiter")
-        group, elem, item_len = struct.unpack(endian + "HHL", item)
-        pos += 8
-        if (group, elem) == (0xFFFE, 0xE0DD):
-            return pos, None
-        if (group, elem) != (0xFFFE, 0xE000) or item_len == _UNDEFINED:
-            raise DeidError("malformed encapsulated pixel data")
-        pos += item_len
-        if pos > size:
-            raise DeidError("truncated pixel data")
-
-
-def _check_pixel_length(ds: Dataset, length: int | None = None, ts: UID | None = None) -> None:
-    """Native pixel data shorter than its geometry means a truncated object."""
-    if length is None:
-        elem = ds.get_item(0x7FE00010) if 0x7FE00010 in ds else None
-        if elem is None or elem.value is None:
-            return
-        length = len(elem.value)
-        meta = getattr(ds, "file_meta", None)
-        found = meta.get("TransferSyntaxUID") if meta is not None else None
-        ts = UID(str(found)) if found else None
-    if ts is not None and ts.is_compressed:
-        return
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        expected = ds.Rows * ds.Columns * frames * ds.SamplesPerPixel * ds.BitsAllocated
-    except Exception:
-        return  # geometry missing or odd: the IOD check is not ours to make here
-    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
-        expected = expected * 2 // 3  # two chroma samples shared by each pixel pair
-    if length * 8 < expected:
-        raise DeidError("truncated pixel data")
 
 
 def deidentify_to_output(

@@ -1,32 +1,27 @@
-"""Output layout, Part-10 encoding with verification, and atomic durable writes."""
+"""Part-10 files: reading (up to the pixel data, which stays on disk) and encoding."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
-import re
-import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import struct
+import warnings
+from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import BinaryIO
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from deid_node.errors import StorageError
+from deid_node.durable import FileRange
+from deid_node.errors import DeidError
 
-_SAFE_PART = re.compile(r"[^A-Za-z0-9._-]")
 _TAIL_START = 0x7FE00008  # float/double pixel data, pixel data and what follows them
-
-
-def output_path(root: Path, profile: str, patient: str, study: str, series: str, sop: str) -> Path:
-    """`<root>/<profile>/<patient>/<study>/<series>/<sop>.dcm` (pseudonyms only)."""
-    parts = [_SAFE_PART.sub("_", p) or "_" for p in (profile, patient, study, series)]
-    return root.joinpath(*parts, _SAFE_PART.sub("_", sop) + ".dcm")
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
 
 
 def encode_instance(
@@ -80,117 +75,146 @@ def _encode_deflated(ds: Dataset, check_header: Callable[[bytes], None] | None) 
     return [buf.getvalue()]
 
 
-@dataclass(frozen=True)
-class FileRange:
-    """Bytes of another file to copy through unchanged (pixel data stays out of memory)."""
-
-    path: Path
-    offset: int
-    length: int
-
-
-def _copy_range(out: BinaryIO, rng: FileRange) -> None:
-    out.flush()
-    with rng.path.open("rb") as src:
-        offset, left = rng.offset, rng.length
-        while left > 0:
-            try:  # in-kernel copy where the filesystem allows it
-                n = os.copy_file_range(src.fileno(), out.fileno(), min(left, 1 << 30), offset)
-            except OSError:
-                n = 0
-            if n <= 0:
-                src.seek(offset)
-                out.seek(0, os.SEEK_END)
-                while left > 0:
-                    block = src.read(min(left, 1 << 20))
-                    if not block:
-                        raise StorageError(f"{rng.path.name}: source shrank while copying")
-                    out.write(block)
-                    left -= len(block)
-                return
-            offset += n
-            left -= n
+def transfer_syntax_of(ds: Dataset) -> UID:
+    """The transfer syntax the dataset arrived in."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts:
+        return UID(str(ts))
+    implicit, little = ds.original_encoding
+    if implicit:
+        return ImplicitVRLittleEndian
+    return ExplicitVRLittleEndian if little or little is None else ExplicitVRBigEndian
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes | FileRange], *, fsync: bool = False) -> bool:
-    """Write to a temp file beside `path`, then move it into place; True if `path` existed.
+class NotDicomError(DeidError):
+    """The file is not a DICOM dataset at all."""
 
-    Readers never see a partial file. Whether the file existed is decided by the move
-    itself (a hard link fails if the target is there), so of two processes writing the
-    same path at once exactly one finds it new.
+
+def _read(source: Path | BinaryIO, *, force: bool = False, header_only: bool = False) -> Dataset:
+    # pydicom reports a premature end of data only as a warning and returns what it
+    # parsed; a partial object must never pass for a whole one.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = dcmread(source, force=force, stop_before_pixels=header_only)
+    for w in caught:
+        text = str(w.message).lower()
+        if "end of file" in text or "unexpected end" in text:
+            raise DeidError("truncated object: data ends before its declared length")
+    return ds
+
+
+def read_dataset(path: Path | BinaryIO) -> Dataset:
+    """Read a Part-10 file (or a bare dataset with SOP UIDs); DeidError if unreadable."""
+    try:
+        ds = _read(path)
+        _check_pixel_length(ds)
+        return ds
+    except DeidError:
+        raise
+    except InvalidDicomError:
+        pass
+    except Exception as exc:  # truncated, bad lengths: the message may quote values
+        raise DeidError(f"unreadable DICOM ({type(exc).__name__})") from None
+    try:
+        if not isinstance(path, Path):
+            path.seek(0)
+        ds = _read(path, force=True)
+        if "SOPClassUID" in ds and "SOPInstanceUID" in ds and len(ds) > 2:
+            ds.SOPClassUID  # noqa: B018 - force conversion: garbage fails here
+            return ds
+    except DeidError:
+        raise
+    except Exception:
+        pass
+    raise NotDicomError("not a DICOM file")
+
+
+def read_header(path: Path) -> tuple[Dataset, FileRange | None]:
+    """Read everything before the pixel data; the pixel data element stays on disk.
+
+    Returns the dataset and the byte range of the pixel data element (header included)
+    to copy through unchanged, or (whole dataset, None) where that is not possible:
+    no pixel data, a deflated body, or elements after the pixel data.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
-    except OSError as exc:
-        raise StorageError(f"cannot write under {path.parent}: {exc.strerror}") from None
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            ds = _read(fh, header_only=True)
+            at = fh.tell()
+    except DeidError:
+        raise
+    except Exception:
+        return read_dataset(path), None  # bare datasets, odd files: the careful path
+    ts = transfer_syntax_of(ds)
+    if ts.is_deflated:  # the file position says nothing inside a zlib stream
+        return read_dataset(path), None
+    if at >= size:
+        return ds, None
+    with path.open("rb") as fh:
+        end, length = _element_end(fh, at, size, ts)
+    if end < size:
+        return read_dataset(path), None  # trailing elements must go through the profile
+    if length is not None:
+        _check_pixel_length(ds, length, ts)
+    return ds, FileRange(path, at, size - at)
+
+
+def _element_end(fh: BinaryIO, at: int, size: int, ts: UID) -> tuple[int, int | None]:
+    """End offset of the pixel data element at `at`, and its value length if defined."""
+    endian = "<" if ts.is_little_endian else ">"
+    fh.seek(at)
+    head = fh.read(12)
+    if len(head) < 8:
+        raise DeidError("truncated object: pixel data element header cut off")
+    if ts.is_implicit_VR:
+        length, header = struct.unpack(endian + "L", head[4:8])[0], 8
+    elif head[4:6] in _LONG_VRS:
+        if len(head) < 12:
+            raise DeidError("truncated object: pixel data element header cut off")
+        length, header = struct.unpack(endian + "L", head[8:12])[0], 12
+    else:
+        length, header = struct.unpack(endian + "H", head[6:8])[0], 8
+    pos = at + header
+    if length != _UNDEFINED:
+        if pos + length > size:
+            raise DeidError("truncated pixel data")
+        return pos + length, length
+    # Encapsulated: items up to the sequence delimiter, each skipped, never loaded.
+    while True:
+        fh.seek(pos)
+        item = fh.read(8)
+        if len(item) < 8:
+            raise DeidError("truncated pixel data: no sequence delimiter")
+        group, elem, item_len = struct.unpack(endian + "HHL", item)
+        pos += 8
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return pos, None
+        if (group, elem) != (0xFFFE, 0xE000) or item_len == _UNDEFINED:
+            raise DeidError("malformed encapsulated pixel data")
+        pos += item_len
+        if pos > size:
+            raise DeidError("truncated pixel data")
+
+
+def _check_pixel_length(ds: Dataset, length: int | None = None, ts: UID | None = None) -> None:
+    """Native pixel data shorter than its geometry means a truncated object."""
+    if length is None:
+        elem = ds.get_item(0x7FE00010) if 0x7FE00010 in ds else None
+        if elem is None or elem.value is None:
+            return
+        length = len(elem.value)
+        meta = getattr(ds, "file_meta", None)
+        found = meta.get("TransferSyntaxUID") if meta is not None else None
+        ts = UID(str(found)) if found else None
+    if ts is not None and ts.is_compressed:
+        return
     try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                if isinstance(chunk, FileRange):
-                    _copy_range(fh, chunk)
-                else:
-                    fh.write(chunk)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        existed = _move_into_place(tmp, path)
-        if fsync:
-            fsync_dir(path.parent)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise StorageError(f"cannot write {path.name}: {exc.strerror}") from None
-    return existed
-
-
-def _move_into_place(tmp: str, path: Path) -> bool:
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        os.replace(tmp, path)  # a re-sent object: overwrite it with this copy
-        return True
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
-            raise
-        # A filesystem without hard links: the check and the move are separate steps.
-        existed = path.exists()
-        os.replace(tmp, path)
-        return existed
-    os.unlink(tmp)
-    return False
-
-
-def fsync_dir(folder: Path) -> None:
-    """fsync a directory so a rename in it survives power loss."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_private_dir(folder: Path) -> Path:
-    """Create a folder that holds PHI (mode 0700), tightening it if it exists."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder, 0o700)
-    return folder
-
-
-def check_writable(folder: Path, key: str) -> None:
-    """Create `folder` if missing and write a file in it; StorageError naming `key` if not.
-
-    A real write, not a permission check: a read-only filesystem stops root too.
-    """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".deid-node-check-", dir=folder)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        problem = (
-            "a file is in the way"
-            if isinstance(exc, FileExistsError | NotADirectoryError)
-            else exc.strerror or type(exc).__name__
-        )
-        raise StorageError(f"{key}: {folder} is not a writable folder: {problem}") from None
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        expected = ds.Rows * ds.Columns * frames * ds.SamplesPerPixel * ds.BitsAllocated
+    except Exception:
+        return  # geometry missing or odd: the IOD check is not ours to make here
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "YBR_FULL_422":
+        expected = expected * 2 // 3  # two chroma samples shared by each pixel pair
+    if length * 8 < expected:
+        raise DeidError("truncated pixel data")

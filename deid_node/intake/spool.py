@@ -33,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Final
 
-from deid_node.dicom.part10 import fsync_dir, make_private_dir, write_atomic
+from deid_node.durable import fsync_dir, make_private_dir, write_atomic
 from deid_node.errors import StorageError
 
 log = logging.getLogger(__name__)
