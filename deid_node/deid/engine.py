@@ -92,7 +92,7 @@ _CLASS_UID_KEYWORDS = frozenset(
         "CodingSchemeUID",
         "ContextUID",
         "MappingResourceUID",
-        "ContextGroupExtensionCreatorName",
+        "ContextGroupExtensionCreatorUID",
         "TemplateExtensionCreatorUID",
         "TemplateExtensionOrganizationUID",
     }
@@ -673,7 +673,9 @@ def _deidentify(
     except Exception as exc:  # fail closed; the message carries no value
         raise DeidError(f"cannot de-identify: {type(exc).__name__} while walking") from None
 
-    _mark(ds, profile, walker)
+    # Under "allow" an object that may carry burned-in text goes out as it is: it must not
+    # claim that the patient's identity, or its pixel data, was removed.
+    _mark(ds, profile, walker, pixels_may_identify=reason is not None)
     if profile.config.trial is not None:
         _write_trial(ds, profile, walker.pseudo_pid)
     new_sop = _text(ds.get("SOPInstanceUID", "")) or originals.sop_uid
@@ -765,8 +767,12 @@ def _code_item(value: str, meaning: str) -> Dataset:
     return item
 
 
-def _method_text() -> str:
-    return f"deid-node {__version__}: PS3.15 E.1-1 {ANNEX_E_EDITION}"[:64]
+_BURNED_IN_KEPT: Final = "; burned-in text not removed"
+
+
+def _method_text(pixels_may_identify: bool = False) -> str:
+    text = f"deid-node {__version__}: PS3.15 E.1-1 {ANNEX_E_EDITION}"
+    return (text + (_BURNED_IN_KEPT if pixels_may_identify else ""))[:64]
 
 
 @dataclass(frozen=True)
@@ -791,7 +797,8 @@ def written_by(config: ProfileConfig) -> ProfileWrites:
     if trial is not None:
         texts += [trial.sponsor, trial.protocol_id, trial.protocol_name, trial.site_id]
         texts += [trial.site_name, trial.coordinating_center]
-    texts += [_method_text(), "YES", "DCM", "MODIFIED", "REMOVED", "UNMODIFIED"]
+    texts += [_method_text(), _method_text(pixels_may_identify=True)]
+    texts += ["YES", "NO", "DCM", "MODIFIED", "REMOVED", "UNMODIFIED"]
     for code in (BASIC_PROFILE_CODE, *(OPTION_CODES[o] for o in config.options)):
         texts += code
     texts += ["DICM", IMPLEMENTATION_VERSION]
@@ -799,10 +806,14 @@ def written_by(config: ProfileConfig) -> ProfileWrites:
     return ProfileWrites(values=frozenset(t.strip().casefold() for t in texts))
 
 
-def _mark(ds: Dataset, profile: CompiledProfile, walker: _Walker) -> None:
+def _mark(
+    ds: Dataset, profile: CompiledProfile, walker: _Walker, *, pixels_may_identify: bool
+) -> None:
     options = sorted(profile.config.options, key=lambda o: OPTION_CODES[o][0])
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = _method_text()
+    if pixels_may_identify:
+        options = [o for o in options if o is not Option.CLEAN_PIXEL_DATA]
+    ds.PatientIdentityRemoved = "NO" if pixels_may_identify else "YES"
+    ds.DeidentificationMethod = _method_text(pixels_may_identify)
     ds.DeidentificationMethodCodeSequence = Sequence(
         [_code_item(*BASIC_PROFILE_CODE)] + [_code_item(*OPTION_CODES[o]) for o in options]
     )
