@@ -19,10 +19,11 @@ from pydicom.uid import (
 )
 
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig, TrialConfig
-from deid_node.deid.engine import SURVIVED, deidentify_dataset
+from deid_node.deid.engine import deidentify_dataset
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import OPTION_CODES, Op, compile_profile, describe
 from deid_node.deid.pseudonym import date_offset_days, pseudo_uid, shift_date
+from deid_node.deid.verify import SURVIVED
 from deid_node.errors import DeidError
 
 KEY = bytes(range(32))
