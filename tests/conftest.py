@@ -19,7 +19,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 
-from deid_node.audit.db import AssociationFilters, Filters, open_audit
+from deid_node.audit.db import open_audit
+from deid_node.audit.records import AssociationFilters, Filters
 from deid_node.config import Config, load_config
 from deid_node.runtime.node import Node
 

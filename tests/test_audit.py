@@ -16,28 +16,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, inspect, text
 
-from deid_node.audit.db import (
-    LINKAGE_COLUMNS,
-    MIGRATIONS,
-    OBJECT_COLUMNS,
-    SQLITE_BUSY_TIMEOUT_MS,
+from deid_node.audit.db import AuditDB, open_audit
+from deid_node.audit.engine import SQLITE_BUSY_TIMEOUT_MS, create_audit_engine
+from deid_node.audit.export import write_csv
+from deid_node.audit.migrations import MIGRATIONS, migrate
+from deid_node.audit.records import (
     STATUSES,
     STUDY_COLUMNS,
     AssociationFilters,
-    AuditDB,
-    Base,
     Filters,
     LinkageRecord,
     ObjectRecord,
     Status,
     StudySummary,
-    create_audit_engine,
     format_time,
-    migrate,
-    open_audit,
     parse_time,
-    write_csv,
 )
+from deid_node.audit.schema import LINKAGE_COLUMNS, OBJECT_COLUMNS, Base
 from deid_node.errors import AuditError
 
 T0 = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)

@@ -19,7 +19,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import _config
 from typer.testing import CliRunner
 
-from deid_node.audit.db import LINKAGE_COLUMNS, OBJECT_COLUMNS
+from deid_node.audit.schema import LINKAGE_COLUMNS, OBJECT_COLUMNS
 from deid_node.cli.app import app
 from deid_node.config import Config, load_config
 from deid_node.deid.pseudonym import date_offset_days, pseudo_uid

@@ -14,7 +14,8 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
-from deid_node.audit.db import Filters, open_audit
+from deid_node.audit.db import open_audit
+from deid_node.audit.records import Filters
 from deid_node.cli.app import app
 from deid_node.config import BurnedInPolicy, ProfileConfig, load_config
 from deid_node.deid.pipeline import Outcome, Status, process_file

@@ -1,1 +1,5 @@
-"""The audit database: schema, migrations, records, queries and CSV (db); the only SQL."""
+"""The audit database, the only SQL: schema, migrations, engine, db, records, export (CSV).
+
+Nothing is imported here: records (statuses, records, filters) has no SQLAlchemy, and the
+pipeline and worker processes that import it must stay light.
+"""

@@ -23,9 +23,10 @@ from deid_node.config import Config, load_config
 from deid_node.errors import DeidNodeError
 from deid_node.logs import quiet_libraries
 
-if TYPE_CHECKING:  # audit.py (SQLAlchemy) is imported by the commands that use it only:
+if TYPE_CHECKING:  # audit/db.py (SQLAlchemy) is imported by the commands that use it only:
     # `deidentify`, `profiles` and `check-config` start a third of a second sooner.
-    from deid_node.audit.db import AuditDB, Filters
+    from deid_node.audit.db import AuditDB
+    from deid_node.audit.records import Filters
 
 app = typer.Typer(
     help="A DICOM node that de-identifies every object it receives (PS3.15 Annex E).",
@@ -324,7 +325,7 @@ def _filters(
     study: str | None,
 ) -> Filters:
     """The audit filters shared by `audit` and `export-csv`, checked against the config."""
-    from deid_node.audit.db import Filters, parse_time
+    from deid_node.audit.records import Filters, parse_time
 
     if profile is not None:
         cfg.profile(profile)  # ConfigError naming the configured profiles
@@ -379,7 +380,7 @@ def _print_table(table: Table) -> None:
 
 
 def _text_time(value: object) -> str:
-    from deid_node.audit.db import format_time
+    from deid_node.audit.records import format_time
 
     if isinstance(value, datetime):
         return format_time(value)[:19].replace("T", " ")
@@ -387,7 +388,7 @@ def _text_time(value: object) -> str:
 
 
 def _json_value(value: object) -> object:
-    from deid_node.audit.db import format_time
+    from deid_node.audit.records import format_time
 
     if isinstance(value, datetime):
         return format_time(value)
@@ -543,7 +544,7 @@ def _audit_associations(
     limit: int | None,
 ) -> None:
     """`audit --associations`: every association, accepted or rejected, newest first."""
-    from deid_node.audit.db import AssociationFilters, parse_time
+    from deid_node.audit.records import AssociationFilters, parse_time
 
     filters = AssociationFilters(
         since=parse_time(since) if since is not None else None,
@@ -612,7 +613,8 @@ def export_csv(
 
     Example: deid-node export-csv --since 2026-11-01 --status stored --output audit.csv
     """
-    from deid_node.audit.db import LINKAGE_COLUMNS, OBJECT_COLUMNS, write_csv
+    from deid_node.audit.export import write_csv
+    from deid_node.audit.schema import LINKAGE_COLUMNS, OBJECT_COLUMNS
 
     cfg = _config(config)
     filters = _filters(cfg, since, until, calling_ae, profile, status, study)
@@ -650,7 +652,7 @@ def _note(message: str) -> None:
 
 def _explain_linkage(cfg: Config, db: AuditDB, profile: str | None) -> None:
     """Say why a linkage export may come out empty; refuse a profile that never had any."""
-    from deid_node.audit.db import Filters
+    from deid_node.audit.records import Filters
 
     if profile is None:
         if not any(p.record_linkage for p in cfg.profiles.values()):
@@ -707,7 +709,7 @@ def _parse_ids(ids: list[str] | None) -> list[int]:
 
 def _quarantine_time(value: datetime) -> str:
     """UTC ISO 8601 to the second, e.g. 2026-11-01T09:30:00Z."""
-    from deid_node.audit.db import format_time
+    from deid_node.audit.records import format_time
 
     return format_time(value)[:19] + "Z"
 

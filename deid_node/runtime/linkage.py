@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final
 
-from deid_node.audit.db import AuditDB, LinkageRecord, ObjectRecord
+from deid_node.audit.db import AuditDB
+from deid_node.audit.records import LinkageRecord, ObjectRecord
 from deid_node.deid.pipeline import Outcome
 
 OFFLINE: Final = "(offline)"  # calling AE, called AE and peer of offline objects

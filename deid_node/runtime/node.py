@@ -30,7 +30,8 @@ from typing import Final
 
 from pynetdicom.ae import ApplicationEntity
 
-from deid_node.audit.db import AuditDB, LinkageRecord, ObjectRecord, open_audit
+from deid_node.audit.db import AuditDB, open_audit
+from deid_node.audit.records import LinkageRecord, ObjectRecord
 from deid_node.config import Config, Durability
 from deid_node.deid.pipeline import Outcome, Status
 from deid_node.deid.secret import load_secret

@@ -1,0 +1,161 @@
+"""Schema migrations: each version's step as a frozen copy, applied one transaction each.
+
+A step is never edited once released: it builds the schema as that version had it, so an
+existing database of any version upgrades to the current one (:mod:`.schema`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Final, TypeAlias
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from deid_node.audit.engine import transaction, translate_errors
+from deid_node.audit.schema import SCHEMA_VERSION
+from deid_node.errors import AuditError
+
+__all__ = ["MIGRATIONS", "Migration", "MigrationStep", "migrate"]
+
+MigrationStep: TypeAlias = Callable[[Connection], None]
+Migration: TypeAlias = tuple[int, MigrationStep]
+
+# The frozen steps' own id type, not the current schema's: they must never change.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _create_v1(conn: Connection) -> None:
+    """Version 1: objects, associations and linkage tables (a frozen copy, never edited)."""
+    md = MetaData()
+    Table(
+        "objects",
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("received_at", String(32), nullable=False),
+        Column("processed_at", String(32)),
+        Column("association_id", String(64)),
+        Column("calling_ae", String(64), nullable=False),
+        Column("called_ae", String(64), nullable=False),
+        Column("peer_address", String(255), nullable=False),
+        Column("profile", String(255), nullable=False),
+        Column("sop_class_uid", String(64)),
+        Column("transfer_syntax_uid", String(64)),
+        Column("size_bytes", BigInteger, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("reason", String),
+        Column("pseudo_patient_id", String(255)),
+        Column("pseudo_study_uid", String(64)),
+        Column("pseudo_series_uid", String(64)),
+        Column("pseudo_sop_uid", String(64)),
+        Column("output_path", String),
+        Column("quarantine_path", String),
+        *(
+            Index(f"ix_objects_{name}", name)
+            for name in (
+                "received_at",
+                "association_id",
+                "calling_ae",
+                "profile",
+                "status",
+                "pseudo_study_uid",
+            )
+        ),
+    )
+    Table(
+        "associations",
+        md,
+        Column("id", String(64), primary_key=True),
+        Column("started_at", String(32), nullable=False),
+        Column("ended_at", String(32)),
+        Column("peer_address", String(255), nullable=False),
+        Column("calling_ae", String(64), nullable=False),
+        Column("called_ae", String(64), nullable=False),
+        Column("objects", Integer, nullable=False),
+        Column("outcome", String(32)),
+        Column("reason", String),
+        Index("ix_associations_started_at", "started_at"),
+    )
+    Table(
+        "linkage",
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("object_id", _ID, ForeignKey("objects.id"), nullable=False),
+        Column("profile", String(255), nullable=False),
+        Column("original_patient_id", String),
+        Column("original_patient_name", String),
+        Column("original_study_uid", String(64)),
+        Column("original_series_uid", String(64)),
+        Column("original_sop_uid", String(64)),
+        Column("pseudo_patient_id", String(255)),
+        Column("pseudo_study_uid", String(64)),
+        Column("pseudo_sop_uid", String(64)),
+        Index("ix_linkage_object_id", "object_id"),
+    )
+    md.create_all(conn)
+
+
+def _add_linkage_columns_v2(conn: Connection) -> None:
+    """Version 2: linkage keeps the original accession number and the date shift (frozen)."""
+    conn.exec_driver_sql("ALTER TABLE linkage ADD COLUMN original_accession_number VARCHAR")
+    conn.exec_driver_sql("ALTER TABLE linkage ADD COLUMN date_shift_days INTEGER")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = ((1, _create_v1), (2, _add_linkage_columns_v2))
+
+
+def _bootstrap_version(engine: Engine) -> None:
+    with transaction(engine, write=True) as conn:
+        SCHEMA_VERSION.create(conn, checkfirst=True)
+        if conn.scalar(select(func.count()).select_from(SCHEMA_VERSION)) == 0:
+            conn.execute(insert(SCHEMA_VERSION).values(version=0))
+
+
+def migrate(engine: Engine, steps: Sequence[Migration] = MIGRATIONS) -> int:
+    """Apply each step newer than the database's version, one transaction each; return it."""
+    versions = [version for version, _ in steps]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migration versions must be 1, 2, 3, ... in order, got {versions}")
+    latest = len(versions)
+    with translate_errors("be opened"), engine.connect():
+        pass
+    with translate_errors("create its schema_version table"):
+        try:
+            _bootstrap_version(engine)
+        except SQLAlchemyError:
+            # Another node created it at the same moment (PostgreSQL); the table is there now.
+            _bootstrap_version(engine)
+    current = 0
+    with translate_errors("read its schema version"), engine.connect() as conn:
+        current = conn.scalar(select(SCHEMA_VERSION.c.version)) or 0
+    if current > latest:
+        raise AuditError(
+            f"audit database schema version {current} is newer than this deid-node "
+            f"supports ({latest}): upgrade deid-node"
+        )
+    for version, step in steps:
+        with translate_errors(f"migrate to schema version {version}"):
+            with transaction(engine, write=True) as conn:
+                # Re-read under a lock: another node may have applied this step meanwhile.
+                current = conn.scalar(select(SCHEMA_VERSION.c.version).with_for_update()) or 0
+                if current >= version:
+                    continue
+                step(conn)
+                conn.execute(update(SCHEMA_VERSION).values(version=version))
+            current = version
+    return current

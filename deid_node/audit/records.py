@@ -1,0 +1,195 @@
+"""What goes into the audit and what selects from it: records, filters, statuses, times.
+
+No SQLAlchemy here: the pipeline and worker processes import :class:`Status` from this
+module, and they must stay light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Final
+
+from deid_node.errors import AuditError
+
+__all__ = [
+    "ASSOCIATION_OUTCOMES",
+    "STATUSES",
+    "STUDY_COLUMNS",
+    "AssociationFilters",
+    "Filters",
+    "LinkageRecord",
+    "ObjectRecord",
+    "Status",
+    "StudySummary",
+    "check_status",
+    "format_time",
+    "parse_time",
+]
+
+_TIME_HINT: Final = "expected ISO 8601 such as 2026-11-22 or 2026-11-22T05:00:00Z"
+
+
+class Status(StrEnum):
+    """What became of a received object."""
+
+    STORED = "stored"
+    QUARANTINED = "quarantined"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+
+
+STATUSES: Final[tuple[str, ...]] = tuple(s.value for s in Status)
+# How an association ended, as in the associations.outcome column; "open" selects rows
+# with no outcome yet (running, or the node died during them).
+ASSOCIATION_OUTCOMES: Final = ("released", "aborted", "closed", "rejected", "open")
+
+
+def check_status(value: str, what: str) -> str:
+    """Return `value` as stored in the status column; AuditError naming `what` if invalid."""
+    if value not in STATUSES:
+        raise AuditError(f"invalid {what} {value!r}: expected one of {', '.join(STATUSES)}")
+    return str(Status(value).value)
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """What the pipeline reports for one received object (every objects column but id)."""
+
+    received_at: datetime
+    processed_at: datetime | None
+    association_id: str | None
+    calling_ae: str
+    called_ae: str
+    peer_address: str
+    profile: str
+    sop_class_uid: str | None
+    transfer_syntax_uid: str | None
+    size_bytes: int
+    status: str
+    reason: str | None
+    pseudo_patient_id: str | None
+    pseudo_study_uid: str | None
+    pseudo_series_uid: str | None
+    pseudo_sop_uid: str | None
+    output_path: str | None
+    quarantine_path: str | None = None
+
+
+@dataclass(frozen=True)
+class LinkageRecord:
+    """Original and pseudonymous identifiers of one object, for profiles with record_linkage.
+
+    ``date_shift_days`` is the offset added to every date (retain-longitudinal-modified-dates),
+    None when dates were not shifted: with it, a shifted date maps back to the original.
+    """
+
+    profile: str
+    original_patient_id: str | None
+    original_patient_name: str | None
+    original_accession_number: str | None
+    original_study_uid: str | None
+    original_series_uid: str | None
+    original_sop_uid: str | None
+    pseudo_patient_id: str | None
+    pseudo_study_uid: str | None
+    pseudo_sop_uid: str | None
+    date_shift_days: int | None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which objects a query selects; ``since`` is inclusive, ``until`` exclusive."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    calling_ae: str | None = None
+    profile: str | None = None
+    status: str | None = None
+    study: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_range(self.since, self.until)
+        if self.status is not None:
+            check_status(self.status, "status filter")
+
+
+@dataclass(frozen=True)
+class AssociationFilters:
+    """Which associations a query selects, by start time (``until`` exclusive)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    calling_ae: str | None = None
+    outcome: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_range(self.since, self.until)
+        if self.outcome is not None and self.outcome not in ASSOCIATION_OUTCOMES:
+            raise AuditError(
+                f"invalid outcome filter {self.outcome!r}: expected one of "
+                f"{', '.join(ASSOCIATION_OUTCOMES)}"
+            )
+
+
+def _check_range(since: datetime | None, until: datetime | None) -> None:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.utcoffset() is None:
+            raise AuditError(
+                f"filter '{name}' is a naive datetime: give a timezone-aware one "
+                "(parse_time() returns UTC)"
+            )
+    if since is not None and until is not None and since >= until:
+        raise AuditError(
+            f"invalid time range: since {format_time(since)} is not before "
+            f"until {format_time(until)}; until is exclusive"
+        )
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """Counts for one pseudonymous study of one profile and calling AE.
+
+    Objects without a study (quarantined or rejected before de-identification) are
+    summarised per association instead: ``association_id`` says which.
+    """
+
+    pseudo_study_uid: str | None
+    pseudo_patient_id: str | None
+    calling_ae: str
+    profile: str
+    first_received_at: datetime
+    last_received_at: datetime
+    objects: int
+    stored: int
+    quarantined: int
+    duplicate: int
+    rejected: int
+    association_id: str | None = None
+
+
+STUDY_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(StudySummary))
+
+
+def format_time(value: datetime) -> str:
+    """Return an aware datetime as fixed-width UTC ISO 8601 with microseconds and ``Z``."""
+    if value.utcoffset() is None:
+        raise AuditError("naive datetime given: audit times must be timezone-aware (UTC)")
+    utc = value.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO 8601 date or date-time (naive means UTC) into an aware UTC datetime."""
+    stripped = text.strip()
+    try:
+        if not stripped:
+            raise ValueError(text)
+        value = datetime.fromisoformat(stripped)
+    except ValueError:
+        raise AuditError(f"invalid time {text!r}: {_TIME_HINT}") from None
+    if value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -1,0 +1,134 @@
+"""The current audit schema (ORM tables): the single source of its tables and columns.
+
+Migrations hold their own frozen copy of each version; this module is what the latest
+version must equal (``tests/test_audit.py`` checks that).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "ASSOCIATIONS",
+    "ASSOCIATION_COLUMNS",
+    "LINKAGE",
+    "LINKAGE_COLUMNS",
+    "OBJECTS",
+    "OBJECT_COLUMNS",
+    "SCHEMA_VERSION",
+    "TIME_COLUMNS",
+    "AssociationRow",
+    "Base",
+    "LinkageRow",
+    "ObjectRow",
+    "SchemaVersion",
+]
+
+_ID = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY is SQLite's rowid
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the audit tables."""
+
+
+class ObjectRow(Base):
+    """One received object and what became of it; no original identifiers."""
+
+    __tablename__ = "objects"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    received_at: Mapped[str] = mapped_column(String(32), index=True)
+    processed_at: Mapped[str | None] = mapped_column(String(32))
+    association_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    calling_ae: Mapped[str] = mapped_column(String(64), index=True)
+    called_ae: Mapped[str] = mapped_column(String(64))
+    peer_address: Mapped[str] = mapped_column(String(255))
+    profile: Mapped[str] = mapped_column(String(255), index=True)
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(String)
+    pseudo_patient_id: Mapped[str | None] = mapped_column(String(255))
+    pseudo_study_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    pseudo_series_uid: Mapped[str | None] = mapped_column(String(64))
+    pseudo_sop_uid: Mapped[str | None] = mapped_column(String(64))
+    output_path: Mapped[str | None] = mapped_column(String)
+    quarantine_path: Mapped[str | None] = mapped_column(String)
+
+
+class AssociationRow(Base):
+    """One association, accepted or rejected."""
+
+    __tablename__ = "associations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[str] = mapped_column(String(32), index=True)
+    ended_at: Mapped[str | None] = mapped_column(String(32))
+    peer_address: Mapped[str] = mapped_column(String(255))
+    calling_ae: Mapped[str] = mapped_column(String(64))
+    called_ae: Mapped[str] = mapped_column(String(64))
+    objects: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String)
+
+
+class LinkageRow(Base):
+    """Original identifiers of one object; PHI, written only for profiles with record_linkage."""
+
+    __tablename__ = "linkage"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    object_id: Mapped[int] = mapped_column(_ID, ForeignKey("objects.id"), index=True)
+    profile: Mapped[str] = mapped_column(String(255))
+    original_patient_id: Mapped[str | None] = mapped_column(String)
+    original_patient_name: Mapped[str | None] = mapped_column(String)
+    original_study_uid: Mapped[str | None] = mapped_column(String(64))
+    original_series_uid: Mapped[str | None] = mapped_column(String(64))
+    original_sop_uid: Mapped[str | None] = mapped_column(String(64))
+    pseudo_patient_id: Mapped[str | None] = mapped_column(String(255))
+    pseudo_study_uid: Mapped[str | None] = mapped_column(String(64))
+    pseudo_sop_uid: Mapped[str | None] = mapped_column(String(64))
+    original_accession_number: Mapped[str | None] = mapped_column(String)
+    date_shift_days: Mapped[int | None] = mapped_column(Integer)  # None: dates not shifted
+
+
+class SchemaVersion(Base):
+    """The single row holding the schema version the database has been migrated to."""
+
+    __tablename__ = "schema_version"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+OBJECTS: Final = Base.metadata.tables["objects"]
+ASSOCIATIONS: Final = Base.metadata.tables["associations"]
+LINKAGE: Final = Base.metadata.tables["linkage"]
+SCHEMA_VERSION: Final = Base.metadata.tables["schema_version"]
+
+OBJECT_COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in OBJECTS.columns)
+ASSOCIATION_COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in ASSOCIATIONS.columns)
+# What a linkage export holds: linkage columns joined with a few of the object's.
+LINKAGE_COLUMNS: Final[tuple[str, ...]] = (
+    "object_id",
+    "received_at",
+    "calling_ae",
+    "profile",
+    "original_patient_id",
+    "original_patient_name",
+    "original_study_uid",
+    "original_series_uid",
+    "original_sop_uid",
+    "pseudo_patient_id",
+    "pseudo_study_uid",
+    "pseudo_series_uid",
+    "pseudo_sop_uid",
+    # Added in schema version 2; last, so scripts reading earlier columns by position work.
+    "original_accession_number",
+    "date_shift_days",
+)
+# Stored as fixed-width UTC ISO 8601 text, read back as aware datetimes.
+TIME_COLUMNS: Final = frozenset({"received_at", "processed_at", "started_at", "ended_at"})
