@@ -19,3 +19,15 @@ class StorageError(DeidNodeError):
 
 class AuditError(DeidNodeError):
     """The audit database cannot be opened, migrated or queried."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a log: our errors' own message, else the type (and OS reason) only.
+
+    Other exceptions' messages may quote data (paths, values), so they are left out.
+    """
+    if isinstance(exc, DeidNodeError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return type(exc).__name__

@@ -1,9 +1,9 @@
-"""The serve loop: recovery, the SCP, a worker pool, one audit writer thread, signals.
+"""The serve loop: recovery, the SCP, a worker pool, the audit writer, signals.
 
 Life of an object: the SCP publishes it into spool/ and acknowledges it; the node submits
 it to a process pool running :func:`deid_node.deid.pipeline.process_file`; the outcome becomes
-an audit row written by the writer thread (batched); only once that row is committed is
-the spool file removed (or moved to quarantine/). A crash anywhere in between leaves the
+an audit row written by the audit writer thread (batched); only once that row is committed
+is the spool file removed (or moved to quarantine/). A crash anywhere in between leaves the
 spool file, which the next start processes again before serving (the output then exists,
 so the pipeline reports ``duplicate``).
 """
@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import heapq
-import itertools
 import logging
 import os
-import queue
 import signal
 import threading
 import time
@@ -31,11 +29,12 @@ from typing import Final
 from pynetdicom.ae import ApplicationEntity
 
 from deid_node.audit.db import AuditDB, open_audit
-from deid_node.audit.records import LinkageRecord, ObjectRecord
+from deid_node.audit.records import ObjectRecord
+from deid_node.audit.writer import AuditWriter
 from deid_node.config import Config, Durability
 from deid_node.deid.pipeline import Outcome, Status
 from deid_node.deid.secret import load_secret
-from deid_node.errors import AuditError, ConfigError, DeidNodeError, StorageError
+from deid_node.errors import ConfigError, DeidNodeError, StorageError, describe_error
 from deid_node.intake.handlers import event_handlers
 from deid_node.intake.pynetdicom_compat import GuardedAssociationServer, start_server
 from deid_node.intake.receiver import AssociationInfo, Receiver, RefusedObject
@@ -49,159 +48,12 @@ from deid_node.runtime.worker import WorkResult, init_worker, pool_context, work
 log = logging.getLogger(__name__)
 
 MAX_WORKER_CRASHES: Final = 3  # an object that kills its worker this often is quarantined
-WRITER_BATCH: Final = 500
-WRITER_LINGER_SECONDS: Final = 0.02
-_CALL_ATTEMPTS: Final = 4
 _STORAGE_RETRY_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 def now() -> datetime:
     """The current time, UTC, timezone-aware."""
     return datetime.now(UTC)
-
-
-# --------------------------------------------------------------------------------------------
-# The audit writer
-
-
-@dataclass
-class _ObjectJob:
-    record: ObjectRecord
-    linkage: LinkageRecord | None
-    after_commit: Callable[[], None] | None = None
-
-
-@dataclass
-class _CallJob:
-    what: str
-    call: Callable[[AuditDB], None]
-
-
-class AuditWriter(threading.Thread):
-    """The one thread that writes the audit database: objects in batches, in order.
-
-    A failed write is retried (with a growing pause) until it succeeds or the writer is
-    abandoned at shutdown: an ``after_commit`` action (removing a spool file) runs only
-    after its row is committed.
-    """
-
-    def __init__(self, db: AuditDB, on_idle: Callable[[], None]) -> None:
-        """Write to `db`; call `on_idle` whenever a batch is done."""
-        super().__init__(name="deid-audit-writer", daemon=True)
-        self._db = db
-        self._queue: queue.Queue[_ObjectJob | _CallJob | None] = queue.Queue()
-        self._outstanding = 0
-        self._lock = threading.Lock()
-        self._on_idle = on_idle
-        self._abandon = threading.Event()
-
-    @property
-    def idle(self) -> bool:
-        """True when every job put so far is written and its action done."""
-        with self._lock:
-            return self._outstanding == 0
-
-    def put(self, job: _ObjectJob | _CallJob) -> None:
-        """Queue a job."""
-        with self._lock:
-            self._outstanding += 1
-        self._queue.put(job)
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Write what is queued, then stop; False if that took longer than `timeout`."""
-        self._queue.put(None)
-        self.join(timeout)
-        if self.is_alive():
-            self._abandon.set()
-            self.join(5)
-            return False
-        return True
-
-    def run(self) -> None:
-        """Take jobs in batches until closed."""
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            jobs: list[_ObjectJob | _CallJob] = []
-            if first is None:
-                stopping = True
-            else:
-                jobs.append(first)
-            # Objects arrive one at a time: a short linger turns one transaction per
-            # object into one per batch (each SQLite commit costs the receiving process
-            # CPU that pynetdicom needs), delaying spool clean-up by at most the linger.
-            linger_until = time.monotonic() + WRITER_LINGER_SECONDS
-            while len(jobs) < WRITER_BATCH and not stopping:
-                try:
-                    job = self._queue.get(timeout=max(0.0, linger_until - time.monotonic()))
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                    break
-                jobs.append(job)
-            if jobs:
-                self._write(jobs)
-                with self._lock:
-                    self._outstanding -= len(jobs)
-                self._on_idle()
-            if self._abandon.is_set():
-                return
-
-    def _write(self, jobs: list[_ObjectJob | _CallJob]) -> None:
-        i = 0
-        while i < len(jobs):
-            job = jobs[i]
-            if isinstance(job, _CallJob):
-                # Association rows are bookkeeping: a few attempts, then a log line. Object
-                # rows are retried until written, since their spool files wait for them.
-                self._retry(job.what, functools.partial(job.call, self._db), _CALL_ATTEMPTS)
-                i += 1
-                continue
-            j = i
-            while j < len(jobs) and isinstance(jobs[j], _ObjectJob):
-                j += 1
-            batch = [b for b in jobs[i:j] if isinstance(b, _ObjectJob)]
-            items = [(b.record, b.linkage) for b in batch]
-            if not self._retry("record objects", functools.partial(self._db.record_objects, items)):
-                return
-            for b in batch:
-                if b.after_commit is not None:
-                    try:
-                        b.after_commit()
-                    except Exception as exc:
-                        log.error("after audit commit: %s", _describe(exc))
-            i = j
-
-    def _retry(self, what: str, fn: Callable[[], object], attempts: int | None = None) -> bool:
-        pauses = itertools.chain(_STORAGE_RETRY_SECONDS, itertools.repeat(30.0))
-        for attempt in itertools.count(1):
-            try:
-                fn()
-                return True
-            except AuditError as exc:
-                problem = str(exc)
-            except Exception as exc:
-                problem = f"cannot {what} ({type(exc).__name__})"
-            if attempts is not None and attempt >= attempts:
-                log.error("audit database: %s; gave up after %d attempts", problem, attempt)
-                return False
-            log.error("audit database: %s; retrying", problem)
-            if self._abandon.wait(next(pauses)):
-                return False
-        return False
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, DeidNodeError):
-        return str(exc)
-    if isinstance(exc, OSError):
-        return f"{type(exc).__name__}: {exc.strerror}"
-    return type(exc).__name__
-
-
-# --------------------------------------------------------------------------------------------
-# The node
 
 
 @dataclass
@@ -486,7 +338,7 @@ class Node:
                 future.result()
         except (BrokenProcessPool, OSError) as exc:
             raise DeidNodeError(
-                f"cannot start the de-identification worker processes ({_describe(exc)})"
+                f"cannot start the de-identification worker processes ({describe_error(exc)})"
             ) from None
 
     def _schedule(self, item: SpoolItem) -> None:
@@ -537,7 +389,8 @@ class Node:
                 self._retry_later(stem, 0.25)
             return
         except Exception as exc:
-            self._record(pending, Outcome(Status.QUARANTINED, f"internal error ({_describe(exc)})"))
+            reason = f"internal error ({describe_error(exc)})"
+            self._record(pending, Outcome(Status.QUARANTINED, reason))
             return
         self._pool_replacements = 0
         if result.outcome is None:
@@ -604,7 +457,7 @@ class Node:
                     self._changed.notify_all()
 
         assert self._writer is not None
-        self._writer.put(_ObjectJob(record, linkage, finish))
+        self._writer.put_object(record, linkage, finish)
 
     def _dispatch(self) -> None:
         """Submissions, retries, pool replacement after a crash, association bookkeeping."""
@@ -700,7 +553,7 @@ class Node:
             output_path=None,
         )
         if self._writer is not None:
-            self._writer.put(_ObjectJob(record, None))
+            self._writer.put_object(record)
 
     def object_received(self, item: SpoolItem) -> None:
         """Schedule an acknowledged object for de-identification."""
@@ -708,7 +561,7 @@ class Node:
 
     def _call(self, what: str, call: Callable[[AuditDB], None]) -> None:
         if self._writer is not None:
-            self._writer.put(_CallJob(what, call))
+            self._writer.put_call(what, call)
 
 
 _STOP_SIGNALS: Final = {signal.SIGTERM, signal.SIGINT}
@@ -745,4 +598,4 @@ def serve(cfg: Config) -> None:
     Node(cfg).serve_forever()
 
 
-__all__ = ["AuditWriter", "Node", "serve"]
+__all__ = ["Node", "serve"]
