@@ -7,6 +7,8 @@ import dataclasses
 import io
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -1043,3 +1045,28 @@ def test_format_time() -> None:
 
 def test_statuses() -> None:
     assert STATUSES == ("stored", "quarantined", "rejected", "duplicate")
+
+
+def test_skipped_is_never_audited(db: AuditDB) -> None:
+    # One Status for the pipeline and the audit: SKIPPED (offline, not DICOM) is not stored.
+    expected = "invalid .* 'skipped': expected one of stored, quarantined, rejected, duplicate$"
+    with pytest.raises(AuditError, match=expected):
+        db.record_objects([(make_record(status=Status.SKIPPED), None)])
+    (object_id,) = db.record_objects([(make_record(), None)])
+    with pytest.raises(AuditError, match=expected):
+        db.update_object(object_id, status=Status.SKIPPED)
+    with pytest.raises(AuditError, match=expected):
+        Filters(status="skipped")
+    assert [row["status"] for row in db.iter_objects(Filters())] == ["stored"]
+
+
+def test_statuses_and_workers_need_no_sqlalchemy() -> None:
+    # Worker processes import the pipeline, and with it Status: they must stay light.
+    script = (
+        "import sys, deid_node.runtime.worker_boot, deid_node.audit.records\n"
+        "print('sqlalchemy' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.split() == ["False"], proc.stdout + proc.stderr

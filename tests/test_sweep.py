@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from deid_node.audit.records import Status
 from deid_node.config import Option, ProfileConfig, load_config
-from deid_node.deid.pipeline import Status, process_file
+from deid_node.deid.pipeline import process_file
 from deid_node.deid.profiles import TEXT_VRS, CompiledProfile, Op, compile_profile
 from tests.synthetic import PhiTokens, phi_everywhere, write_files
 

@@ -33,15 +33,17 @@ _TIME_HINT: Final = "expected ISO 8601 such as 2026-11-22 or 2026-11-22T05:00:00
 
 
 class Status(StrEnum):
-    """What became of a received object."""
+    """What became of an object, as in the audit ``status`` column (all but SKIPPED)."""
 
     STORED = "stored"
     QUARANTINED = "quarantined"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
+    SKIPPED = "skipped"  # offline runs only: not a DICOM file; never audited
 
 
-STATUSES: Final[tuple[str, ...]] = tuple(s.value for s in Status)
+# What the status column may hold: a node quarantines what turns out not to be DICOM.
+STATUSES: Final[tuple[str, ...]] = tuple(s.value for s in Status if s is not Status.SKIPPED)
 # How an association ended, as in the associations.outcome column; "open" selects rows
 # with no outcome yet (running, or the node died during them).
 ASSOCIATION_OUTCOMES: Final = ("released", "aborted", "closed", "rejected", "open")
@@ -50,7 +52,8 @@ ASSOCIATION_OUTCOMES: Final = ("released", "aborted", "closed", "rejected", "ope
 def check_status(value: str, what: str) -> str:
     """Return `value` as stored in the status column; AuditError naming `what` if invalid."""
     if value not in STATUSES:
-        raise AuditError(f"invalid {what} {value!r}: expected one of {', '.join(STATUSES)}")
+        shown = str(value)  # a Status member's repr would name the enum
+        raise AuditError(f"invalid {what} {shown!r}: expected one of {', '.join(STATUSES)}")
     return str(Status(value).value)
 
 
@@ -68,7 +71,7 @@ class ObjectRecord:
     sop_class_uid: str | None
     transfer_syntax_uid: str | None
     size_bytes: int
-    status: str
+    status: Status
     reason: str | None
     pseudo_patient_id: str | None
     pseudo_study_uid: str | None

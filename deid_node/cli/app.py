@@ -277,7 +277,7 @@ def deidentify(
             writer = csv.writer(fh)
             writer.writerow(["path", "status", "reason", "output"])
             for path, o in summary.report:
-                writer.writerow([path, o.status.value, o.reason or "", o.output_path or ""])
+                writer.writerow([path, o.status, o.reason or "", o.output_path or ""])
     if summary.failed:
         raise typer.Exit(code=1)
 
@@ -768,7 +768,8 @@ def quarantine_retry(
 
     Example: deid-node quarantine retry 17 18
     """
-    from deid_node.deid.pipeline import Outcome, Status
+    from deid_node.audit.records import Status
+    from deid_node.deid.pipeline import Outcome
     from deid_node.deid.secret import load_secret
     from deid_node.runtime.quarantine import list_quarantine, retry
 
@@ -803,7 +804,7 @@ def quarantine_retry(
         if outcome is None:
             what, reason = "still quarantined", f"not retried: {problems[e.id]}"
         elif outcome.status in (Status.STORED, Status.DUPLICATE):
-            what, reason = outcome.status.value, None
+            what, reason = outcome.status, None
         else:
             what, reason = "still quarantined", outcome.reason or e.reason
         counts[what] += 1

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from deid_node.audit.records import Status
 from deid_node.deid.engine import (
     DeidResult,
     Originals,
@@ -29,16 +29,6 @@ def output_path(root: Path, profile: str, patient: str, study: str, series: str,
     """`<root>/<profile>/<patient>/<study>/<series>/<sop>.dcm` (pseudonyms only)."""
     parts = [_SAFE_PART.sub("_", p) or "_" for p in (profile, patient, study, series)]
     return root.joinpath(*parts, _SAFE_PART.sub("_", sop) + ".dcm")
-
-
-class Status(StrEnum):
-    """Outcome of one object, as recorded in the audit `status` column."""
-
-    STORED = "stored"
-    DUPLICATE = "duplicate"
-    QUARANTINED = "quarantined"
-    REJECTED = "rejected"
-    SKIPPED = "skipped"  # offline only: not a DICOM file
 
 
 @dataclass(frozen=True)

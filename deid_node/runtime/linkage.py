@@ -85,7 +85,7 @@ class OfflineLinkage:
             sop_class_uid=outcome.sop_class_uid,
             transfer_syntax_uid=outcome.transfer_syntax_uid,
             size_bytes=outcome.size_bytes,
-            status=outcome.status.value,
+            status=outcome.status,
             reason=None,
             pseudo_patient_id=outcome.pseudo_patient_id,
             pseudo_study_uid=outcome.pseudo_study_uid,

@@ -29,10 +29,10 @@ from typing import Final
 from pynetdicom.ae import ApplicationEntity
 
 from deid_node.audit.db import AuditDB, open_audit
-from deid_node.audit.records import ObjectRecord
+from deid_node.audit.records import ObjectRecord, Status
 from deid_node.audit.writer import AuditWriter
 from deid_node.config import Config, Durability
-from deid_node.deid.pipeline import Outcome, Status
+from deid_node.deid.pipeline import Outcome
 from deid_node.deid.secret import load_secret
 from deid_node.errors import ConfigError, DeidNodeError, StorageError, describe_error
 from deid_node.intake.handlers import event_handlers
@@ -430,7 +430,7 @@ class Node:
             sop_class_uid=outcome.sop_class_uid or receipt.sop_class_uid,
             transfer_syntax_uid=outcome.transfer_syntax_uid or receipt.transfer_syntax_uid,
             size_bytes=receipt.size_bytes,
-            status=status.value,
+            status=status,
             reason=reason,
             pseudo_patient_id=outcome.pseudo_patient_id,
             pseudo_study_uid=outcome.pseudo_study_uid,
@@ -544,7 +544,7 @@ class Node:
             sop_class_uid=refused.sop_class_uid,
             transfer_syntax_uid=refused.transfer_syntax_uid,
             size_bytes=refused.size_bytes,
-            status="rejected",
+            status=Status.REJECTED,
             reason=f"refused with 0x{refused.status:04X}: {refused.reason}",
             pseudo_patient_id=None,
             pseudo_study_uid=None,

@@ -9,8 +9,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deid_node.audit.records import Status
 from deid_node.config import ProfileConfig
-from deid_node.deid.pipeline import Outcome, Status, process_file
+from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
 
 _CHUNK = 16  # files per task: amortises inter-process overhead, keeps progress smooth
@@ -38,15 +39,15 @@ class Summary:
 
     def add(self, path: Path, outcome: Outcome) -> None:
         """Count one file's outcome."""
-        self.counts[outcome.status.value] += 1
+        self.counts[outcome.status] += 1
         if outcome.reason:
-            self.reasons[f"{outcome.status.value}: {outcome.reason}"] += 1
+            self.reasons[f"{outcome.status}: {outcome.reason}"] += 1
         self.report.append((path, outcome))
 
     @property
     def failed(self) -> int:
         """Objects that could not be de-identified."""
-        return self.counts[Status.QUARANTINED.value]
+        return self.counts[Status.QUARANTINED]
 
 
 def _work(args: tuple[list[Path], ProfileConfig, bytes, Path, bool]) -> list[Outcome]:

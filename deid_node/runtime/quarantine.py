@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from deid_node.audit.db import AuditDB
+from deid_node.audit.records import Status
 from deid_node.config import Config, Durability
-from deid_node.deid.pipeline import Outcome, Status, process_file
+from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
 from deid_node.errors import DeidNodeError
 from deid_node.intake.spool import set_quarantine_reason
@@ -105,7 +106,7 @@ def retry(
             db.update_object(
                 entry.id,
                 linkage=linkage_for(entry.profile, profile.config.record_linkage, outcome),
-                status=outcome.status.value,
+                status=outcome.status,
                 reason=f"retried from quarantine ({entry.reason})"[:500],
                 processed_at=now,
                 sop_class_uid=outcome.sop_class_uid,

@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from deid_node.audit.records import Status
 from deid_node.config import ProfileConfig
-from deid_node.deid.pipeline import Outcome, Status, process_file
+from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import CompiledProfile, compile_profile
 from deid_node.errors import StorageError
 from deid_node.logs import quiet_libraries
