@@ -18,6 +18,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from deid_node.audit.url import sqlite_file, sqlite_url, with_sqlite_file
 from deid_node.errors import ConfigError
 
 DEFAULT_CONFIG = Path("config/deid-node.toml")
@@ -414,12 +415,10 @@ def _path(base_dir: Path, value: str) -> Path:
 
 def _database_url(url: str, base_dir: Path) -> str:
     # Relative SQLite paths resolve against the config folder, like every other path.
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith("sqlite:////"):
-        rest = url[len(prefix) :]
-        if rest and rest != ":memory:":
-            return prefix + str((base_dir / rest).resolve())
-    return url
+    path = sqlite_file(url)
+    if path is None or path.is_absolute():
+        return url
+    return with_sqlite_file(url, (base_dir / path).resolve())
 
 
 def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
@@ -465,7 +464,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
     n.check_unknown(("tls",))
 
     d = _Reader(top.table_of("database"), "database", source)
-    default_url = "sqlite:///" + str((data_dir / "audit.db").resolve())
+    default_url = sqlite_url((data_dir / "audit.db").resolve())
     database_url = _database_url(d.string("url", default_url), base_dir)
     d.check_unknown()
 

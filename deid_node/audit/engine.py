@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError, StatementError
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
+from deid_node.audit.url import sqlite_file, sqlite_memory
 from deid_node.errors import AuditError
 
 __all__ = [
@@ -112,16 +113,7 @@ def _on_sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(str(conn.get_execution_options().get(_BEGIN_OPTION, "BEGIN")))
 
 
-def _is_sqlite_memory(url: URL) -> bool:
-    database = url.database or ""
-    return database in ("", ":memory:") or url.query.get("mode") == "memory"
-
-
-def _prepare_sqlite_file(url: URL) -> None:
-    database = url.database or ""
-    if database.startswith("file:"):  # a sqlite3 URI (uri=true): the caller manages the file
-        return
-    path = Path(database).expanduser()
+def _prepare_sqlite_file(path: Path) -> None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -163,9 +155,8 @@ def create_audit_engine(url: str) -> Engine:
     except (ArgumentError, ValueError):
         raise AuditError(f"invalid audit database url: {_URL_HINT}") from None
     is_sqlite = parsed.get_backend_name() == "sqlite"
-    is_file = is_sqlite and not _is_sqlite_memory(parsed)
     options: dict[str, object] = {}
-    if is_sqlite and not is_file:
+    if sqlite_memory(url):
         # One shared connection, or every connection would see its own empty database.
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     try:
@@ -183,9 +174,10 @@ def create_audit_engine(url: str) -> Engine:
         raise AuditError(
             f"invalid audit database url ({_first_line(str(exc))}): {_URL_HINT}"
         ) from None
-    if is_file:
+    path = sqlite_file(url)
+    if path is not None:
         # Only now that the driver is known to exist: a bad URL leaves no file behind.
-        _prepare_sqlite_file(parsed)
+        _prepare_sqlite_file(path)
     if is_sqlite:
         event.listen(engine, "connect", _on_sqlite_connect)
         event.listen(engine, "begin", _on_sqlite_begin)

@@ -342,18 +342,15 @@ def _filters(
 def _open_existing_audit(cfg: Config) -> AuditDB:
     """Open the audit database for reading; an SQLite file must already exist."""
     from deid_node.audit.db import open_audit
+    from deid_node.audit.url import sqlite_file
 
-    url = cfg.database_url
-    prefix = "sqlite:///"
-    if url.startswith(prefix):
-        database = url[len(prefix) :].split("?", 1)[0]
-        is_file = database not in ("", ":memory:") and not database.startswith("file:")
-        if is_file and not Path(database).is_file():
-            fail(
-                f"audit database {database} not found: start the node first "
-                "(deid-node serve) or check [database] url"
-            )
-    return open_audit(url)
+    path = sqlite_file(cfg.database_url)
+    if path is not None and not path.is_file():
+        fail(
+            f"audit database {path} not found: start the node first "
+            "(deid-node serve) or check [database] url"
+        )
+    return open_audit(cfg.database_url)
 
 
 @contextlib.contextmanager
