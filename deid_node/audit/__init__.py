@@ -1,5 +1,6 @@
-"""The audit database, the only SQL: schema, migrations, engine, db, records, export (CSV).
+"""The audit database, the only SQL: schema, migrations, engine, db, writer, export (CSV).
 
-Nothing is imported here: records (statuses, records, filters) has no SQLAlchemy, and the
-pipeline and worker processes that import it must stay light.
+records (statuses, records, filters) and url (SQLite URLs) import no SQLAlchemy: the
+pipeline, config loading and worker processes use them and must stay light, so nothing
+is imported here.
 """
