@@ -38,16 +38,24 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydicom.charset import python_encoding
-from pydicom.datadict import dictionary_VM, dictionary_VR, keyword_for_tag
-from pydicom.uid import UID
+from pydicom.datadict import dictionary_VM, dictionary_VR
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from deid_node.errors import DeidError
+from deid_node.dicom.elements import (
+    IMPLICIT_LE,
+    ITEM,
+    ITEM_DELIM,
+    PIXEL_DATA,
+    SEQ_DELIM,
+    UNDEFINED,
+    VR_CODES,
+    EncodingError,
+    Syntax,
+    skip_fragments,
+    syntax_of,
+    tag_name,
+)
 
-UNDEFINED = 0xFFFFFFFF
-ITEM = 0xFFFEE000
-ITEM_DELIM = 0xFFFEE00D
-SEQ_DELIM = 0xFFFEE0DD
-PIXEL_DATA = 0x7FE00010
 SPECIFIC_CHARSET = 0x00080005
 _REQUIRED = {
     0x00080016: "SOPClassUID",
@@ -63,12 +71,6 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-_VRS = _words(
-    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL "
-    "UN UR US UT UV"
-)
-_VR_CODES = {vr.encode(): vr for vr in _VRS}
-_LONG_VRS = _words("OB OD OF OL OV OW SQ SV UC UN UR UT UV")
 _UNIT = {"US": 2, "SS": 2, "OW": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "OF": 4, "OL": 4}
 _UNIT |= {"FD": 8, "SV": 8, "UV": 8, "OD": 8, "OV": 8}
 _COUNTED_BINARY = _words("US SS UL SL FL FD AT SV UV")  # VM = length / unit
@@ -86,10 +88,6 @@ _BAD_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 _C1 = re.compile("[\x80-\x9f]")
 
 
-class EncodingError(DeidError):
-    """The bytes of a data set do not have one unambiguous reading; the reason names no value."""
-
-
 @dataclass(frozen=True)
 class EncodingInfo:
     """What the check learnt: the object's identity and transfer syntax (all UIDs, no PHI)."""
@@ -99,11 +97,6 @@ class EncodingInfo:
     study_instance_uid: str
     series_instance_uid: str
     transfer_syntax_uid: str
-
-
-def _name(tag: int) -> str:
-    kw = keyword_for_tag(tag) if not (tag >> 16) & 1 else ""
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}){' ' + kw if kw else ''}"
 
 
 @lru_cache(maxsize=8192)
@@ -210,10 +203,10 @@ class Charset:
             text = data.decode(self.codec)
         except (UnicodeDecodeError, LookupError):
             raise EncodingError(
-                f"{_name(tag)}: bytes that are not valid in the declared character set"
+                f"{tag_name(tag)}: bytes that are not valid in the declared character set"
             ) from None
         if _C1.search(text):
-            raise EncodingError(f"{_name(tag)}: C1 control character in a text value")
+            raise EncodingError(f"{tag_name(tag)}: C1 control character in a text value")
 
     def _iso2022(self, tag: int, data: bytes) -> None:
         g0_width = 1
@@ -225,7 +218,8 @@ class Charset:
                 seq = data[i : i + 4] if data[i : i + 4] in self.escapes else data[i : i + 3]
                 if seq not in self.escapes:
                     raise EncodingError(
-                        f"{_name(tag)}: escape sequence the declared character set does not allow"
+                        f"{tag_name(tag)}: escape sequence "
+                        "the declared character set does not allow"
                     )
                 slot, width, codec = _ESCAPES[seq]
                 if slot == 0:
@@ -236,26 +230,27 @@ class Charset:
             elif b < 0x80:
                 if g0_width == 2:
                     if i + 1 >= n or not (0x21 <= b <= 0x7E and 0x21 <= data[i + 1] <= 0x7E):
-                        raise EncodingError(f"{_name(tag)}: broken two-byte character")
+                        raise EncodingError(f"{tag_name(tag)}: broken two-byte character")
                     i += 2
                 else:
                     i += 1
             else:
                 if g1 is None:
-                    raise EncodingError(f"{_name(tag)}: 8-bit byte with no G1 character set")
+                    raise EncodingError(f"{tag_name(tag)}: 8-bit byte with no G1 character set")
                 if g1[1] == 2:
                     if i + 1 >= n or not (0xA1 <= b <= 0xFE and 0xA1 <= data[i + 1] <= 0xFE):
-                        raise EncodingError(f"{_name(tag)}: broken two-byte character")
+                        raise EncodingError(f"{tag_name(tag)}: broken two-byte character")
                     i += 2
                 else:
                     if b not in _g1_bytes(g1[2]):
                         raise EncodingError(
-                            f"{_name(tag)}: bytes that are not valid in the declared character set"
+                            f"{tag_name(tag)}: bytes that are not valid "
+                            "in the declared character set"
                         )
                     i += 1
         if g0_width != 1:
             raise EncodingError(
-                f"{_name(tag)}: value ends without returning to the initial character set"
+                f"{tag_name(tag)}: value ends without returning to the initial character set"
             )
 
 
@@ -301,29 +296,11 @@ def parse_charset(raw: bytes) -> Charset:
 # The walk
 
 
-@dataclass(frozen=True)
-class _Encoding:
-    implicit: bool
-    little: bool
-
-    @property
-    def endian(self) -> str:
-        return "<" if self.little else ">"
-
-
-_IMPLICIT_LE = _Encoding(True, True)
-
-
 class _Walker:
     def __init__(self, buf: bytes | mmap.mmap, encapsulated: bool) -> None:
         self.buf = buf
         self.encapsulated = encapsulated
         self.top: dict[int, str] = {}
-
-    # Item and delimiter headers are tag + 4-byte length in every transfer syntax.
-    def _tag_len(self, enc: _Encoding, pos: int) -> tuple[int, int]:
-        group, elem, length = struct.unpack_from(enc.endian + "HHL", self.buf, pos)
-        return group << 16 | elem, length
 
     def dataset(
         self,
@@ -331,48 +308,27 @@ class _Walker:
         end: int,
         depth: int,
         charset: Charset,
-        enc: _Encoding,
+        syntax: Syntax,
         undefined: bool,
     ) -> int:
         """Walk one data set from pos; return where it ends (after its item delimiter)."""
         buf = self.buf
-        head = struct.Struct(enc.endian + "HH")
-        u16 = struct.Struct(enc.endian + "H")
-        u32 = struct.Struct(enc.endian + "L")
+        read_header = syntax.read_header
         prev = -1
         while pos < end:
-            if pos + 8 > end:
-                raise EncodingError("truncated data set: an element header is cut off")
-            group, elem = head.unpack_from(buf, pos)
-            tag = group << 16 | elem
+            tag, vr, length, vpos = read_header(buf, pos, end)
+            group = tag >> 16
             if group == 0xFFFE:
                 if tag == ITEM_DELIM and undefined:
-                    if u32.unpack_from(buf, pos + 4)[0] != 0:
+                    if length != 0:
                         raise EncodingError("item delimiter with a non-zero length")
-                    return pos + 8
+                    return vpos
                 raise EncodingError("an item or delimiter tag stands where an element belongs")
             if tag <= prev:
-                raise EncodingError(f"{_name(tag)} is repeated or out of ascending order")
+                raise EncodingError(f"{tag_name(tag)} is repeated or out of ascending order")
             prev = tag
             if group == 0x0002 or group == 0x0000:
-                raise EncodingError(f"{_name(tag)}: a file meta or command element in the body")
-            if enc.implicit:
-                vr: str | None = None
-                length = u32.unpack_from(buf, pos + 4)[0]
-                vpos = pos + 8
-            else:
-                code = bytes(buf[pos + 4 : pos + 6])
-                vr = _VR_CODES.get(code)
-                if vr is None:
-                    raise EncodingError(f"{_name(tag)}: invalid VR")
-                if vr in _LONG_VRS:
-                    if pos + 12 > end:
-                        raise EncodingError("truncated data set: an element header is cut off")
-                    length = u32.unpack_from(buf, pos + 8)[0]
-                    vpos = pos + 12
-                else:
-                    length = u16.unpack_from(buf, pos + 6)[0]
-                    vpos = pos + 8
+                raise EncodingError(f"{tag_name(tag)}: a file meta or command element in the body")
             allowed, max_vm = _dictionary(tag)
             if (
                 vr is not None
@@ -381,20 +337,20 @@ class _Walker:
                 and vr != "UN"
                 and not (vr in _PLAIN_TEXT and allowed <= _PLAIN_TEXT)
             ):
-                raise EncodingError(f"{_name(tag)}: VR {vr} where the dictionary has another")
+                raise EncodingError(f"{tag_name(tag)}: VR {vr} where the dictionary has another")
             if length == UNDEFINED:
-                pos = self._undefined(tag, vr, allowed, vpos, end, depth, charset, enc)
+                pos = self._undefined(tag, vr, allowed, vpos, end, depth, charset, syntax)
                 continue
             if length & 1:
-                raise EncodingError(f"{_name(tag)}: odd value length")
+                raise EncodingError(f"{tag_name(tag)}: odd value length")
             vend = vpos + length
             if vend > end:
-                raise EncodingError(f"truncated data set: {_name(tag)} ends past the data")
+                raise EncodingError(f"truncated data set: {tag_name(tag)} ends past the data")
             if vr == "UN" and allowed:
                 # UN is read by the dictionary VR, from implicit little endian bytes.
                 eff = next(iter(allowed)) if len(allowed) == 1 else "UN"
                 if eff == "SQ":
-                    self.sequence(vpos, vend, True, depth + 1, charset, _IMPLICIT_LE)
+                    self.sequence(vpos, vend, True, depth + 1, charset, IMPLICIT_LE)
                     pos = vend
                     continue
             elif vr is None:
@@ -402,12 +358,12 @@ class _Walker:
             else:
                 eff = vr
             if eff == "SQ":
-                self.sequence(vpos, vend, True, depth + 1, charset, enc)
+                self.sequence(vpos, vend, True, depth + 1, charset, syntax)
             elif length:
                 unit = min((_UNIT.get(v, 1) for v in allowed), default=1) if eff == "UN" else 0
                 unit = unit or _UNIT.get(eff, 1)
                 if length % unit:
-                    raise EncodingError(f"{_name(tag)}: length not a whole number of values")
+                    raise EncodingError(f"{tag_name(tag)}: length not a whole number of values")
                 count = 0
                 if eff in _COUNTED_BINARY:
                     count = length // unit
@@ -419,7 +375,7 @@ class _Walker:
                     if depth == 0 and tag in _REQUIRED:
                         self.top[tag] = data.rstrip(b"\0 ").decode("ascii")
                 if max_vm is not None and count > max_vm:
-                    raise EncodingError(f"{_name(tag)}: more values than the dictionary allows")
+                    raise EncodingError(f"{tag_name(tag)}: more values than the dictionary allows")
             pos = vend
         if undefined:
             raise EncodingError("truncated data set: an item has no item delimiter")
@@ -434,22 +390,22 @@ class _Walker:
         end: int,
         depth: int,
         charset: Charset,
-        enc: _Encoding,
+        syntax: Syntax,
     ) -> int:
         if tag == PIXEL_DATA and (vr in (None, "OB", "OW")):
             if not self.encapsulated:
                 raise EncodingError("undefined-length pixel data in a native transfer syntax")
-            return self.fragments(vpos, end, enc)
+            return skip_fragments(self.buf, vpos, end, syntax)
         if vr == "SQ" or (vr is None and "SQ" in allowed):
-            return self.sequence(vpos, end, False, depth + 1, charset, enc)
+            return self.sequence(vpos, end, False, depth + 1, charset, syntax)
         if vr == "UN" or (vr is None and not allowed):
             # PS3.5 6.2.2: UN of undefined length is a sequence in implicit little endian.
             # pydicom reads an unknown implicit element so only when an item follows.
-            if vr is None and (vpos + 8 > end or self._tag_len(enc, vpos)[0] != ITEM):
-                raise EncodingError(f"{_name(tag)}: undefined length on a non-sequence")
-            inner = _IMPLICIT_LE if vr == "UN" else enc
+            if vr is None and (vpos + 8 > end or syntax.read_item(self.buf, vpos, end)[0] != ITEM):
+                raise EncodingError(f"{tag_name(tag)}: undefined length on a non-sequence")
+            inner = IMPLICIT_LE if vr == "UN" else syntax
             return self.sequence(vpos, end, False, depth + 1, charset, inner)
-        raise EncodingError(f"{_name(tag)}: undefined length on a non-sequence")
+        raise EncodingError(f"{tag_name(tag)}: undefined length on a non-sequence")
 
     def sequence(
         self,
@@ -458,7 +414,7 @@ class _Walker:
         defined: bool,
         depth: int,
         charset: Charset,
-        enc: _Encoding,
+        syntax: Syntax,
     ) -> int:
         """Walk the items of a sequence (its value starts at pos); return where it ends."""
         if depth > MAX_SEQUENCE_DEPTH:
@@ -468,7 +424,7 @@ class _Walker:
                 return pos
             if pos + 8 > end:
                 raise EncodingError("truncated data set: a sequence ends inside an item header")
-            tag, length = self._tag_len(enc, pos)
+            tag, length = syntax.read_item(self.buf, pos, end)
             if tag == SEQ_DELIM and not defined:
                 if length != 0:
                     raise EncodingError("sequence delimiter with a non-zero length")
@@ -476,31 +432,15 @@ class _Walker:
             if tag != ITEM:
                 raise EncodingError("a sequence holds something other than items")
             if length == UNDEFINED:
-                pos = self.dataset(pos + 8, end, depth, charset, enc, True)
+                pos = self.dataset(pos + 8, end, depth, charset, syntax, True)
                 continue
             if length & 1:
                 raise EncodingError("an item of odd length")
             item_end = pos + 8 + length
             if item_end > end:
                 raise EncodingError("truncated data set: an item runs past its sequence")
-            self.dataset(pos + 8, item_end, depth, charset, enc, False)
+            self.dataset(pos + 8, item_end, depth, charset, syntax, False)
             pos = item_end
-
-    def fragments(self, pos: int, end: int, enc: _Encoding) -> int:
-        """Skip the items of encapsulated pixel data; return where its delimiter ends."""
-        while True:
-            if pos + 8 > end:
-                raise EncodingError("truncated pixel data: no sequence delimiter")
-            tag, length = self._tag_len(enc, pos)
-            if tag == SEQ_DELIM:
-                if length != 0:
-                    raise EncodingError("sequence delimiter with a non-zero length")
-                return pos + 8
-            if tag != ITEM or length == UNDEFINED:
-                raise EncodingError("malformed encapsulated pixel data")
-            pos += 8 + length
-            if pos > end:
-                raise EncodingError("truncated pixel data")
 
     @staticmethod
     def text(tag: int, vr: str, data: bytes, charset: Charset) -> int:
@@ -508,13 +448,13 @@ class _Walker:
         if data[-1:] == b"\0":
             data = data[:-1]  # one NUL of padding (UI's own; some writers use it elsewhere)
         if b"\0" in data:
-            raise EncodingError(f"{_name(tag)}: NUL byte inside a text value")
+            raise EncodingError(f"{tag_name(tag)}: NUL byte inside a text value")
         if vr in _ASCII_VRS:
             if not _PRINTABLE.fullmatch(data):
-                raise EncodingError(f"{_name(tag)}: character outside the {vr} repertoire")
+                raise EncodingError(f"{tag_name(tag)}: character outside the {vr} repertoire")
             return 1 if vr in _SINGLE_VALUED_TEXT else data.count(b"\\") + 1
         if _BAD_CONTROL.search(data) or (b"\x1b" in data and not charset.extended):
-            raise EncodingError(f"{_name(tag)}: control character in a text value")
+            raise EncodingError(f"{tag_name(tag)}: control character in a text value")
         charset.check(tag, data)
         # Free text (descriptions, names) often holds a backslash where VM 1 allows none:
         # pydicom reads a list, the engine handles lists, nothing hides. Not counted.
@@ -547,17 +487,13 @@ def check_body(buf: bytes | mmap.mmap, start: int, transfer_syntax: str) -> Enco
             raise EncodingError(
                 f"deflated data set inflates beyond {MAX_INFLATED_BYTES >> 20} MiB"
             ) from None
-        inner = check_body(body, 0, "1.2.840.10008.1.2.1")
+        inner = check_body(body, 0, str(ExplicitVRLittleEndian))
         return replace(inner, transfer_syntax_uid=str(ts))
-    if ts.is_transfer_syntax:
-        enc = _Encoding(ts.is_implicit_VR, ts.is_little_endian)
-        encapsulated = ts.is_compressed
-    else:
-        enc, encapsulated = _Encoding(False, True), False
+    encapsulated = ts.is_transfer_syntax and ts.is_compressed
     if len(buf) <= start:
         raise EncodingError("empty data set")
     walker = _Walker(buf, encapsulated)
-    walker.dataset(start, len(buf), 0, DEFAULT_CHARSET, enc, False)
+    walker.dataset(start, len(buf), 0, DEFAULT_CHARSET, syntax_of(ts), False)
     return _info(walker, str(ts))
 
 
@@ -595,7 +531,7 @@ def _meta(buf: mmap.mmap | bytes) -> tuple[int, str | None]:
 def _guess_syntax(buf: mmap.mmap | bytes) -> str:
     # A bare data set: explicit if the first element has a valid VR; big endian if its
     # group reads small that way (groups start at 0x0008), as pydicom guesses too.
-    explicit = bytes(buf[4:6]) in _VR_CODES
+    explicit = bytes(buf[4:6]) in VR_CODES
     if explicit and buf[0] == 0 and buf[1] != 0:
         return "1.2.840.10008.1.2.2"
     return "1.2.840.10008.1.2.1" if explicit else "1.2.840.10008.1.2"
