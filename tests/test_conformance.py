@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_charset_files, get_testdata_file
+from pydicom.dataelem import DataElement
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -281,3 +282,29 @@ def test_files_without_meta_and_group_0002_smuggled_after_the_meta(tmp_path: Pat
     check_file(good)
     with pytest.raises(EncodingError, match="file meta"):
         check_file(smuggled)
+
+
+@pytest.mark.parametrize(("vr", "value"), [("SV", [7, -8]), ("UV", [7, 8]), ("OD", b"\0" * 16)])
+def test_file_meta_elements_with_4_byte_lengths_are_read_as_pydicom_reads_them(
+    tmp_path: Path, vr: str, value: object
+) -> None:
+    # The meta used to be read with a VR table of its own that lacked SV, UV, OD, OF,
+    # OL and OV: the body was taken to start inside such an element and refused.
+    ds = ct_series(1, patient=SyntheticPatient.make(PhiTokens()), rows=8, cols=8)[0]
+    ds.file_meta.add(DataElement(0x00020200, vr, value))
+    (path,) = write_files([ds], tmp_path)
+    assert check_file(path).sop_instance_uid == ds.SOPInstanceUID == dcmread(path).SOPInstanceUID
+
+
+def test_an_invalid_vr_in_the_file_meta_is_refused(tmp_path: Path) -> None:
+    # pydicom reads an element whose VR is not two letters as implicit VR (a 4-byte
+    # length), and the data set it then finds is not the one a 2-byte length gives.
+    ds = ct_series(1, patient=SyntheticPatient.make(PhiTokens()), rows=8, cols=8)[0]
+    (path,) = write_files([ds], tmp_path)
+    raw = bytearray(path.read_bytes())
+    at = raw.index(b"\x02\x00\x13\x00SH")  # ImplementationVersionName
+    raw[at + 4 : at + 6] = b"\0\0"
+    path.write_bytes(raw)
+    with pytest.raises(EncodingError) as info:
+        check_file(path)
+    assert str(info.value) == "(0002,0013) ImplementationVersionName: invalid VR"

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import mmap
 import re
-import struct
 import zlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -48,9 +47,10 @@ from deid_node.dicom.elements import (
     PIXEL_DATA,
     SEQ_DELIM,
     UNDEFINED,
-    VR_CODES,
     EncodingError,
     Syntax,
+    guess_syntax,
+    read_meta,
     skip_fragments,
     syntax_of,
     tag_name,
@@ -497,46 +497,6 @@ def check_body(buf: bytes | mmap.mmap, start: int, transfer_syntax: str) -> Enco
     return _info(walker, str(ts))
 
 
-def _meta(buf: mmap.mmap | bytes) -> tuple[int, str | None]:
-    """(offset of the body, transfer syntax) of a Part-10 file; (0, None) without a header."""
-    if len(buf) < 132 or buf[128:132] != b"DICM":
-        return 0, None
-    pos, ts = 132, None
-    meta_end = len(buf)
-    if buf[132:140] == b"\x02\x00\x00\x00UL\x04\x00" and len(buf) >= 144:
-        # The group length says where the meta ends: a group 0002 element after that is
-        # in the body (where pydicom would still take it for meta) and is refused there.
-        meta_end = 144 + struct.unpack_from("<L", buf, 140)[0]
-    while pos + 8 <= min(meta_end, len(buf)):
-        group, elem = struct.unpack_from("<HH", buf, pos)
-        if group != 0x0002:
-            break
-        code = bytes(buf[pos + 4 : pos + 6])
-        if code in (b"OB", b"UN", b"UT", b"SQ", b"OW", b"UC", b"UR"):
-            if pos + 12 > len(buf):
-                break
-            length, vpos = struct.unpack_from("<L", buf, pos + 8)[0], pos + 12
-        else:
-            length, vpos = struct.unpack_from("<H", buf, pos + 6)[0], pos + 8
-        if length == UNDEFINED or vpos + length > len(buf):
-            raise EncodingError("truncated file meta information")
-        if elem == 0x0010:
-            ts = bytes(buf[vpos : vpos + length]).rstrip(b"\0 ").decode("ascii", "replace")
-        pos = vpos + length
-    if not ts:
-        raise EncodingError("file meta information lacks TransferSyntaxUID")
-    return pos, ts
-
-
-def _guess_syntax(buf: mmap.mmap | bytes) -> str:
-    # A bare data set: explicit if the first element has a valid VR; big endian if its
-    # group reads small that way (groups start at 0x0008), as pydicom guesses too.
-    explicit = bytes(buf[4:6]) in VR_CODES
-    if explicit and buf[0] == 0 and buf[1] != 0:
-        return "1.2.840.10008.1.2.2"
-    return "1.2.840.10008.1.2.1" if explicit else "1.2.840.10008.1.2"
-
-
 def check_file(path: Path) -> EncodingInfo:
     """Check a Part-10 file (or a bare data set) without reading its pixel data."""
     with path.open("rb") as fh:
@@ -545,8 +505,8 @@ def check_file(path: Path) -> EncodingInfo:
         except ValueError:  # an empty file cannot be mapped
             raise EncodingError("empty data set") from None
         with buf:
-            start, ts = _meta(buf)
-            return check_body(buf, start, ts or _guess_syntax(buf))
+            start, ts = read_meta(buf)
+            return check_body(buf, start, ts or guess_syntax(buf))
 
 
 __all__ = ["Charset", "EncodingError", "EncodingInfo", "check_body", "check_file", "parse_charset"]
