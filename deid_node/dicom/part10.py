@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import struct
+import mmap
 import warnings
 from collections.abc import Callable
 from io import BytesIO
@@ -16,12 +16,11 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_data_element
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from deid_node.dicom.elements import UNDEFINED, skip_fragments, syntax_of
 from deid_node.durable import FileRange
 from deid_node.errors import DeidError
 
 _TAIL_START = 0x7FE00008  # float/double pixel data, pixel data and what follows them
-_UNDEFINED = 0xFFFFFFFF
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
 
 
 def encode_instance(
@@ -151,8 +150,7 @@ def read_header(path: Path) -> tuple[Dataset, FileRange | None]:
         return read_dataset(path), None
     if at >= size:
         return ds, None
-    with path.open("rb") as fh:
-        end, length = _element_end(fh, at, size, ts)
+    end, length = _element_end(path, at, size, ts)
     if end < size:
         return read_dataset(path), None  # trailing elements must go through the profile
     if length is not None:
@@ -160,41 +158,18 @@ def read_header(path: Path) -> tuple[Dataset, FileRange | None]:
     return ds, FileRange(path, at, size - at)
 
 
-def _element_end(fh: BinaryIO, at: int, size: int, ts: UID) -> tuple[int, int | None]:
+def _element_end(path: Path, at: int, size: int, ts: UID) -> tuple[int, int | None]:
     """End offset of the pixel data element at `at`, and its value length if defined."""
-    endian = "<" if ts.is_little_endian else ">"
-    fh.seek(at)
-    head = fh.read(12)
-    if len(head) < 8:
-        raise DeidError("truncated object: pixel data element header cut off")
-    if ts.is_implicit_VR:
-        length, header = struct.unpack(endian + "L", head[4:8])[0], 8
-    elif head[4:6] in _LONG_VRS:
-        if len(head) < 12:
-            raise DeidError("truncated object: pixel data element header cut off")
-        length, header = struct.unpack(endian + "L", head[8:12])[0], 12
-    else:
-        length, header = struct.unpack(endian + "H", head[6:8])[0], 8
-    pos = at + header
-    if length != _UNDEFINED:
-        if pos + length > size:
-            raise DeidError("truncated pixel data")
-        return pos + length, length
-    # Encapsulated: items up to the sequence delimiter, each skipped, never loaded.
-    while True:
-        fh.seek(pos)
-        item = fh.read(8)
-        if len(item) < 8:
-            raise DeidError("truncated pixel data: no sequence delimiter")
-        group, elem, item_len = struct.unpack(endian + "HHL", item)
-        pos += 8
-        if (group, elem) == (0xFFFE, 0xE0DD):
-            return pos, None
-        if (group, elem) != (0xFFFE, 0xE000) or item_len == _UNDEFINED:
-            raise DeidError("malformed encapsulated pixel data")
-        pos += item_len
-        if pos > size:
-            raise DeidError("truncated pixel data")
+    syntax = syntax_of(ts)
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        end = min(size, len(buf))
+        _, _, length, vpos = syntax.read_header(buf, at, end)
+        if length != UNDEFINED:
+            if vpos + length > end:
+                raise DeidError("truncated pixel data")
+            return vpos + length, length
+        # Encapsulated: fragments up to the sequence delimiter, never loaded.
+        return skip_fragments(buf, vpos, end, syntax), None
 
 
 def _check_pixel_length(ds: Dataset, length: int | None = None, ts: UID | None = None) -> None:
