@@ -219,6 +219,9 @@ def test_element_end_refuses_values_past_the_end_and_non_items() -> None:
     stray = struct.pack("<HH2sHL", 0x0008, 0x1110, b"SQ", 0, UNDEFINED) + raw
     with pytest.raises(EncodingError, match="other than items"):
         element_end(stray, 0, len(stray), EXPLICIT_LE)
+    in_item = stray[:12] + item_header(ITEM, UNDEFINED) + item_header(SEQ_DELIM, 0) * 2
+    with pytest.raises(EncodingError, match="stands where an element belongs"):
+        element_end(in_item, 0, len(in_item), EXPLICIT_LE)
 
 
 def part10(ts: UID, *extra_meta: DataElement) -> tuple[bytes, int]:

@@ -176,6 +176,8 @@ def element_end(buf: Buffer, pos: int, end: int, syntax: Syntax) -> int:
             if tag == ITEM_DELIM:
                 open_values.pop()
                 pos = vpos
+            elif tag >> 16 == _ITEM_GROUP:
+                raise EncodingError("an item or delimiter tag stands where an element belongs")
             elif length == UNDEFINED:
                 open_values.append((True, IMPLICIT_LE if vr == "UN" else inner))
                 pos = vpos
