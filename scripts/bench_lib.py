@@ -54,8 +54,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 DEID_NODE = REPO / ".venv" / "bin" / "deid-node"
@@ -546,7 +544,7 @@ def split_folder(src: Path, parts: int, dest: Path) -> list[Path]:
 
 
 def make_us(folder: Path, n: int) -> None:
-    from tests.synthetic import PhiTokens, SyntheticPatient, us_multiframe
+    from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, us_multiframe
 
     folder.mkdir(parents=True)
     patient = SyntheticPatient.make(PhiTokens(), seed=11)
@@ -571,7 +569,7 @@ def write_big_object(path: Path, frames: int, rows: int = 512, cols: int = 512) 
         generate_uid,
     )
 
-    from tests.synthetic import PhiTokens, SyntheticPatient
+    from deid_node.testing.synthetic import PhiTokens, SyntheticPatient
 
     tokens = PhiTokens(start=50_000)
     patient = SyntheticPatient.make(tokens, seed=23)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fuzz a deid-node with malformed C-STORE objects over real associations on 127.0.0.1.
 
-Every object is a valid synthetic object (tests/synthetic.py, full of planted PHI tokens)
+Every object is a valid synthetic object (deid_node.testing.synthetic, full of planted PHI tokens)
 with one malformation applied to its *encoded bytes*; the bytes reach the wire unchanged
 (pynetdicom streams them from a file, see `install_raw_sender`). Kinds are cycled by object
 id (`KINDS`), each with several variants; every object is classified `malformed` (must not
@@ -52,8 +52,6 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # tests.synthetic lives beside deid_node, not in it
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
@@ -74,7 +72,7 @@ from pydicom.uid import (  # noqa: E402
     UltrasoundMultiFrameImageStorage,
 )
 
-from tests.synthetic import (  # noqa: E402
+from deid_node.testing.synthetic import (  # noqa: E402
     TOKEN_RE,
     UID_PREFIX,
     PhiTokens,

@@ -17,7 +17,7 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from deid_node.config import Option, ProfileConfig, load_config
 from deid_node.deid.pipeline import Status, process_file
 from deid_node.deid.profiles import TEXT_VRS, CompiledProfile, Op, compile_profile
-from tests.synthetic import PhiTokens, phi_everywhere, write_files
+from deid_node.testing.synthetic import PhiTokens, phi_everywhere, write_files
 
 KEY = b"\x5a" * 32
 REPO = Path(__file__).resolve().parents[1]

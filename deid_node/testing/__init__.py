@@ -1,0 +1,1 @@
+"""Tooling for the tests and scripts/: synthetic data and the fuzzer; never imported by the node."""
