@@ -85,6 +85,7 @@ class PhiTokens:
         return [v for v, k in self._kind.items() if kind is None or k == kind]
 
     def kind_of(self, value: str) -> str:
+        """The kind a value was first recorded with."""
         return self._kind[value]
 
     def paths(self, value: str) -> list[str]:
