@@ -9,10 +9,6 @@ class ConfigError(DeidNodeError):
     """The configuration file is missing, unreadable or invalid."""
 
 
-class ProfileError(DeidNodeError):
-    """A profile name or override is unknown or contradictory."""
-
-
 class DeidError(DeidNodeError):
     """An object cannot be de-identified with certainty; it must be quarantined."""
 

@@ -19,10 +19,11 @@ from pydicom.uid import (
 )
 
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig, TrialConfig
-from deid_node.deid.engine import SURVIVED, deidentify_dataset
+from deid_node.deid.engine import deidentify_dataset
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import OPTION_CODES, Op, compile_profile, describe
 from deid_node.deid.pseudonym import date_offset_days, pseudo_uid, shift_date
+from deid_node.deid.verify import SURVIVED
 from deid_node.errors import DeidError
 
 KEY = bytes(range(32))
@@ -308,6 +309,32 @@ def test_burned_in_quarantined_by_default() -> None:
         profile(burned_in_annotation=BurnedInPolicy.ALLOW),
     )
     assert allowed.PixelData == b"\x00" * 8
+
+
+@pytest.mark.parametrize("burned_in", ["YES", "NO"])
+def test_allowed_burned_in_text_is_not_declared_removed(burned_in: str) -> None:
+    cfg = profile("clean-pixel-data", burned_in_annotation=BurnedInPolicy.ALLOW)
+    out = run(make_ds(BurnedInAnnotation=burned_in, PixelData=b"\x00" * 8, Rows=2, Columns=2), cfg)
+    if burned_in == "YES":  # the text is still in the pixels: no claim that it is gone
+        assert out.PatientIdentityRemoved == "NO"
+        assert "113101" not in codes(out)
+        assert str(out.DeidentificationMethod).endswith("; burned-in text not removed")
+    else:
+        assert out.PatientIdentityRemoved == "YES"
+        assert "113101" in codes(out)
+        assert "burned-in" not in str(out.DeidentificationMethod)
+
+
+def test_keyword_sets_of_the_engine_name_real_attributes() -> None:
+    from pydicom.datadict import tag_for_keyword
+
+    from deid_node.deid import engine
+
+    sets = {n: v for n, v in vars(engine).items() if n.endswith("_KEYWORDS")}
+    assert sets  # the engine still keeps its lists this way
+    for name, keywords in sets.items():
+        unknown = sorted(k for k in keywords if tag_for_keyword(k) is None)
+        assert unknown == [], f"{name} names no dictionary attribute: {unknown}"
 
 
 def test_overrides_keep_remove_replace() -> None:

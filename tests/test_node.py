@@ -29,15 +29,14 @@ from typer.testing import CliRunner
 from deid_node.cli.app import app
 from deid_node.config import Config, load_config
 from deid_node.deid.pseudonym import pseudo_uid
-from deid_node.intake.scp import (
+from deid_node.dicom.status import (
     DIAG_CALLED_AE_NOT_RECOGNISED,
     DIAG_CALLING_AE_NOT_RECOGNISED,
     STATUS_CANNOT_UNDERSTAND,
     STATUS_DATASET_MISMATCH,
     STATUS_OUT_OF_RESOURCES,
-    UnreadableObject,
-    check_header,
 )
+from deid_node.intake.receiver import UnreadableObject, check_header
 from deid_node.intake.spool import Receipt, Spool
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import (

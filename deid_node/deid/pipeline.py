@@ -14,9 +14,9 @@ from deid_node.deid.engine import (
     DeidResult,
     Originals,
     deidentify_dataset,
-    verify_clean,
 )
 from deid_node.deid.profiles import CompiledProfile
+from deid_node.deid.verify import verify_clean
 from deid_node.dicom.encoding import check_file
 from deid_node.dicom.part10 import NotDicomError, encode_instance, read_header
 from deid_node.durable import FileRange, write_atomic

@@ -87,10 +87,7 @@ _COMBINED: dict[str, Action] = {
     "X/Z/U*": Action.UID,
     "X/Z/U": Action.UID,
 }
-PATTERN_CURVES = "50XXXXXX"
-PATTERN_OVERLAY_DATA = "60XX3000"
-PATTERN_OVERLAY_COMMENTS = "60XX4000"
-PATTERN_PRIVATE = "ODD"
+PATTERN_PRIVATE = "ODD"  # the private-attributes row (curve and overlay groups: the engine)
 
 
 @dataclass(frozen=True)

@@ -29,24 +29,18 @@ from types import FrameType, TracebackType
 from typing import Final
 
 from pynetdicom.ae import ApplicationEntity
-from pynetdicom.transport import ThreadedAssociationServer
 
 from deid_node.audit.db import AuditDB, LinkageRecord, ObjectRecord, open_audit
 from deid_node.config import Config, Durability
 from deid_node.deid.pipeline import Outcome, Status
 from deid_node.deid.secret import load_secret
 from deid_node.errors import AuditError, ConfigError, DeidNodeError, StorageError
-from deid_node.intake.scp import (
-    AssociationInfo,
-    Receiver,
-    RefusedObject,
-    attach_spool,
-    build_ae,
-    detach_spool,
-    event_handlers,
-)
+from deid_node.intake.handlers import event_handlers
+from deid_node.intake.pynetdicom_compat import GuardedAssociationServer, start_server
+from deid_node.intake.receiver import AssociationInfo, Receiver, RefusedObject
+from deid_node.intake.scp import attach_spool, build_ae, detach_spool
 from deid_node.intake.spool import Spool, SpoolItem
-from deid_node.intake.tls import server_context, start_server
+from deid_node.intake.tls import log_handshake_failure, server_context
 from deid_node.logs import quiet_libraries
 from deid_node.runtime.linkage import linkage_for
 from deid_node.runtime.worker import WorkResult, init_worker, pool_context, work
@@ -265,7 +259,7 @@ class Node:
         self._db: AuditDB | None = None
         self._writer: AuditWriter | None = None
         self._ae: ApplicationEntity | None = None
-        self._server: ThreadedAssociationServer | None = None
+        self._server: GuardedAssociationServer | None = None
         self._dispatcher: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop_requested = threading.Event()  # serve_forever: a signal arrived
@@ -326,7 +320,7 @@ class Node:
             node.durability.value,
         )
 
-    def _listen(self, ae: ApplicationEntity) -> ThreadedAssociationServer:
+    def _listen(self, ae: ApplicationEntity) -> GuardedAssociationServer:
         tls = self.cfg.node.tls
         ssl_context = server_context(tls) if tls is not None else None
         host, port = self._bind
@@ -339,6 +333,7 @@ class Node:
                 (host, port),
                 evt_handlers=event_handlers(self.receiver),
                 ssl_context=ssl_context,
+                handshake_failed=log_handshake_failure,
             )
         except OSError as exc:
             raise ConfigError(

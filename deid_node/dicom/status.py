@@ -1,0 +1,23 @@
+"""The status codes the node answers with: C-STORE (PS3.4 Annex B.2.3, PS3.7 Annex C) and
+A-ASSOCIATE-RJ (PS3.8 9.3.4)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+# C-STORE response statuses (PS3.4 Annex B.2.3, PS3.7 Annex C).
+STATUS_SUCCESS: Final = 0x0000
+STATUS_PROCESSING_FAILURE: Final = 0x0110
+STATUS_SOP_CLASS_NOT_SUPPORTED: Final = 0x0122
+STATUS_OUT_OF_RESOURCES: Final = 0xA700
+STATUS_DATASET_MISMATCH: Final = 0xA900
+STATUS_CANNOT_UNDERSTAND: Final = 0xC210
+
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): result, source, diagnostic.
+REJECT_PERMANENT: Final = 0x01
+REJECT_TRANSIENT: Final = 0x02
+SOURCE_SERVICE_USER: Final = 0x01
+SOURCE_PROVIDER_PRESENTATION: Final = 0x03
+DIAG_CALLING_AE_NOT_RECOGNISED: Final = 0x03
+DIAG_CALLED_AE_NOT_RECOGNISED: Final = 0x07
+DIAG_LOCAL_LIMIT_EXCEEDED: Final = 0x02

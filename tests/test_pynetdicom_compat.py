@@ -1,0 +1,164 @@
+"""Each reach into pynetdicom's internals still works: a failure here names the one an
+upgrade broke (deid_node/intake/pynetdicom_compat.py)."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE, _config, association, build_context, dimse_messages, evt
+from pynetdicom.association import Association
+from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
+
+from deid_node.intake import pynetdicom_compat as compat
+from deid_node.intake.spool import Spool
+from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
+
+UNKNOWN_CLASS = "1.2.826.0.1.3680043.10.1234.99.1"  # a private SOP class no dictionary has
+
+
+@dataclass
+class Seen:
+    """What the SCP's handlers observed, for the test to check."""
+
+    titles: tuple[str, str] | None = None
+    proposed: list[str] = field(default_factory=list)
+    no_delay: int | None = None
+    timeout: float | None = None
+    shared: bool | None = None
+    dataset_paths: list[Path] = field(default_factory=list)
+
+
+@pytest.fixture
+def scp(tmp_path: Path) -> Iterator[Callable[..., tuple[compat.GuardedAssociationServer, Seen]]]:
+    """An SCP built the node's way, with EVT_REQUESTED doing `on_request(assoc)`."""
+    started: list[tuple[AE, compat.GuardedAssociationServer]] = []
+
+    def start(on_request: Callable[[Association], None] = lambda assoc: None) -> Any:
+        compat.configure()
+        ae = AE(ae_title="COMPAT_SCP")
+        ae.network_timeout = 7
+        ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian])
+        seen = Seen()
+        spool = Spool(tmp_path / "spool", tmp_path / "q", max_bytes=10**8, max_object_bytes=10**7)
+        spool.prepare()
+        compat.route_datasets(ae, spool.open_incoming)
+
+        def requested(event: Event) -> None:
+            assoc = event.assoc
+            seen.titles = compat.requested_titles(assoc)
+            seen.proposed = compat.requested_abstract_syntaxes(assoc)
+            compat.set_no_delay(assoc)
+            sock = assoc.dul.socket.socket
+            seen.no_delay = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            seen.timeout = sock.gettimeout()
+            seen.shared = all(
+                a is b
+                for a, b in zip(assoc.acceptor.supported_contexts, server.contexts, strict=False)
+            )
+            on_request(assoc)
+
+        def stored(event: Event) -> int:
+            seen.dataset_paths.append(Path(event.dataset_path))
+            return 0
+
+        handlers = [(evt.EVT_REQUESTED, requested), (evt.EVT_C_STORE, stored)]
+        server = compat.start_server(ae, ("127.0.0.1", 0), ssl_context=None, evt_handlers=handlers)
+        started.append((ae, server))
+        return server, seen
+
+    yield start
+    for ae, server in started:
+        server.shutdown()
+        compat.unroute_datasets(ae)
+        assert server not in ae._servers  # shutdown() still removes itself from the AE
+
+
+def associate(
+    server: compat.GuardedAssociationServer, *uids: str, calling: str = "COMPAT_SCU"
+) -> Association:
+    ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    contexts = [build_context(uid, [ExplicitVRLittleEndian]) for uid in uids]
+    host, port = server.server_address[:2]
+    return ae.associate(host, port, contexts, ae_title="COMPAT_SCP")
+
+
+def test_the_flags_configure_sets_are_still_read_by_pynetdicom() -> None:
+    compat.configure()
+    assert _config.STORE_RECV_CHUNKED_DATASET is True
+    assert "STORE_RECV_CHUNKED_DATASET" in inspect.getsource(dimse_messages)
+    assert "_config.LOG_HANDLER_LEVEL" in inspect.getsource(association)
+
+
+def test_chunked_data_sets_are_written_where_the_factory_says(
+    scp: Callable[..., tuple[compat.GuardedAssociationServer, Seen]], tmp_path: Path
+) -> None:
+    # pynetdicom must still create the file by the module-level name we replace.
+    assert "NamedTemporaryFile(" in inspect.getsource(dimse_messages)
+    server, seen = scp()
+    assoc = associate(server, CTImageStorage)
+    assert assoc.is_established
+    [ds] = ct_series(1, patient=SyntheticPatient.make(PhiTokens(), seed=9), rows=8, cols=8)
+    try:
+        assert int(assoc.send_c_store(ds).Status) == 0
+    finally:
+        assoc.release()
+    assert [p.parent for p in seen.dataset_paths] == [tmp_path / "spool" / "incoming"]
+
+
+def test_request_details_socket_and_shared_contexts(
+    scp: Callable[..., tuple[compat.GuardedAssociationServer, Seen]],
+) -> None:
+    server, seen = scp()
+    assoc = associate(server, CTImageStorage, calling="TITLE_X")
+    assert assoc.is_established
+    assoc.release()
+    assert seen.titles == ("TITLE_X", "COMPAT_SCP")
+    assert seen.proposed == [CTImageStorage]
+    assert seen.no_delay == 1
+    assert seen.timeout == 7  # the accepted socket has network_timeout (bpo-7995)
+    assert seen.shared is True  # contexts handed over without pynetdicom's deep copy
+    assert isinstance(server.contexts, compat.SharedContexts)
+
+
+def test_reject_request_sends_the_given_result_source_and_reason(
+    scp: Callable[..., tuple[compat.GuardedAssociationServer, Seen]],
+) -> None:
+    server, _ = scp(lambda assoc: compat.reject_request(assoc, 0x02, 0x03, 0x02))
+    assoc = associate(server, CTImageStorage)
+    assert assoc.is_rejected
+    rj = assoc.acceptor.primitive
+    assert (rj.result, rj.result_source, rj.diagnostic) == (0x02, 0x03, 0x02)
+
+
+def test_an_unknown_class_can_be_registered_and_accepted_for_one_association(
+    scp: Callable[..., tuple[compat.GuardedAssociationServer, Seen]],
+) -> None:
+    assert compat.register_storage_class(UNKNOWN_CLASS, "CompatTestUnknownStorage")
+    assert uid_to_service_class(UNKNOWN_CLASS) is StorageServiceClass
+
+    def accept_it(assoc: Association) -> None:
+        assert UNKNOWN_CLASS not in compat.supported_abstract_syntaxes(assoc)
+        cx = PresentationContext()
+        cx.abstract_syntax = UNKNOWN_CLASS
+        cx.transfer_syntax = [ExplicitVRLittleEndian]
+        compat.add_supported_contexts(assoc, [cx])
+
+    server, _ = scp(accept_it)
+    assoc = associate(server, UNKNOWN_CLASS)
+    try:
+        assert assoc.is_established
+        assert [str(cx.abstract_syntax) for cx in assoc.accepted_contexts] == [UNKNOWN_CLASS]
+    finally:
+        assoc.release()
+    assert UNKNOWN_CLASS not in {str(cx.abstract_syntax) for cx in server.contexts}
