@@ -40,7 +40,6 @@ import resource
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import struct
 import subprocess
@@ -48,14 +47,16 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deid_node.audit.records import Filters
+from deid_node.testing.node_audit import NodeAudit
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 DEID_NODE = REPO / ".venv" / "bin" / "deid-node"
@@ -379,8 +380,9 @@ class DcmtkReceiver(Receiver):
 class DeidNodeReceiver(Receiver):
     """`deid-node serve` with a bench config; done means audited stored/duplicate."""
 
-    baseline: int = 0
-    _db: sqlite3.Connection | None = field(default=None, repr=False)
+    # Objects of the current repetition are those received since it began.
+    baseline: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    _audit: NodeAudit | None = field(default=None, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -397,6 +399,14 @@ class DeidNodeReceiver(Receiver):
     @property
     def audit_db(self) -> Path:
         return self.data_dir / "audit.db"
+
+    @property
+    def audit(self) -> NodeAudit:
+        """The node's audit database, read while the node writes it (a locked read: no rows)."""
+        if self._audit is None:
+            path = self.audit_db.resolve()
+            self._audit = NodeAudit(f"sqlite:///{path}", path)
+        return self._audit
 
     def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -415,49 +425,35 @@ class DeidNodeReceiver(Receiver):
             raise BenchError(f"deid-node check-config: {check.stdout}{check.stderr}".strip())
         return [str(DEID_NODE), "serve", "--config", str(self.config_path)], env
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if self._db is None:
-            if not self.audit_db.exists():
-                return []
-            uri = f"file:{self.audit_db}?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, timeout=5, check_same_thread=False)
-        try:
-            return self._db.execute(sql, tuple(args)).fetchall()
-        except sqlite3.OperationalError as exc:
-            # before the first object (no table yet) or while the writer holds a lock
-            if any(word in str(exc) for word in ("no such table", "locked", "busy")):
-                return []
-            raise
-
     def begin_rep(self) -> None:
         # Remove the files but keep the folders: the node may assume folders it made exist.
         for root, _dirs, files in os.walk(self.out):
             for name in files:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(root, name))
-        rows = self._query("SELECT coalesce(max(id), 0) FROM objects")
-        self.baseline = int(rows[0][0]) if rows else 0
+        self.baseline = dt.datetime.now(dt.UTC)
 
     def progress(self) -> tuple[int, int]:
-        rows = self._query(
-            "SELECT status, count(*) FROM objects WHERE id > ? GROUP BY status", [self.baseline]
-        )
-        counts = {status: n for status, n in rows}
-        done = counts.get("stored", 0) + counts.get("duplicate", 0)
+        counts = self.audit.status_counts(Filters(since=self.baseline)) or Counter()
+        done = counts["stored"] + counts["duplicate"]
         return done, sum(counts.values()) - done
 
     def failure_detail(self) -> str:
-        rows = self._query(
-            "SELECT status, reason, count(*) FROM objects WHERE id > ? "
-            "AND status NOT IN ('stored', 'duplicate') GROUP BY status, reason",
-            [self.baseline],
+        rows = self.audit.objects(Filters(since=self.baseline)) or []
+        failed = Counter(
+            (str(r["status"]), r["reason"])
+            for r in rows
+            if r["status"] not in ("stored", "duplicate")
         )
-        return "; ".join(f"{n} x {status}: {reason}" for status, reason, n in rows)
+        ordered = sorted(
+            failed.items(), key=lambda kv: (kv[0][0], kv[0][1] is not None, str(kv[0][1]))
+        )
+        return "; ".join(f"{n} x {status}: {reason}" for (status, reason), n in ordered)
 
     def stop(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._audit is not None:
+            self._audit.close()
+            self._audit = None
         super().stop()
 
 
@@ -546,7 +542,7 @@ def split_folder(src: Path, parts: int, dest: Path) -> list[Path]:
 
 
 def make_us(folder: Path, n: int) -> None:
-    from tests.synthetic import PhiTokens, SyntheticPatient, us_multiframe
+    from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, us_multiframe
 
     folder.mkdir(parents=True)
     patient = SyntheticPatient.make(PhiTokens(), seed=11)
@@ -571,7 +567,7 @@ def write_big_object(path: Path, frames: int, rows: int = 512, cols: int = 512) 
         generate_uid,
     )
 
-    from tests.synthetic import PhiTokens, SyntheticPatient
+    from deid_node.testing.synthetic import PhiTokens, SyntheticPatient
 
     tokens = PhiTokens(start=50_000)
     patient = SyntheticPatient.make(tokens, seed=23)

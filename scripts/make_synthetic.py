@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a synthetic CT study (one series) for throughput measurements.
 
-Every value is made up; the identifying ones are PHI tokens (see tests/synthetic.py).
+Every value is made up; the identifying ones are PHI tokens (see deid_node/testing/synthetic/).
 
     python scripts/make_synthetic.py --ct 200 --out /tmp/ct200            # 512x512, ~0.5 MB each
     python scripts/make_synthetic.py --ct 20 --out /tmp/ct20 --rows 64 --cols 64 --seed 3 \\
@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tests.synthetic import PhiTokens, SyntheticPatient, iter_ct_series, write_files  # noqa: E402
+from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, iter_ct_series, write_files
 
 
 def _positive(text: str) -> int:

@@ -24,14 +24,14 @@ from deid_node.cli.app import app
 from deid_node.config import Config, load_config
 from deid_node.deid.pseudonym import date_offset_days, pseudo_uid
 from deid_node.runtime.node import Node
-from tests.conftest import associate, node_table, store
-from tests.synthetic import (
+from deid_node.testing.synthetic import (
     PhiTokens,
     SyntheticPatient,
     ct_series,
     us_multiframe,
     write_bad_files,
 )
+from tests.conftest import associate, node_table, store
 
 runner = CliRunner()
 

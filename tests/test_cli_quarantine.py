@@ -19,14 +19,14 @@ from deid_node.cli.app import app
 from deid_node.config import Config
 from deid_node.deid.pseudonym import date_offset_days
 from deid_node.runtime.node import Node
-from tests.conftest import audit_objects, files_under, node_table, store
-from tests.synthetic import (
+from deid_node.testing.synthetic import (
     PhiTokens,
     SyntheticPatient,
     ct_series,
     secondary_capture,
     us_multiframe,
 )
+from tests.conftest import audit_objects, files_under, node_table, store
 
 runner = CliRunner()
 

@@ -25,7 +25,7 @@ from deid_node.dicom.encoding import (
     check_file,
     parse_charset,
 )
-from tests.synthetic import (
+from deid_node.testing.synthetic import (
     PhiTokens,
     SyntheticPatient,
     ct_series,

@@ -38,7 +38,7 @@ from deid_node.dicom.elements import (
     skip_fragments,
     syntax_of,
 )
-from tests.synthetic import PhiTokens, SyntheticPatient, ct_series, phi_everywhere
+from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series, phi_everywhere
 
 SYNTAXES = {"implicit LE": IMPLICIT_LE, "explicit LE": EXPLICIT_LE, "explicit BE": EXPLICIT_BE}
 SECRET = b"Doe^Jane"  # a stand-in for a value no message may quote

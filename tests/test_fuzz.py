@@ -1,62 +1,70 @@
-"""scripts/fuzz.py: its generator, its raw sender, and a short run against a real node."""
+"""The fuzzer in deid_node/testing/fuzz/: generator, raw sender, a run of scripts/fuzz.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
+
+from deid_node.testing.fuzz.draft import STORAGE_CLASSES, TRANSFER_SYNTAXES, Draft
+from deid_node.testing.fuzz.encoding import (
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    SPECIFIC_CHARSET,
+    element,
+    kw,
+    split_elements,
+    text,
+    uid_value,
+)
+from deid_node.testing.fuzz.generator import KINDS, Generator, object_uid
+from deid_node.testing.fuzz.node import deid_node_command
+from deid_node.testing.fuzz.phi import PhiScanner, decoded_text
+from deid_node.testing.fuzz.sender import Sender, echo, install_raw_sender
+from deid_node.testing.fuzz.target import Target
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUZZ = REPO_ROOT / "scripts" / "fuzz.py"
 
 
-def _load_fuzz() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deid_fuzz", FUZZ)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["deid_fuzz"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz = _load_fuzz()
-
-
 @pytest.fixture(scope="module")
-def gen() -> Any:
-    return fuzz.Generator(seed=5, count=len(fuzz.KINDS) * 12)
+def gen() -> Generator:
+    return Generator(seed=5, count=len(KINDS) * 12)
 
 
-def test_generation_is_deterministic_and_cycles_every_kind(gen: Any) -> None:
-    again = fuzz.Generator(seed=5, count=gen.count)
+def test_generation_is_deterministic_and_cycles_every_kind(gen: Generator) -> None:
+    again = Generator(seed=5, count=gen.count)
     objects = [gen.build(oid) for oid in range(gen.count)]
     assert [o.body for o in objects] == [again.build(o.oid).body for o in objects]
-    assert Counter(o.kind for o in objects) == {k: 12 for k in fuzz.KINDS}
-    other_seed = fuzz.Generator(seed=6, count=gen.count)
+    assert Counter(o.kind for o in objects) == {k: 12 for k in KINDS}
+    other_seed = Generator(seed=6, count=gen.count)
     assert any(o.body != other_seed.build(o.oid).body for o in objects)
 
 
-def test_every_mutation_changes_the_valid_encoding(gen: Any) -> None:
+def test_every_mutation_changes_the_valid_encoding(gen: Generator) -> None:
     for oid in range(gen.count):
         obj = gen.build(oid)
         base = next(b for b in gen.pool if b.name == obj.base)
-        explicit = obj.transfer_syntax == fuzz.ExplicitVRLittleEndian
-        valid = fuzz.Draft(base, obj.sop_instance, explicit=explicit).body()
+        explicit = obj.transfer_syntax == ExplicitVRLittleEndian
+        valid = Draft(base, obj.sop_instance, explicit=explicit).body()
         if obj.kind == "sop_class_mismatch" and obj.variant.startswith("context:"):
             assert obj.sop_class != base.sop_class  # same bytes, wrong context
         else:
             assert obj.body != valid, (obj.kind, obj.variant)
 
 
-def test_deep_nesting_reaches_depth_200(gen: Any) -> None:
+def test_deep_nesting_reaches_depth_200(gen: Generator) -> None:
     depths = [
         int(gen.build(oid).variant.split(":")[1])
         for oid in range(gen.count)
@@ -65,18 +73,18 @@ def test_deep_nesting_reaches_depth_200(gen: Any) -> None:
     assert depths and min(depths) >= 200
 
 
-def test_split_elements_round_trips_every_base(gen: Any) -> None:
+def test_split_elements_round_trips_every_base(gen: Generator) -> None:
     for base in gen.pool:
         for explicit, elems in ((True, base.explicit), (False, base.implicit)):
             body = b"".join(b for _, b in elems)
-            assert fuzz.split_elements(body, explicit) == list(elems)
+            assert split_elements(body, explicit) == list(elems)
             tags = [t for t, _ in elems]
             assert tags == sorted(tags)
 
 
-def test_phi_scanner_finds_tokens_dates_and_uids(gen: Any) -> None:
-    uid = fuzz.object_uid(5, 3)
-    scanner = fuzz.PhiScanner(gen.tokens, {uid})
+def test_phi_scanner_finds_tokens_dates_and_uids(gen: Generator) -> None:
+    uid = object_uid(5, 3)
+    scanner = PhiScanner(gen.tokens, {uid})
     base = gen.pool[0]
     date = next(v for v in gen.tokens.values("date") if len(v) == 8)
     blob = b"x" + uid.encode() + b"\0 " + base.patient_id.encode("utf-16-le") + b" " + date.encode()
@@ -87,36 +95,36 @@ def test_phi_scanner_finds_tokens_dates_and_uids(gen: Any) -> None:
 
 
 def test_decoded_scan_finds_an_identifier_split_by_iso2022_escapes(
-    gen: Any, tmp_path: Path
+    gen: Generator, tmp_path: Path
 ) -> None:
     pid = gen.pool[0].patient_id.encode()
     split = pid[:4] + b"\x1b$B\x1b(B" + pid[4:]  # decodes to the ID, bytes do not hold it
     body = b"".join(
-        fuzz.element(tag, vr, value, explicit=True)
+        element(tag, vr, value, explicit=True)
         for tag, vr, value in [
-            (fuzz.SPECIFIC_CHARSET, "CS", fuzz.text("\\ISO 2022 IR 87")),
-            (fuzz.SOP_CLASS_UID, "UI", fuzz.uid_value(fuzz.CTImageStorage)),
-            (fuzz.SOP_INSTANCE_UID, "UI", fuzz.uid_value("2.25.1")),
-            (fuzz.kw("Manufacturer"), "LO", fuzz.text(b"ACME " + split)),
+            (SPECIFIC_CHARSET, "CS", text("\\ISO 2022 IR 87")),
+            (SOP_CLASS_UID, "UI", uid_value(CTImageStorage)),
+            (SOP_INSTANCE_UID, "UI", uid_value("2.25.1")),
+            (kw("Manufacturer"), "LO", text(b"ACME " + split)),
         ]
     )
-    meta = fuzz.FileMetaDataset()
-    meta.MediaStorageSOPClassUID = fuzz.CTImageStorage
-    meta.MediaStorageSOPInstanceUID = fuzz.UID("2.25.1")
-    meta.TransferSyntaxUID = fuzz.ExplicitVRLittleEndian
-    fp = fuzz.DicomBytesIO()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = UID("2.25.1")
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    fp = DicomBytesIO()
     fp.is_little_endian, fp.is_implicit_VR = True, False
-    fuzz.write_file_meta_info(fp, meta)
+    write_file_meta_info(fp, meta)
     path = tmp_path / "split.dcm"
     path.write_bytes(b"\0" * 128 + b"DICM" + fp.getvalue() + body)
-    scanner = fuzz.PhiScanner(gen.tokens, set())
+    scanner = PhiScanner(gen.tokens, set())
     assert scanner.find(path.read_bytes()) == set()
-    decoded = fuzz.decoded_text(path)
+    decoded = decoded_text(path)
     assert decoded is not None and scanner.find(decoded) == {pid.decode()}
 
 
 def test_raw_sender_puts_the_exact_bytes_on_the_wire(
-    gen: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    gen: Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bare pynetdicom SCP receives every generated body byte for byte."""
     from pynetdicom import AE, _config, evt
@@ -136,31 +144,31 @@ def test_raw_sender_puts_the_exact_bytes_on_the_wire(
         return 0xC000
 
     scp = AE(ae_title="STUB")
-    for sop_class in fuzz.STORAGE_CLASSES:
-        scp.add_supported_context(sop_class, list(fuzz.TRANSFER_SYNTAXES))
+    for sop_class in STORAGE_CLASSES:
+        scp.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
     scp.add_supported_context("1.2.840.10008.1.1")
     server = scp.start_server(
         ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, handle_store)]
     )
     assert server is not None
     try:
-        fuzz.install_raw_sender()
+        install_raw_sender()
         port = server.server_address[1]
-        target = fuzz.Target("127.0.0.1", port, "STUB", "FUZZER")
+        target = Target("127.0.0.1", port, "STUB", "FUZZER")
         schedule = list(range(gen.count))
-        sender = fuzz.Sender(
+        sender = Sender(
             gen,
             target,
             schedule,
             associations=2,
             per_association=40,
             request_timeout=10,
-            deadline=fuzz.time.monotonic() + 60,
+            deadline=time.monotonic() + 60,
             workdir=tmp_path,
             progress=False,
         )
         sender.run()
-        assert fuzz.echo("127.0.0.1", port, "STUB", "FUZZER")
+        assert echo("127.0.0.1", port, "STUB", "FUZZER")
     finally:
         server.shutdown()
     assert {r.status for r in sender.results.values()} == {"0xC000"}
@@ -172,7 +180,7 @@ def test_raw_sender_puts_the_exact_bytes_on_the_wire(
 
 def _serve_unavailable() -> str | None:
     """Why `deid-node serve` cannot run here, or None if it can."""
-    cmd = [*fuzz.deid_node_command(), "serve", "--help"]
+    cmd = [*deid_node_command(), "serve", "--help"]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -188,7 +196,7 @@ def test_fuzz_300_objects_against_a_real_node(tmp_path: Path) -> None:
     reason = _serve_unavailable()
     if reason:
         pytest.skip(reason)
-    report_path = tmp_path / "fuzz.json"
+    report_path = tmp_path / "json"
     proc = subprocess.run(
         [
             sys.executable,

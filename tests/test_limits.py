@@ -21,6 +21,7 @@ from pynetdicom import AE, build_context
 
 from deid_node.config import Config
 from deid_node.runtime.node import Node
+from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 from tests.conftest import (
     NODE_AE,
     VERIFICATION,
@@ -30,7 +31,6 @@ from tests.conftest import (
     store,
     wait_for,
 )
-from tests.synthetic import PhiTokens, SyntheticPatient, ct_series
 
 IDLE = 60.0
 CLOSED_WITHIN = 30.0  # a generous bound: the timeouts below are 1-2 s

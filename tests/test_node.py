@@ -39,6 +39,15 @@ from deid_node.dicom.status import (
 from deid_node.intake.receiver import UnreadableObject, check_header
 from deid_node.intake.spool import Receipt, Spool
 from deid_node.runtime.node import Node
+from deid_node.testing.synthetic import (
+    PhiTokens,
+    SyntheticPatient,
+    ct_series,
+    phi_everywhere,
+    us_multiframe,
+    write_bad_files,
+    write_files,
+)
 from tests.conftest import (
     ECHOSCU,
     NODE_AE,
@@ -53,15 +62,6 @@ from tests.conftest import (
     store,
     wait_for,
     which_deid_node,
-)
-from tests.synthetic import (
-    PhiTokens,
-    SyntheticPatient,
-    ct_series,
-    phi_everywhere,
-    us_multiframe,
-    write_bad_files,
-    write_files,
 )
 
 IDLE = 60.0  # seconds: generous bounds, only reached when something is broken

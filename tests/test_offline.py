@@ -22,7 +22,7 @@ from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
 from deid_node.deid.pseudonym import date_offset_days
 from deid_node.runtime.linkage import OFFLINE, OfflineLinkage
-from tests.synthetic import (
+from deid_node.testing.synthetic import (
     PhiTokens,
     SyntheticPatient,
     ct_series,

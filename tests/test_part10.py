@@ -11,7 +11,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from deid_node.dicom.part10 import read_header
 from deid_node.durable import FileRange
-from tests.synthetic import PhiTokens, SyntheticPatient, ct_series, write_files
+from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series, write_files
 
 TRAILING = 0x7FE10010  # a private creator after the pixel data: it must meet the profile
 

@@ -21,7 +21,7 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from deid_node.intake import pynetdicom_compat as compat
 from deid_node.intake.spool import Spool
-from tests.synthetic import PhiTokens, SyntheticPatient, ct_series
+from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 
 UNKNOWN_CLASS = "1.2.826.0.1.3680043.10.1234.99.1"  # a private SOP class no dictionary has
 

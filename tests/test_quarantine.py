@@ -12,7 +12,7 @@ from deid_node.audit.db import open_audit
 from deid_node.audit.records import Filters, ObjectRecord
 from deid_node.config import load_config
 from deid_node.runtime.quarantine import QuarantineError, list_quarantine, purge, retry
-from tests.synthetic import PhiTokens, SyntheticPatient, us_multiframe, write_files
+from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, us_multiframe, write_files
 
 KEY = b"\x33" * 32
 

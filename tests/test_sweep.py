@@ -18,7 +18,7 @@ from deid_node.audit.records import Status
 from deid_node.config import Option, ProfileConfig, load_config
 from deid_node.deid.pipeline import process_file
 from deid_node.deid.profiles import TEXT_VRS, CompiledProfile, Op, compile_profile
-from tests.synthetic import PhiTokens, phi_everywhere, write_files
+from deid_node.testing.synthetic import PhiTokens, phi_everywhere, write_files
 
 KEY = b"\x5a" * 32
 REPO = Path(__file__).resolve().parents[1]

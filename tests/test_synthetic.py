@@ -18,7 +18,7 @@ from pydicom.datadict import dictionary_has_tag
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from tests.synthetic import (
+from deid_node.testing.synthetic import (
     ACME_CREATOR,
     GEMS_CREATOR,
     KINDS,

@@ -26,6 +26,7 @@ from pynetdicom.association import Association
 from deid_node.config import Config
 from deid_node.deid.pseudonym import pseudo_uid
 from deid_node.runtime.node import Node
+from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series, write_files
 from tests.conftest import (
     ECHOSCU,
     NODE_AE,
@@ -37,7 +38,6 @@ from tests.conftest import (
     files_under,
     node_table,
 )
-from tests.synthetic import PhiTokens, SyntheticPatient, ct_series, write_files
 
 OPENSSL = "/usr/bin/openssl"
 IDLE = 60.0  # generous bound, only reached when something is broken
