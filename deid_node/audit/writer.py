@@ -163,4 +163,4 @@ class AuditWriter(threading.Thread):
             log.error("audit database: %s; retrying", problem)
             if self._abandon.wait(next(pauses)):
                 return False
-        return False
+        raise AssertionError("unreachable: itertools.count() never ends")

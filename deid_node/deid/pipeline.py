@@ -55,7 +55,6 @@ def deidentify_to_output(
     output_root: Path,
     *,
     fsync: bool = False,
-    verify: bool = True,
     pixels: FileRange | None = None,
 ) -> tuple[DeidResult, Path, bool]:
     """De-identify ds and write it (pixel bytes copied from `pixels`, if given).
@@ -73,8 +72,7 @@ def deidentify_to_output(
     )
 
     def check(header: bytes) -> None:
-        if verify:
-            verify_clean(header, result.needles, result.dataset)
+        verify_clean(header, result.needles, result.dataset)
 
     try:
         chunks = encode_instance(result.dataset, check)
@@ -93,7 +91,6 @@ def process_file(
     output_root: Path,
     *,
     fsync: bool = False,
-    verify: bool = True,
     check_encoding: bool = True,
 ) -> Outcome:
     """De-identify one file into the output layout; never raises for bad input.
@@ -115,9 +112,7 @@ def process_file(
         return Outcome(Status.QUARANTINED, str(exc), size_bytes=size)
     except OSError as exc:
         return Outcome(Status.QUARANTINED, f"cannot read file: {exc.strerror}", size_bytes=size)
-    return process_dataset(
-        ds, profile, key, output_root, size=size, fsync=fsync, verify=verify, pixels=pixels
-    )
+    return process_dataset(ds, profile, key, output_root, size=size, fsync=fsync, pixels=pixels)
 
 
 def process_dataset(
@@ -128,7 +123,6 @@ def process_dataset(
     *,
     size: int,
     fsync: bool = False,
-    verify: bool = True,
     pixels: FileRange | None = None,
 ) -> Outcome:
     """De-identify an already-read dataset; quarantine outcome on any doubt."""
@@ -139,7 +133,7 @@ def process_dataset(
         ts = str(meta.TransferSyntaxUID)
     try:
         result, target, existed = deidentify_to_output(
-            ds, profile, key, output_root, fsync=fsync, verify=verify, pixels=pixels
+            ds, profile, key, output_root, fsync=fsync, pixels=pixels
         )
     except DeidError as exc:
         return Outcome(

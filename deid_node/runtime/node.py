@@ -593,9 +593,4 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def serve(cfg: Config) -> None:
-    """Run a node for `cfg` until SIGTERM/SIGINT (the ``deid-node serve`` command)."""
-    Node(cfg).serve_forever()
-
-
-__all__ = ["Node", "serve"]
+__all__ = ["Node"]

@@ -50,10 +50,10 @@ class Summary:
         return self.counts[Status.QUARANTINED]
 
 
-def _work(args: tuple[list[Path], ProfileConfig, bytes, Path, bool]) -> list[Outcome]:
-    paths, profile_cfg, key, output, verify = args
+def _work(args: tuple[list[Path], ProfileConfig, bytes, Path]) -> list[Outcome]:
+    paths, profile_cfg, key, output = args
     profile = compile_profile(profile_cfg)
-    return [process_file(p, profile, key, output, verify=verify) for p in paths]
+    return [process_file(p, profile, key, output) for p in paths]
 
 
 def deidentify_paths(
@@ -63,7 +63,6 @@ def deidentify_paths(
     output: Path,
     *,
     workers: int = 0,
-    verify: bool = True,
     progress: Callable[[int], None] | None = None,
     record: Callable[[Outcome], None] | None = None,
 ) -> Summary:
@@ -78,7 +77,7 @@ def deidentify_paths(
     if workers == 1 or len(batches) <= 1:
         compiled = compile_profile(profile)
         for path in files:
-            outcome = process_file(path, compiled, key, output, verify=verify)
+            outcome = process_file(path, compiled, key, output)
             summary.add(path, outcome)
             if record:
                 record(outcome)
@@ -86,7 +85,7 @@ def deidentify_paths(
                 progress(1)
         return summary
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        jobs = ((batch, profile, key, output, verify) for batch in batches)
+        jobs = ((batch, profile, key, output) for batch in batches)
         for batch, outcomes in zip(batches, pool.map(_work, jobs), strict=True):
             for path, outcome in zip(batch, outcomes, strict=True):
                 summary.add(path, outcome)
