@@ -23,8 +23,8 @@ from pydicom.uid import (
     UltrasoundMultiFrameImageStorage,
 )
 
+from deid_node.dicom.elements import EXPLICIT_LE, IMPLICIT_LE
 from deid_node.testing.fuzz.encoding import (
-    LONG_VRS,
     SOP_INSTANCE_UID,
     element,
     kw,
@@ -152,9 +152,8 @@ class Draft:
         if i is None:
             return b""
         raw = self.elems[i][1]
-        if not self.explicit:
-            return raw[8:]
-        return raw[12:] if raw[4:6].decode("latin-1") in LONG_VRS else raw[8:]
+        syntax = EXPLICIT_LE if self.explicit else IMPLICIT_LE
+        return raw[syntax.read_header(raw, 0, len(raw))[3] :]
 
     def body(self) -> bytes:
         """The data set's bytes."""

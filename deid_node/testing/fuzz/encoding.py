@@ -1,4 +1,7 @@
-"""Raw data set encoding, little endian, explicit or implicit VR, with lengths that may lie."""
+"""Raw data set encoding, little endian, explicit or implicit VR, with lengths that may lie.
+
+Writing only: reading an element goes through the node's own parser (dicom/elements.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,18 @@ import struct
 from typing import Final
 
 from pydicom.datadict import tag_for_keyword
+
+from deid_node.dicom.elements import (
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    ITEM,
+    ITEM_DELIM,
+    LONG_VRS,
+    PIXEL_DATA,
+    SEQ_DELIM,
+    UNDEFINED,
+    element_end,
+)
 
 __all__ = [
     "ITEM",
@@ -29,14 +44,6 @@ __all__ = [
     "uid_value",
 ]
 
-UNDEFINED: Final = 0xFFFFFFFF
-ITEM: Final = 0xFFFEE000
-ITEM_DELIM: Final = 0xFFFEE00D
-SEQ_DELIM: Final = 0xFFFEE0DD
-LONG_VRS: Final = frozenset(
-    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
-)
-PIXEL_DATA: Final = 0x7FE00010
 SPECIFIC_CHARSET: Final = 0x00080005
 SOP_CLASS_UID: Final = 0x00080016
 SOP_INSTANCE_UID: Final = 0x00080018
@@ -100,46 +107,12 @@ def uid_value(value: str) -> bytes:
     return text(value, b"\0")
 
 
-def _element_end(data: bytes, pos: int, explicit: bool) -> int:
-    """Offset just past the element at `pos` of well-formed data (sequences skipped)."""
-    tag = (struct.unpack_from("<H", data, pos)[0] << 16) | struct.unpack_from("<H", data, pos + 2)[
-        0
-    ]
-    if explicit and tag not in (ITEM, ITEM_DELIM, SEQ_DELIM):
-        vr = data[pos + 4 : pos + 6].decode("latin-1")
-        if vr in LONG_VRS:
-            length, start = struct.unpack_from("<I", data, pos + 8)[0], pos + 12
-        else:
-            length, start = struct.unpack_from("<H", data, pos + 6)[0], pos + 8
-    else:
-        length, start = struct.unpack_from("<I", data, pos + 4)[0], pos + 8
-    if length != UNDEFINED:
-        return int(start + length)
-    p = start  # undefined length: items up to the sequence delimiter
-    while True:
-        t = (struct.unpack_from("<H", data, p)[0] << 16) | struct.unpack_from("<H", data, p + 2)[0]
-        if t == SEQ_DELIM:
-            return p + 8
-        if t != ITEM:
-            raise ValueError(f"expected an item at {p}")
-        ilen = struct.unpack_from("<I", data, p + 4)[0]
-        if ilen != UNDEFINED:
-            p += 8 + ilen
-            continue
-        p += 8
-        while struct.unpack_from("<I", data, p)[0] != 0xE00DFFFE:  # item delimiter, LE
-            p = _element_end(data, p, explicit)
-        p += 8
-
-
 def split_elements(data: bytes, explicit: bool) -> list[tuple[int, bytes]]:
-    """Top-level (tag, encoded element) pairs of a well-formed dataset."""
+    """Top-level (tag, encoded element) pairs of a well-formed dataset (the node's parser)."""
+    syntax = EXPLICIT_LE if explicit else IMPLICIT_LE
     out, pos = [], 0
     while pos < len(data):
-        end = _element_end(data, pos, explicit)
-        tag = (struct.unpack_from("<H", data, pos)[0] << 16) | struct.unpack_from(
-            "<H", data, pos + 2
-        )[0]
-        out.append((tag, data[pos:end]))
+        end = element_end(data, pos, len(data), syntax)
+        out.append((syntax.read_header(data, pos, len(data))[0], data[pos:end]))
         pos = end
     return out

@@ -16,6 +16,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from deid_node.dicom.elements import EXPLICIT_LE
 from deid_node.testing.fuzz.draft import (
     MALFORMED,
     WELL_FORMED,
@@ -28,7 +29,6 @@ from deid_node.testing.fuzz.draft import (
 from deid_node.testing.fuzz.encoding import (
     ITEM,
     ITEM_DELIM,
-    LONG_VRS,
     PIXEL_DATA,
     REQUIRED_UIDS,
     SEQ_DELIM,
@@ -252,7 +252,8 @@ def mut_length_overflow(rng: random.Random, base: Base, uid: str) -> Mutation:
         d.put_raw(tag, raw + delimiter(SEQ_DELIM))
     else:
         tag, raw = d.elems[-1]
-        head, value = (raw[:12], raw[12:]) if raw[4:6].decode() in LONG_VRS else (raw[:8], raw[8:])
+        at = EXPLICIT_LE.read_header(raw, 0, len(raw))[3]
+        head, value = raw[:at], raw[at:]
         if len(head) == 12:
             head = head[:8] + struct.pack("<I", len(value) + 2)
         else:
