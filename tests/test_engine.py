@@ -328,10 +328,10 @@ def test_allowed_burned_in_text_is_not_declared_removed(burned_in: str) -> None:
 def test_keyword_sets_of_the_engine_name_real_attributes() -> None:
     from pydicom.datadict import tag_for_keyword
 
-    from deid_node.deid import engine
+    from deid_node.deid import decisions
 
-    sets = {n: v for n, v in vars(engine).items() if n.endswith("_KEYWORDS")}
-    assert sets  # the engine still keeps its lists this way
+    sets = {n: v for n, v in vars(decisions).items() if n.endswith("_KEYWORDS")}
+    assert sets  # the decisions both engines share still keep their lists this way
     for name, keywords in sets.items():
         unknown = sorted(k for k in keywords if tag_for_keyword(k) is None)
         assert unknown == [], f"{name} names no dictionary attribute: {unknown}"

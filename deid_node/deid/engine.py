@@ -9,11 +9,12 @@ DeidError whose message names a tag or a rule, never a value.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pydicom.config
 from pydicom._uid_dict import UID_dictionary
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -22,6 +23,7 @@ from pydicom.valuerep import PersonName
 
 from deid_node.config import BurnedInPolicy, Option
 from deid_node.deid.burned_in import burned_in_reason
+from deid_node.deid.decisions import ID_TAGS, dictionary_vr, op_table
 from deid_node.deid.marks import mark, new_meta, write_trial
 from deid_node.deid.profiles import (
     TEXT_VRS,
@@ -56,63 +58,12 @@ from deid_node.errors import DeidError
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
 
-# Unlisted UI attributes that name a class, a syntax or a coding scheme, never an instance.
-_CLASS_UID_KEYWORDS = frozenset(
-    {
-        "TransferSyntaxUID",
-        "CodingSchemeUID",
-        "ContextUID",
-        "MappingResourceUID",
-        "ContextGroupExtensionCreatorUID",
-        "TemplateExtensionCreatorUID",
-        "TemplateExtensionOrganizationUID",
-    }
-)
-# Identifiers whose values are removed from any free text kept in the same object.
-_ID_KEYWORDS = frozenset(
-    {
-        "PatientID",
-        "OtherPatientIDs",
-        "IssuerOfPatientID",
-        "AccessionNumber",
-        "StudyID",
-        "AdmissionID",
-        "ServiceEpisodeID",
-        "MedicalRecordLocator",
-        "RequestedProcedureID",
-        "ScheduledProcedureStepID",
-        "PerformedProcedureStepID",
-        "PlacerOrderNumberImagingServiceRequest",
-        "FillerOrderNumberImagingServiceRequest",
-        "PatientAddress",
-        "PatientTelephoneNumbers",
-        "InstitutionName",
-        "InstitutionAddress",
-        "InstitutionalDepartmentName",
-        "ReferringPhysicianAddress",
-        "ReferringPhysicianTelephoneNumbers",
-        "MilitaryRank",
-        "BranchOfService",
-        "Occupation",
-        "RegionOfResidence",
-        "CountryOfResidence",
-        "PatientBirthName",
-        "PatientMotherBirthName",
-        "ResponsiblePerson",
-        "ResponsibleOrganization",
-        "PatientReligiousPreference",
-        "PatientInsurancePlanCodeSequence",
-        "ClinicalTrialSubjectID",
-        "ClinicalTrialSubjectReadingID",
-    }
-)
-_ID_TAGS = frozenset(t for t in (pydicom.datadict.tag_for_keyword(k) for k in _ID_KEYWORDS) if t)
 _REMOVING_OPS = frozenset(
     {Op.REMOVE, Op.EMPTY, Op.DUMMY, Op.UID, Op.PATIENT_ID, Op.PATIENT_NAME, Op.REPLACE}
 )
 _ADDRESS_TAGS = frozenset({0x00101040, 0x00080081, 0x00080092, 0x00102154, 0x00102150, 0x00102152})
 # Identifiers checked for in the output bytes (patient ID, other IDs, accession number).
-_NEEDLE_ID_TAGS = frozenset({0x00100020, 0x00101000, 0x00080050})
+_NEEDLEID_TAGS = frozenset({0x00100020, 0x00101000, 0x00080050})
 _PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 _MIN_NEEDLE_LEN = 4
 _MIN_NUMERIC_NEEDLE_LEN = 6
@@ -147,20 +98,13 @@ class DeidResult:
     needles: Needles = field(repr=False)  # must not occur in the output
 
 
-def _dictionary_vr(tag: int) -> str:
-    try:
-        return dictionary_VR(tag).split(" or ")[0]
-    except KeyError:
-        return ""
-
-
 def _raw_vr(ds: Dataset, tag: int) -> str:
     """The element's VR without converting its value (dictionary VR for implicit/UN)."""
     elem = ds.get_item(tag)
     vr = elem.VR if isinstance(elem, RawDataElement | DataElement) else None
     if vr and vr != "UN" and " or " not in vr:
         return str(vr)
-    return _dictionary_vr(tag) or (str(vr) if vr else "UN")
+    return dictionary_vr(tag) or (str(vr) if vr else "UN")
 
 
 def _elem(ds: Dataset, tag: int) -> DataElement:
@@ -193,7 +137,7 @@ class _Walker:
         self.uid_cache: dict[str, str] = {}
         self.pseudo_pid = ""
         self.written = written_by(profile.config)
-        self._unlisted: dict[tuple[int, bool], Op] = {}
+        self.table = op_table(profile)
 
     # -- identifiers ------------------------------------------------------------
     def collect(self, ds: Dataset) -> None:
@@ -231,7 +175,7 @@ class _Walker:
                     words.update(date_forms(v))
                     if t == 0x00100030 and not self.full_dates:
                         self.needles.update(date_forms(v)[:1])
-            elif t in _ID_TAGS and self.ops.get(t) in _REMOVING_OPS:
+            elif t in ID_TAGS and self.ops.get(t) in _REMOVING_OPS:
                 # Only identifiers this profile takes out: a kept InstitutionName (retain
                 # institution identity) must not be scrubbed from itself.
                 for v in values_of(_elem(ds, t).value):
@@ -243,7 +187,7 @@ class _Walker:
                         long_enough = len(v) >= (
                             _MIN_NUMERIC_NEEDLE_LEN if v.isdigit() else _MIN_NEEDLE_LEN
                         )
-                        if long_enough and t in _NEEDLE_ID_TAGS:
+                        if long_enough and t in _NEEDLEID_TAGS:
                             self.needles.add(v)
                     if t in _ADDRESS_TAGS:
                         words.update(w for w in re.split(r"[\s,;^]+", v) if len(w) >= 3)
@@ -283,46 +227,10 @@ class _Walker:
             if (t & 0xFFFF) == 0 or group == 0x0002:
                 del ds[t]  # group lengths go stale; file meta never belongs in a body
                 continue
-            op = self.ops.get(t)
-            if op is None:
-                op = self._op_unlisted(ds, t, group, dummy_mode)
-            self.apply(ds, t, op, dummy_mode)
+            self.apply(ds, t, self.table.op(t, dummy_mode), dummy_mode)
         for t in creators:
             if (t >> 16, t & 0xFF) not in kept_blocks:
                 del ds[t]
-
-    def _op_unlisted(self, ds: Dataset, t: int, group: int, dummy_mode: bool) -> Op:
-        if 0x5000 <= group <= 0x501E or 0x6000 <= group <= 0x601E:
-            # Curve and overlay data are binary graphics nothing here can check for text,
-            # so the whole curve or overlay plane goes, even with clean-graphics.
-            return Op.REMOVE
-        key = (t, dummy_mode)
-        op = self._unlisted.get(key)
-        if op is None:
-            op = self._default_op(t, dummy_mode)
-            self._unlisted[key] = op
-        return op
-
-    def _default_op(self, t: int, dummy_mode: bool) -> Op:
-        vr = _dictionary_vr(t)
-        keyword = keyword_for_tag(t)
-        if not vr or not keyword:
-            return Op.REMOVE  # unknown public attribute: cannot judge it, so drop it
-        if vr == "SQ":
-            return Op.RECURSE
-        if vr == "UI":
-            if self.retain_uids or keyword.endswith("ClassUID") or keyword in _CLASS_UID_KEYWORDS:
-                return Op.KEEP
-            return Op.UID
-        if vr == "PN":
-            return Op.EMPTY
-        if vr in ("DA", "DT"):
-            if self.full_dates:
-                return Op.KEEP
-            return Op.SHIFT if self.modified_dates else Op.DUMMY
-        if dummy_mode and vr in TEXT_VRS:
-            return Op.DUMMY
-        return Op.KEEP
 
     def _private(self, ds: Dataset, t: int, dummy_mode: bool) -> bool:
         """Keep a private element only if it is known safe; True if kept."""
@@ -471,14 +379,21 @@ def _required_uid(ds: Dataset, keyword: str) -> str:
 
 
 def deidentify_dataset(
-    ds: Dataset, profile: CompiledProfile, key: bytes, *, has_pixels: bool | None = None
+    ds: Dataset,
+    profile: CompiledProfile,
+    key: bytes,
+    *,
+    has_pixels: bool | None = None,
+    after_collect: Callable[[re.Pattern[str] | None], None] | None = None,
 ) -> DeidResult:
     """De-identify ds in place with the profile; raise DeidError if that is not certain.
 
     `has_pixels` says the object has pixel data that ds does not hold (read up to it).
+    `after_collect` is called with the scrubber once the identifying values are known,
+    before anything changes (the stream engine takes back elements it can leave alone).
     """
     try:
-        return _deidentify(ds, profile, key, has_pixels)
+        return _deidentify(ds, profile, key, has_pixels, after_collect)
     except DeidError:
         raise
     except Exception as exc:  # fail closed; the message carries no value
@@ -486,7 +401,11 @@ def deidentify_dataset(
 
 
 def _deidentify(
-    ds: Dataset, profile: CompiledProfile, key: bytes, has_pixels: bool | None
+    ds: Dataset,
+    profile: CompiledProfile,
+    key: bytes,
+    has_pixels: bool | None,
+    after_collect: Callable[[re.Pattern[str] | None], None] | None,
 ) -> DeidResult:
     sop_class = _required_uid(ds, "SOPClassUID")
     study_uid = _required_uid(ds, "StudyInstanceUID")
@@ -515,6 +434,8 @@ def _deidentify(
         date_shift_days=walker.days if walker.modified_dates else None,
     )
     walker.collect(ds)
+    if after_collect is not None:
+        after_collect(walker.scrub)
     try:
         walker.walk(ds)
     except DeidError:

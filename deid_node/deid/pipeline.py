@@ -16,6 +16,7 @@ from deid_node.deid.engine import (
     deidentify_dataset,
 )
 from deid_node.deid.profiles import CompiledProfile
+from deid_node.deid.stream import StreamRefused, StreamUnsupported, deidentify_file
 from deid_node.deid.verify import verify_clean
 from deid_node.dicom.encoding import check_file
 from deid_node.dicom.part10 import NotDicomError, encode_instance, read_header
@@ -62,14 +63,7 @@ def deidentify_to_output(
     Returns (result, path, was it already there).
     """
     result = deidentify_dataset(ds, profile, key, has_pixels=True if pixels else None)
-    target = output_path(
-        output_root,
-        profile.name,
-        result.pseudo_patient_id,
-        result.pseudo_study_uid,
-        result.pseudo_series_uid,
-        result.pseudo_sop_uid,
-    )
+    target = _target(output_root, profile, result)
 
     def check(header: bytes) -> None:
         verify_clean(header, result.needles, result.dataset)
@@ -96,7 +90,110 @@ def process_file(
     """De-identify one file into the output layout; never raises for bad input.
 
     `check_encoding=False` skips the strict encoding check, for files that passed it
-    already (the node checks every object before acknowledging it).
+    already (the node checks every object before acknowledging it). Checked objects go
+    through the stream engine; what it does not handle, through the dataset engine.
+    """
+    if check_encoding:
+        try:
+            check_file(path)
+        except Exception:  # the dataset engine's path says why, in its own words
+            return process_file_dataset(path, profile, key, output_root, fsync=fsync)
+    try:
+        return _process_stream(path, profile, key, output_root, fsync=fsync)
+    except StreamUnsupported:
+        return process_file_dataset(
+            path, profile, key, output_root, fsync=fsync, check_encoding=False
+        )
+
+
+def _process_stream(
+    path: Path,
+    profile: CompiledProfile,
+    key: bytes,
+    output_root: Path,
+    *,
+    fsync: bool,
+) -> Outcome:
+    try:
+        size = os.path.getsize(path)
+        out = deidentify_file(path, profile, key)
+    except OSError:
+        raise StreamUnsupported from None  # the dataset engine reports it
+    except StreamRefused as exc:
+        return Outcome(
+            Status.QUARANTINED,
+            str(exc),
+            size_bytes=size,
+            sop_class_uid=exc.sop_class_uid,
+            transfer_syntax_uid=exc.transfer_syntax_uid,
+        )
+    result = out.result
+    try:
+        if result.needles.found_in(out.header):
+            # Only a hit needs the elements, so only then is the header read back.
+            verify_clean(out.header, result.needles, out.written_dataset())
+        target = _target(output_root, profile, result)
+        existed = write_atomic(
+            target, [out.header, out.pixels] if out.pixels else [out.header], fsync=fsync
+        )
+    except DeidError as exc:
+        return _refused(str(exc), size, result)
+    except StorageError:
+        raise  # the node must stop acknowledging, not quarantine: output is broken
+    except Exception as exc:  # fail closed on anything we did not foresee
+        return _refused(f"internal error ({type(exc).__name__})", size, result)
+    return _stored(result, target, existed, size)
+
+
+def _refused(reason: str, size: int, result: DeidResult) -> Outcome:
+    return Outcome(
+        Status.QUARANTINED,
+        reason,
+        size_bytes=size,
+        sop_class_uid=result.sop_class_uid,
+        transfer_syntax_uid=result.transfer_syntax_uid,
+    )
+
+
+def _target(output_root: Path, profile: CompiledProfile, result: DeidResult) -> Path:
+    return output_path(
+        output_root,
+        profile.name,
+        result.pseudo_patient_id,
+        result.pseudo_study_uid,
+        result.pseudo_series_uid,
+        result.pseudo_sop_uid,
+    )
+
+
+def _stored(result: DeidResult, target: Path, existed: bool, size: int) -> Outcome:
+    return Outcome(
+        Status.DUPLICATE if existed else Status.STORED,
+        None,
+        size_bytes=size,
+        sop_class_uid=result.sop_class_uid,
+        transfer_syntax_uid=result.transfer_syntax_uid,
+        pseudo_patient_id=result.pseudo_patient_id,
+        pseudo_study_uid=result.pseudo_study_uid,
+        pseudo_series_uid=result.pseudo_series_uid,
+        pseudo_sop_uid=result.pseudo_sop_uid,
+        output_path=target,
+        originals=result.originals,
+    )
+
+
+def process_file_dataset(
+    path: Path,
+    profile: CompiledProfile,
+    key: bytes,
+    output_root: Path,
+    *,
+    fsync: bool = False,
+    check_encoding: bool = True,
+) -> Outcome:
+    """De-identify one file with the dataset engine (pydicom read, walk and write).
+
+    `check_encoding=False` skips the strict encoding check, for files that passed it.
     """
     try:
         size = os.path.getsize(path)
@@ -153,16 +250,4 @@ def process_dataset(
             sop_class_uid=sop_class,
             transfer_syntax_uid=ts,
         )
-    return Outcome(
-        Status.DUPLICATE if existed else Status.STORED,
-        None,
-        size_bytes=size,
-        sop_class_uid=result.sop_class_uid,
-        transfer_syntax_uid=result.transfer_syntax_uid,
-        pseudo_patient_id=result.pseudo_patient_id,
-        pseudo_study_uid=result.pseudo_study_uid,
-        pseudo_series_uid=result.pseudo_series_uid,
-        pseudo_sop_uid=result.pseudo_sop_uid,
-        output_path=target,
-        originals=result.originals,
-    )
+    return _stored(result, target, existed, size)

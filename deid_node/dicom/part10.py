@@ -107,7 +107,7 @@ def read_dataset(path: Path | BinaryIO) -> Dataset:
     """Read a Part-10 file (or a bare dataset with SOP UIDs); DeidError if unreadable."""
     try:
         ds = _read(path)
-        _check_pixel_length(ds)
+        check_pixel_length(ds)
         return ds
     except DeidError:
         raise
@@ -154,7 +154,7 @@ def read_header(path: Path) -> tuple[Dataset, FileRange | None]:
     if end < size:
         return read_dataset(path), None  # trailing elements must go through the profile
     if length is not None:
-        _check_pixel_length(ds, length, ts)
+        check_pixel_length(ds, length, ts)
     return ds, FileRange(path, at, size - at)
 
 
@@ -172,7 +172,7 @@ def _element_end(path: Path, at: int, size: int, ts: UID) -> tuple[int, int | No
         return skip_fragments(buf, vpos, end, syntax), None
 
 
-def _check_pixel_length(ds: Dataset, length: int | None = None, ts: UID | None = None) -> None:
+def check_pixel_length(ds: Dataset, length: int | None = None, ts: UID | None = None) -> None:
     """Native pixel data shorter than its geometry means a truncated object."""
     if length is None:
         elem = ds.get_item(0x7FE00010) if 0x7FE00010 in ds else None

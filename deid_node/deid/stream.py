@@ -1,0 +1,293 @@
+"""De-identify on the element stream: untouched elements are copied as bytes.
+
+The top level of the body is read with the one raw parser (dicom/elements). Each element
+is sorted by the profile's decision for its tag (decisions.py) before anything is decoded:
+
+- dropped: the profile removes it whatever its value (and group lengths, stray meta);
+- copied: the operation leaves every value unchanged (binary, numbers, class UIDs, codes);
+- cleanable: kept free text, changed only if the scrubber matches it. Once the identifying
+  values are known these are copied too unless their bytes may match;
+- everything else (identifiers, names, dates, instance UIDs, sequences, private blocks
+  under safe-private, what identity and burned-in checks read) is decoded with pydicom
+  and goes through the dataset engine unchanged in behaviour, then is encoded with
+  pydicom's element writer in the object's own transfer syntax.
+
+The outputs merge in tag order. Pixel data stays on disk and is copied in-kernel.
+Whatever this module does not handle raises `StreamUnsupported`, and the caller uses the
+dataset engine for the whole object: deflated bodies, bare data sets, elements after the
+pixel data, a changed character set.
+"""
+
+from __future__ import annotations
+
+import mmap
+import re
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+
+from pydicom.dataset import Dataset, validate_file_meta
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_dataset
+from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.uid import UID
+
+from deid_node.deid.decisions import (
+    COLLECTED_VRS,
+    ID_TAGS,
+    dictionary_vr,
+    is_cleanable,
+    leaves_unchanged,
+    op_table,
+)
+from deid_node.deid.engine import DeidResult, deidentify_dataset
+from deid_node.deid.profiles import CompiledProfile, Op
+from deid_node.dicom.elements import UNDEFINED, Syntax, element_end, read_meta, syntax_of
+from deid_node.dicom.part10 import check_pixel_length
+from deid_node.durable import FileRange
+from deid_node.errors import DeidError
+
+_TAIL_START = 0x7FE00008  # float/double pixel data, pixel data and what follows them
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+# Read by the identity, UID, burned-in and pixel-length checks, and the character set
+# every text value is decoded in: always decoded, whatever the profile does to them.
+_DECODED = frozenset(
+    {
+        0x00080005,  # SpecificCharacterSet
+        0x00080016,  # SOPClassUID
+        0x00080018,  # SOPInstanceUID
+        0x00080060,  # Modality
+        0x00100010,  # PatientName
+        0x00100020,  # PatientID
+        0x00100030,  # PatientBirthDate
+        0x0020000D,  # StudyInstanceUID
+        0x0020000E,  # SeriesInstanceUID
+        0x00280002,  # SamplesPerPixel
+        0x00280004,  # PhotometricInterpretation
+        0x00280008,  # NumberOfFrames
+        0x00280010,  # Rows
+        0x00280011,  # Columns
+        0x00280100,  # BitsAllocated
+        0x00280103,  # PixelRepresentation: context for ambiguous VRs
+        0x00280301,  # BurnedInAnnotation
+    }
+)
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+
+
+class StreamUnsupported(Exception):  # a signal to fall back, not an error
+    """This object needs the dataset engine; nothing has been written."""
+
+
+class StreamRefused(DeidError):
+    """The dataset engine refused the object; with what the outcome may say of it."""
+
+    def __init__(self, reason: str, sop_class_uid: str | None, transfer_syntax_uid: str) -> None:
+        super().__init__(reason)
+        self.sop_class_uid = sop_class_uid
+        self.transfer_syntax_uid = transfer_syntax_uid
+
+
+@dataclass(frozen=True)
+class StreamOutput:
+    """The de-identified header (file meta and body before the pixel data) and the pixels."""
+
+    result: DeidResult
+    header: bytes
+    pixels: FileRange | None
+    syntax: Syntax
+    copied: list[tuple[int, int, int]]  # (tag, start, end) in header of elements copied
+    cleaned: frozenset[int]  # copied text the dataset engine would have decoded
+
+    def written_dataset(self) -> Dataset:
+        """The encoded elements as the dataset engine holds them, for `locate_survivor`.
+
+        The engine's own elements, and the copied ones undecoded (as that engine leaves
+        the elements it does not touch) except the text it would have decoded to clean.
+        """
+        data = b"".join(self.header[s:e] for _, s, e in self.copied)
+        copied = read_dataset(BytesIO(data), self.syntax.implicit, self.syntax.little)
+        ds = Dataset()
+        ds.file_meta = self.result.dataset.file_meta
+        ds.set_original_encoding(self.syntax.implicit, self.syntax.little)
+        ds._dict.update(copied._dict)
+        ds._dict.update(self.result.dataset._dict)
+        for tag in self.cleaned:
+            if tag not in self.result.dataset._dict:
+                ds[tag]  # decoded, as cleaning it did
+        return ds
+
+
+@dataclass
+class _Sorted:
+    """The body's top-level elements by what the profile does to them: (tag, start, end)."""
+
+    copied: list[tuple[int, int, int]]
+    cleanable: list[tuple[int, int, int, int]]  # with the value offset
+    decoded: list[tuple[int, int, int]]
+    tail: int  # where the pixel data (or the end of the body) begins
+
+
+def _sort(buf: mmap.mmap, pos: int, syntax: Syntax, profile: CompiledProfile) -> _Sorted:
+    """Sort the top-level elements before the pixel data by the profile's decisions."""
+    table = op_table(profile)
+    out = _Sorted([], [], [], len(buf))
+    privates: list[tuple[int, int, int]] = []
+    end = len(buf)
+    while pos < end:
+        tag, vr, _, vpos = syntax.read_header(buf, pos, end)
+        if tag >= _TAIL_START:
+            out.tail = pos
+            break
+        stop = element_end(buf, pos, end, syntax)
+        # pydicom gives an explicit UN its dictionary VR (even unread, when empty), and
+        # writes it so: only the dataset engine knows which, so it gets them all.
+        as_un = vr == "UN"
+        if not vr or as_un:  # implicit VR or unknown: what the dataset engine reads
+            vr = dictionary_vr(tag) or vr or "UN"
+        group, start, pos = tag >> 16, pos, stop
+        if group & 1:
+            privates.append((tag, start, stop))
+        elif (tag & 0xFFFF) == 0 or group == 0x0002:
+            continue  # group lengths go stale; file meta never belongs in a body
+        elif as_un or tag in _DECODED or tag in ID_TAGS or vr in COLLECTED_VRS:
+            out.decoded.append((tag, start, stop))
+        else:
+            op = table.op(tag, False)
+            if leaves_unchanged(op, vr):
+                out.copied.append((tag, start, stop))
+            elif is_cleanable(op, vr):
+                out.cleanable.append((tag, start, vpos, stop))
+            elif op is not Op.REMOVE:
+                out.decoded.append((tag, start, stop))
+    # A private element survives only by being safe or kept verbatim, which needs its
+    # creator's value: all of them go to the dataset engine, or none can survive.
+    verbatim = profile.verbatim
+    if privates and (profile.keep_safe_private or any(t in verbatim for t, _, _ in privates)):
+        out.decoded = sorted(out.decoded + privates)
+    return out
+
+
+def _may_match(scrub: re.Pattern[str] | None, raw: bytes) -> bool:
+    """Whether the scrubber may change a text value with these bytes."""
+    if scrub is None:
+        return False
+    if not raw.isascii() or b"\x1b" in raw:
+        return True  # decoding depends on the character set: let pydicom do it
+    # Values split at backslashes keep their boundaries in the joined text (a backslash
+    # is no word character), so no match here means no match in any value.
+    return scrub.search(raw.decode("ascii")) is not None
+
+
+def deidentify_file(path: Path, profile: CompiledProfile, key: bytes) -> StreamOutput:
+    """De-identify a Part-10 file that passed the encoding check (not yet verified).
+
+    StreamRefused where the dataset engine refuses the object; StreamUnsupported if the
+    object needs the dataset engine (which then reads it again from the start).
+    """
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        return _deidentify(buf, path, profile, key)
+
+
+class _Prepared:
+    """What was read of one object before the dataset engine runs."""
+
+    def __init__(self, buf: mmap.mmap, path: Path, profile: CompiledProfile) -> None:
+        body, ts_text = read_meta(buf)
+        if ts_text is None:
+            raise StreamUnsupported  # a bare data set
+        self.ts = ts = UID(ts_text)
+        if ts.is_deflated or not ts.is_transfer_syntax:
+            raise StreamUnsupported  # one zlib stream: no element to copy
+        self.syntax = syntax_of(ts)
+        self.parts = _sort(buf, body, self.syntax, profile)
+        self.pixels: FileRange | None = None
+        size, tail = len(buf), self.parts.tail
+        if tail < size:
+            tag, _, length, _ = self.syntax.read_header(buf, tail, size)
+            if tag not in _PIXEL_TAGS or element_end(buf, tail, size, self.syntax) != size:
+                raise StreamUnsupported  # elements after the pixel data need the profile
+            self.pixels = FileRange(path, tail, size - tail)
+        self.ds = _decode(buf, self.parts, self.syntax, body)
+        if self.pixels is not None and length != UNDEFINED:
+            try:
+                check_pixel_length(self.ds, length, ts)
+            except DeidError:
+                raise StreamUnsupported from None  # the dataset engine says why
+
+
+def _deidentify(buf: mmap.mmap, path: Path, profile: CompiledProfile, key: bytes) -> StreamOutput:
+    try:
+        prep = _Prepared(buf, path, profile)
+    except StreamUnsupported:
+        raise
+    except Exception:  # the checked encoding has a reading pydicom must make: let it
+        raise StreamUnsupported from None
+    ds, taken = prep.ds, []
+
+    def take_back(scrub: re.Pattern[str] | None) -> None:
+        for tag, start, vpos, stop in prep.parts.cleanable:
+            if not _may_match(scrub, bytes(buf[vpos:stop])):
+                del ds[tag]
+                taken.append((tag, start, stop))
+
+    try:
+        result = deidentify_dataset(
+            ds, profile, key, has_pixels=True if prep.pixels else None, after_collect=take_back
+        )
+    except DeidError as exc:
+        sop_class = str(ds.get("SOPClassUID", "") or "") or None
+        raise StreamRefused(str(exc), sop_class, str(prep.ts)) from None
+    if ds.original_character_set != ds._character_set:
+        raise StreamUnsupported  # pydicom would re-encode every element: so would we
+    try:
+        header, spans = _encode(buf, result.dataset, sorted(prep.parts.copied + taken), prep.syntax)
+    except Exception:
+        raise StreamUnsupported from None  # the dataset engine says why
+    cleaned = frozenset(t for t, _, _ in taken)
+    return StreamOutput(result, header, prep.pixels, prep.syntax, spans, cleaned)
+
+
+def _decode(buf: mmap.mmap, parts: _Sorted, syntax: Syntax, body: int) -> Dataset:
+    """The elements the dataset engine must see, as a pydicom Dataset with the file meta."""
+    spans = sorted([*parts.decoded, *((t, s, e) for t, s, _, e in parts.cleanable)])
+    data = b"".join(buf[s:e] for _, s, e in spans)
+    ds = read_dataset(BytesIO(data), syntax.implicit, syntax.little)
+    meta = BytesIO(buf[132:body])
+    ds.file_meta = _read_file_meta_info(meta)
+    return ds
+
+
+def _encode(
+    buf: mmap.mmap, ds: Dataset, copied: list[tuple[int, int, int]], syntax: Syntax
+) -> tuple[bytes, list[tuple[int, int, int]]]:
+    """File meta, then the body: the dataset engine's elements merged with copied bytes.
+
+    Also returns where each copied element went in the header.
+    """
+    out = DicomBytesIO()
+    out.write(_PREAMBLE)
+    meta = ds.file_meta
+    validate_file_meta(meta, enforce_standard=True)
+    write_file_meta_info(out, meta, enforce_standard=True)
+    out.is_implicit_VR, out.is_little_endian = syntax.implicit, syntax.little
+    charset = ds.get("SpecificCharacterSet", "iso8859")
+    written = sorted(int(t) for t in ds.keys() if not (t.element == 0 and t.group > 6))  # noqa: SIM118
+    spans: list[tuple[int, int, int]] = []
+
+    def copy(tag: int, start: int, stop: int) -> None:
+        at = out.tell()
+        out.write(buf[start:stop])
+        spans.append((tag, at, at + stop - start))
+
+    i = 0
+    for tag in written:
+        while i < len(copied) and copied[i][0] < tag:
+            copy(*copied[i])
+            i += 1
+        if i < len(copied) and copied[i][0] == tag:
+            i += 1  # the engine wrote it anew (a marker): its version wins
+        write_data_element(out, ds.get_item(tag), charset)
+    for element in copied[i:]:
+        copy(*element)
+    return out.getvalue(), spans
