@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import mmap
 import re
+import struct
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset
@@ -268,8 +270,12 @@ def _encode(
     out = DicomBytesIO()
     out.write(_PREAMBLE)
     meta = ds.file_meta
-    validate_file_meta(meta, enforce_standard=True)
-    write_file_meta_info(out, meta, enforce_standard=True)
+    raw_meta = _encode_meta(meta)
+    if raw_meta is not None:
+        out.write(raw_meta)
+    else:
+        validate_file_meta(meta, enforce_standard=True)
+        write_file_meta_info(out, meta, enforce_standard=True)
     out.is_implicit_VR, out.is_little_endian = syntax.implicit, syntax.little
     charset = ds.get("SpecificCharacterSet", "iso8859")
     written = sorted(int(t) for t in ds.keys() if not (t.element == 0 and t.group > 6))  # noqa: SIM118
@@ -287,7 +293,94 @@ def _encode(
             i += 1
         if i < len(copied) and copied[i][0] == tag:
             i += 1  # the engine wrote it anew (a marker): its version wins
-        write_data_element(out, ds.get_item(tag), charset)
+        _write_element(out, ds.get_item(tag), charset, syntax)
     for element in copied[i:]:
         copy(*element)
     return out.getvalue(), spans
+
+
+# What new_meta writes, as pydicom's writer pads it (PS3.5 6.2: UI with NUL, SH with space).
+_META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI"}
+_META_VRS |= {0x00020012: "UI", 0x00020013: "SH"}
+_META_REQUIRED = frozenset(_META_VRS) - {0x00020013}
+
+
+def _encode_meta(meta: Dataset) -> bytes | None:
+    """The file meta group, group length first; None if it is not the one new_meta makes."""
+    # A group length is written anew (pydicom's writer adds one to the dataset it writes).
+    tags = sorted(int(t) for t in meta.keys() if t != 0x00020000)  # noqa: SIM118
+    if not set(tags) >= _META_REQUIRED or not set(tags) <= set(_META_VRS):
+        return None
+    body = bytearray()
+    for tag in tags:
+        elem = meta[tag]
+        vr, value = _META_VRS[tag], elem.value
+        if vr != elem.VR:
+            return None
+        if vr == "OB":
+            if not isinstance(value, bytes) or not value:
+                return None
+            data = value + b"\0" * (len(value) & 1)
+            body += struct.pack("<HH2s2xL", 2, tag & 0xFFFF, b"OB", len(data)) + data
+            continue
+        if not isinstance(value, str) or not value or not value.isascii():
+            return None
+        data = value.encode() + (b"\0" if vr == "UI" else b" ") * (len(value) & 1)
+        body += struct.pack("<HH2sH", 2, tag & 0xFFFF, vr.encode(), len(data)) + data
+    return struct.pack("<HH2sHL", 2, 0, b"UL", 4, len(body)) + bytes(body)
+
+
+# The method's codes, the same in every object of a profile: encoded once. Only these:
+# a cache of other sequences would keep values of earlier objects in memory.
+_CACHED_SEQUENCES = frozenset({0x00120064})  # DeidentificationMethodCodeSequence
+_ENCODED: dict[tuple[object, ...], bytes] = {}
+_MAX_ENCODED = 64
+
+
+def _write_element(
+    out: DicomBytesIO, elem: DataElement | RawDataElement, charset: object, syntax: Syntax
+) -> None:
+    """pydicom's element writer; the method's code sequence encoded once."""
+    key = _sequence_key(elem, charset, syntax) if elem.tag in _CACHED_SEQUENCES else None
+    if key is None:
+        write_data_element(out, elem, charset)  # type: ignore[arg-type]
+        return
+    data = _ENCODED.get(key)
+    if data is None:
+        piece = DicomBytesIO()
+        piece.is_implicit_VR, piece.is_little_endian = syntax.implicit, syntax.little
+        write_data_element(piece, elem, charset)  # type: ignore[arg-type]
+        data = piece.getvalue()
+        if len(_ENCODED) >= _MAX_ENCODED:
+            _ENCODED.clear()
+        _ENCODED[key] = data
+    out.write(data)
+
+
+def _sequence_key(
+    elem: DataElement | RawDataElement, charset: object, syntax: Syntax
+) -> tuple[object, ...] | None:
+    """What a sequence's encoding depends on, if its items hold only plain text values."""
+    if not isinstance(elem, DataElement) or not isinstance(elem.value, list):
+        return None
+    items: list[tuple[object, ...]] = []
+    for item in elem.value:
+        if not isinstance(item, Dataset) or len(item) > 8:
+            return None
+        fields: list[object] = [item.is_undefined_length_sequence_item]
+        for tag in item.keys():  # noqa: SIM118 - keys: nothing decoded
+            inner = item.get_item(tag)
+            if not isinstance(inner, DataElement) or type(inner.value) is not str:
+                return None
+            fields.append((int(tag), inner.VR, inner.value))
+        items.append(tuple(fields))
+    charset_key = tuple(charset) if isinstance(charset, list) else charset
+    return (
+        elem.tag,
+        elem.VR,
+        elem.is_undefined_length,
+        syntax.implicit,
+        syntax.little,
+        str(charset_key),
+        tuple(items),
+    )
