@@ -133,9 +133,10 @@ def _process_stream(
             # Only a hit needs the elements, so only then is the header read back.
             verify_clean(out.header, result.needles, out.written_dataset())
         target = _target(output_root, profile, result)
-        existed = write_atomic(
-            target, [out.header, out.pixels] if out.pixels else [out.header], fsync=fsync
-        )
+        chunks: list[bytes | FileRange] = [out.header]
+        chunks += [out.pixels] if out.pixels else []
+        chunks += [out.trailer] if out.trailer else []
+        existed = write_atomic(target, chunks, fsync=fsync)
     except DeidError as exc:
         return _refused(str(exc), size, result)
     except StorageError:

@@ -97,6 +97,7 @@ class StreamOutput:
     result: DeidResult
     header: bytes
     pixels: FileRange | None
+    trailer: bytes  # elements after the pixel data (written, as before, unverified)
     syntax: Syntax
     copied: list[tuple[int, int, int]]  # (tag, start, end) in header of elements copied
     cleaned: frozenset[int]  # copied text the dataset engine would have decoded
@@ -127,21 +128,27 @@ class _Sorted:
     copied: list[tuple[int, int, int]]
     cleanable: list[tuple[int, int, int, int]]  # with the value offset
     decoded: list[tuple[int, int, int]]
-    tail: int  # where the pixel data (or the end of the body) begins
+    pixels: tuple[int, int, int, int] | None = None  # tag, start, end, value length
 
 
 def _sort(buf: mmap.mmap, pos: int, syntax: Syntax, profile: CompiledProfile) -> _Sorted:
     """Sort the top-level elements before the pixel data by the profile's decisions."""
     table = op_table(profile)
-    out = _Sorted([], [], [], len(buf))
+    out = _Sorted([], [], [])
     privates: list[tuple[int, int, int]] = []
     end = len(buf)
     while pos < end:
-        tag, vr, _, vpos = syntax.read_header(buf, pos, end)
-        if tag >= _TAIL_START:
-            out.tail = pos
-            break
+        tag, vr, length, vpos = syntax.read_header(buf, pos, end)
         stop = element_end(buf, pos, end, syntax)
+        if tag >= _TAIL_START and out.pixels is None:
+            # The pixel data stays on disk: only if nothing can change it, and only one.
+            op = table.op(tag, False)
+            if tag not in _PIXEL_TAGS or not leaves_unchanged(op, dictionary_vr(tag)):
+                raise StreamUnsupported
+            out.pixels, pos = (tag, pos, stop, length), stop
+            continue
+        if tag in _PIXEL_TAGS:
+            raise StreamUnsupported  # a second pixel data element
         # pydicom gives an explicit UN its dictionary VR (even unread, when empty), and
         # writes it so: only the dataset engine knows which, so it gets them all.
         as_un = vr == "UN"
@@ -204,12 +211,11 @@ class _Prepared:
         self.syntax = syntax_of(ts)
         self.parts = _sort(buf, body, self.syntax, profile)
         self.pixels: FileRange | None = None
-        size, tail = len(buf), self.parts.tail
-        if tail < size:
-            tag, _, length, _ = self.syntax.read_header(buf, tail, size)
-            if tag not in _PIXEL_TAGS or element_end(buf, tail, size, self.syntax) != size:
-                raise StreamUnsupported  # elements after the pixel data need the profile
-            self.pixels = FileRange(path, tail, size - tail)
+        self.pixel_tag = 0xFFFFFFFF  # elements above it are written after the pixel data
+        length = UNDEFINED
+        if self.parts.pixels is not None:
+            self.pixel_tag, start, stop, length = self.parts.pixels
+            self.pixels = FileRange(path, start, stop - start)
         self.ds = _decode(buf, self.parts, self.syntax, body)
         if self.pixels is not None and length != UNDEFINED:
             try:
@@ -243,11 +249,12 @@ def _deidentify(buf: mmap.mmap, path: Path, profile: CompiledProfile, key: bytes
     if ds.original_character_set != ds._character_set:
         raise StreamUnsupported  # pydicom would re-encode every element: so would we
     try:
-        header, spans = _encode(buf, result.dataset, sorted(prep.parts.copied + taken), prep.syntax)
+        copied = sorted(prep.parts.copied + taken)
+        header, trailer, spans = _encode(buf, result.dataset, copied, prep.syntax, prep.pixel_tag)
     except Exception:
         raise StreamUnsupported from None  # the dataset engine says why
     cleaned = frozenset(t for t, _, _ in taken)
-    return StreamOutput(result, header, prep.pixels, prep.syntax, spans, cleaned)
+    return StreamOutput(result, header, prep.pixels, trailer, prep.syntax, spans, cleaned)
 
 
 def _decode(buf: mmap.mmap, parts: _Sorted, syntax: Syntax, body: int) -> Dataset:
@@ -261,11 +268,16 @@ def _decode(buf: mmap.mmap, parts: _Sorted, syntax: Syntax, body: int) -> Datase
 
 
 def _encode(
-    buf: mmap.mmap, ds: Dataset, copied: list[tuple[int, int, int]], syntax: Syntax
-) -> tuple[bytes, list[tuple[int, int, int]]]:
-    """File meta, then the body: the dataset engine's elements merged with copied bytes.
+    buf: mmap.mmap,
+    ds: Dataset,
+    copied: list[tuple[int, int, int]],
+    syntax: Syntax,
+    pixel_tag: int,
+) -> tuple[bytes, bytes, list[tuple[int, int, int]]]:
+    """(header, trailer, where each copied header element went in the header).
 
-    Also returns where each copied element went in the header.
+    The header is the file meta and the body up to the pixel data, the trailer what
+    follows the pixel data: the dataset engine's elements merged with copied bytes.
     """
     out = DicomBytesIO()
     out.write(_PREAMBLE)
@@ -277,9 +289,29 @@ def _encode(
         validate_file_meta(meta, enforce_standard=True)
         write_file_meta_info(out, meta, enforce_standard=True)
     out.is_implicit_VR, out.is_little_endian = syntax.implicit, syntax.little
-    charset = ds.get("SpecificCharacterSet", "iso8859")
+    # keys(), not the dataset: iterating a Dataset decodes every element
     written = sorted(int(t) for t in ds.keys() if not (t.element == 0 and t.group > 6))  # noqa: SIM118
     spans: list[tuple[int, int, int]] = []
+    ahead = [t for t in written if t < pixel_tag]
+    _merge(out, buf, ds, ahead, [c for c in copied if c[0] < pixel_tag], syntax, spans)
+    trailer = DicomBytesIO()
+    trailer.is_implicit_VR, trailer.is_little_endian = syntax.implicit, syntax.little
+    after = [t for t in written if t > pixel_tag]
+    _merge(trailer, buf, ds, after, [c for c in copied if c[0] > pixel_tag], syntax, [])
+    return out.getvalue(), trailer.getvalue(), spans
+
+
+def _merge(
+    out: DicomBytesIO,
+    buf: mmap.mmap,
+    ds: Dataset,
+    written: list[int],
+    copied: list[tuple[int, int, int]],
+    syntax: Syntax,
+    spans: list[tuple[int, int, int]],
+) -> None:
+    """Write ds's elements `written` and the copied ones in tag order; ds's win a tie."""
+    charset = ds.get("SpecificCharacterSet", "iso8859")
 
     def copy(tag: int, start: int, stop: int) -> None:
         at = out.tell()
@@ -296,7 +328,6 @@ def _encode(
         _write_element(out, ds.get_item(tag), charset, syntax)
     for element in copied[i:]:
         copy(*element)
-    return out.getvalue(), spans
 
 
 # What new_meta writes, as pydicom's writer pads it (PS3.5 6.2: UI with NUL, SH with space).
