@@ -32,6 +32,7 @@ from pydicom.dataset import Dataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_dataset
 from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from deid_node.deid.decisions import (
@@ -371,7 +372,9 @@ _MAX_ENCODED = 64
 def _write_element(
     out: DicomBytesIO, elem: DataElement | RawDataElement, charset: object, syntax: Syntax
 ) -> None:
-    """pydicom's element writer; the method's code sequence encoded once."""
+    """pydicom's element writer; plain text written directly, the method's codes once."""
+    if _write_text(out, elem, charset, syntax):
+        return
     key = _sequence_key(elem, charset, syntax) if elem.tag in _CACHED_SEQUENCES else None
     if key is None:
         write_data_element(out, elem, charset)  # type: ignore[arg-type]
@@ -415,3 +418,52 @@ def _sequence_key(
         str(charset_key),
         tuple(items),
     )
+
+
+# Text VRs whose ASCII values pydicom writes as the bytes of the text, joined with
+# backslashes and padded to even length (UI with NUL); long VRs have a 4-byte length.
+# Not PN (a decoded name writes its original bytes), DS and IS (numbers keep theirs).
+_TEXT_PADDING = {vr: b" " for vr in ("AE", "AS", "CS", "DA", "DT", "TM", "LO", "SH")}
+_TEXT_PADDING |= {vr: b" " for vr in ("LT", "ST", "UC", "UT")} | {"UI": b"\0"}
+_LONG_TEXT = frozenset({"UC", "UT"})
+# Character sets in which ASCII text is its own encoding (absent: the default repertoire).
+_ASCII_CHARSETS = frozenset({"iso8859", "", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192"})
+
+
+def _write_text(
+    out: DicomBytesIO, elem: DataElement | RawDataElement, charset: object, syntax: Syntax
+) -> bool:
+    """Write a plain ASCII text element as pydicom would; False to leave it to pydicom."""
+    padding = _TEXT_PADDING.get(elem.VR or "")
+    if (
+        padding is None
+        or not isinstance(elem, DataElement)
+        or elem.is_undefined_length
+        or not isinstance(charset, str)
+        or charset not in _ASCII_CHARSETS
+    ):
+        return False
+    value = elem.value
+    if value is None:
+        text = ""
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, MultiValue | list) and all(isinstance(v, str) for v in value):
+        text = "\\".join(value)
+    else:
+        return False
+    if not text.isascii():
+        return False
+    data = text.encode() + padding * (len(text) & 1)
+    if not syntax.implicit and elem.VR not in _LONG_TEXT and len(data) > 0xFFFF:
+        return False  # pydicom writes it as UN
+    endian = "<" if syntax.little else ">"
+    tag = elem.tag
+    if syntax.implicit:
+        head = struct.pack(endian + "HHL", tag >> 16, tag & 0xFFFF, len(data))
+    elif elem.VR in _LONG_TEXT:
+        head = struct.pack(endian + "HH2s2xL", tag >> 16, tag & 0xFFFF, elem.VR.encode(), len(data))
+    else:
+        head = struct.pack(endian + "HH2sH", tag >> 16, tag & 0xFFFF, elem.VR.encode(), len(data))
+    out.write(head + data)
+    return True
