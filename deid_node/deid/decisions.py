@@ -155,6 +155,8 @@ def op_table(profile: CompiledProfile) -> OpTable:
     """The (cached) operation table of a compiled profile."""
     found = _TABLES.get(id(profile))
     if found is None or found[0] is not profile:
+        if len(_TABLES) >= 64:  # profiles compiled again and again (tests): start over
+            _TABLES.clear()
         found = (profile, OpTable(profile))
         _TABLES[id(profile)] = found
     return found[1]
