@@ -12,10 +12,10 @@ is sorted by the profile's decision for its tag (decisions.py) before anything i
   and goes through the dataset engine unchanged in behaviour, then is encoded with
   pydicom's element writer in the object's own transfer syntax.
 
-The outputs merge in tag order. Pixel data stays on disk and is copied in-kernel.
-Whatever this module does not handle raises `StreamUnsupported`, and the caller uses the
-dataset engine for the whole object: deflated bodies, bare data sets, elements after the
-pixel data, a changed character set.
+The outputs merge in tag order. Pixel data stays on disk and is copied in-kernel, between
+the header and the re-encoded elements that follow it. Whatever this module does not
+handle raises `StreamUnsupported`, and the caller uses the dataset engine for the whole
+object: deflated bodies, bare data sets, a second pixel element, a changed character set.
 """
 
 from __future__ import annotations
