@@ -210,6 +210,9 @@ def test_markup_like_ae_titles_print_verbatim_in_audit_tables(held: Held) -> Non
     code, out, err = run("audit", "--config", str(held.config), "--objects")
     assert code == 0, err
     assert SC_AE in out
+    code, out, err = run("profiles", "list", "--config", str(held.config))
+    assert code == 0, err
+    assert SC_AE in out
 
 
 # --------------------------------------------------------------------------------------------

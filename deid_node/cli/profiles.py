@@ -9,12 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from deid_node.cli.shared import (
-    ConfigOption,
-    errors_as_lines,
-    load,
-    out,
-)
+from deid_node.cli.shared import ConfigOption, errors_as_lines, load, print_table
 
 app = typer.Typer(help="List profiles and show their effective rules.", no_args_is_help=True)
 
@@ -39,7 +34,7 @@ def profiles_list(config: ConfigOption = None) -> None:
             "yes" if prof.record_linkage else "no",
             ", ".join(users) or "-",
         )
-    out.print(table)
+    print_table(table)  # AE titles may look like rich markup ("SC[/]WS"): print them as data
 
 
 @app.command("show")
@@ -66,4 +61,4 @@ def profiles_show(
     table = Table("tag", "keyword", "basic", "action", "from", title=f"profile {name}")
     for ln in lines:
         table.add_row(ln.tag, ln.keyword or ln.name, ln.basic, ln.op, ln.source)
-    out.print(table)
+    print_table(table)
