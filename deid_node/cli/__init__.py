@@ -1,1 +1,2 @@
-"""The `deid-node` command (app): a thin typer layer over the library."""
+"""The `deid-node` command: app assembles one module per group (node, deidentify, audit,
+profiles, quarantine) over shared consoles, options and one-line errors (shared)."""

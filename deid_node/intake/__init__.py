@@ -1,2 +1,3 @@
-"""Receiving: the Storage SCP and its association policy (scp), the durable spool (spool),
-DICOM TLS and the listening server (tls)."""
+"""Receiving: the AE (scp), who may call (policy), per-association state and C-STORE intake
+(receiver), pynetdicom's event handlers (handlers), the durable spool (spool), DICOM TLS
+(tls), and every reach into pynetdicom internals (pynetdicom_compat)."""
