@@ -162,3 +162,30 @@ def test_an_unknown_class_can_be_registered_and_accepted_for_one_association(
     finally:
         assoc.release()
     assert UNKNOWN_CLASS not in {str(cx.abstract_syntax) for cx in server.contexts}
+
+
+def test_two_servers_serve_one_adopted_listening_socket() -> None:
+    # The receiving processes all accept on the one socket the node bound (port 0 too).
+    compat.configure()
+    listening = socket.create_server(("127.0.0.1", 0))
+    servers = []
+    for _ in range(2):
+        ae = AE(ae_title="COMPAT_SCP")
+        ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian])
+        servers.append(
+            compat.start_server(
+                ae, ("127.0.0.1", 0), ssl_context=None, evt_handlers=[], sock=listening
+            )
+        )
+    try:
+        assert all(s.socket is listening for s in servers)
+        assert all(s.server_address == listening.getsockname() for s in servers)
+        assert listening.gettimeout() == 0.0  # losing a race for a connection never blocks
+        for _ in range(4):
+            assoc = associate(servers[0], CTImageStorage)
+            assert assoc.is_established
+            assoc.release()
+    finally:
+        for s in servers:
+            s.shutdown()  # returns: neither server is stuck in accept()
+        listening.close()

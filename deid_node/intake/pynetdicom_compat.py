@@ -162,6 +162,29 @@ class GuardedAssociationServer(ThreadedAssociationServer):
     """
 
     handshake_failed: Callable[[str, BaseException], None] | None = None  # (peer, error)
+    adopted: socket.socket | None = None  # a listening socket to serve instead of binding
+
+    def server_bind(self) -> None:
+        """Bind as pynetdicom does, or serve the already listening :attr:`adopted` socket.
+
+        Several receiving processes accept on one socket the supervisor bound (port 0
+        included). It is non-blocking: when two processes wake for one connection, the
+        one that loses gets BlockingIOError (socketserver ignores it) instead of waiting
+        in accept() for the next connection, unable to shut down.
+        """
+        if self.adopted is None:
+            super().server_bind()
+            return
+        assert self.socket is not None
+        self.socket.close()
+        self.socket = self.adopted
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Listen, unless the adopted socket already does."""
+        if self.adopted is None:
+            super().server_activate()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection; wrap it for TLS but leave the handshake to its thread."""
@@ -213,16 +236,20 @@ def start_server(
     ssl_context: ssl.SSLContext | None,
     evt_handlers: list[Any],
     handshake_failed: Callable[[str, BaseException], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> GuardedAssociationServer:
     """Start a non-blocking :class:`GuardedAssociationServer`, as
-    ``AE.start_server(block=False)`` does with pynetdicom's own server class."""
+    ``AE.start_server(block=False)`` does with pynetdicom's own server class; on `sock`,
+    a listening socket, if given (then `address` is not bound)."""
+    # make_server constructs the class itself: the socket rides on a one-off subclass.
+    server_class = type("AdoptingServer", (GuardedAssociationServer,), {"adopted": sock})
     server = cast(
         GuardedAssociationServer,
         ae.make_server(
             address,
             ssl_context=ssl_context,
             evt_handlers=evt_handlers,
-            server_class=GuardedAssociationServer,
+            server_class=server_class,
         ),
     )
     server.handshake_failed = handshake_failed
