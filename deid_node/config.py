@@ -18,7 +18,6 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from deid_node.audit.url import sqlite_file, sqlite_url, with_sqlite_file
 from deid_node.errors import ConfigError
 
 DEFAULT_CONFIG = Path("config/deid-node.toml")
@@ -136,6 +135,7 @@ class NodeConfig:
     max_associations: int = 16
     durability: Durability = Durability.OS
     workers: int = 0  # 0 = CPU count
+    receivers: int = 0  # receiving processes; 0 = min(2, CPU count)
     max_object_bytes: int = 4 * 1024**3
     spool_max_bytes: int = 20 * 1024**3
     network_timeout: float = 60.0
@@ -167,6 +167,11 @@ class NodeConfig:
     def worker_count(self) -> int:
         """Worker processes to run (the configured number or the CPU count)."""
         return self.workers or (os.cpu_count() or 1)
+
+    @property
+    def receiver_count(self) -> int:
+        """Receiving processes to run (the configured number or min(2, CPU count))."""
+        return self.receivers or min(2, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -415,6 +420,9 @@ def _path(base_dir: Path, value: str) -> Path:
 
 def _database_url(url: str, base_dir: Path) -> str:
     # Relative SQLite paths resolve against the config folder, like every other path.
+    # Imported here: the receiving processes unpickle a Config and must not import audit/.
+    from deid_node.audit.url import sqlite_file, with_sqlite_file
+
     path = sqlite_file(url)
     if path is None or path.is_absolute():
         return url
@@ -437,6 +445,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         max_associations=n.integer("max_associations", 16, 1, 1000),
         durability=_choice(n, "durability", Durability, Durability.OS),
         workers=n.integer("workers", 0, 0, 256),
+        receivers=n.integer("receivers", 0, 0, 64),
         max_object_bytes=n.integer("max_object_bytes", 4 * 1024**3, 1024, 2**50),
         spool_max_bytes=n.integer("spool_max_bytes", 20 * 1024**3, 1024**2, 2**60),
         network_timeout=n.number("network_timeout", 60.0, 1.0),
@@ -462,6 +471,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         if node.host != "localhost":
             raise n.error("host", "expected an IP address to bind, such as 127.0.0.1") from None
     n.check_unknown(("tls",))
+
+    from deid_node.audit.url import sqlite_url  # see _database_url
 
     d = _Reader(top.table_of("database"), "database", source)
     default_url = sqlite_url((data_dir / "audit.db").resolve())

@@ -145,8 +145,7 @@ def test_a_long_association_logs_its_progress(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cfg = write_config(node_table() + ONE_SOURCE)
-    node = start_node(cfg)
-    node.receiver.progress_seconds = 0  # a line after every object instead of every 30 s
+    node = start_node(cfg, progress_seconds=0)  # a line after every object, not every 30 s
     tokens = PhiTokens()
     caplog.set_level(logging.INFO)
     assert store(node.address, small_ct(3, tokens=tokens), "CT_SCANNER") == [0] * 3

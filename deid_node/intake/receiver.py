@@ -46,6 +46,7 @@ from deid_node.dicom.status import (
 from deid_node.errors import StorageError
 from deid_node.intake import pynetdicom_compat as compat
 from deid_node.intake.policy import decide, printable
+from deid_node.intake.shared import Slots
 from deid_node.intake.spool import Receipt, Spool, SpoolFullError, SpoolItem
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,9 @@ class ReceiverEvents(Protocol):
     def object_received(self, item: SpoolItem) -> None:
         """An object is durable in spool/ and was acknowledged."""
 
+    def associations_changed(self, active: int) -> None:
+        """This many associations are open now (called in order, under the receiver's lock)."""
+
 
 # --------------------------------------------------------------------------------------------
 # Cheap header check
@@ -168,16 +172,29 @@ def check_header(path: Path) -> HeaderInfo:
 class Receiver:
     """Association policy and C-STORE intake for one AE; thread-safe."""
 
-    def __init__(self, cfg: Config, spool: Spool, events: ReceiverEvents) -> None:
-        """Bind the policy (cfg), the spool objects go to, and where to report."""
+    def __init__(
+        self,
+        cfg: Config,
+        spool: Spool,
+        events: ReceiverEvents,
+        *,
+        slots: Slots | None = None,
+        progress_seconds: float = PROGRESS_SECONDS,
+    ) -> None:
+        """Bind the policy (cfg), the spool objects go to, and where to report.
+
+        `slots` counts associations under max_associations (shared by the receiving
+        processes); by default this receiver's own.
+        """
         self.cfg = cfg
         self.spool = spool
         self.events = events
         self.refusing: str | None = None  # a reason: answer Out of Resources to every store
-        self.progress_seconds = PROGRESS_SECONDS
+        self.progress_seconds = progress_seconds
+        self._slots = slots or Slots(cfg.node.max_associations, None, 0)
         self._lock = threading.Lock()
-        self._slot_freed = threading.Condition(self._lock)
         self._states: dict[Association, AssociationInfo] = {}
+        self._holding: set[Association] = set()  # associations that hold a slot
 
     @property
     def active(self) -> int:
@@ -185,26 +202,21 @@ class Receiver:
         with self._lock:
             return len(self._states)
 
-    def _slots_taken(self) -> int:
-        # Call with the lock held. Released and aborted associations no longer count,
-        # although their threads (which pynetdicom would count) are still winding down.
-        return sum(
-            1
-            for assoc, info in self._states.items()
-            if info.outcome is None and not assoc.is_released and not assoc.is_aborted
-        )
-
     def _take_slot(self, assoc: Association, info: AssociationInfo) -> bool:
-        limit = self.cfg.node.max_associations
-        deadline = time.monotonic() + SLOT_WAIT_SECONDS
-        with self._slot_freed:
-            while self._slots_taken() >= limit:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._slot_freed.wait(left)
+        if not self._slots.take(SLOT_WAIT_SECONDS):
+            return False
+        with self._lock:
             self._states[assoc] = info
-            return True
+            self._holding.add(assoc)
+            self.events.associations_changed(len(self._states))
+        return True
+
+    def _free_slot(self, assoc: Association) -> None:
+        # Call with the lock held. Released and aborted associations free their slot at
+        # once, although their threads (which pynetdicom would count) are still winding down.
+        if assoc in self._holding:
+            self._holding.discard(assoc)
+            self._slots.free()
 
     def info(self, assoc: Association) -> AssociationInfo | None:
         """The state of an association, if it is one of ours."""
@@ -226,27 +238,30 @@ class Receiver:
             profile=decision.profile,
             started_at=now(),
         )
+        # Reported before the A-ASSOCIATE-RJ goes out: once the peer has it, the node's
+        # books (in another process) already have the rejection on its way.
         if not decision.accepted:
-            compat.reject_request(assoc, REJECT_PERMANENT, SOURCE_SERVICE_USER, decision.diagnostic)
             self._rejected(info, decision.reason)
+            compat.reject_request(assoc, REJECT_PERMANENT, SOURCE_SERVICE_USER, decision.diagnostic)
             return
         if not self._take_slot(assoc, info):
+            limit = self.cfg.node.max_associations
+            self._rejected(info, f"too many associations (max_associations = {limit})")
             compat.reject_request(
                 assoc, REJECT_TRANSIENT, SOURCE_PROVIDER_PRESENTATION, DIAG_LOCAL_LIMIT_EXCEEDED
             )
-            limit = self.cfg.node.max_associations
-            self._rejected(info, f"too many associations (max_associations = {limit})")
             return
         compat.set_no_delay(assoc)
         accept_unknown_classes(assoc)
 
     def rejected(self, assoc: Association) -> None:
         """pynetdicom rejected an association our policy had accepted."""
-        with self._slot_freed:
+        with self._lock:
             info = self._states.pop(assoc, None)
-            self._slot_freed.notify_all()
+            self._free_slot(assoc)
         if info is not None:
             self._rejected(info, "rejected during negotiation")
+        self._report_active()
 
     def _rejected(self, info: AssociationInfo, reason: str) -> None:
         info.outcome = "rejected"
@@ -262,17 +277,17 @@ class Receiver:
 
     def ended(self, assoc: Association, outcome: str) -> None:
         """Note how an association ended (released, aborted); its slot is free again."""
-        with self._slot_freed:
+        with self._lock:
             info = self._states.get(assoc)
             if info is not None and info.outcome is None:
                 info.outcome = outcome
-            self._slot_freed.notify_all()
+            self._free_slot(assoc)
 
     def closed(self, assoc: Association) -> None:
         """The connection closed: report the association once, drop half-received files."""
-        with self._slot_freed:
+        with self._lock:
             info = self._states.pop(assoc, None)
-            self._slot_freed.notify_all()
+            self._free_slot(assoc)
         dropped = self.spool.discard_owner(assoc)
         if info is None:
             return
@@ -280,6 +295,7 @@ class Receiver:
         if dropped:
             info.note = f"{dropped} object(s) cut off mid-transfer"
         if not info.accepted:
+            self._report_active()
             return
         log.info(
             "%s: %d object(s), %d stored in spool, %d refused, %.2f s, %s",
@@ -291,6 +307,12 @@ class Receiver:
             info.outcome + (f" ({info.note})" if info.note else ""),
         )
         self.events.association_ended(info)
+        self._report_active()
+
+    def _report_active(self) -> None:
+        # After the association's last report: whoever waits for none open has them all.
+        with self._lock:
+            self.events.associations_changed(len(self._states))
 
     def reap(self) -> None:
         """Close the books on associations whose thread died without a close event."""

@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, Final
 
 from deid_node.durable import fsync_dir, make_private_dir, write_atomic
 from deid_node.errors import StorageError
+from deid_node.intake.shared import Budget
 
 log = logging.getLogger(__name__)
 
@@ -221,15 +222,19 @@ class Spool:
         max_bytes: int,
         max_object_bytes: int,
         fsync: bool = False,
+        budget: Budget | None = None,
     ) -> None:
-        """Describe the spool; call :meth:`prepare` before use."""
+        """Describe the spool; call :meth:`prepare` before use.
+
+        `budget` is shared with the other processes that receive into this spool.
+        """
         self.root = root
         self.incoming_dir = root / INCOMING
         self.quarantine_root = quarantine
         self.max_bytes = max_bytes
         self.max_object_bytes = max_object_bytes
         self.fsync = fsync
-        self._used = 0
+        self.budget = budget or Budget(max_bytes)
         self._lock = threading.Lock()
         self._open: dict[str, IncomingFile] = {}
 
@@ -238,21 +243,15 @@ class Spool:
     @property
     def used_bytes(self) -> int:
         """Bytes held by published and incoming objects."""
-        with self._lock:
-            return self._used
+        return self.budget.used
 
     def reserve(self, n: int) -> bool:
         """Take n bytes of the spool budget; False if that would exceed it."""
-        with self._lock:
-            if self._used + n > self.max_bytes:
-                return False
-            self._used += n
-            return True
+        return self.budget.reserve(n)
 
     def release(self, n: int) -> None:
         """Give back n bytes of the budget."""
-        with self._lock:
-            self._used = max(0, self._used - n)
+        self.budget.release(n)
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -414,7 +413,7 @@ class Spool:
                 items.append(SpoolItem(path.stem, path, receipt))
                 used += receipt.size_bytes
         with self._lock:
-            self._used = used + sum(f.size for f in self._open.values())
+            self.budget.set(used + sum(f.size for f in self._open.values()))
         return items
 
 

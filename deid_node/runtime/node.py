@@ -10,23 +10,21 @@ so the pipeline reports ``duplicate``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import heapq
 import logging
 import os
 import signal
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType, TracebackType
 from typing import Final
-
-from pynetdicom.ae import ApplicationEntity
 
 from deid_node.audit.db import AuditDB, open_audit
 from deid_node.audit.records import ObjectRecord, Status
@@ -35,18 +33,19 @@ from deid_node.config import Config, Durability
 from deid_node.deid.pipeline import Outcome
 from deid_node.deid.secret import load_secret
 from deid_node.errors import ConfigError, DeidNodeError, StorageError, describe_error
-from deid_node.intake.handlers import event_handlers
-from deid_node.intake.pynetdicom_compat import GuardedAssociationServer, start_server
-from deid_node.intake.receiver import AssociationInfo, Receiver, RefusedObject
-from deid_node.intake.scp import attach_spool, build_ae, detach_spool
+from deid_node.intake.receiver import PROGRESS_SECONDS, AssociationInfo, RefusedObject
+from deid_node.intake.shared import Budget, shared_budget_cell
 from deid_node.intake.spool import Spool, SpoolItem
-from deid_node.intake.tls import log_handshake_failure, server_context
+from deid_node.intake.tls import server_context
 from deid_node.logs import quiet_libraries
 from deid_node.runtime.linkage import linkage_for
+from deid_node.runtime.receivers import ReceivingProcesses
+from deid_node.runtime.signals import stop_signals_ignored
 from deid_node.runtime.worker import WorkResult, init_worker, pool_context, work
 
 log = logging.getLogger(__name__)
 
+LISTEN_BACKLOG: Final = 128  # connections the kernel holds until a receiving process accepts
 MAX_WORKER_CRASHES: Final = 3  # an object that kills its worker this often is quarantined
 _STORAGE_RETRY_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -82,8 +81,12 @@ class Node:
         host: str | None = None,
         port: int | None = None,
         drain_timeout: float | None = None,
+        progress_seconds: float = PROGRESS_SECONDS,
     ) -> None:
-        """Prepare a node for `cfg`; nothing is opened before :meth:`start`."""
+        """Prepare a node for `cfg`; nothing is opened before :meth:`start`.
+
+        `progress_seconds`: how often a long association logs how far it got.
+        """
         self.cfg = cfg
         self._bind = (host or cfg.node.host, cfg.node.port if port is None else port)
         self._drain_timeout = (
@@ -92,14 +95,18 @@ class Node:
             else cfg.node.network_timeout + cfg.node.dimse_timeout
         )
         self._fsync = cfg.node.durability is Durability.FSYNC
+        self._progress_seconds = progress_seconds
+        # Shared with the receiving processes: they reserve, we release once processed.
+        self._budget_cell = shared_budget_cell()
         self.spool = Spool(
             cfg.node.spool,
             cfg.node.quarantine,
             max_bytes=cfg.node.spool_max_bytes,
             max_object_bytes=cfg.node.max_object_bytes,
             fsync=self._fsync,
+            budget=Budget(cfg.node.spool_max_bytes, self._budget_cell),
         )
-        self.receiver = Receiver(cfg, self.spool, self)
+        self._refusing: str | None = None  # why every C-STORE is refused now, if it is
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._pending: dict[str, _Pending] = {}
@@ -111,8 +118,8 @@ class Node:
         self._key = b""
         self._db: AuditDB | None = None
         self._writer: AuditWriter | None = None
-        self._ae: ApplicationEntity | None = None
-        self._server: GuardedAssociationServer | None = None
+        self._sock: socket.socket | None = None
+        self._receivers: ReceivingProcesses | None = None
         self._dispatcher: threading.Thread | None = None
         self._wake = threading.Event()
         self._stop_requested = threading.Event()  # serve_forever: a signal arrived
@@ -125,9 +132,9 @@ class Node:
     @property
     def address(self) -> tuple[str, int]:
         """The (host, port) the SCP listens on."""
-        if self._server is None:
+        if self._sock is None:
             raise RuntimeError("the node is not serving: call start() first")
-        host, port = self._server.server_address[:2]
+        host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
     def start(self) -> None:
@@ -148,7 +155,7 @@ class Node:
         try:
             self._writer = AuditWriter(self._db, self._notify)
             self._writer.start()
-            with _stop_signals_ignored():
+            with stop_signals_ignored():
                 self._pool = self._new_pool()
                 self._warm_up(self._pool)
             self._dispatcher = threading.Thread(
@@ -156,45 +163,47 @@ class Node:
             )
             self._dispatcher.start()
             self._recover()
-            self._ae = build_ae(self.cfg)
-            attach_spool(self._ae, self.spool)
-            self._server = self._listen(self._ae)
+            self._sock = self._listen()
+            self._receivers = ReceivingProcesses(
+                self.cfg,
+                self._sock,
+                self,
+                budget_cell=self._budget_cell,
+                progress_seconds=self._progress_seconds,
+                drain_timeout=self._drain_timeout,
+                changed=self._notify,
+            )
+            self._receivers.start()
         except BaseException:
             self.stop(timeout=10)
             raise
         host, port = self.address
         log.info(
-            "serving AE %s on %s:%d: %d source(s), %d worker(s), durability %s",
+            "serving AE %s on %s:%d: %d source(s), %d receiving process(es), %d worker(s), "
+            "durability %s",
             node.ae_title,
             host,
             port,
             len(self.cfg.sources),
+            node.receiver_count,
             node.worker_count,
             node.durability.value,
         )
 
-    def _listen(self, ae: ApplicationEntity) -> GuardedAssociationServer:
+    def _listen(self) -> socket.socket:
+        """Bind the one listening socket every receiving process accepts on."""
         tls = self.cfg.node.tls
-        ssl_context = server_context(tls) if tls is not None else None
+        if tls is not None:
+            server_context(tls)  # a bad certificate or key is a ConfigError here, not there
         host, port = self._bind
         try:
-            # Not ae.start_server(): its server leaves accepted sockets without a timeout and
-            # does TLS handshakes in the accept loop, so one silent peer could hold a slot
-            # forever or, with TLS, stop all accepting (see GuardedAssociationServer).
-            server = start_server(
-                ae,
-                (host, port),
-                evt_handlers=event_handlers(self.receiver),
-                ssl_context=ssl_context,
-                handshake_failed=log_handshake_failure,
-            )
+            # SO_REUSEADDR as pynetdicom's server sets it: a restart finds the port free.
+            return socket.create_server((host, port), backlog=LISTEN_BACKLOG)
         except OSError as exc:
             raise ConfigError(
                 f"node.port: cannot listen on {host}:{port}: {exc.strerror}; "
                 "is another node or program using it?"
             ) from None
-        assert server is not None
-        return server
 
     def _recover(self) -> None:
         items = self.spool.recover()
@@ -217,17 +226,12 @@ class Node:
         if not self._started:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._server is not None:
-            self._server.shutdown()  # no new associations; the running ones go on
-            self._wait(
-                lambda: not self._associations_running() or self._force_stop.is_set(),
-                self._drain_timeout,
-            )
-            if self._associations_running():
-                log.warning("stopping: aborting associations still open after the drain timeout")
-                for assoc in self._server.active_associations:
-                    assoc.abort()
-            self.receiver.reap()
+        if self._receivers is not None:
+            # Each receiving process stops accepting, lets its associations finish (up to
+            # the drain timeout, aborting the rest) and ends; their reports are handled.
+            self._receivers.stop(self._force_stop)
+        if self._sock is not None:
+            self._sock.close()
         self._wait(lambda: not self._pending or self._force_stop.is_set(), _remaining(deadline))
         with self._lock:
             left = len(self._pending)
@@ -243,8 +247,6 @@ class Node:
             self._writer.close(5.0 if forced else _remaining(deadline))
         if self._pool is not None:
             self._pool.shutdown(wait=not forced, cancel_futures=True)
-        if self._ae is not None:
-            detach_spool(self._ae)
         if self._db is not None:
             self._db.close()
         self._started = False
@@ -252,8 +254,7 @@ class Node:
         return drained
 
     def _associations_running(self) -> bool:
-        server = self._server
-        return self.receiver.active > 0 or (server is not None and bool(server.active_associations))
+        return self._receivers is not None and self._receivers.active > 0
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no association is open, spool/ is drained and audit rows are written."""
@@ -262,7 +263,13 @@ class Node:
             writer_idle = self._writer is None or self._writer.idle
             return not self._pending and writer_idle and not self._associations_running()
 
-        return self._wait(idle, timeout)
+        deadline = time.monotonic() + timeout
+        while self._wait(idle, _remaining(deadline)):
+            # What the receiving processes sent before now may still be in their pipes.
+            receivers = self._receivers
+            if receivers is None or (receivers.sync(_remaining(deadline) or 0.0) and idle()):
+                return True
+        return False
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -403,13 +410,20 @@ class Node:
                 result.storage_error,
                 delay,
             )
-            self.receiver.refusing = "output storage unavailable"
+            self._set_refusing("output storage unavailable")
             self._retry_later(stem, delay)
             return
-        if self.receiver.refusing is not None:
+        if self._refusing is not None:
             log.info("output storage writable again; accepting objects")
-            self.receiver.refusing = None
+            self._set_refusing(None)
         self._record(pending, result.outcome)
+
+    def _set_refusing(self, reason: str | None) -> None:
+        if reason == self._refusing:
+            return
+        self._refusing = reason
+        if self._receivers is not None:
+            self._receivers.set_refusing(reason)
 
     def _record(self, pending: _Pending, outcome: Outcome) -> None:
         item = pending.item
@@ -475,7 +489,6 @@ class Node:
                     due.append(heapq.heappop(self._retries).stem)
             for stem in due:
                 self._submit(stem)
-            self.receiver.reap()
             self._notify()
 
     def _replace_pool(self) -> None:
@@ -559,34 +572,12 @@ class Node:
         """Schedule an acknowledged object for de-identification."""
         self._schedule(item)
 
+    def associations_changed(self, active: int) -> None:
+        """Nothing to do: :meth:`wait_idle` reads the count from the receiving processes."""
+
     def _call(self, what: str, call: Callable[[AuditDB], None]) -> None:
         if self._writer is not None:
             self._writer.put_call(what, call)
-
-
-_STOP_SIGNALS: Final = {signal.SIGTERM, signal.SIGINT}
-
-
-@contextlib.contextmanager
-def _stop_signals_ignored() -> Iterator[None]:
-    """Start child processes with SIGTERM and SIGINT ignored.
-
-    An ignored disposition survives fork and exec (a blocked mask does not: the
-    forkserver starts with an empty one), so the forkserver and every worker it forks
-    never see the SIGTERM or Ctrl-C sent to the whole process group (systemd, a
-    terminal): the node receives it and drains the spool through workers that are still
-    there. Workers end when the node closes the pool, or when the node dies.
-    """
-    try:
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in _STOP_SIGNALS}
-    except ValueError:  # not the main thread: leave the dispositions alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def _remaining(deadline: float | None) -> float | None:

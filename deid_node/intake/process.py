@@ -1,0 +1,222 @@
+"""A receiving process: accept, check, spool, acknowledge; nothing else.
+
+The supervisor (:mod:`deid_node.runtime.receivers`) starts several, all accepting on the
+one listening socket it bound. Each runs the AE, the :class:`Receiver` and the spool
+intake, and reports over its pipe in small pickled tuples (names below); the supervisor
+audits and schedules. Imports only intake/ and dicom/ (and the top-level config, clock,
+errors, logs), never audit/, deid/ or runtime/: what this process imports is what it
+carries through every association.
+
+Messages to the supervisor: ``ready``, ``accepted``, ``rejected``, ``ended``,
+``refused``, ``received``, ``active``, ``log``, ``pong``. From it: ``refusing``,
+``stop``, ``abort``, ``ping``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
+from typing import Any, Final
+
+from deid_node.config import Config, Durability
+from deid_node.intake.handlers import event_handlers
+from deid_node.intake.pynetdicom_compat import GuardedAssociationServer, start_server
+from deid_node.intake.receiver import AssociationInfo, Receiver, RefusedObject
+from deid_node.intake.scp import attach_spool, build_ae
+from deid_node.intake.shared import Budget, Slots
+from deid_node.intake.spool import Spool, SpoolItem
+from deid_node.intake.tls import log_handshake_failure, server_context
+from deid_node.logs import quiet_libraries
+
+REAP_SECONDS: Final = 0.5  # how often associations whose thread died are closed
+ABORT_GRACE_SECONDS: Final = 2.0  # for aborted associations to report their end
+
+
+@dataclass(frozen=True)
+class ReceiverSpec:
+    """What one receiving process needs to know (picklable)."""
+
+    cfg: Config
+    index: int
+    progress_seconds: float
+    drain_timeout: float
+    supervisor_pid: int
+
+
+class Channel:
+    """This process's end of the pipe: the ReceiverEvents, sent to the supervisor."""
+
+    def __init__(self, conn: Connection) -> None:
+        """Send on `conn` (association threads share it: one send at a time)."""
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def send(self, *message: Any) -> None:
+        """Send one message; the supervisor gone means this process ends too."""
+        try:
+            with self._lock:
+                self._conn.send(message)
+        except (OSError, EOFError):
+            os._exit(0)
+
+    def association_accepted(self, info: AssociationInfo) -> None:
+        """Report an accepted association."""
+        self.send("accepted", info)
+
+    def association_rejected(self, info: AssociationInfo, reason: str) -> None:
+        """Report a rejected association."""
+        self.send("rejected", info, reason)
+
+    def association_ended(self, info: AssociationInfo) -> None:
+        """Report an association's end."""
+        self.send("ended", info)
+
+    def object_refused(self, refused: RefusedObject) -> None:
+        """Report a refused C-STORE."""
+        self.send("refused", refused)
+
+    def object_received(self, item: SpoolItem) -> None:
+        """Report an object durable in spool/ (sent before the C-STORE-RSP goes out)."""
+        self.send("received", item)
+
+    def associations_changed(self, active: int) -> None:
+        """Report how many associations are open."""
+        self.send("active", active)
+
+
+class ForwardLogs(logging.Handler):
+    """Send each log record's message (PHI-free by construction) to the supervisor."""
+
+    def __init__(self, channel: Channel) -> None:
+        """Forward through `channel`."""
+        super().__init__(logging.INFO)
+        self._channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """One ``log`` message: logger name, level, the message's first line."""
+        try:
+            message = record.getMessage().split("\n", 1)[0]
+        except Exception:
+            message = f"unformattable log record ({record.name})"
+        self._channel.send("log", record.name, record.levelno, message)
+
+
+def run(
+    spec: ReceiverSpec,
+    sock: socket.socket,
+    conn: Connection,
+    budget_cell: Synchronized[int],
+    slot_counts: SynchronizedArray[int],
+) -> None:
+    """The receiving process's main: serve on `sock` until told to stop."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)  # sent to the whole group; the supervisor decides
+    threading.Thread(target=_exit_with, args=(spec.supervisor_pid,), daemon=True).start()
+    channel = Channel(conn)
+    root = logging.getLogger()
+    root.handlers[:] = [ForwardLogs(channel)]
+    root.setLevel(logging.INFO)
+    node = spec.cfg.node
+    spool = Spool(
+        node.spool,
+        node.quarantine,
+        max_bytes=node.spool_max_bytes,
+        max_object_bytes=node.max_object_bytes,
+        fsync=node.durability is Durability.FSYNC,
+        budget=Budget(node.spool_max_bytes, budget_cell),
+    )
+    slots = Slots(node.max_associations, slot_counts, spec.index)
+    receiver = Receiver(
+        spec.cfg, spool, channel, slots=slots, progress_seconds=spec.progress_seconds
+    )
+    ae = build_ae(spec.cfg)
+    quiet_libraries()  # again, now that pynetdicom's loggers exist
+    attach_spool(ae, spool)
+    server = start_server(
+        ae,
+        sock.getsockname()[:2],
+        evt_handlers=event_handlers(receiver),
+        ssl_context=server_context(node.tls) if node.tls is not None else None,
+        handshake_failed=log_handshake_failure,
+        sock=sock,
+    )
+    channel.send("ready", os.getpid())
+    _serve(spec, conn, channel, receiver, server)
+    channel.send("stopped")
+    conn.close()
+    os._exit(0)  # association threads that linger must not hold the process
+
+
+def _serve(
+    spec: ReceiverSpec,
+    conn: Connection,
+    channel: Channel,
+    receiver: Receiver,
+    server: GuardedAssociationServer,
+) -> None:
+    """Obey the supervisor; after ``stop``, let open associations finish, then return."""
+    drain_until: float | None = None
+    aborted = False
+    last_reap = time.monotonic()
+    while True:
+        if conn.poll(0.05):
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                os._exit(0)  # the supervisor is gone: so are we (spool/ keeps what we took)
+            kind = message[0]
+            if kind == "refusing":
+                receiver.refusing = message[1]
+            elif kind == "ping":
+                channel.send("pong", message[1])
+            elif kind == "stop" and drain_until is None:
+                server.shutdown()  # no new associations here; the running ones go on
+                server.server_close()
+                drain_until = time.monotonic() + spec.drain_timeout
+            elif kind == "abort" and drain_until is not None:
+                drain_until = min(drain_until, time.monotonic())
+        if time.monotonic() - last_reap >= REAP_SECONDS:
+            receiver.reap()
+            last_reap = time.monotonic()
+        if drain_until is None:
+            continue
+        if not receiver.active and not server.active_associations:
+            return
+        if time.monotonic() >= drain_until:
+            if aborted:
+                receiver.reap()
+                return
+            aborted = True
+            _abort_all(server)
+            drain_until = time.monotonic() + ABORT_GRACE_SECONDS
+
+
+def _abort_all(server: GuardedAssociationServer) -> None:
+    associations = server.active_associations
+    if associations:
+        logging.getLogger(__name__).warning(
+            "stopping: aborting associations still open after the drain timeout"
+        )
+    for assoc in associations:
+        assoc.abort()
+
+
+def _exit_with(pid: int) -> None:
+    """End this process when the supervisor is gone (kill -9), whatever else it does."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return  # the pipe's EOF ends us instead
+    select.select([fd], [], [])
+    os._exit(0)
+
+
+__all__ = ["ReceiverSpec", "run"]

@@ -1,0 +1,128 @@
+"""The receiving processes: what they import, the limits they share, signals, a crash."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+
+from pydicom.uid import CTImageStorage
+
+from deid_node.config import Config
+from deid_node.intake.shared import Budget, Slots, shared_budget_cell, shared_slot_counts
+from deid_node.runtime.node import Node
+from deid_node.testing.synthetic import PhiTokens
+from tests.conftest import associate, audit_associations, echo, node_table, store, wait_for
+from tests.test_node import IDLE, ONE_SOURCE, small_ct
+
+IMPORT_CHECK = """
+import pickle, sys
+import deid_node.intake.process
+pickle.loads(sys.stdin.buffer.read())  # the Config, as the process receives it
+print(" ".join(sorted(m for m in sys.modules if m.startswith("deid_node"))))
+"""
+
+
+def test_the_receiving_process_imports_only_intake_and_dicom(
+    write_config: Callable[[str], Config],
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_CHECK],
+        input=pickle.dumps(cfg),
+        capture_output=True,
+        check=True,
+    )
+    modules = done.stdout.decode().split()
+    assert "deid_node.intake.process" in modules
+    for banned in ("deid_node.audit", "deid_node.deid", "deid_node.runtime", "deid_node.cli"):
+        assert not [m for m in modules if m == banned or m.startswith(banned + ".")]
+
+
+def _take_two(counts: object, budget_cell: object, results: object) -> None:
+    slots = Slots(2, counts, 1)  # type: ignore[arg-type]
+    budget = Budget(100, budget_cell)  # type: ignore[arg-type]
+    results.put((slots.take(0.0), slots.take(0.0), budget.reserve(60)))  # type: ignore[attr-defined]
+
+
+def test_slots_and_spool_budget_hold_across_processes() -> None:
+    counts = shared_slot_counts(2)
+    cell = shared_budget_cell()
+    ours = Slots(2, counts, 0)
+    budget = Budget(100, cell)
+    assert ours.take(0.0)
+    assert budget.reserve(50)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    other = ctx.Process(target=_take_two, args=(counts, cell, results))
+    other.start()
+    other.join(30)
+    # The other process got the one slot left, not two; the budget had 50 bytes, not 60.
+    assert results.get(timeout=5) == (True, False, False)
+    assert not ours.take(0.0)
+    ours.free()
+    assert ours.take(0.0)
+
+
+def _receivers() -> list[BaseProcess]:
+    return [p for p in multiprocessing.active_children() if p.name.startswith("deid-receiver-")]
+
+
+def test_one_receiving_process_works(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(node_table().replace("workers", "receivers = 1\nworkers") + ONE_SOURCE)
+    assert cfg.node.receiver_count == 1
+    node = start_node(cfg)
+    assert len(_receivers()) == 1
+    assert store(node.address, small_ct(3, tokens=PhiTokens()), "CT_SCANNER") == [0] * 3
+    assert node.wait_idle(IDLE)
+
+
+def test_max_associations_holds_across_receiving_processes(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    table = node_table().replace("max_associations = 8", "max_associations = 2")
+    cfg = write_config(table.replace("workers", "receivers = 3\nworkers") + ONE_SOURCE)
+    node = start_node(cfg)
+    assert len(_receivers()) == 3
+    held = [associate(node.address, "CT_SCANNER", [CTImageStorage]) for _ in range(2)]
+    assert all(a.is_established for a in held)
+    for _ in range(3):  # whichever process accepts it, the limit is the node's
+        extra = associate(node.address, "CT_SCANNER", [CTImageStorage])
+        assert extra.is_rejected
+    held[0].release()
+    again = associate(node.address, "CT_SCANNER", [CTImageStorage])
+    assert again.is_established
+    again.release()
+    held[1].release()
+    assert node.wait_idle(IDLE)
+    rows = audit_associations(cfg)
+    assert sum(r["outcome"] == "rejected" for r in rows) == 3
+    assert sum(r["outcome"] == "released" for r in rows) == 3
+
+
+def test_receiving_processes_ignore_sigterm_and_one_that_dies_is_replaced(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(node_table().replace("workers", "receivers = 2\nworkers") + ONE_SOURCE)
+    node = start_node(cfg)
+    first, second = _receivers()
+    os.kill(first.pid or 0, signal.SIGTERM)  # as a signal to the whole process group would
+    os.kill(second.pid or 0, signal.SIGKILL)
+    second.join(10)
+    assert first.is_alive()
+    wait_for(
+        lambda: len([p for p in _receivers() if p.pid != second.pid]) == 2,
+        30,
+        "a new receiving process",
+    )
+    for _ in range(4):
+        assert echo(node.address, "CT_SCANNER") == 0
+    assert store(node.address, small_ct(2, tokens=PhiTokens()), "CT_SCANNER") == [0] * 2
+    assert node.wait_idle(IDLE)
