@@ -124,6 +124,27 @@ def run(
     root = logging.getLogger()
     root.handlers[:] = [ForwardLogs(channel)]
     root.setLevel(logging.INFO)
+    try:
+        server, receiver = _start(spec, sock, channel, budget_cell, slot_counts)
+    except Exception as exc:  # one line in the node's log, never a traceback on stderr
+        logging.getLogger(__name__).error(
+            "receiving process %d cannot start (%s)", spec.index, type(exc).__name__
+        )
+        os._exit(1)
+    channel.send("ready", os.getpid())
+    _serve(spec, conn, channel, receiver, server)
+    channel.send("stopped")
+    conn.close()
+    os._exit(0)  # association threads that linger must not hold the process
+
+
+def _start(
+    spec: ReceiverSpec,
+    sock: socket.socket,
+    channel: Channel,
+    budget_cell: Synchronized[int],
+    slot_counts: SynchronizedArray[int],
+) -> tuple[GuardedAssociationServer, Receiver]:
     node = spec.cfg.node
     spool = Spool(
         node.spool,
@@ -148,11 +169,7 @@ def run(
         handshake_failed=log_handshake_failure,
         sock=sock,
     )
-    channel.send("ready", os.getpid())
-    _serve(spec, conn, channel, receiver, server)
-    channel.send("stopped")
-    conn.close()
-    os._exit(0)  # association threads that linger must not hold the process
+    return server, receiver
 
 
 def _serve(
