@@ -10,15 +10,25 @@ import subprocess
 import sys
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 from pydicom.uid import CTImageStorage
 
 from deid_node.config import Config
 from deid_node.intake.shared import Budget, Slots, shared_budget_cell, shared_slot_counts
+from deid_node.intake.spool import Spool
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens
-from tests.conftest import associate, audit_associations, echo, node_table, store, wait_for
-from tests.test_node import IDLE, ONE_SOURCE, small_ct
+from tests.conftest import (
+    associate,
+    audit_associations,
+    audit_objects,
+    echo,
+    node_table,
+    store,
+    wait_for,
+)
+from tests.test_node import IDLE, ONE_SOURCE, _publish, expected_output, output_sops, small_ct
 
 IMPORT_CHECK = """
 import pickle, sys
@@ -126,3 +136,25 @@ def test_receiving_processes_ignore_sigterm_and_one_that_dies_is_replaced(
         assert echo(node.address, "CT_SCANNER") == 0
     assert store(node.address, small_ct(2, tokens=PhiTokens()), "CT_SCANNER") == [0] * 2
     assert node.wait_idle(IDLE)
+
+
+def test_what_a_dead_receiving_process_acknowledged_but_never_reported_is_processed(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    cfg = write_config(node_table().replace("workers", "receivers = 2\nworkers") + ONE_SOURCE)
+    node = start_node(cfg)
+    [ds] = small_ct(1, seed=5, tokens=PhiTokens())
+    sent = tmp_path / "one.dcm"
+    ds.save_as(sent, enforce_file_format=True)
+    # As receiving process 1 would have left it, had it died between publishing an object
+    # (and acknowledging it) and reporting it.
+    spool = Spool(
+        cfg.node.spool, cfg.node.quarantine, max_bytes=10**9, max_object_bytes=10**8, tag="r1-"
+    )
+    _publish(spool, sent, "research")
+    [victim] = [p for p in _receivers() if p.name == "deid-receiver-1"]
+    os.kill(victim.pid or 0, signal.SIGKILL)
+    wait_for(lambda: len(output_sops(cfg, "research")) == 1, IDLE, "the orphan's output")
+    assert node.wait_idle(IDLE)
+    assert set(output_sops(cfg, "research")) == expected_output(cfg, "research", [ds])
+    assert [r["status"] for r in audit_objects(cfg)] == ["stored"]

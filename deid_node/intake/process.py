@@ -153,6 +153,7 @@ def _start(
         max_object_bytes=node.max_object_bytes,
         fsync=node.durability is Durability.FSYNC,
         budget=Budget(node.spool_max_bytes, budget_cell),
+        tag=spool_tag(spec.index),
     )
     slots = Slots(node.max_associations, slot_counts, spec.index)
     receiver = Receiver(
@@ -226,6 +227,11 @@ def _abort_all(server: GuardedAssociationServer) -> None:
         assoc.abort()
 
 
+def spool_tag(index: int) -> str:
+    """The stem tag of what receiving process `index` publishes (``r0-``; see Spool)."""
+    return f"r{index}-"
+
+
 def _exit_with(pid: int) -> None:
     """End this process when the supervisor is gone (kill -9), whatever else it does."""
     try:
@@ -236,4 +242,4 @@ def _exit_with(pid: int) -> None:
     os._exit(0)
 
 
-__all__ = ["ReceiverSpec", "run"]
+__all__ = ["ReceiverSpec", "run", "spool_tag"]

@@ -223,10 +223,12 @@ class Spool:
         max_object_bytes: int,
         fsync: bool = False,
         budget: Budget | None = None,
+        tag: str = "",
     ) -> None:
         """Describe the spool; call :meth:`prepare` before use.
 
-        `budget` is shared with the other processes that receive into this spool.
+        `budget` is shared with the other processes that receive into this spool; `tag`
+        goes into the stem of every object this one publishes (see :meth:`published`).
         """
         self.root = root
         self.incoming_dir = root / INCOMING
@@ -235,6 +237,7 @@ class Spool:
         self.max_object_bytes = max_object_bytes
         self.fsync = fsync
         self.budget = budget or Budget(max_bytes)
+        self.tag = tag
         self._lock = threading.Lock()
         self._open: dict[str, IncomingFile] = {}
 
@@ -309,7 +312,7 @@ class Spool:
 
         Raises SpoolFullError (disk full) or StorageError; the file is discarded then.
         """
-        stem = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+        stem = f"{time.time_ns():020d}-{self.tag}{uuid.uuid4().hex[:12]}"
         target = self.root / (stem + OBJECT_SUFFIX)
         item = SpoolItem(stem, target, receipt)
         try:
@@ -374,6 +377,18 @@ class Spool:
         return target
 
     # -- recovery -------------------------------------------------------------------------
+
+    def published(self, tag: str) -> list[SpoolItem]:
+        """The objects in spool/ a spool with this tag published, oldest first; touches nothing.
+
+        For a receiving process that died: what it published but had not reported yet.
+        """
+        items: list[SpoolItem] = []
+        for path in sorted(self.root.glob(f"*-{tag}*{OBJECT_SUFFIX}")):
+            with contextlib.suppress(OSError, ValueError):
+                receipt = Receipt.from_json(path.with_suffix(SIDECAR_SUFFIX).read_bytes())
+                items.append(SpoolItem(path.stem, path, receipt))
+        return items
 
     def recover(self) -> list[SpoolItem]:
         """Clean up after a crash and return the acknowledged objects left, oldest first.

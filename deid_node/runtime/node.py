@@ -172,6 +172,7 @@ class Node:
                 progress_seconds=self._progress_seconds,
                 drain_timeout=self._drain_timeout,
                 changed=self._notify,
+                lost=self._adopt_orphans,
             )
             self._receivers.start()
         except BaseException:
@@ -353,6 +354,18 @@ class Node:
         with self._lock:
             self._pending[item.stem] = _Pending(item)
         self._retry_later(item.stem, 0.0)
+
+    def _adopt_orphans(self, tag: str) -> None:
+        # Listed and checked under the lock: finish() deletes the file before it takes the
+        # lock to drop the entry, so an object not pending here is not being finished.
+        with self._lock:
+            orphans = [i for i in self.spool.published(tag) if i.stem not in self._pending]
+            for item in orphans:
+                self._pending[item.stem] = _Pending(item)
+        if orphans:
+            log.warning("%d acknowledged object(s) of that receiving process adopted", len(orphans))
+        for item in orphans:
+            self._retry_later(item.stem, 0.0)
 
     def _submit(self, stem: str) -> None:
         with self._lock:

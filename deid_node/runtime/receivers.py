@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from deid_node.config import Config
 from deid_node.errors import DeidNodeError
-from deid_node.intake.process import ReceiverSpec, run
+from deid_node.intake.process import ReceiverSpec, run, spool_tag
 from deid_node.intake.receiver import ReceiverEvents
 from deid_node.intake.shared import clear_slots, shared_slot_counts
 from deid_node.runtime.signals import stop_signals_ignored
@@ -63,8 +63,10 @@ class ReceivingProcesses:
         progress_seconds: float,
         drain_timeout: float,
         changed: Callable[[], None],
+        lost: Callable[[str], None],
     ) -> None:
-        """Describe them; :meth:`start` starts them. `changed` is called after each message."""
+        """Describe them; :meth:`start` starts them. `changed` is called after each message,
+        `lost` with the spool tag of a process that died, once all it sent was handled."""
         self.cfg = cfg
         self.budget_cell = budget_cell
         self._sock = sock
@@ -72,6 +74,7 @@ class ReceivingProcesses:
         self._progress = progress_seconds
         self._drain = drain_timeout
         self._changed_cb = changed
+        self._lost_cb = lost
         self._count = cfg.node.receiver_count
         self._slots = shared_slot_counts(self._count)
         self._ctx = multiprocessing.get_context("spawn")
@@ -236,6 +239,9 @@ class ReceivingProcesses:
             child.index,
             child.process.exitcode,
         )
+        # Its pipe is at EOF: every report it sent is handled. What it published and did
+        # not report (it died in between) is found by its tag, before a new one reuses it.
+        self._lost_cb(spool_tag(child.index))
         replacement = self._spawn(child.index)
         with self._changed:
             self._children[self._children.index(child)] = replacement
