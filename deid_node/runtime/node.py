@@ -1,6 +1,7 @@
-"""The serve loop: recovery, the SCP, a worker pool, the audit writer, signals.
+"""The supervisor: recovery, the receiving processes, a worker pool, the audit writer, signals.
 
-Life of an object: the SCP publishes it into spool/ and acknowledges it; the node submits
+Life of an object: a receiving process (:mod:`deid_node.runtime.receivers`) publishes it
+into spool/, acknowledges it and reports it over its pipe; the node submits
 it to a process pool running :func:`deid_node.deid.pipeline.process_file`; the outcome becomes
 an audit row written by the audit writer thread (batched); only once that row is committed
 is the spool file removed (or moved to quarantine/). A crash anywhere in between leaves the
