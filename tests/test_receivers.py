@@ -15,7 +15,7 @@ from pathlib import Path
 from pydicom.uid import CTImageStorage
 
 from deid_node.config import Config
-from deid_node.intake.shared import Budget, Slots, shared_budget_cell, shared_slot_counts
+from deid_node.intake.shared import Budget, Slots, shared_budget_cells, shared_slot_counts
 from deid_node.intake.spool import Spool
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens
@@ -54,22 +54,22 @@ def test_the_receiving_process_imports_only_intake_and_dicom(
         assert not [m for m in modules if m == banned or m.startswith(banned + ".")]
 
 
-def _take_two(counts: object, budget_cell: object, results: object) -> None:
+def _take_two(counts: object, cells: object, results: object) -> None:
     slots = Slots(2, counts, 1)  # type: ignore[arg-type]
-    budget = Budget(100, budget_cell)  # type: ignore[arg-type]
+    budget = Budget(100, cells, 1)  # type: ignore[arg-type]
     results.put((slots.take(0.0), slots.take(0.0), budget.reserve(60)))  # type: ignore[attr-defined]
 
 
 def test_slots_and_spool_budget_hold_across_processes() -> None:
     counts = shared_slot_counts(2)
-    cell = shared_budget_cell()
+    cells = shared_budget_cells(2)
     ours = Slots(2, counts, 0)
-    budget = Budget(100, cell)
+    budget = Budget(100, cells, 0)
     assert ours.take(0.0)
     assert budget.reserve(50)
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
-    other = ctx.Process(target=_take_two, args=(counts, cell, results))
+    other = ctx.Process(target=_take_two, args=(counts, cells, results))
     other.start()
     other.join(30)
     # The other process got the one slot left, not two; the budget had 50 bytes, not 60.
@@ -77,6 +77,14 @@ def test_slots_and_spool_budget_hold_across_processes() -> None:
     assert not ours.take(0.0)
     ours.free()
     assert ours.take(0.0)
+    budget.commit(50)  # published: no longer in flight in process 0
+    budget.clear(0)  # process 0 died: its in-flight bytes (none now) come back
+    assert budget.used == 50
+    assert budget.reserve(10)
+    budget.clear(0)
+    assert budget.used == 50
+    budget.release_published(50)
+    assert budget.used == 0
 
 
 def _receivers() -> list[BaseProcess]:
@@ -152,9 +160,14 @@ def test_what_a_dead_receiving_process_acknowledged_but_never_reported_is_proces
         cfg.node.spool, cfg.node.quarantine, max_bytes=10**9, max_object_bytes=10**8, tag="r1-"
     )
     _publish(spool, sent, "research")
+    cut_off = spool.open_incoming(owner=None)  # and one it was still receiving
+    cut_off.write(b"\0" * 1000)
+    cut_off.flush()
     [victim] = [p for p in _receivers() if p.name == "deid-receiver-1"]
     os.kill(victim.pid or 0, signal.SIGKILL)
     wait_for(lambda: len(output_sops(cfg, "research")) == 1, IDLE, "the orphan's output")
     assert node.wait_idle(IDLE)
     assert set(output_sops(cfg, "research")) == expected_output(cfg, "research", [ds])
     assert [r["status"] for r in audit_objects(cfg)] == ["stored"]
+    assert not cut_off.path.exists()  # never acknowledged: gone, and its bytes freed
+    assert node.spool.used_bytes == 0

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
+from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any, Final
 
 from deid_node.config import Config, Durability
@@ -113,7 +113,7 @@ def run(
     spec: ReceiverSpec,
     sock: socket.socket,
     conn: Connection,
-    budget_cell: Synchronized[int],
+    budget_cells: SynchronizedArray[int],
     slot_counts: SynchronizedArray[int],
 ) -> None:
     """The receiving process's main: serve on `sock` until told to stop."""
@@ -125,7 +125,7 @@ def run(
     root.handlers[:] = [ForwardLogs(channel)]
     root.setLevel(logging.INFO)
     try:
-        server, receiver = _start(spec, sock, channel, budget_cell, slot_counts)
+        server, receiver = _start(spec, sock, channel, budget_cells, slot_counts)
     except Exception as exc:  # one line in the node's log, never a traceback on stderr
         logging.getLogger(__name__).error(
             "receiving process %d cannot start (%s)", spec.index, type(exc).__name__
@@ -142,7 +142,7 @@ def _start(
     spec: ReceiverSpec,
     sock: socket.socket,
     channel: Channel,
-    budget_cell: Synchronized[int],
+    budget_cells: SynchronizedArray[int],
     slot_counts: SynchronizedArray[int],
 ) -> tuple[GuardedAssociationServer, Receiver]:
     node = spec.cfg.node
@@ -152,7 +152,7 @@ def _start(
         max_bytes=node.spool_max_bytes,
         max_object_bytes=node.max_object_bytes,
         fsync=node.durability is Durability.FSYNC,
-        budget=Budget(node.spool_max_bytes, budget_cell),
+        budget=Budget(node.spool_max_bytes, budget_cells, spec.index),
         tag=spool_tag(spec.index),
     )
     slots = Slots(node.max_associations, slot_counts, spec.index)

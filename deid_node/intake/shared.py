@@ -11,8 +11,8 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
-from typing import Final
+from multiprocessing.sharedctypes import SynchronizedArray
+from typing import Any, Final
 
 # A request at the limit looks for a freed slot this often. The slot of an association in
 # another process frees there: no condition variable reaches across, and polling only runs
@@ -21,48 +21,72 @@ SLOT_POLL_SECONDS: Final = 0.02
 
 
 class Budget:
-    """A byte budget: reserve, release, set; shared across processes if given a cell."""
+    """The spool's byte budget, shared across processes if given cells.
 
-    def __init__(self, limit: int, cell: Synchronized[int] | None = None) -> None:
-        """`limit` bytes; `cell` a shared ``Value('q')`` or None for this process only."""
+    Bytes are in flight (reserved by the process receiving them) until published, then
+    held by the spool until processed. In-flight bytes are counted per process, so the
+    supervisor can give back those of a receiving process that died mid-transfer.
+    """
+
+    def __init__(
+        self, limit: int, cells: SynchronizedArray[int] | None = None, index: int = 0
+    ) -> None:
+        """`limit` bytes; `cells` a shared array from :func:`shared_budget_cells` (None:
+        this process only), whose in-flight count ``index`` is this process's."""
         self.limit = limit
-        self._cell = cell
-        self._local = 0
-        self._lock = threading.Lock() if cell is None else cell.get_lock()
+        self._cells = cells
+        self._local = [0, 0]
+        self._slot = 1 + index if cells is not None else 1
+        self._lock = threading.Lock() if cells is None else cells.get_lock()
+
+    def _values(self) -> Any:
+        return self._local if self._cells is None else self._cells
 
     @property
     def used(self) -> int:
-        """Bytes taken."""
+        """Bytes taken: published and in flight."""
         with self._lock:
-            return self._get()
+            return sum(self._values()[:])
 
     def reserve(self, n: int) -> bool:
-        """Take n bytes; False if that would exceed the limit."""
+        """Take n bytes for an object arriving here; False if that would exceed the limit."""
         with self._lock:
-            used = self._get()
-            if used + n > self.limit:
+            values = self._values()
+            if sum(values[:]) + n > self.limit:
                 return False
-            self._set(used + n)
+            values[self._slot] += n
             return True
 
     def release(self, n: int) -> None:
-        """Give back n bytes."""
+        """Give back n in-flight bytes (an object that will not be published)."""
         with self._lock:
-            self._set(max(0, self._get() - n))
+            values = self._values()
+            values[self._slot] = max(0, values[self._slot] - n)
 
-    def set(self, n: int) -> None:
+    def commit(self, n: int) -> None:
+        """n in-flight bytes are now a published object's."""
+        with self._lock:
+            values = self._values()
+            values[self._slot] = max(0, values[self._slot] - n)
+            values[0] += n
+
+    def release_published(self, n: int) -> None:
+        """Give back n bytes of a processed object."""
+        with self._lock:
+            values = self._values()
+            values[0] = max(0, values[0] - n)
+
+    def set(self, published: int, in_flight: int = 0) -> None:
         """Say how many bytes are taken (after recovery counted them)."""
         with self._lock:
-            self._set(n)
+            values = self._values()
+            values[0] = published
+            values[self._slot] = in_flight
 
-    def _get(self) -> int:
-        return self._local if self._cell is None else int(self._cell.value)
-
-    def _set(self, n: int) -> None:
-        if self._cell is None:
-            self._local = n
-        else:
-            self._cell.value = n
+    def clear(self, index: int) -> None:
+        """Give back every in-flight byte of receiving process `index` (it is gone)."""
+        with self._lock:
+            self._values()[1 + index] = 0
 
 
 class Slots:
@@ -108,9 +132,10 @@ class Slots:
             self._add(-1)
 
 
-def shared_budget_cell() -> Synchronized[int]:
-    """A shared byte count for :class:`Budget` (before the processes start)."""
-    return multiprocessing.get_context("spawn").Value("q", 0)
+def shared_budget_cells(processes: int) -> SynchronizedArray[int]:
+    """Shared byte counts for :class:`Budget`: published, then in flight per receiving
+    process (0 to processes - 1), then the supervisor's own."""
+    return multiprocessing.get_context("spawn").Array("q", processes + 2)
 
 
 def shared_slot_counts(processes: int) -> SynchronizedArray[int]:

@@ -238,6 +238,7 @@ class Spool:
         self.fsync = fsync
         self.budget = budget or Budget(max_bytes)
         self.tag = tag
+        self._incoming_prefix = "rx-" + tag
         self._lock = threading.Lock()
         self._open: dict[str, IncomingFile] = {}
 
@@ -270,13 +271,17 @@ class Spool:
     def make_incoming(self) -> tuple[int, str]:
         """Create a file in spool/incoming/; recreate the folders if they vanished."""
         try:
-            return tempfile.mkstemp(prefix="rx-", suffix=".part", dir=self.incoming_dir)
+            return tempfile.mkstemp(
+                prefix=self._incoming_prefix, suffix=".part", dir=self.incoming_dir
+            )
         except FileNotFoundError:
             # Someone removed spool/ (or a clean-up job did): make it again, mode 0700.
             make_private_dir(self.root)
             make_private_dir(self.incoming_dir)
             log.warning("spool folder %s was missing: created it again", self.root)
-            return tempfile.mkstemp(prefix="rx-", suffix=".part", dir=self.incoming_dir)
+            return tempfile.mkstemp(
+                prefix=self._incoming_prefix, suffix=".part", dir=self.incoming_dir
+            )
 
     def open_incoming(self, owner: object) -> IncomingFile:
         """A new incoming file for the association `owner`."""
@@ -338,7 +343,7 @@ class Spool:
             raise StorageError(f"cannot publish into spool: {_describe(exc)}") from None
         with self._lock:
             self._open.pop(f.name, None)
-        f._take_reservation()  # the budget now belongs to the published item
+        self.budget.commit(f._take_reservation())  # now the published item's
         f.close()
         return item
 
@@ -349,7 +354,7 @@ class Spool:
         for path in (item.path, item.sidecar):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        self.release(item.receipt.size_bytes)
+        self.budget.release_published(item.receipt.size_bytes)
 
     def quarantine_path(self, item: SpoolItem) -> Path:
         """Where :meth:`move_to_quarantine` puts an item."""
@@ -373,10 +378,19 @@ class Spool:
             raise StorageError(f"cannot move {item.stem} into quarantine: {exc.strerror}") from None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(item.sidecar)
-        self.release(item.receipt.size_bytes)
+        self.budget.release_published(item.receipt.size_bytes)
         return target
 
     # -- recovery -------------------------------------------------------------------------
+
+    def abandon_incoming(self, tag: str) -> int:
+        """Delete the incoming files of a spool with this tag that is gone (never
+        acknowledged); how many there were."""
+        paths = list(self.incoming_dir.glob(f"rx-{tag}*.part"))
+        for path in paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return len(paths)
 
     def published(self, tag: str) -> list[SpoolItem]:
         """The objects in spool/ a spool with this tag published, oldest first; touches nothing.
@@ -428,7 +442,7 @@ class Spool:
                 items.append(SpoolItem(path.stem, path, receipt))
                 used += receipt.size_bytes
         with self._lock:
-            self.budget.set(used + sum(f.size for f in self._open.values()))
+            self.budget.set(used, sum(f._reserved for f in self._open.values()))
         return items
 
 

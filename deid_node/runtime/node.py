@@ -34,8 +34,9 @@ from deid_node.config import Config, Durability
 from deid_node.deid.pipeline import Outcome
 from deid_node.deid.secret import load_secret
 from deid_node.errors import ConfigError, DeidNodeError, StorageError, describe_error
+from deid_node.intake.process import spool_tag
 from deid_node.intake.receiver import PROGRESS_SECONDS, AssociationInfo, RefusedObject
-from deid_node.intake.shared import Budget, shared_budget_cell
+from deid_node.intake.shared import Budget, shared_budget_cells
 from deid_node.intake.spool import Spool, SpoolItem
 from deid_node.intake.tls import server_context
 from deid_node.logs import quiet_libraries
@@ -98,14 +99,16 @@ class Node:
         self._fsync = cfg.node.durability is Durability.FSYNC
         self._progress_seconds = progress_seconds
         # Shared with the receiving processes: they reserve, we release once processed.
-        self._budget_cell = shared_budget_cell()
+        self._budget_cells = shared_budget_cells(cfg.node.receiver_count)
         self.spool = Spool(
             cfg.node.spool,
             cfg.node.quarantine,
             max_bytes=cfg.node.spool_max_bytes,
             max_object_bytes=cfg.node.max_object_bytes,
             fsync=self._fsync,
-            budget=Budget(cfg.node.spool_max_bytes, self._budget_cell),
+            budget=Budget(
+                cfg.node.spool_max_bytes, self._budget_cells, index=cfg.node.receiver_count
+            ),
         )
         self._refusing: str | None = None  # why every C-STORE is refused now, if it is
         self._lock = threading.Lock()
@@ -169,11 +172,11 @@ class Node:
                 self.cfg,
                 self._sock,
                 self,
-                budget_cell=self._budget_cell,
+                budget_cells=self._budget_cells,
                 progress_seconds=self._progress_seconds,
                 drain_timeout=self._drain_timeout,
                 changed=self._notify,
-                lost=self._adopt_orphans,
+                lost=self._receiver_lost,
             )
             self._receivers.start()
         except BaseException:
@@ -356,7 +359,11 @@ class Node:
             self._pending[item.stem] = _Pending(item)
         self._retry_later(item.stem, 0.0)
 
-    def _adopt_orphans(self, tag: str) -> None:
+    def _receiver_lost(self, index: int) -> None:
+        """A receiving process died: free what it held, process what it acknowledged."""
+        tag = spool_tag(index)
+        self.spool.budget.clear(index)
+        self.spool.abandon_incoming(tag)  # never acknowledged: the senders got no Success
         # Listed and checked under the lock: finish() deletes the file before it takes the
         # lock to drop the entry, so an object not pending here is not being finished.
         with self._lock:

@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any, Final
 
 from deid_node.config import Config
 from deid_node.errors import DeidNodeError
-from deid_node.intake.process import ReceiverSpec, run, spool_tag
+from deid_node.intake.process import ReceiverSpec, run
 from deid_node.intake.receiver import ReceiverEvents
 from deid_node.intake.shared import clear_slots, shared_slot_counts
 from deid_node.runtime.signals import stop_signals_ignored
@@ -59,16 +59,16 @@ class ReceivingProcesses:
         sock: socket.socket,
         events: ReceiverEvents,
         *,
-        budget_cell: Synchronized[int],
+        budget_cells: SynchronizedArray[int],
         progress_seconds: float,
         drain_timeout: float,
         changed: Callable[[], None],
-        lost: Callable[[str], None],
+        lost: Callable[[int], None],
     ) -> None:
         """Describe them; :meth:`start` starts them. `changed` is called after each message,
-        `lost` with the spool tag of a process that died, once all it sent was handled."""
+        `lost` with the index of a process that died, once all it sent was handled."""
         self.cfg = cfg
-        self.budget_cell = budget_cell
+        self._budget_cells = budget_cells
         self._sock = sock
         self._events = events
         self._progress = progress_seconds
@@ -110,7 +110,7 @@ class ReceivingProcesses:
         ours, theirs = self._ctx.Pipe()
         process = self._ctx.Process(
             target=run,
-            args=(spec, self._sock, theirs, self.budget_cell, self._slots),
+            args=(spec, self._sock, theirs, self._budget_cells, self._slots),
             name=f"deid-receiver-{index}",
             daemon=True,
         )
@@ -240,8 +240,8 @@ class ReceivingProcesses:
             child.process.exitcode,
         )
         # Its pipe is at EOF: every report it sent is handled. What it published and did
-        # not report (it died in between) is found by its tag, before a new one reuses it.
-        self._lost_cb(spool_tag(child.index))
+        # not report (it died in between) is found by its index, before a new one reuses it.
+        self._lost_cb(child.index)
         replacement = self._spawn(child.index)
         with self._changed:
             self._children[self._children.index(child)] = replacement
