@@ -1,2 +1,3 @@
-"""Running things: the node's life cycle (node), its de-identification processes (worker,
-worker_boot), quarantine retry and purge (quarantine), offline runs (offline, linkage)."""
+"""Running things: the node's life cycle (node), its receiving processes (receivers,
+signals), its de-identification processes (worker, worker_boot), quarantine retry and
+purge (quarantine), offline runs (offline, linkage)."""
