@@ -6,12 +6,12 @@ also write the object rows the linkage rows refer to, in batches (:class:`Offlin
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final
 
 from deid_node.audit.db import AuditDB
 from deid_node.audit.records import LinkageRecord, ObjectRecord
+from deid_node.clock import now
 from deid_node.deid.pipeline import Outcome
 
 OFFLINE: Final = "(offline)"  # calling AE, called AE and peer of offline objects
@@ -73,7 +73,7 @@ class OfflineLinkage:
         linkage = linkage_for(self._profile, True, outcome)
         if linkage is None:
             return
-        at = datetime.now(UTC)
+        at = now()
         record = ObjectRecord(
             received_at=at,
             processed_at=at,

@@ -23,13 +23,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import FrameType, TracebackType
 from typing import Final
 
 from deid_node.audit.db import AuditDB, open_audit
 from deid_node.audit.records import ObjectRecord, Status
 from deid_node.audit.writer import AuditWriter
+from deid_node.clock import now
 from deid_node.config import Config, Durability
 from deid_node.deid.pipeline import Outcome
 from deid_node.deid.secret import load_secret
@@ -50,11 +50,6 @@ log = logging.getLogger(__name__)
 LISTEN_BACKLOG: Final = 128  # connections the kernel holds until a receiving process accepts
 MAX_WORKER_CRASHES: Final = 3  # an object that kills its worker this often is quarantined
 _STORAGE_RETRY_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
-
-
-def now() -> datetime:
-    """The current time, UTC, timezone-aware."""
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -9,11 +9,12 @@ import contextlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from deid_node.audit.db import AuditDB
 from deid_node.audit.records import Status
+from deid_node.clock import now
 from deid_node.config import Config, Durability
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
@@ -49,7 +50,7 @@ def list_quarantine(db: AuditDB) -> list[QuarantineEntry]:
         entries.append(
             QuarantineEntry(
                 id=int(str(row["id"])),
-                received_at=received if isinstance(received, datetime) else datetime.now(UTC),
+                received_at=received if isinstance(received, datetime) else now(),
                 calling_ae=str(row.get("calling_ae") or ""),
                 profile=str(row.get("profile") or ""),
                 reason=str(row.get("reason") or ""),
@@ -101,14 +102,14 @@ def retry(
             cfg.node.output,
             fsync=fsync,
         )
-        now = datetime.now(UTC)
+        moment = now()
         if outcome.status in (Status.STORED, Status.DUPLICATE):
             db.update_object(
                 entry.id,
                 linkage=linkage_for(entry.profile, profile.config.record_linkage, outcome),
                 status=outcome.status,
                 reason=f"retried from quarantine ({entry.reason})"[:500],
-                processed_at=now,
+                processed_at=moment,
                 sop_class_uid=outcome.sop_class_uid,
                 transfer_syntax_uid=outcome.transfer_syntax_uid,
                 pseudo_patient_id=outcome.pseudo_patient_id,
@@ -121,7 +122,7 @@ def retry(
             _remove(entry.path)
         else:
             reason = outcome.reason or entry.reason
-            db.update_object(entry.id, reason=reason, processed_at=now)
+            db.update_object(entry.id, reason=reason, processed_at=moment)
             set_quarantine_reason(entry.path, reason, fsync=fsync)
         results.append((entry, outcome))
     return results
@@ -135,7 +136,7 @@ def purge(
         raise QuarantineError("say which objects to purge: IDs, or --older-than DAYS")
     entries = _select(db, ids)
     if older_than_days is not None:
-        cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+        cutoff = now() - timedelta(days=older_than_days)
         entries = [e for e in entries if e.received_at < cutoff]
     for entry in entries:
         _remove(entry.path)
@@ -143,6 +144,6 @@ def purge(
             entry.id,
             reason=f"purged from quarantine ({entry.reason})"[:500],
             quarantine_path=None,
-            processed_at=datetime.now(UTC),
+            processed_at=now(),
         )
     return entries
