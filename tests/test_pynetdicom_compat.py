@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import inspect
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, _config, association, build_context, dimse_messages, evt
@@ -36,6 +38,7 @@ class Seen:
     timeout: float | None = None
     shared: bool | None = None
     dataset_paths: list[Path] = field(default_factory=list)
+    pixel_data: list[bytes] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -69,6 +72,7 @@ def scp(tmp_path: Path) -> Iterator[Callable[..., tuple[compat.GuardedAssociatio
 
         def stored(event: Event) -> int:
             seen.dataset_paths.append(Path(event.dataset_path))
+            seen.pixel_data.append(pydicom.dcmread(event.dataset_path).PixelData)
             return 0
 
         handlers = [(evt.EVT_REQUESTED, requested), (evt.EVT_C_STORE, stored)]
@@ -189,3 +193,60 @@ def test_two_servers_serve_one_adopted_listening_socket() -> None:
         for s in servers:
             s.shutdown()  # returns: neither server is stuck in accept()
         listening.close()
+
+
+def test_reactor_sleeps_and_pdu_reads_are_still_where_the_node_replaces_them() -> None:
+    from pynetdicom import dul
+
+    # The waits stand in for these sleeps, looked up in each module's `time` at call time.
+    assert "time.sleep(self._run_loop_delay)" in inspect.getsource(dul.DULServiceProvider)
+    assert "time.sleep(0.001)" in inspect.getsource(Association._run_reactor)
+    # The PDU body is read with one socket.recv(length) whose result is copied at once.
+    read = inspect.getsource(dul.DULServiceProvider._read_pdu_data)
+    assert "bytestream += self.socket.recv(pdu_length)" in read
+    compat.configure()
+    assert isinstance(dul.time, compat._ReactorTime)
+    assert isinstance(association.time, compat._ReactorTime)
+    assert compat._REACTOR_TIME.monotonic is __import__("time").monotonic
+
+
+def test_the_nodes_associations_wait_for_work_and_read_pdus_in_bulk(
+    scp: Callable[..., tuple[compat.GuardedAssociationServer, Seen]], tmp_path: Path
+) -> None:
+    installed: list[bool] = []
+    accepted: list[Association] = []
+
+    def on_request(assoc: Association) -> None:
+        accepted.append(assoc)
+        installed.append(hasattr(assoc, compat._WAIT_ATTR))
+        installed.append(hasattr(assoc.dul, compat._WAIT_ATTR))
+        installed.append("recv" in vars(assoc.dul.socket))
+
+    server, seen = scp(on_request)
+    assoc = associate(server, CTImageStorage)
+    assert assoc.is_established
+    # 256 x 256 x 16 bits over PDUs of at most 16 KiB: the data set arrives in many reads.
+    [ds] = ct_series(1, patient=SyntheticPatient.make(PhiTokens(), seed=4), rows=256, cols=256)
+    try:
+        for _ in range(3):
+            assert int(assoc.send_c_store(ds).Status) == 0
+    finally:
+        assoc.release()
+    assert installed == [True, True, True]
+    assert compat.ending(accepted[0]) == "released"  # our A-RELEASE-RP was queued
+    assert seen.pixel_data == [ds.PixelData] * 3
+
+
+def test_bulk_reader_reads_whole_pdus_and_what_came_before_a_close() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        recv = compat.bulk_reader(lambda: b)
+        big = bytes(range(256)) * (3 * compat.RECV_AHEAD // 256 + 7)  # grows the buffer
+        sender = threading.Thread(target=a.sendall, args=(big,))
+        sender.start()
+        assert bytes(recv(len(big))) == big
+        sender.join()
+        a.sendall(b"0123456789")
+        a.close()
+        assert bytes(recv(100)) == b"0123456789"
+        assert bytes(recv(6)) == b""

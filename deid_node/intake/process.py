@@ -27,6 +27,7 @@ from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any, Final
 
 from deid_node.config import Config, Durability
+from deid_node.heap import hold_freed_memory
 from deid_node.intake.handlers import event_handlers
 from deid_node.intake.pynetdicom_compat import GuardedAssociationServer, start_server
 from deid_node.intake.receiver import AssociationInfo, Receiver, RefusedObject
@@ -120,6 +121,7 @@ def run(
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, signal.SIG_IGN)  # sent to the whole group; the supervisor decides
     threading.Thread(target=_exit_with, args=(spec.supervisor_pid,), daemon=True).start()
+    hold_freed_memory()
     channel = Channel(conn)
     root = logging.getLogger()
     root.handlers[:] = [ForwardLogs(channel)]

@@ -8,22 +8,28 @@ pynetdicom upgrade breaks it. Nothing else in deid_node touches pynetdicom's int
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import socket
 import ssl
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Final, cast
 
 from pynetdicom import _config
+from pynetdicom import association as _association_module
 from pynetdicom import dimse_messages as _dimse_messages
+from pynetdicom import dul as _dul_module
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, A_RELEASE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import register_uid
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
 # --------------------------------------------------------------------------------------------
@@ -34,6 +40,197 @@ def configure() -> None:
     """Receive C-STORE data sets in chunks to disk; no per-message logging of UIDs."""
     _config.STORE_RECV_CHUNKED_DATASET = True  # data sets go to disk, never whole in memory
     _config.LOG_HANDLER_LEVEL = "none"  # the standard handlers log UIDs at DEBUG
+    # Both reactor modules look time.sleep up at call time: see "Reactor wake-ups".
+    for module in (_dul_module, _association_module):
+        if not isinstance(getattr(module, "time", None), _ReactorTime):
+            module.time = _REACTOR_TIME  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------
+# Reactor wake-ups
+#
+# Each association has two threads that poll. The DUL thread sleeps 1 ms whenever its socket
+# had nothing to read and no primitive was queued for it to send; the association thread
+# sleeps 1 ms between looks at the DIMSE message queue. One CT slice from storescu crosses
+# those sleeps several times (each PDU the sender has not finished writing, the decoded
+# message, the response to send), and they, not CPU, set how fast a bare pynetdicom SCP
+# receives. For the node's own associations a sleep becomes a wait that ends early when
+# there is work: the DUL thread waits on its socket and on an eventfd written whenever a
+# primitive is queued for it; the association thread on an Event set whenever a DIMSE
+# message or an ACSE primitive is queued for it. A wait never lasts longer than the sleep
+# it replaces, so pynetdicom's loops run exactly as before, only without the idle latency.
+
+_WAIT_ATTR: Final = "_deid_node_wait"
+
+
+class _ReactorTime:
+    """Stands in for the time module inside pynetdicom.dul and pynetdicom.association."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        """time.sleep, or the calling reactor thread's early-ending wait."""
+        wait = getattr(threading.current_thread(), _WAIT_ATTR, None)
+        if wait is None:
+            time.sleep(seconds)
+        else:
+            wait(seconds)
+
+
+_REACTOR_TIME: Final = _ReactorTime()
+
+
+def _wake_on_put(q: Any, wake: Callable[[], None]) -> None:
+    """After every put() on this queue (put_nowait() calls put()), call wake()."""
+    put = q.put
+
+    def put_and_wake(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        put(item, block, timeout)
+        wake()
+
+    q.put = put_and_wake
+
+
+def install_wakeups(assoc: Association) -> None:
+    """Give this association's two reactor threads waits that end when work arrives.
+
+    Call before the association starts (its threads look the wait up at every sleep).
+    Where there is no eventfd (not Linux) the sleeps stay as they are.
+    """
+    if not hasattr(os, "eventfd"):
+        return
+    dul = assoc.dul
+    efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    # Closed only once nothing can write it any more: a number closed early could be
+    # reused by a spool file, and a late wake-up would write 8 bytes into that file.
+    weakref.finalize(dul, os.close, efd)
+
+    def wake_dul() -> None:
+        with contextlib.suppress(OSError):
+            os.eventfd_write(efd, 1)
+
+    def dul_wait(seconds: float) -> None:
+        fds: list[Any] = [efd]
+        transport = dul.socket
+        raw = getattr(transport, "socket", None)
+        # A socket pynetdicom considers closed may read as ready forever: not waited on.
+        if raw is not None and getattr(transport, "_is_connected", False):
+            fds.append(raw)
+        try:
+            ready, _, _ = select.select(fds, [], [], seconds)
+        except (OSError, ValueError):  # the socket was closed under us
+            time.sleep(seconds)
+            return
+        if efd in ready:
+            with contextlib.suppress(OSError):
+                os.eventfd_read(efd)
+
+    work = threading.Event()
+
+    def assoc_wait(seconds: float) -> None:
+        work.wait(seconds)
+        work.clear()  # before the loop looks at its queues: no wake-up is lost
+
+    _wake_on_put(dul.to_provider_queue, wake_dul)
+    _wake_on_put(dul.to_user_queue, work.set)
+    _wake_on_put(assoc.dimse.msg_queue, work.set)
+    setattr(dul, _WAIT_ATTR, dul_wait)
+    setattr(assoc, _WAIT_ATTR, assoc_wait)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading PDUs
+#
+# AssociationSocket.recv reads a PDU 4 KiB at a time: 130 recv() calls for one CT slice,
+# each a system call (costly in a VM) and a copy into a growing bytearray. The node's
+# sockets read into one buffer per association, reused for every PDU, as much as the
+# kernel has and the PDU still needs. The caller (DULServiceProvider._read_pdu_data) copies
+# what it gets at once, so a view of that buffer is enough; a fresh buffer per PDU would
+# cost a page fault per 4 KiB, as the allocator hands large blocks back to the kernel.
+# The buffer grows as data arrives, never ahead of it by more than RECV_AHEAD: a header
+# that claims a 4 GiB PDU gets no 4 GiB allocation from us.
+
+RECV_AHEAD: Final = 1 << 20
+
+
+def install_bulk_recv(assoc: Association) -> None:
+    """Make this association's socket read PDUs in as few recv() calls as the kernel allows."""
+    transport = assoc.dul.socket
+    if transport is not None and hasattr(transport, "recv"):
+        transport.recv = bulk_reader(lambda: transport.socket)  # type: ignore[method-assign,assignment]
+
+
+def bulk_reader(sock: Callable[[], Any]) -> Callable[[int], memoryview]:
+    """recv(nr_bytes) on the socket sock() returns, as AssociationSocket.recv reads: all
+    nr_bytes, or what arrived before the peer closed. The view is valid until the next call."""
+    held = [bytearray(RECV_AHEAD)]
+
+    def recv(nr_bytes: int) -> memoryview:
+        raw = sock()
+        buf = held[0]
+        got = 0
+        while got < nr_bytes:
+            if got == len(buf):  # a new, larger buffer: views of the old one may be alive
+                grown = bytearray(min(nr_bytes, 2 * len(buf)))
+                grown[:got] = buf
+                held[0] = buf = grown
+            with memoryview(buf) as view:
+                n = raw.recv_into(view[got : min(nr_bytes, len(buf))])
+            if not n:  # the connection broke
+                break
+            got += n
+        return memoryview(buf)[:got]
+
+    return recv
+
+
+# --------------------------------------------------------------------------------------------
+# How an association ended
+#
+# After our A-RELEASE-RP the peer closes the connection, and the DUL thread reports the
+# close (EVT_CONN_CLOSE) while the association thread may not yet have reported the
+# release (EVT_RELEASED): a released association looked merely "closed". What we queued
+# last to send says it without a race.
+
+_ENDING_ATTR: Final = "_deid_node_ending"
+
+
+def watch_ending(assoc: Association) -> None:
+    """Note on the association whether we answered a release or sent an abort."""
+
+    def note(item: Any) -> None:
+        if isinstance(item, A_RELEASE):  # an acceptor sends one only to answer a release
+            setattr(assoc, _ENDING_ATTR, "released")
+        elif isinstance(item, (A_ABORT, A_P_ABORT)):
+            setattr(assoc, _ENDING_ATTR, "aborted")
+
+    q: Any = assoc.dul.to_provider_queue
+    put = q.put
+
+    def put_and_note(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        note(item)
+        put(item, block, timeout)
+
+    q.put = put_and_note
+
+
+def ending(assoc: Association) -> str | None:
+    """ "released" or "aborted" if we answered a release or sent an abort, else None."""
+    value = getattr(assoc, _ENDING_ATTR, None)
+    return value if isinstance(value, str) else None
+
+
+class _WakingRequestHandler(RequestHandler):
+    """pynetdicom's request handler; its associations read in bulk and wake on work."""
+
+    def _create_association(self) -> Association:
+        assoc = super()._create_association()
+        watch_ending(assoc)
+        install_bulk_recv(assoc)
+        install_wakeups(assoc)
+        return assoc
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,6 +447,7 @@ def start_server(
             ssl_context=ssl_context,
             evt_handlers=evt_handlers,
             server_class=server_class,
+            request_handler=_WakingRequestHandler,
         ),
     )
     server.handshake_failed = handshake_failed

@@ -291,7 +291,8 @@ class Receiver:
         dropped = self.spool.discard_owner(assoc)
         if info is None:
             return
-        info.outcome = info.outcome or "closed"
+        # The close may be reported before the release it follows (see compat.ending).
+        info.outcome = info.outcome or compat.ending(assoc) or "closed"
         if dropped:
             info.note = f"{dropped} object(s) cut off mid-transfer"
         if not info.accepted:
