@@ -14,6 +14,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import pickle
 import socket
 import sys
 import threading
@@ -28,7 +29,8 @@ from typing import Any, Final
 
 from deid_node.config import Config
 from deid_node.errors import DeidNodeError
-from deid_node.intake.process import ReceiverSpec, run
+from deid_node.intake import boot
+from deid_node.intake.process import ReceiverSpec
 from deid_node.intake.receiver import ReceiverEvents
 from deid_node.intake.shared import clear_slots, shared_slot_counts
 from deid_node.runtime.signals import stop_signals_ignored
@@ -109,8 +111,8 @@ class ReceivingProcesses:
         spec = ReceiverSpec(self.cfg, index, self._progress, self._drain, os.getpid())
         ours, theirs = self._ctx.Pipe()
         process = self._ctx.Process(
-            target=run,
-            args=(spec, self._sock, theirs, self._budget_cells, self._slots),
+            target=boot.run,
+            args=(pickle.dumps(spec), self._sock, theirs, self._budget_cells, self._slots),
             name=f"deid-receiver-{index}",
             daemon=True,
         )
