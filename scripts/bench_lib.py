@@ -22,7 +22,7 @@ against dicognito, deid and dicom-anonymizer when --compare-python (default: thi
 import them.
 
 Per receiver and scenario: median and min wall time until the last object is written (for
-deid-node: written and audited), objects/s, MB/s, peak RSS and CPU seconds of the receiver's
+deid-node: written and audited), objects/s, MB/s, peak RSS and PSS and CPU seconds of the receiver's
 whole process tree, and deid-node's throughput ratio against the others (other's median time
 / deid-node's, so > 1 means deid-node is faster). JSON goes to bench-results/latest.json.
 """
@@ -124,8 +124,21 @@ def _scan_proc() -> dict[int, tuple[int, int, int]]:
     return procs
 
 
-def tree_usage(root: int) -> tuple[int, float]:
-    """(sum of resident bytes, CPU seconds) of the processes of ``root``.
+def _pss(pid: int) -> int:
+    """Proportional set size in bytes (shared pages split between their users), or 0."""
+    rollup = _read(f"/proc/{pid}/smaps_rollup")
+    for line in (rollup or "").splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_usage(root: int) -> tuple[int, int, float]:
+    """(sum of resident bytes, sum of PSS bytes, CPU seconds) of the processes of ``root``.
+
+    The RSS sum counts a page shared by several processes (a forkserver's preloaded
+    modules in every worker, shared libraries) once per process; the PSS sum counts it
+    once in all, which is what the tree costs the machine.
 
     They are ``root``'s descendants plus every process of its session (receivers are started
     as session leaders), so workers re-parented to init still count. CPU counts utime+stime
@@ -142,7 +155,7 @@ def tree_usage(root: int) -> tuple[int, float]:
         pid = todo.pop()
         members.add(pid)
         todo.extend(c for c in children.get(pid, []) if c not in members)
-    rss = 0
+    rss = pss = 0
     ticks = 0
     for pid in members:
         if pid not in procs:
@@ -151,21 +164,24 @@ def tree_usage(root: int) -> tuple[int, float]:
         statm = _read(f"/proc/{pid}/statm")
         if statm:
             rss += int(statm.split()[1]) * PAGE_SIZE
-    return rss, ticks / CLK_TCK
+        pss += _pss(pid)
+    return rss, pss, ticks / CLK_TCK
 
 
 class TreeSampler(threading.Thread):
-    """Peak RSS of a process tree, sampled every ``SAMPLE`` seconds until stopped."""
+    """Peak RSS and PSS sums of a process tree, sampled every ``SAMPLE`` seconds until stopped."""
 
     def __init__(self, root: int) -> None:
         super().__init__(name="rss-sampler", daemon=True)
         self.root = root
         self.peak = 0
+        self.peak_pss = 0
         self._halt = threading.Event()
 
     def sample(self) -> float:
-        rss, cpu = tree_usage(self.root)
+        rss, pss, cpu = tree_usage(self.root)
         self.peak = max(self.peak, rss)
+        self.peak_pss = max(self.peak_pss, pss)
         return cpu
 
     def run(self) -> None:
@@ -741,6 +757,7 @@ def run_rep(rx: Receiver, scenario: Scenario, logs: Path, timeout: float) -> dic
         "wall_s": done_s,
         "sent_s": sent_s,
         "peak_rss_mb": sampler.peak / 1e6,
+        "peak_pss_mb": sampler.peak_pss / 1e6,
         "cpu_s": cpu1 - cpu0,
     }
 
@@ -768,6 +785,7 @@ def summarise(scenario: Scenario, receiver: str, reps: list[dict[str, Any]]) -> 
             objects_per_s=scenario.count / median,
             mb_per_s=scenario.nbytes / 1e6 / median,
             peak_rss_mb=max(r["peak_rss_mb"] for r in good),
+            peak_pss_mb=max(r["peak_pss_mb"] for r in good),
             cpu_s=statistics.median(r["cpu_s"] for r in good),
         )
     return result
@@ -796,7 +814,8 @@ def bench_receiver(
                 if run["ok"]:
                     log(
                         f"{name:9} {scenario.name:4} rep {i + 1}: {run['wall_s']:7.2f} s "
-                        f"(sent {run['sent_s']:.2f} s), peak RSS {run['peak_rss_mb']:.0f} MB, "
+                        f"(sent {run['sent_s']:.2f} s), peak RSS {run['peak_rss_mb']:.0f} MB "
+                        f"(PSS {run['peak_pss_mb']:.0f} MB), "
                         f"CPU {run['cpu_s']:.1f} s"
                     )
                 else:
@@ -915,6 +934,7 @@ def timed_run(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[str, 
         "timed_out": timed_out,
         "cpu_s": _children_cpu() - cpu0,
         "peak_rss_mb": sampler.peak / 1e6,
+        "peak_pss_mb": sampler.peak_pss / 1e6,
     }
 
 
@@ -982,6 +1002,7 @@ def run_offline(
                 files_per_s=n / median,
                 mb_per_s=size / 1e6 / median,
                 peak_rss_mb=max(r["peak_rss_mb"] for r in good),
+                peak_pss_mb=max(r["peak_pss_mb"] for r in good),
                 cpu_s=statistics.median(r["cpu_s"] for r in good),
             )
         else:
@@ -1072,7 +1093,7 @@ def print_tables(report: dict[str, Any]) -> None:
     table = Table(title="C-STORE receive throughput (wall time until the last object is written)")
     for col in ("scenario", "receiver", "objects", "median s", "min s", "sent s", "obj/s"):
         table.add_column(col, justify="left" if col in ("scenario", "receiver") else "right")
-    for col in ("MB/s", "peak RSS MB", "CPU s", *(h for _o, h in RATIO_AGAINST)):
+    for col in ("MB/s", "peak RSS MB", "peak PSS MB", "CPU s", *(h for _o, h in RATIO_AGAINST)):
         table.add_column(col, justify="right")
     last = None
     for r in report["results"]:
@@ -1097,6 +1118,7 @@ def print_tables(report: dict[str, Any]) -> None:
             _fmt(r["objects_per_s"], 1),
             _fmt(r["mb_per_s"], 1),
             _fmt(r["peak_rss_mb"], 0),
+            _fmt(r["peak_pss_mb"], 0),
             _fmt(r["cpu_s"], 1),
             *(_fmt(ratios.get(o)) if o in ratios else "" for o, _h in RATIO_AGAINST),
         )
@@ -1106,7 +1128,16 @@ def print_tables(report: dict[str, Any]) -> None:
     offline = report.get("offline")
     if offline:
         t2 = Table(title=f"Offline de-identification, {offline['files']} CT files")
-        for col in ("tool", "version", "median s", "min s", "files/s", "MB/s", "peak RSS MB"):
+        for col in (
+            "tool",
+            "version",
+            "median s",
+            "min s",
+            "files/s",
+            "MB/s",
+            "peak RSS MB",
+            "peak PSS MB",
+        ):
             t2.add_column(col, justify="left" if col in ("tool", "version") else "right")
         t2.add_column("CPU s", justify="right")
         for name, e in offline["tools"].items():
@@ -1121,6 +1152,7 @@ def print_tables(report: dict[str, Any]) -> None:
                 _fmt(e["files_per_s"], 1),
                 _fmt(e["mb_per_s"], 1),
                 _fmt(e["peak_rss_mb"], 0),
+                _fmt(e["peak_pss_mb"], 0),
                 _fmt(e["cpu_s"], 1),
             )
         for name in offline["skipped"]:
