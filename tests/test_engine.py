@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -20,7 +21,7 @@ from pydicom.uid import (
 
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig, TrialConfig
 from deid_node.deid.engine import deidentify_dataset
-from deid_node.deid.pipeline import Outcome, process_file
+from deid_node.deid.pipeline import Outcome, process_file, process_file_dataset
 from deid_node.deid.profiles import OPTION_CODES, Op, compile_profile, describe
 from deid_node.deid.pseudonym import date_offset_days, pseudo_uid, shift_date
 from deid_node.deid.verify import SURVIVED
@@ -485,6 +486,58 @@ def test_verification_names_the_attribute_a_survivor_is_in_never_the_value(
     assert outcome.status.value == "quarantined"
     assert outcome.reason == f"{SURVIVED} (in {where})"
     assert "ACC778899" not in outcome.reason and "OTHER99" not in outcome.reason
+
+
+def _with_trailer(note: str, padding: bytes) -> Dataset:
+    ds = make_ds(Rows=4, Columns=4, BitsAllocated=16, BitsStored=16, HighBit=15)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelRepresentation = 0
+    ds.PixelData = bytes(32)
+    ds.add_new(0x7FE10010, "LO", "ACME_TRAILER")  # a private block after the pixel data
+    ds.add_new(0x7FE11001, "LO", note)
+    ds.DataSetTrailingPadding = padding
+    return ds
+
+
+@pytest.mark.parametrize("engine", ["stream", "dataset"])
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+)
+@pytest.mark.parametrize(
+    ("note", "padding", "where"),
+    [
+        ("ACC778899", b"\0" * 10, "(7FE1,1001)"),  # the accession number, kept private
+        ("ROUTINE", b"SMITH^JOHN", "DataSetTrailingPadding"),  # the name in kept padding
+        ("ROUTINE", b"\0" * 10, None),  # nothing to find: stored, trailer and all
+    ],
+)
+def test_elements_after_the_pixel_data_are_verified_too(
+    tmp_path: Path, engine: str, syntax: UID, note: str, padding: bytes, where: str | None
+) -> None:
+    ds = _with_trailer(note, padding)
+    ds.file_meta.TransferSyntaxUID = syntax
+    src = tmp_path / "in.dcm"
+    ds.save_as(
+        src,
+        enforce_file_format=True,
+        implicit_vr=syntax.is_implicit_VR,
+        little_endian=syntax.is_little_endian,
+    )
+    cfg = compile_profile(profile(keep=(0x7FE11001, 0xFFFCFFFC)))
+    run = process_file if engine == "stream" else process_file_dataset
+    outcome = run(src, cfg, KEY, tmp_path / "o")
+    if where is None:
+        assert outcome.status.value == "stored", outcome.reason
+        assert outcome.output_path is not None
+        written = dcmread(outcome.output_path)
+        value = written[0x7FE11001].value  # implicit VR: a private element reads as bytes
+        assert (value.encode() if isinstance(value, str) else bytes(value)).rstrip() == b"ROUTINE"
+        assert written.PixelData == bytes(32)
+    else:
+        assert outcome.status.value == "quarantined"
+        assert outcome.reason == f"{SURVIVED} (in {where})"
+        assert not list((tmp_path / "o").rglob("*.dcm"))
 
 
 @pytest.mark.parametrize("charset", ["ISO_IR 100", "ISO_IR 192"])

@@ -129,9 +129,11 @@ def _process_stream(
         )
     result = out.result
     try:
-        if result.needles.found_in(out.header):
-            # Only a hit needs the elements, so only then is the header read back.
-            verify_clean(out.header, result.needles, out.written_dataset())
+        # Everything but the pixel bytes is verified: the header and what follows the
+        # pixel data. Only a hit needs the elements, so only then are they read back.
+        written = out.header + out.trailer if out.trailer else out.header
+        if result.needles.found_in(written):
+            verify_clean(written, result.needles, out.written_dataset())
         target = _target(output_root, profile, result)
         chunks: list[bytes | FileRange] = [out.header]
         chunks += [out.pixels] if out.pixels else []

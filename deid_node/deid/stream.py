@@ -97,10 +97,11 @@ class StreamOutput:
     result: DeidResult
     header: bytes
     pixels: FileRange | None
-    trailer: bytes  # elements after the pixel data (written, as before, unverified)
+    trailer: bytes  # elements after the pixel data
     syntax: Syntax
     copied: list[tuple[int, int, int]]  # (tag, start, end) in header of elements copied
     cleaned: frozenset[int]  # copied text the dataset engine would have decoded
+    copied_after: list[tuple[int, int, int]]  # (tag, start, end) in trailer, copied
 
     def written_dataset(self) -> Dataset:
         """The encoded elements as the dataset engine holds them, for `locate_survivor`.
@@ -109,6 +110,7 @@ class StreamOutput:
         the elements it does not touch) except the text it would have decoded to clean.
         """
         data = b"".join(self.header[s:e] for _, s, e in self.copied)
+        data += b"".join(self.trailer[s:e] for _, s, e in self.copied_after)
         copied = read_dataset(BytesIO(data), self.syntax.implicit, self.syntax.little)
         ds = Dataset()
         ds.file_meta = self.result.dataset.file_meta
@@ -250,11 +252,13 @@ def _deidentify(buf: mmap.mmap, path: Path, profile: CompiledProfile, key: bytes
         raise StreamUnsupported  # pydicom would re-encode every element: so would we
     try:
         copied = sorted(prep.parts.copied + taken)
-        header, trailer, spans = _encode(buf, result.dataset, copied, prep.syntax, prep.pixel_tag)
+        header, trailer, spans, after = _encode(
+            buf, result.dataset, copied, prep.syntax, prep.pixel_tag
+        )
     except Exception:
         raise StreamUnsupported from None  # the dataset engine says why
     cleaned = frozenset(t for t, _, _ in taken)
-    return StreamOutput(result, header, prep.pixels, trailer, prep.syntax, spans, cleaned)
+    return StreamOutput(result, header, prep.pixels, trailer, prep.syntax, spans, cleaned, after)
 
 
 def _decode(buf: mmap.mmap, parts: _Sorted, syntax: Syntax, body: int) -> Dataset:
@@ -273,8 +277,8 @@ def _encode(
     copied: list[tuple[int, int, int]],
     syntax: Syntax,
     pixel_tag: int,
-) -> tuple[bytes, bytes, list[tuple[int, int, int]]]:
-    """(header, trailer, where each copied header element went in the header).
+) -> tuple[bytes, bytes, list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+    """(header, trailer, where each copied element went in the header, and in the trailer).
 
     The header is the file meta and the body up to the pixel data, the trailer what
     follows the pixel data: the dataset engine's elements merged with copied bytes.
@@ -297,8 +301,9 @@ def _encode(
     trailer = DicomBytesIO()
     trailer.is_implicit_VR, trailer.is_little_endian = syntax.implicit, syntax.little
     after = [t for t in written if t > pixel_tag]
-    _merge(trailer, buf, ds, after, [c for c in copied if c[0] > pixel_tag], syntax, [])
-    return out.getvalue(), trailer.getvalue(), spans
+    spans_after: list[tuple[int, int, int]] = []
+    _merge(trailer, buf, ds, after, [c for c in copied if c[0] > pixel_tag], syntax, spans_after)
+    return out.getvalue(), trailer.getvalue(), spans, spans_after
 
 
 def _merge(

@@ -27,9 +27,9 @@ from deid_node.config import ProfileConfig
 from deid_node.deid.marks import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, method_text
 from deid_node.deid.profiles import BASIC_PROFILE_CODE, OPTION_CODES
 from deid_node.deid.values import DUMMIES, DUMMY_TEXT
+from deid_node.dicom.part10 import PIXEL_DATA_TAGS
 from deid_node.errors import DeidError
 
-_TAIL_START = 0x7FE00008  # part10.encode_instance verifies only what comes before this
 # Placeholders written where an identity is unknown or withheld (by people, modalities and
 # other de-identifiers). They identify no one: as needles they quarantine clean objects
 # (a PatientName 'Anonymized' matches every ANONYMIZED dummy), as scrub words they mangle
@@ -217,8 +217,8 @@ def _locate(
 ) -> None:
     charset = ds.get("SpecificCharacterSet", charset)  # items inherit, as the writer does
     for tag in sorted(ds.keys()):
-        if top and int(tag) >= _TAIL_START:
-            break  # pixel data and what follows it are not part of the checked header
+        if top and int(tag) in PIXEL_DATA_TAGS:
+            continue  # the pixel bytes are not verified; what follows them is
         elem = ds.get_item(tag)
         name = path + _attribute(int(tag))
         if isinstance(elem, DataElement) and elem.VR == "SQ":

@@ -21,6 +21,13 @@ from deid_node.durable import FileRange
 from deid_node.errors import DeidError
 
 _TAIL_START = 0x7FE00008  # float/double pixel data, pixel data and what follows them
+# Float, double float and integer pixel data: the only elements verification never reads.
+PIXEL_DATA_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+
+
+def _verified(tag: int) -> bool:
+    """Whether verification reads this element: all but the pixel data itself."""
+    return tag not in PIXEL_DATA_TAGS
 
 
 def encode_instance(
@@ -28,9 +35,8 @@ def encode_instance(
 ) -> list[bytes]:
     """Encode ds as Part-10 in its own transfer syntax, as chunks to write in order.
 
-    The header (everything before the pixel data) is encoded first and handed to
-    `check_header`, so verification never scans pixel bytes and pixel data is copied
-    through without being decoded.
+    `check_header` gets the header (everything before the pixel data) and whatever
+    follows the pixel data, so verification reads every element but the pixel bytes.
     """
     # ds.keys(), not ds: iterating a Dataset converts every element's value
     if ds.file_meta.TransferSyntaxUID.is_deflated:
@@ -43,21 +49,25 @@ def encode_instance(
         head = BytesIO()
         dcmwrite(head, ds, enforce_file_format=True)
         header = head.getvalue()
-        if check_header is not None:
-            check_header(header)
         chunks = [header]
+        after = b""  # the elements after the pixel data, encoded
         if tail:
             ts = ds.file_meta.TransferSyntaxUID
             fp = DicomBytesIO()
             fp.is_little_endian = ts.is_little_endian
             fp.is_implicit_VR = ts.is_implicit_VR
             for elem in tail:
+                at = fp.tell()
                 write_data_element(fp, elem)
+                if _verified(int(elem.tag)):
+                    after += fp.getvalue()[at:]
             chunks.append(fp.getvalue())
-        return chunks
     finally:
         for t, elem in zip(tail_tags, tail, strict=True):
             ds._dict[t] = elem
+    if check_header is not None:  # with the tail back: a hit is looked up in all of ds
+        check_header(header + after if after else header)
+    return chunks
 
 
 def _encode_deflated(ds: Dataset, check_header: Callable[[bytes], None] | None) -> list[bytes]:
@@ -65,7 +75,7 @@ def _encode_deflated(ds: Dataset, check_header: Callable[[bytes], None] | None) 
     # uncompressed copy of the header instead (rare transfer syntax, small objects).
     if check_header is not None:
         # A new Dataset, not ds.copy(): a shallow copy shares the element dict.
-        header = Dataset({t: ds.get_item(t) for t in ds.keys() if int(t) < _TAIL_START})  # noqa: SIM118
+        header = Dataset({t: ds.get_item(t) for t in ds.keys() if _verified(int(t))})  # noqa: SIM118
         plain = BytesIO()
         dcmwrite(plain, header, implicit_vr=False, little_endian=True)
         check_header(plain.getvalue())
