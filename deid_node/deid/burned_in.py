@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from deid_node.deid.values import text_of
+from deid_node.dicom.pydicom_compat import is_dictionary_uid
 
 # SOP classes that usually carry burned-in text: US, secondary capture, VL photo/endoscopy.
 BURNED_IN_CLASSES = frozenset(
@@ -43,6 +43,6 @@ def burned_in_reason(ds: Dataset, has_pixels: bool | None = None) -> str | None:
     sop_class = text_of(ds.get("SOPClassUID", "")).strip()
     modality = text_of(ds.get("Modality", "")).strip().upper()
     if sop_class in BURNED_IN_CLASSES or modality in BURNED_IN_MODALITIES:
-        what = UID(sop_class).name if sop_class in UID_dictionary else f"modality {modality}"
+        what = UID(sop_class).name if is_dictionary_uid(sop_class) else f"modality {modality}"
         return f"{what} without BurnedInAnnotation = NO usually carries burned-in text"
     return None

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pydicom.config
-from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -52,6 +51,7 @@ from deid_node.deid.values import (
 from deid_node.deid.verify import Needles, make_needles, written_by
 from deid_node.dicom.encoding import MAX_SEQUENCE_DEPTH
 from deid_node.dicom.part10 import transfer_syntax_of
+from deid_node.dicom.pydicom_compat import is_dictionary_uid
 from deid_node.errors import DeidError
 
 # Values that fail validation must never reach a log or a warning: they may be PHI.
@@ -200,7 +200,7 @@ class _Walker:
     def uid(self, value: str) -> str:
         """Keyed UID for an instance UID; registered (well-known) UIDs are kept."""
         value = value.strip("\0 ")
-        if not value or value in UID_dictionary:
+        if not value or is_dictionary_uid(value):
             return value
         new = self.uid_cache.get(value)
         if new is None:

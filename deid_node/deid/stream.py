@@ -29,7 +29,7 @@ from pathlib import Path
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import _read_file_meta_info, read_dataset
+from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import UID
 
@@ -46,6 +46,7 @@ from deid_node.deid.profiles import CompiledProfile, Op
 from deid_node.dicom.element_writer import encode_meta, write_text
 from deid_node.dicom.elements import UNDEFINED, Syntax, element_end, read_meta, syntax_of
 from deid_node.dicom.part10 import check_pixel_length
+from deid_node.dicom.pydicom_compat import element_dict, read_file_meta
 from deid_node.durable import FileRange
 from deid_node.errors import DeidError
 
@@ -115,10 +116,10 @@ class StreamOutput:
         ds = Dataset()
         ds.file_meta = self.result.dataset.file_meta
         ds.set_original_encoding(self.syntax.implicit, self.syntax.little)
-        ds._dict.update(copied._dict)
-        ds._dict.update(self.result.dataset._dict)
+        element_dict(ds).update(element_dict(copied))
+        element_dict(ds).update(element_dict(self.result.dataset))
         for tag in self.cleaned:
-            if tag not in self.result.dataset._dict:
+            if tag not in element_dict(self.result.dataset):
                 ds[tag]  # decoded, as cleaning it did
         return ds
 
@@ -267,7 +268,7 @@ def _decode(buf: mmap.mmap, parts: _Sorted, syntax: Syntax, body: int) -> Datase
     data = b"".join(buf[s:e] for _, s, e in spans)
     ds = read_dataset(BytesIO(data), syntax.implicit, syntax.little)
     meta = BytesIO(buf[132:body])
-    ds.file_meta = _read_file_meta_info(meta)
+    ds.file_meta = read_file_meta(meta)
     return ds
 
 

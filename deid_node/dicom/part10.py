@@ -17,6 +17,7 @@ from pydicom.filewriter import dcmwrite, write_data_element
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from deid_node.dicom.elements import UNDEFINED, skip_fragments, syntax_of
+from deid_node.dicom.pydicom_compat import element_dict
 from deid_node.durable import FileRange
 from deid_node.errors import DeidError
 
@@ -64,7 +65,7 @@ def encode_instance(
             chunks.append(fp.getvalue())
     finally:
         for t, elem in zip(tail_tags, tail, strict=True):
-            ds._dict[t] = elem
+            element_dict(ds)[t] = elem
     if check_header is not None:  # with the tail back: a hit is looked up in all of ds
         check_header(header + after if after else header)
     return chunks

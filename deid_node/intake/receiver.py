@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final, Protocol, cast
 
-from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import ALL_TRANSFER_SYNTAXES
@@ -30,6 +29,7 @@ from pynetdicom.presentation import PresentationContext
 from deid_node.clock import now
 from deid_node.config import Config
 from deid_node.dicom.encoding import EncodingError, check_file
+from deid_node.dicom.pydicom_compat import is_dictionary_uid
 from deid_node.dicom.status import (
     DIAG_LOCAL_LIMIT_EXCEEDED,
     REJECT_PERMANENT,
@@ -432,7 +432,7 @@ def accept_unknown_classes(assoc: Association) -> None:
     known = compat.supported_abstract_syntaxes(assoc)
     extra: list[PresentationContext] = []
     for uid in compat.requested_abstract_syntaxes(assoc):
-        if uid in known or uid in UID_dictionary or not _is_uid(uid):
+        if uid in known or is_dictionary_uid(uid) or not _is_uid(uid):
             continue  # ours, or a known non-storage service we do not offer
         if not _register_unknown(uid):
             continue
