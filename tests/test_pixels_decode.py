@@ -7,6 +7,7 @@ that dcmtk's encoders (dcmcjpeg, dcmcjpls, dcmcrle) made from a synthetic native
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,42 @@ def test_12_bit_jpeg_extended_is_a_pixel_error_here() -> None:
     # An object in it is quarantined with this reason, never passed on uncleaned.
     with pytest.raises(PixelError, match=r"JPEG Extended .* does not decode"):
         list(iter_frames(bundled("JPEG-lossy.dcm")))
+
+
+ITERATE_IN_A_FRESH_PROCESS = """
+import resource, sys
+from pathlib import Path
+import numpy, pydicom.pixels.utils  # imported before the baseline
+from deid_node.pixels.decode import iter_frames
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+n = sum(1 for _ in iter_frames(Path(sys.argv[1])))
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(n, grown // 1024)
+"""
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5"])
+def test_a_large_multi_frame_object_is_decoded_without_holding_it_whole(
+    tmp_path: Path, syntax: str
+) -> None:
+    frames, rows, cols = 120, 512, 512  # 60 MiB of 16-bit pixels
+    frame = (np.arange(rows * cols, dtype=np.uint16).reshape(rows, cols) * 3) % 4096
+    ds = pydicom.dcmread(_native(tmp_path, 16)[0])
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, frames
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.PixelData = frame.tobytes() * frames
+    if syntax != ExplicitVRLittleEndian:
+        ds.compress(syntax, encoding_plugin="pylibjpeg")
+    path = tmp_path / "big.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    del ds
+    done = subprocess.run(
+        [sys.executable, "-c", ITERATE_IN_A_FRESH_PROCESS, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    count, grown_mib = map(int, done.stdout.split())
+    assert count == frames
+    assert grown_mib < 20  # a few frames' worth, not the object's 60 MiB
