@@ -1,0 +1,101 @@
+"""Burned-in text out of an object's frames: found, blanked, looked for again.
+
+Every frame is looked at; identical frames (a cine loop that repeats, a frozen frame)
+are looked at once and blanked alike. What is found is blanked with padding on every
+sample; then the blanked frame is searched again, and any text still found there means
+the object cannot be released: :class:`TextRemains`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import numpy as np
+
+from deid_node.pixels.decode import Layout, PixelError
+from deid_node.pixels.ocr import Box
+
+PAD: Final = 3  # pixels around each box found
+
+
+class TextRemains(PixelError):
+    """Text was still found after blanking: the object is not released."""
+
+
+class Finder(Protocol):
+    """What finds text in a frame (ocr.TextFinder)."""
+
+    def find(self, frame: np.ndarray, photometric: str = ...) -> list[Box]:
+        """Boxes of the text in the frame."""
+        ...
+
+
+@dataclass
+class Report:
+    """What cleaning did, for the audit: counts only, never what the text said."""
+
+    frames: int = 0
+    distinct: int = 0
+    regions: int = 0  # boxes blanked, counted once per distinct frame
+    by_rule: int = 0  # of those, given beforehand (region rules, ultrasound regions)
+    frames_changed: int = 0
+    _seen: dict[bytes, tuple[Box, ...]] = field(default_factory=dict, repr=False)
+
+
+def fill_value(layout: Layout, frame: np.ndarray) -> int:
+    """What blanked pixels become: black as displayed."""
+    if layout.photometric == "MONOCHROME1":
+        return int(frame.max())  # the highest stored value is displayed darkest
+    if layout.photometric.startswith("MONOCHROME"):
+        return int(frame.min())
+    return 0  # RGB black; for PALETTE COLOR, entry 0
+
+
+def blank(frame: np.ndarray, boxes: Sequence[Box], value: int) -> np.ndarray:
+    """A copy of the frame with every box set to `value` on every sample."""
+    out = frame.copy()
+    for b in boxes:
+        out[b.top : b.bottom, b.left : b.right, ...] = value
+    return out
+
+
+def clean_frames(
+    frames: Iterable[np.ndarray],
+    layout: Layout,
+    finder: Finder,
+    report: Report,
+    *,
+    fixed: Sequence[Box] = (),
+    pad: int = PAD,
+) -> Iterator[np.ndarray]:
+    """The frames with their burned-in text blanked, in order, one at a time.
+
+    `fixed` boxes (from region rules) are blanked in every frame as well. Raises
+    TextRemains when a blanked frame still shows text.
+    """
+    photometric = "RGB" if layout.photometric.startswith("YBR") else layout.photometric
+    rows, columns = layout.rows, layout.columns
+    given = [b for b in (box.padded(0, rows, columns) for box in fixed) if b.right > b.left]
+    for index, frame in enumerate(frames, start=1):
+        report.frames += 1
+        digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
+        boxes = report._seen.get(digest)
+        if boxes is None:
+            found = [b.padded(pad, rows, columns) for b in finder.find(frame, photometric)]
+            boxes = (*given, *found)
+            if boxes:
+                cleaned = blank(frame, boxes, fill_value(layout, frame))
+                if finder.find(cleaned, photometric):
+                    raise TextRemains(f"burned-in text remains after blanking (frame {index})")
+            report._seen[digest] = boxes
+            report.distinct += 1
+            report.regions += len(boxes)
+            report.by_rule += len(given)
+        if boxes:
+            report.frames_changed += 1
+            yield blank(frame, boxes, fill_value(layout, frame))
+        else:
+            yield frame
