@@ -22,6 +22,7 @@ from pynetdicom.association import Association
 from deid_node.audit.db import open_audit
 from deid_node.audit.records import AssociationFilters, Filters
 from deid_node.config import Config, load_config
+from deid_node.pixels.ocr import OcrUnavailable, TextFinder
 from deid_node.runtime.node import Node
 
 NODE_AE = "DEID_NODE"
@@ -201,3 +202,14 @@ def which_deid_node() -> list[str]:
         return [str(beside)]
     found = shutil.which("deid-node")
     return [found] if found else [sys.executable, "-m", "deid_node"]
+
+
+@pytest.fixture(scope="session")
+def text_finder() -> Iterator[TextFinder]:
+    """One Tesseract engine for the burned-in text tests; skipped when it is missing."""
+    try:
+        engine = TextFinder()
+    except OcrUnavailable as exc:
+        pytest.skip(str(exc))
+    with engine:
+        yield engine

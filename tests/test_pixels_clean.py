@@ -3,15 +3,13 @@ survives blanking."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 from pydicom.uid import UID
 
 from deid_node.pixels.clean import Report, TextRemains, blank, clean_frames, fill_value
 from deid_node.pixels.decode import Layout
-from deid_node.pixels.ocr import Box, OcrUnavailable, TextFinder
+from deid_node.pixels.ocr import Box, TextFinder
 from tests.test_pixels_ocr import background, draw
 
 
@@ -21,30 +19,20 @@ def layout(frames: int, photometric: str = "MONOCHROME2", samples: int = 1) -> L
     )
 
 
-@pytest.fixture(scope="module")
-def finder() -> Iterator[TextFinder]:
-    try:
-        engine = TextFinder()
-    except OcrUnavailable as exc:
-        pytest.skip(str(exc))
-    with engine:
-        yield engine
-
-
 def test_text_is_blanked_in_every_frame_it_is_in_and_nothing_else_changes(
-    finder: TextFinder,
+    text_finder: TextFinder,
 ) -> None:
     plain = background("speckle", seed=3)
     texted, [box] = draw(plain, [((30, 20), "GENERAL HOSPITAL 19600102", 18, 255)])
     frames = [texted, plain, texted.copy()]  # the first and last are identical
     report = Report()
-    cleaned = list(clean_frames(frames, layout(3), finder, report))
+    cleaned = list(clean_frames(frames, layout(3), text_finder, report))
     assert len(cleaned) == 3
     assert all(c.shape == plain.shape and c.dtype == plain.dtype for c in cleaned)
     assert np.array_equal(cleaned[1], plain)  # no text: untouched
     assert np.array_equal(cleaned[0], cleaned[2])  # identical frames blanked alike
     for c in (cleaned[0], cleaned[2]):
-        assert finder.find(c) == []
+        assert text_finder.find(c) == []
         inside = c[box.top : box.bottom, box.left : box.right]
         before = texted[box.top : box.bottom, box.left : box.right]
         assert float(inside.std()) < 0.1 * float(before.std())  # the text's contrast gone
@@ -60,11 +48,11 @@ def test_text_is_blanked_in_every_frame_it_is_in_and_nothing_else_changes(
     assert report.regions >= 1 and report.by_rule == 0
 
 
-def test_rule_boxes_are_blanked_in_every_frame(finder: TextFinder) -> None:
+def test_rule_boxes_are_blanked_in_every_frame(text_finder: TextFinder) -> None:
     plain = background("gradient")
     report = Report()
     rule = Box(0, 0, 640, 40)  # a band across the top
-    cleaned = list(clean_frames([plain, plain], layout(2), finder, report, fixed=[rule]))
+    cleaned = list(clean_frames([plain, plain], layout(2), text_finder, report, fixed=[rule]))
     for c in cleaned:
         assert (c[:40] == plain.min()).all()
         assert np.array_equal(c[40:], plain[40:])

@@ -57,12 +57,15 @@ def encode_instance(
             fp = DicomBytesIO()
             fp.is_little_endian = ts.is_little_endian
             fp.is_implicit_VR = ts.is_implicit_VR
+            spans = []
             for elem in tail:
                 at = fp.tell()
                 write_data_element(fp, elem)
                 if _verified(int(elem.tag)):
-                    after += fp.getvalue()[at:]
-            chunks.append(fp.getvalue())
+                    spans.append((at, fp.tell()))
+            encoded = fp.getvalue()
+            chunks.append(encoded)
+            after = b"".join(encoded[a:b] for a, b in spans)
     finally:
         for t, elem in zip(tail_tags, tail, strict=True):
             element_dict(ds)[t] = elem

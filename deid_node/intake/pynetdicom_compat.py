@@ -82,15 +82,24 @@ class _ReactorTime:
 _REACTOR_TIME: Final = _ReactorTime()
 
 
-def _wake_on_put(q: Any, wake: Callable[[], None]) -> None:
-    """After every put() on this queue (put_nowait() calls put()), call wake()."""
+def _hook_put(
+    q: Any,
+    *,
+    before: Callable[[Any], None] | None = None,
+    after: Callable[[], None] | None = None,
+) -> None:
+    """Call before(item) ahead of, and after() behind, every put() on this queue
+    (put_nowait() calls put()). Hooks installed later wrap the earlier ones."""
     put = q.put
 
-    def put_and_wake(item: Any, block: bool = True, timeout: float | None = None) -> None:
+    def hooked(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if before is not None:
+            before(item)
         put(item, block, timeout)
-        wake()
+        if after is not None:
+            after()
 
-    q.put = put_and_wake
+    q.put = hooked
 
 
 def install_wakeups(assoc: Association) -> None:
@@ -133,9 +142,9 @@ def install_wakeups(assoc: Association) -> None:
         work.wait(seconds)
         work.clear()  # before the loop looks at its queues: no wake-up is lost
 
-    _wake_on_put(dul.to_provider_queue, wake_dul)
-    _wake_on_put(dul.to_user_queue, work.set)
-    _wake_on_put(assoc.dimse.msg_queue, work.set)
+    _hook_put(dul.to_provider_queue, after=wake_dul)
+    _hook_put(dul.to_user_queue, after=work.set)
+    _hook_put(assoc.dimse.msg_queue, after=work.set)
     setattr(dul, _WAIT_ATTR, dul_wait)
     setattr(assoc, _WAIT_ATTR, assoc_wait)
 
@@ -206,14 +215,8 @@ def watch_ending(assoc: Association) -> None:
         elif isinstance(item, (A_ABORT, A_P_ABORT)):
             setattr(assoc, _ENDING_ATTR, "aborted")
 
-    q: Any = assoc.dul.to_provider_queue
-    put = q.put
-
-    def put_and_note(item: Any, block: bool = True, timeout: float | None = None) -> None:
-        note(item)
-        put(item, block, timeout)
-
-    q.put = put_and_note
+    # Before the put: once queued, the DUL thread may send it and see the close at once.
+    _hook_put(assoc.dul.to_provider_queue, before=note)
 
 
 def ending(assoc: Association) -> str | None:

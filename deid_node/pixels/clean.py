@@ -83,6 +83,7 @@ def clean_frames(
         report.frames += 1
         digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
         boxes = report._seen.get(digest)
+        cleaned = None
         if boxes is None:
             found = [b.padded(pad, rows, columns) for b in finder.find(frame, photometric)]
             boxes = (*given, *found)
@@ -94,8 +95,8 @@ def clean_frames(
             report.distinct += 1
             report.regions += len(boxes)
             report.by_rule += len(given)
-        if boxes:
-            report.frames_changed += 1
-            yield blank(frame, boxes, fill_value(layout, frame))
-        else:
+        if not boxes:
             yield frame
+            continue
+        report.frames_changed += 1
+        yield cleaned if cleaned is not None else blank(frame, boxes, fill_value(layout, frame))

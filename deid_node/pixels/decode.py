@@ -140,31 +140,11 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
     try:
         # A deflated body is one zlib stream: pydicom inflates it whole, then decodes.
         source: Path | Dataset = dcmread(path) if ts.is_deflated else path
-        for frame in _decoded(source, ts):
+        # pydicom tries each installed plugin in turn until one decodes the frame.
+        for frame in iter_pixels(source):
             produced += 1
             yield frame
-    except PixelError:
-        raise
     except Exception as exc:
         raise PixelError(f"{ts.name} pixel data does not decode ({type(exc).__name__})") from None
     if produced != layout.frames:
         raise PixelError(f"{produced} of {layout.frames} frames decoded ({ts.name})")
-
-
-def _decoded(source: Path | Dataset, ts: UID) -> Iterator[np.ndarray]:
-    """pydicom's frames, by its preferred plugin or, if that fails on the first frame,
-    by the next one that does not (Pillow declines 12-bit JPEG Extended; GDCM reads it)."""
-    plugins = ["", *sorted(_plugins(get_decoder, ts))] if ts.is_compressed else [""]
-    for i, plugin in enumerate(plugins):
-        frames = iter_pixels(source, decoding_plugin=plugin)
-        try:
-            first = next(frames)
-        except StopIteration:
-            return
-        except Exception:
-            if i == len(plugins) - 1:
-                raise
-            continue
-        yield first
-        yield from frames
-        return

@@ -55,6 +55,15 @@ class Box:
             min(rows, self.bottom + pad),
         )
 
+    def union(self, other: Box) -> Box:
+        """The smallest box holding both."""
+        return Box(
+            min(self.left, other.left),
+            min(self.top, other.top),
+            max(self.right, other.right),
+            max(self.bottom, other.bottom),
+        )
+
     def overlaps(self, other: Box) -> bool:
         """Whether the two rectangles share a pixel."""
         return (
@@ -204,27 +213,10 @@ class TextFinder:
 
 def merge(boxes: Sequence[Box]) -> list[Box]:
     """Unite overlapping boxes until none overlap; sorted top to bottom, left to right."""
-    pending = list(boxes)
-    merged: list[Box] = []
-    while pending:
-        box = pending.pop()
-        grown = True
-        while grown:
-            grown = False
-            for other in list(pending):
-                if box.overlaps(other):
-                    pending.remove(other)
-                    box = Box(
-                        min(box.left, other.left),
-                        min(box.top, other.top),
-                        max(box.right, other.right),
-                        max(box.bottom, other.bottom),
-                    )
-                    grown = True
+    merged: list[Box] = []  # pairwise apart at every step
+    for box in boxes:
+        while (hit := next((m for m in merged if m.overlaps(box)), None)) is not None:
+            merged.remove(hit)
+            box = box.union(hit)
         merged.append(box)
-    # A box merged later may now overlap one set aside earlier: repeat until stable.
-    if len(merged) < len(boxes) and any(
-        a.overlaps(b) for i, a in enumerate(merged) for b in merged[i + 1 :]
-    ):
-        return merge(merged)
     return sorted(merged, key=lambda b: (b.top, b.left))
