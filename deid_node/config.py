@@ -71,6 +71,20 @@ class TrialConfig:
 
 
 @dataclass(frozen=True)
+class RegionRule:
+    """Where some equipment burns text in: rectangles blanked on every object it matches.
+
+    `match` pairs a DICOM keyword with patterns (case-insensitive, `*` and `?`
+    wildcards), any of which its value may match; every pair must hold. A region is
+    (left, top, width, height) in pixels; negative left or top count from the far edge.
+    """
+
+    name: str
+    match: tuple[tuple[str, tuple[str, ...]], ...]
+    regions: tuple[tuple[int, int, int, int], ...]
+
+
+@dataclass(frozen=True)
 class ProfileConfig:
     """One named de-identification profile."""
 
@@ -84,6 +98,9 @@ class ProfileConfig:
     replace: tuple[tuple[int, str], ...] = ()  # (tag, value) pairs; a tuple keeps it hashable
     scope: str = ""
     trial: TrialConfig | None = None
+    pixel_rules: tuple[RegionRule, ...] = ()
+    shipped_pixel_rules: bool = True  # the rules in deid_node/data/pixel_rules.toml apply too
+    ultrasound_regions: bool = False  # blank all outside the ultrasound data regions
 
     @property
     def pseudonym_scope(self) -> str:
@@ -400,6 +417,13 @@ def _profile(name: str, table: Mapping[str, Any], source: Path | None) -> Profil
         replace=_replacements(reader, "replace"),
         scope=reader.string("scope", ""),
         trial=trial,
+        pixel_rules=parse_region_rules(
+            reader.get("pixel_rules", list, [], "a list of tables ([[profiles.NAME.pixel_rules]])"),
+            f"profiles.{name}.pixel_rules",
+            source,
+        ),
+        shipped_pixel_rules=reader.boolean("shipped_pixel_rules", True),
+        ultrasound_regions=reader.boolean("ultrasound_regions", False),
     )
     both = set(profile.keep) & (set(profile.remove) | {t for t, _ in profile.replace})
     if both:
@@ -409,6 +433,52 @@ def _profile(name: str, table: Mapping[str, Any], source: Path | None) -> Profil
         )
     reader.check_unknown(("trial",))
     return profile
+
+
+_MAX_SIDE = 65535  # Rows and Columns are US (16-bit)
+
+
+def parse_region_rules(
+    items: list[Any], prefix: str, source: Path | None
+) -> tuple[RegionRule, ...]:
+    """Region rules from TOML tables (a profile's `pixel_rules`, or the shipped file)."""
+    rules = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            where = f"{source}: " if source else ""
+            raise ConfigError(f"{where}{prefix}[{i}]: expected a table with match and regions")
+        reader = _Reader(item, f"{prefix}[{i}]", source)
+        name = reader.string("name", f"rule {i + 1}")
+        match = []
+        for keyword, value in reader.table_of("match").items():
+            if tag_for_keyword(keyword) is None:
+                raise reader.error(f"match.{keyword}", "not a DICOM keyword")
+            patterns = value if isinstance(value, list) else [value]
+            kinds_ok = all(isinstance(v, str | int) and not isinstance(v, bool) for v in patterns)
+            if not patterns or not kinds_ok:
+                raise reader.error(
+                    f"match.{keyword}", "expected a pattern, a number or a list of them"
+                )
+            match.append((keyword, tuple(str(v) for v in patterns)))
+        if not match:
+            raise reader.error("match", "is required: at least one attribute to match on")
+        regions = []
+        raw_regions = reader.get("regions", list, [], "a list of [left, top, width, height]")
+        for j, region in enumerate(raw_regions):
+            ok = isinstance(region, list) and len(region) == 4
+            ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in region)
+            if not ok or not all(-_MAX_SIDE <= v <= _MAX_SIDE for v in region):
+                raise reader.error(
+                    f"regions[{j}]", "expected [left, top, width, height] as integers"
+                )
+            if region[2] <= 0 or region[3] <= 0:
+                raise reader.error(f"regions[{j}]", "width and height must be positive")
+            regions.append((region[0], region[1], region[2], region[3]))
+        if not regions:
+            raise reader.error("regions", "is required: at least one rectangle")
+        reader.check_unknown()
+        rules.append(RegionRule(name, tuple(sorted(match)), tuple(regions)))
+    return tuple(rules)
 
 
 def _path(base_dir: Path, value: str) -> Path:
