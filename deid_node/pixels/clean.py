@@ -19,6 +19,7 @@ from deid_node.pixels.decode import Layout, PixelError
 from deid_node.pixels.ocr import Box
 
 PAD: Final = 3  # pixels around each box found
+EXTRA_LOOKS: Final = 2  # times text found after blanking is blanked too, before refusing
 
 
 class TextRemains(PixelError):
@@ -35,14 +36,23 @@ class Finder(Protocol):
 
 @dataclass
 class Report:
-    """What cleaning did, for the audit: counts only, never what the text said."""
+    """What cleaning did, for the audit: counts only, never what the text said.
+
+    `boxes` maps each distinct frame (by digest) to what is blanked in it, so a second
+    pass over the same frames blanks them alike without looking again.
+    """
 
     frames: int = 0
     distinct: int = 0
     regions: int = 0  # boxes blanked, counted once per distinct frame
     by_rule: int = 0  # of those, given beforehand (region rules, ultrasound regions)
     frames_changed: int = 0
-    _seen: dict[bytes, tuple[Box, ...]] = field(default_factory=dict, repr=False)
+    boxes: dict[bytes, tuple[Box, ...]] = field(default_factory=dict, repr=False)
+
+    @property
+    def by_ocr(self) -> int:
+        """Boxes found by looking (OCR)."""
+        return self.regions - self.by_rule
 
 
 def fill_value(layout: Layout, frame: np.ndarray) -> int:
@@ -62,6 +72,38 @@ def blank(frame: np.ndarray, boxes: Sequence[Box], value: int) -> np.ndarray:
     return out
 
 
+def _digest(frame: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(frame).data, digest_size=16).digest()
+
+
+def survey(
+    frames: Iterable[np.ndarray],
+    layout: Layout,
+    finder: Finder,
+    *,
+    fixed: Sequence[Box] = (),
+    pad: int = PAD,
+) -> Report:
+    """Look at every distinct frame: what to blank in it, checked by looking again.
+
+    `fixed` boxes (region rules) are blanked in every frame. Raises TextRemains when a
+    blanked frame still shows text. Frames are read one at a time and not kept.
+    """
+    report = Report()
+    for _ in _cleaned(frames, layout, finder, report, fixed, pad, keep=False):
+        pass
+    return report
+
+
+def apply(frames: Iterable[np.ndarray], layout: Layout, report: Report) -> Iterator[np.ndarray]:
+    """The frames with what `survey` found blanked, in order (the same frames again)."""
+    for index, frame in enumerate(frames, start=1):
+        boxes = report.boxes.get(_digest(frame))
+        if boxes is None:  # a decoder that is not deterministic: nothing can be trusted
+            raise PixelError(f"frame {index} decoded differently the second time")
+        yield blank(frame, boxes, fill_value(layout, frame)) if boxes else frame
+
+
 def clean_frames(
     frames: Iterable[np.ndarray],
     layout: Layout,
@@ -71,32 +113,57 @@ def clean_frames(
     fixed: Sequence[Box] = (),
     pad: int = PAD,
 ) -> Iterator[np.ndarray]:
-    """The frames with their burned-in text blanked, in order, one at a time.
+    """The frames with their burned-in text blanked, in order, one at a time (one pass).
 
     `fixed` boxes (from region rules) are blanked in every frame as well. Raises
     TextRemains when a blanked frame still shows text.
     """
+    yield from _cleaned(frames, layout, finder, report, fixed, pad, keep=True)
+
+
+def _cleaned(
+    frames: Iterable[np.ndarray],
+    layout: Layout,
+    finder: Finder,
+    report: Report,
+    fixed: Sequence[Box],
+    pad: int,
+    *,
+    keep: bool,
+) -> Iterator[np.ndarray]:
     photometric = "RGB" if layout.photometric.startswith("YBR") else layout.photometric
     rows, columns = layout.rows, layout.columns
     given = [b for b in (box.padded(0, rows, columns) for box in fixed) if b.right > b.left]
+    given = [b for b in given if b.bottom > b.top]
     for index, frame in enumerate(frames, start=1):
         report.frames += 1
-        digest = hashlib.blake2b(frame.tobytes(), digest_size=16).digest()
-        boxes = report._seen.get(digest)
+        digest = _digest(frame)
+        boxes = report.boxes.get(digest)
         cleaned = None
         if boxes is None:
             found = [b.padded(pad, rows, columns) for b in finder.find(frame, photometric)]
             boxes = (*given, *found)
             if boxes:
-                cleaned = blank(frame, boxes, fill_value(layout, frame))
-                if finder.find(cleaned, photometric):
-                    raise TextRemains(f"burned-in text remains after blanking (frame {index})")
-            report._seen[digest] = boxes
+                fill = fill_value(layout, frame)
+                cleaned = blank(frame, boxes, fill)
+                # Looked for again: what a first look half-saw (strokes broken by lossy
+                # compression) is found once its neighbours are gone, and blanked too,
+                # a bounded number of times; then nothing may be found any more.
+                for looks in range(1 + EXTRA_LOOKS):
+                    more = [b.padded(pad, rows, columns) for b in finder.find(cleaned, photometric)]
+                    if not more:
+                        break
+                    if looks == EXTRA_LOOKS:
+                        raise TextRemains(f"burned-in text remains after blanking (frame {index})")
+                    boxes = (*boxes, *more)
+                    cleaned = blank(cleaned, more, fill)
+            report.boxes[digest] = boxes
             report.distinct += 1
             report.regions += len(boxes)
             report.by_rule += len(given)
-        if not boxes:
+        if boxes:
+            report.frames_changed += 1
+        if not keep or not boxes:
             yield frame
-            continue
-        report.frames_changed += 1
-        yield cleaned if cleaned is not None else blank(frame, boxes, fill_value(layout, frame))
+        else:
+            yield cleaned if cleaned is not None else blank(frame, boxes, fill_value(layout, frame))

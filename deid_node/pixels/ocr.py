@@ -2,9 +2,11 @@
 
 Tesseract reads dark text on a light page; burned-in text is light overlay on an image.
 Each frame is therefore turned into page-like variants first, and the word boxes found in
-any of them are united: a global threshold near the frame's brightest values (overlay
-text is drawn at or near full scale) and a white top-hat (small bright detail against its
-surroundings, which keeps dimmer text on gradients). Pages are upscaled 3x because
+any of them are united: global thresholds near the frame's brightest values (overlay
+text is drawn at or near full scale; speckle grains are dropped, strokes broken by lossy
+compression joined), and a white top-hat (small bright detail against its surroundings,
+which keeps dimmer text on gradients). Boxes of a word's shape count whatever Tesseract's
+confidence in what it read, since only where matters. Pages are upscaled 3x because
 Tesseract misses text whose letters are under about 20 pixels high (bitmap fonts are 8).
 
 Finding text only has to say where, not what: boxes, never the words, leave this module.
@@ -24,7 +26,9 @@ from PIL import Image
 from deid_node.errors import DeidError
 
 SCALE: Final = 3  # upscaling before OCR
-MIN_CONFIDENCE: Final = 50  # Tesseract's word confidence, 0-100
+MIN_CONFIDENCE: Final = 50  # Tesseract's word confidence, 0-100, for boxes not word-shaped
+MIN_SET_PIXELS: Final = 20  # fewer in a mask than two small letters have: nothing to read
+MIN_TEXT_HEIGHT: Final = 6  # frame pixels: smaller specks read as letters, and are not legible text
 TOP_HAT_SIZE: Final = 5  # the structuring element, in frame pixels (> a stroke's width)
 TESSDATA_DIRS: Final = (
     "/usr/share/tesseract-ocr/5/tessdata",
@@ -104,22 +108,55 @@ def to_grey(frame: np.ndarray, photometric: str = "MONOCHROME2") -> np.ndarray:
     return ((data - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
-def variants(grey: np.ndarray) -> Iterator[Image.Image]:
-    """Page-like versions of an 8-bit frame (dark text on white), upscaled by SCALE.
+def masks(grey: np.ndarray) -> Iterator[np.ndarray]:
+    """Where text may be in an 8-bit frame, one boolean mask per way of looking.
 
     The filtering runs at the frame's own size with separable numpy filters (Pillow's rank
-    filters on an upscaled frame took a second a frame); only the binary pages are
-    upscaled.
+    filters on an upscaled frame took a second a frame).
     """
     pixels = grey.astype(np.int16)
     top = int(pixels.max())
     if top > 0:
-        yield _page(pixels >= top * 0.85)
-    opened = _grey_filter(_grey_filter(pixels, TOP_HAT_SIZE, np.minimum), TOP_HAT_SIZE, np.maximum)
-    detail = pixels - opened
-    spread = float(detail.std())
-    if spread > 0:
-        yield _page(_without_lone_pixels(detail > detail.mean() + 4 * spread))
+        # Speckle as bright as the text survives a threshold as scattered grains; a
+        # stroke pixel has at least two set neighbours, a grain seldom does. Lossy
+        # compression breaks strokes apart: a lower threshold and a thickened copy
+        # join them again.
+        bright = _without_lone_pixels(pixels >= top * 0.85, 2)
+        yield bright
+        yield _grey_filter(bright.astype(np.int16), 2, np.maximum) > 0
+        # Lower, a threshold takes in whole bright areas: only their thin parts count.
+        yield _without_lone_pixels(_thin(pixels >= top * 0.7), 2)
+    size = TOP_HAT_SIZE
+    opened = _grey_filter(_grey_filter(pixels, size, np.minimum), size, np.maximum)
+    closed = _grey_filter(_grey_filter(pixels, size, np.maximum), size, np.minimum)
+    # Small bright detail (white top-hat), then small dark detail (black top-hat: dark
+    # text on a light screen capture).
+    for detail in (pixels - opened, closed - pixels):
+        spread = float(detail.std())
+        if spread > 0:
+            yield _without_lone_pixels(detail > detail.mean() + 4 * spread)
+
+
+def content(mask: np.ndarray, margin: int = 8) -> Box | None:
+    """The part of the mask holding set pixels, with a margin; None if too few to read."""
+    if np.count_nonzero(mask) < MIN_SET_PIXELS:
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return Box(
+        max(0, int(cols[0]) - margin),
+        max(0, int(rows[0]) - margin),
+        min(w, int(cols[-1]) + 1 + margin),
+        min(h, int(rows[-1]) + 1 + margin),
+    )
+
+
+def _thin(mask: np.ndarray, size: int = 7) -> np.ndarray:
+    """The parts of the mask narrower than `size` pixels: strokes, not filled areas."""
+    m = mask.astype(np.int16)
+    opened = _grey_filter(_grey_filter(m, size, np.minimum), size, np.maximum)
+    return np.asarray(mask & (opened == 0))
 
 
 def _grey_filter(a: np.ndarray, size: int, op: Any) -> np.ndarray:
@@ -130,8 +167,9 @@ def _grey_filter(a: np.ndarray, size: int, op: Any) -> np.ndarray:
     return np.asarray(op.reduce([rows[:, i : i + a.shape[1]] for i in range(size)]))
 
 
-def _without_lone_pixels(mask: np.ndarray) -> np.ndarray:
-    """The mask without set pixels that have no set neighbour (speckle, not strokes)."""
+def _without_lone_pixels(mask: np.ndarray, least: int = 1) -> np.ndarray:
+    """The mask without set pixels that have fewer than `least` set neighbours (speckle,
+    not strokes)."""
     padded = np.pad(mask, 1).astype(np.uint8)
     h, w = mask.shape
     neighbours = sum(
@@ -140,10 +178,10 @@ def _without_lone_pixels(mask: np.ndarray) -> np.ndarray:
         for dx in (-1, 0, 1)
         if dy or dx
     )
-    return np.asarray(mask & (neighbours > 0))
+    return np.asarray(mask & (neighbours >= least))
 
 
-def _page(mask: np.ndarray) -> Image.Image:
+def page(mask: np.ndarray) -> Image.Image:
     """Dark text on white, SCALE times larger, edges smoothed (Tesseract reads jagged
     nearest-neighbour glyphs worse)."""
     img = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8))
@@ -185,13 +223,26 @@ class TextFinder:
     def find(self, frame: np.ndarray, photometric: str = "MONOCHROME2") -> list[Box]:
         """Boxes of the words found in the frame (frame pixels), overlapping ones merged."""
         found: list[Box] = []
-        for page in variants(to_grey(frame, photometric)):
-            found.extend(self._words(page))
+        for mask in masks(to_grey(frame, photometric)):
+            # Only the part with anything in it is read: Tesseract's time goes with area.
+            part = content(mask)
+            if part is None:
+                continue
+            crop = mask[part.top : part.bottom, part.left : part.right]
+            for box in self._words(page(crop)):
+                found.append(
+                    Box(
+                        box.left + part.left,
+                        box.top + part.top,
+                        box.right + part.left,
+                        box.bottom + part.top,
+                    )
+                )
         return merge(found)
 
-    def _words(self, page: Image.Image) -> Iterator[Box]:
+    def _words(self, image: Image.Image) -> Iterator[Box]:
         tess = self._tesserocr
-        self._api.SetImage(page)
+        self._api.SetImage(image)
         self._api.Recognize()
         words = self._api.GetIterator()
         if words is None:
@@ -201,21 +252,38 @@ class TextFinder:
                 text = word.GetUTF8Text(tess.RIL.WORD) or ""
             except RuntimeError:  # a box with no text
                 continue
-            confidence = word.Confidence(tess.RIL.WORD)
-            if confidence < self.min_confidence or sum(c.isalnum() for c in text) < 2:
+            alnum = sum(c.isalnum() for c in text)
+            if alnum < 2:
                 continue
             box = word.BoundingBox(tess.RIL.WORD)
             if box is None:
                 continue
             x0, y0, x1, y1 = box
+            # Only where matters, not what: IDs and dates read badly (low confidence) but
+            # are boxed well, so a box of a word's shape counts whatever its confidence.
+            # Specks read as letters are smaller than any legible glyph.
+            tall, wide = (y1 - y0) / SCALE, (x1 - x0) / SCALE
+            if tall < MIN_TEXT_HEIGHT:
+                continue
+            word_like = wide >= 1.5 * tall and alnum >= 3
+            if not word_like and word.Confidence(tess.RIL.WORD) < self.min_confidence:
+                continue
             yield Box(x0 // SCALE, y0 // SCALE, -(-x1 // SCALE), -(-y1 // SCALE))
 
 
+def _near(a: Box, b: Box) -> bool:
+    """Overlapping, or on one line less than a letter's height apart: one run of text, so
+    that no sliver of a glyph is left between two blanked words."""
+    gap = max(a.bottom - a.top, b.bottom - b.top)
+    return Box(a.left - gap, a.top, a.right + gap, a.bottom).overlaps(b)
+
+
 def merge(boxes: Sequence[Box]) -> list[Box]:
-    """Unite overlapping boxes until none overlap; sorted top to bottom, left to right."""
+    """Unite boxes that overlap or continue a line of text; sorted top to bottom, left to
+    right."""
     merged: list[Box] = []  # pairwise apart at every step
     for box in boxes:
-        while (hit := next((m for m in merged if m.overlaps(box)), None)) is not None:
+        while (hit := next((m for m in merged if _near(m, box)), None)) is not None:
             merged.remove(hit)
             box = box.union(hit)
         merged.append(box)
