@@ -78,6 +78,10 @@ def write_atomic(path: Path, chunks: Iterable[bytes | FileRange], *, fsync: bool
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise StorageError(f"cannot write {path.name}: {exc.strerror}") from None
+    except BaseException:  # a chunk that could not be made (pixels): nothing is left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return existed
 
 

@@ -817,6 +817,7 @@ def test_a_version_1_database_upgrades_and_keeps_its_linkage(db_url: str) -> Non
         assert migrate(engine, MIGRATIONS[:1]) == 1
         with engine.begin() as conn:
             record = dataclasses.asdict(make_record(processed_at=None))
+            del record["pixels"]  # added in version 3
             record["received_at"] = format_time(T0)
             conn.execute(Base.metadata.tables["objects"].insert().values(id=7, **record))
             v2 = ("original_accession_number", "date_shift_days")
@@ -842,7 +843,7 @@ def test_upgrade_of_an_older_hand_made_database(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     # An older objects table without quarantine_path, stamped version 1, with a row in it.
     with sqlite3.connect(path) as conn:
-        older = [c for c in OBJECT_COLUMNS if c != "quarantine_path"]
+        older = [c for c in OBJECT_COLUMNS if c not in ("quarantine_path", "pixels")]
         conn.execute(f"CREATE TABLE objects (id INTEGER PRIMARY KEY, {', '.join(older[1:])})")
         conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)")
         conn.execute("INSERT INTO schema_version VALUES (1)")
@@ -856,6 +857,7 @@ def test_upgrade_of_an_older_hand_made_database(tmp_path: Path) -> None:
 
     def add_quarantine_path(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE objects ADD COLUMN quarantine_path VARCHAR"))
+        conn.execute(text("ALTER TABLE objects ADD COLUMN pixels VARCHAR"))
 
     def must_not_run(conn: Connection) -> None:
         raise AssertionError("version 1 is already applied")
@@ -910,7 +912,7 @@ def test_a_newer_database_is_refused(db_url: str) -> None:
 def test_migration_versions_must_be_consecutive(db_url: str) -> None:
     engine = create_audit_engine(db_url)
     try:
-        with pytest.raises(ValueError, match=f"got \\[1, 2, {NEXT + 1}\\]"):
+        with pytest.raises(ValueError, match=f"got \\[1, 2, 3, {NEXT + 1}\\]"):
             migrate(engine, [*MIGRATIONS, (NEXT + 1, lambda conn: None)])
     finally:
         engine.dispose()

@@ -178,10 +178,16 @@ def test_scope_gives_unlinkable_pseudonyms() -> None:
 
 def test_every_option_is_recorded() -> None:
     for opt in Option:
-        if opt in (Option.RETAIN_LONGITUDINAL_FULL_DATES,):
+        if opt in (Option.RETAIN_LONGITUDINAL_FULL_DATES, Option.CLEAN_PIXEL_DATA):
             continue
         out = run(make_ds(), profile(opt.value))
         assert OPTION_CODES[opt][0] in codes(out), opt
+
+
+def test_clean_pixel_data_is_claimed_only_where_pixels_were_cleaned() -> None:
+    # The code says pixels were cleaned; the dataset engine alone never cleans them.
+    out = run(make_ds(), profile("clean-pixel-data"))
+    assert "113101" not in codes(out) and out.PatientIdentityRemoved == "YES"
 
 
 def test_retain_uids() -> None:
@@ -288,9 +294,11 @@ def test_private_elements_removed_unless_known_safe() -> None:
     assert 0x00090010 not in kept and 0x00091001 not in kept
 
 
-def test_clean_pixel_data_needs_region_rules() -> None:
+def test_clean_policy_refuses_what_the_caller_does_not_clean() -> None:
+    # Only the pipeline, reading the object's file, cleans pixels: the engine on its own
+    # must not let burned-in text through under "clean".
     ds = make_ds(BurnedInAnnotation="YES", PixelData=b"\x00" * 8, Rows=2, Columns=2)
-    with pytest.raises(DeidError, match="no pixel region rule"):
+    with pytest.raises(DeidError, match="pixels cannot be cleaned here"):
         run(ds, profile("clean-pixel-data", burned_in_annotation=BurnedInPolicy.CLEAN))
 
 
@@ -322,7 +330,7 @@ def test_allowed_burned_in_text_is_not_declared_removed(burned_in: str) -> None:
         assert str(out.DeidentificationMethod).endswith("; burned-in text not removed")
     else:
         assert out.PatientIdentityRemoved == "YES"
-        assert "113101" in codes(out)
+        assert "113101" not in codes(out)  # nothing was cleaned
         assert "burned-in" not in str(out.DeidentificationMethod)
 
 

@@ -74,7 +74,7 @@ def test_the_readme_session_gives_the_readme_figures(tmp_path: Path) -> None:
     assert sum(statuses.values()) == figure(r"What arrives \((\d+) objects\)")
     assert statuses["stored"] == figure(r"counts (\d+) stored")
     assert statuses["duplicate"] == figure(r"stored, (\d+) duplicate")
-    assert statuses["quarantined"] == figure(r"and (\d+)\s+quarantined, every one")
+    assert statuses["quarantined"] == figure(r"and (\d+)\s+quarantined: the profile")
     assert statuses["rejected"] == 0
     failed = [ln for ln in proc.stderr.splitlines() if ln.startswith("E: Store Failed")]
     assert len(failed) == figure(r"storescu reports (\d+) files"), "\n".join(failed)

@@ -116,7 +116,16 @@ def _add_linkage_columns_v2(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE linkage ADD COLUMN date_shift_days INTEGER")
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = ((1, _create_v1), (2, _add_linkage_columns_v2))
+def _add_pixels_column_v3(conn: Connection) -> None:
+    """Version 3: objects say what was done to burned-in text in their pixels (frozen)."""
+    conn.exec_driver_sql("ALTER TABLE objects ADD COLUMN pixels VARCHAR")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    (1, _create_v1),
+    (2, _add_linkage_columns_v2),
+    (3, _add_pixels_column_v3),
+)
 
 
 def _bootstrap_version(engine: Engine) -> None:

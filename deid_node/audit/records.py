@@ -79,6 +79,7 @@ class ObjectRecord:
     pseudo_sop_uid: str | None
     output_path: str | None
     quarantine_path: str | None = None
+    pixels: str | None = None  # what was done to burned-in text, counts only
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ class ObjectRow(Base):
     pseudo_sop_uid: Mapped[str | None] = mapped_column(String(64))
     output_path: Mapped[str | None] = mapped_column(String)
     quarantine_path: Mapped[str | None] = mapped_column(String)
+    # Added in version 3: what was done to burned-in text (counts, rules, syntax change).
+    pixels: Mapped[str | None] = mapped_column(String)
 
 
 class AssociationRow(Base):

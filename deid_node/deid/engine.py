@@ -96,6 +96,9 @@ class DeidResult:
     transfer_syntax_uid: str
     originals: Originals
     needles: Needles = field(repr=False)  # must not occur in the output
+    # The pixels may carry burned-in text and the profile cleans it: the caller must
+    # (pixels/release.py), then mark the object (marks.mark_pixels), or not write it.
+    pixels_to_clean: bool = False
 
 
 def _raw_vr(ds: Dataset, tag: int) -> str:
@@ -385,15 +388,18 @@ def deidentify_dataset(
     *,
     has_pixels: bool | None = None,
     after_collect: Callable[[re.Pattern[str] | None], None] | None = None,
+    cleans_pixels: bool = False,
 ) -> DeidResult:
     """De-identify ds in place with the profile; raise DeidError if that is not certain.
 
     `has_pixels` says the object has pixel data that ds does not hold (read up to it).
     `after_collect` is called with the scrubber once the identifying values are known,
     before anything changes (the stream engine takes back elements it can leave alone).
+    `cleans_pixels` says the caller cleans burned-in text when the result asks it to
+    (`pixels_to_clean`); without it, a `clean` profile refuses such an object.
     """
     try:
-        return _deidentify(ds, profile, key, has_pixels, after_collect)
+        return _deidentify(ds, profile, key, has_pixels, after_collect, cleans_pixels)
     except DeidError:
         raise
     except Exception as exc:  # fail closed; the message carries no value
@@ -406,6 +412,7 @@ def _deidentify(
     key: bytes,
     has_pixels: bool | None,
     after_collect: Callable[[re.Pattern[str] | None], None] | None,
+    cleans_pixels: bool,
 ) -> DeidResult:
     sop_class = _required_uid(ds, "SOPClassUID")
     study_uid = _required_uid(ds, "StudyInstanceUID")
@@ -413,10 +420,12 @@ def _deidentify(
     sop_uid = _required_uid(ds, "SOPInstanceUID")
     policy = profile.config.burned_in_annotation
     reason = burned_in_reason(ds, has_pixels)
+    to_clean = bool(reason) and policy is BurnedInPolicy.CLEAN
     if reason and policy is not BurnedInPolicy.ALLOW:
-        if policy is BurnedInPolicy.CLEAN:
-            raise DeidError(f"burned-in annotation: {reason}; no pixel region rule matches it")
-        raise DeidError(f"burned-in annotation: {reason}; profile policy is quarantine")
+        if policy is BurnedInPolicy.QUARANTINE:
+            raise DeidError(f"burned-in annotation: {reason}; profile policy is quarantine")
+        if not cleans_pixels:
+            raise DeidError(f"burned-in annotation: {reason}; its pixels cannot be cleaned here")
     ts = transfer_syntax_of(ds)
 
     identity = patient_identity(ds)
@@ -448,7 +457,7 @@ def _deidentify(
     dates = (
         "UNMODIFIED" if walker.full_dates else "MODIFIED" if walker.modified_dates else "REMOVED"
     )
-    mark(ds, profile, dates=dates, pixels_may_identify=reason is not None)
+    mark(ds, profile, dates=dates, pixels_may_identify=reason is not None and not to_clean)
     if profile.config.trial is not None:
         write_trial(ds, profile, walker.pseudo_pid)
     new_sop = text_of(ds.get("SOPInstanceUID", "")) or originals.sop_uid
@@ -470,4 +479,5 @@ def _deidentify(
             walker.written,
             {walker.pseudo_pid, *walker.uid_cache.values()},
         ),
+        pixels_to_clean=to_clean,
     )

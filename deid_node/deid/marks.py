@@ -42,16 +42,28 @@ def method_text(pixels_may_identify: bool = False) -> str:
 
 def mark(ds: Dataset, profile: CompiledProfile, *, dates: str, pixels_may_identify: bool) -> None:
     """Write PatientIdentityRemoved, the method and its codes; `dates` is what became of
-    them (UNMODIFIED, MODIFIED or REMOVED: LongitudinalTemporalInformationModified)."""
+    them (UNMODIFIED, MODIFIED or REMOVED: LongitudinalTemporalInformationModified).
+
+    113101 (Clean Pixel Data) is never written here: only :func:`mark_pixels` writes it,
+    on an object whose pixels were cleaned.
+    """
     options = sorted(profile.config.options, key=lambda o: OPTION_CODES[o][0])
-    if pixels_may_identify:
-        options = [o for o in options if o is not Option.CLEAN_PIXEL_DATA]
+    options = [o for o in options if o is not Option.CLEAN_PIXEL_DATA]
     ds.PatientIdentityRemoved = "NO" if pixels_may_identify else "YES"
     ds.DeidentificationMethod = method_text(pixels_may_identify)
     ds.DeidentificationMethodCodeSequence = Sequence(
         [code_item(*BASIC_PROFILE_CODE)] + [code_item(*OPTION_CODES[o]) for o in options]
     )
     ds.LongitudinalTemporalInformationModified = dates
+
+
+def mark_pixels(ds: Dataset, *, cleaned: bool) -> None:
+    """After the pixels were looked at and found free of text: BurnedInAnnotation NO, and
+    113101 (Clean Pixel Data) when text was blanked to make them so."""
+    ds.BurnedInAnnotation = "NO"
+    codes = ds.DeidentificationMethodCodeSequence
+    if cleaned and not any(item.get("CodeValue") == "113101" for item in codes):
+        codes.insert(1, code_item(*OPTION_CODES[Option.CLEAN_PIXEL_DATA]))  # after 113100
 
 
 def write_trial(ds: Dataset, profile: CompiledProfile, pseudo_pid: str) -> None:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
 from deid_node.audit.records import Status
+from deid_node.config import BurnedInPolicy
+from deid_node.deid.burned_in import burned_in_reason
 from deid_node.deid.engine import (
     DeidResult,
     Originals,
     deidentify_dataset,
 )
+from deid_node.deid.marks import mark_pixels
 from deid_node.deid.profiles import CompiledProfile
 from deid_node.deid.stream import StreamRefused, StreamUnsupported, deidentify_file
 from deid_node.deid.verify import verify_clean
@@ -22,6 +28,9 @@ from deid_node.dicom.encoding import check_file
 from deid_node.dicom.part10 import NotDicomError, encode_instance, read_header
 from deid_node.durable import FileRange, write_atomic
 from deid_node.errors import DeidError, StorageError
+
+if TYPE_CHECKING:
+    from deid_node.pixels.release import Given
 
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -47,6 +56,7 @@ class Outcome:
     pseudo_sop_uid: str | None = None
     output_path: Path | None = None
     originals: Originals | None = None
+    pixels: str | None = None  # what was done to burned-in text (counts only), if anything
 
 
 def deidentify_to_output(
@@ -57,13 +67,29 @@ def deidentify_to_output(
     *,
     fsync: bool = False,
     pixels: FileRange | None = None,
-) -> tuple[DeidResult, Path, bool]:
+    source: Path | None = None,
+) -> tuple[DeidResult, Path, bool, str | None]:
     """De-identify ds and write it (pixel bytes copied from `pixels`, if given).
 
-    Returns (result, path, was it already there).
+    `source` is the file ds was read from: with it, burned-in text is cleaned from the
+    pixels where the profile says `clean`. Returns (result, path, was it already there,
+    what was done to the pixels or None).
     """
-    result = deidentify_dataset(ds, profile, key, has_pixels=True if pixels else None)
+    known = None
+    cleans = source is not None and profile.config.burned_in_annotation is BurnedInPolicy.CLEAN
+    if cleans and burned_in_reason(ds, True if pixels else None):
+        from deid_node.pixels.release import given  # numpy: only where pixels are cleaned
+
+        known = given(ds, profile.config)  # region rules match on the header as sent
+    result = deidentify_dataset(
+        ds, profile, key, has_pixels=True if pixels else None, cleans_pixels=known is not None
+    )
     target = _target(output_root, profile, result)
+    body: list[bytes | FileRange] | Iterator[bytes] = [pixels] if pixels else []
+    summary = None
+    if result.pixels_to_clean:
+        assert source is not None and known is not None
+        body, summary = _clean_pixels(result, source, known, pixels)
 
     def check(header: bytes) -> None:
         verify_clean(header, result.needles, result.dataset)
@@ -74,8 +100,25 @@ def deidentify_to_output(
         raise
     except Exception as exc:
         raise DeidError(f"cannot encode the de-identified object ({type(exc).__name__})") from None
-    existed = write_atomic(target, [*chunks, pixels] if pixels else chunks, fsync=fsync)
-    return result, target, existed
+    # What follows the pixel data (chunks[1:]) goes after the cleaned pixel data.
+    parts = itertools.chain(chunks[:1], body, chunks[1:])
+    existed = write_atomic(target, parts, fsync=fsync)
+    return result, target, existed, summary
+
+
+def _clean_pixels(
+    result: DeidResult, source: Path, known: Given, pixels: FileRange | None
+) -> tuple[list[bytes | FileRange] | Iterator[bytes], str]:
+    """Look at the pixels, mark the header; what to write as the pixel data element."""
+    from deid_node.pixels.release import plan_pixels, rewrite_header
+
+    ds = result.dataset
+    plan = plan_pixels(source, known)
+    mark_pixels(ds, cleaned=plan.changed)
+    if not plan.changed:
+        return ([pixels] if pixels else []), plan.summary
+    ds.file_meta.TransferSyntaxUID = rewrite_header(ds, plan)
+    return plan.element(), plan.summary
 
 
 def process_file(
@@ -169,7 +212,9 @@ def _target(output_root: Path, profile: CompiledProfile, result: DeidResult) -> 
     )
 
 
-def _stored(result: DeidResult, target: Path, existed: bool, size: int) -> Outcome:
+def _stored(
+    result: DeidResult, target: Path, existed: bool, size: int, pixels: str | None = None
+) -> Outcome:
     return Outcome(
         Status.DUPLICATE if existed else Status.STORED,
         None,
@@ -182,6 +227,7 @@ def _stored(result: DeidResult, target: Path, existed: bool, size: int) -> Outco
         pseudo_sop_uid=result.pseudo_sop_uid,
         output_path=target,
         originals=result.originals,
+        pixels=pixels,
     )
 
 
@@ -212,7 +258,9 @@ def process_file_dataset(
         return Outcome(Status.QUARANTINED, str(exc), size_bytes=size)
     except OSError as exc:
         return Outcome(Status.QUARANTINED, f"cannot read file: {exc.strerror}", size_bytes=size)
-    return process_dataset(ds, profile, key, output_root, size=size, fsync=fsync, pixels=pixels)
+    return process_dataset(
+        ds, profile, key, output_root, size=size, fsync=fsync, pixels=pixels, source=path
+    )
 
 
 def process_dataset(
@@ -224,16 +272,20 @@ def process_dataset(
     size: int,
     fsync: bool = False,
     pixels: FileRange | None = None,
+    source: Path | None = None,
 ) -> Outcome:
-    """De-identify an already-read dataset; quarantine outcome on any doubt."""
+    """De-identify an already-read dataset; quarantine outcome on any doubt.
+
+    `source`: the file it was read from, which pixel cleaning reads its frames from.
+    """
     sop_class = str(ds.get("SOPClassUID", "") or "") or None
     ts = None
     meta = getattr(ds, "file_meta", None)
     if meta is not None and "TransferSyntaxUID" in meta:
         ts = str(meta.TransferSyntaxUID)
     try:
-        result, target, existed = deidentify_to_output(
-            ds, profile, key, output_root, fsync=fsync, pixels=pixels
+        result, target, existed, summary = deidentify_to_output(
+            ds, profile, key, output_root, fsync=fsync, pixels=pixels, source=source
         )
     except DeidError as exc:
         return Outcome(
@@ -253,4 +305,4 @@ def process_dataset(
             sop_class_uid=sop_class,
             transfer_syntax_uid=ts,
         )
-    return _stored(result, target, existed, size)
+    return _stored(result, target, existed, size, summary)

@@ -128,9 +128,10 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
     """Each frame of the object at `path`, decoded, in order; one in memory at a time.
 
     Shapes are (rows, columns) or (rows, columns, samples) whatever the planar
-    configuration; YBR_FULL and YBR_FULL_422 come out as RGB; other photometric
-    interpretations (MONOCHROME1, PALETTE COLOR) as stored. PixelError when the syntax
-    has no plugin here or the data does not decode (the message names the syntax).
+    configuration; YBR_FULL, YBR_FULL_422 and (JPEG 2000's) YBR_RCT and YBR_ICT come out
+    as RGB; other photometric interpretations (MONOCHROME1, PALETTE COLOR) as stored.
+    PixelError when the syntax has no plugin here or the data does not decode (the
+    message names the syntax).
     """
     layout = read_layout(path)
     ts = layout.transfer_syntax

@@ -48,7 +48,7 @@ def output_layout(layout: Layout) -> Layout:
     if layout.bits_allocated % 8:
         raise PixelError(f"{layout.bits_allocated}-bit pixel data is not re-encoded")
     photometric = layout.photometric
-    if photometric in ("YBR_FULL", "YBR_FULL_422"):
+    if photometric in ("YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"):
         photometric = "RGB"  # what decode.iter_frames yields for them
     elif photometric not in ("MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR"):
         raise PixelError(f"photometric interpretation {photometric} is not re-encoded")

@@ -92,6 +92,7 @@ class OfflineLinkage:
             pseudo_series_uid=outcome.pseudo_series_uid,
             pseudo_sop_uid=outcome.pseudo_sop_uid,
             output_path=str(outcome.output_path) if outcome.output_path else None,
+            pixels=outcome.pixels,
         )
         self._pending.append((record, linkage))
         if len(self._pending) >= self._batch:

@@ -30,7 +30,7 @@ from deid_node.audit.db import AuditDB, open_audit
 from deid_node.audit.records import ObjectRecord, Status
 from deid_node.audit.writer import AuditWriter
 from deid_node.clock import now
-from deid_node.config import Config, Durability
+from deid_node.config import BurnedInPolicy, Config, Durability
 from deid_node.deid.pipeline import Outcome
 from deid_node.deid.secret import load_secret
 from deid_node.errors import ConfigError, DeidNodeError, StorageError, describe_error
@@ -92,6 +92,9 @@ class Node:
             else cfg.node.network_timeout + cfg.node.dimse_timeout
         )
         self._fsync = cfg.node.durability is Durability.FSYNC
+        self._cleans_pixels = any(
+            p.burned_in_annotation is BurnedInPolicy.CLEAN for p in cfg.profiles.values()
+        )
         self._progress_seconds = progress_seconds
         # Shared with the receiving processes: they reserve, we release once processed.
         self._budget_cells = shared_budget_cells(cfg.node.receiver_count)
@@ -327,7 +330,7 @@ class Node:
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=self.cfg.node.worker_count,
-            mp_context=pool_context(),
+            mp_context=pool_context(pixels=self._cleans_pixels),
             initializer=init_worker,
             initargs=(
                 dict(self.cfg.profiles),
@@ -468,6 +471,7 @@ class Node:
             pseudo_sop_uid=outcome.pseudo_sop_uid,
             output_path=str(outcome.output_path) if outcome.output_path else None,
             quarantine_path=str(quarantine) if quarantine else None,
+            pixels=outcome.pixels,
         )
         profile = self.cfg.profiles.get(receipt.profile)
         record_linkage = profile is not None and profile.record_linkage

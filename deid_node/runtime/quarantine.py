@@ -118,6 +118,7 @@ def retry(
                 pseudo_sop_uid=outcome.pseudo_sop_uid,
                 output_path=str(outcome.output_path) if outcome.output_path else None,
                 quarantine_path=None,
+                pixels=outcome.pixels,
             )
             _remove(entry.path)
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import select
 import signal
@@ -114,15 +115,37 @@ def work(path: str, profile: str) -> WorkResult:
         return WorkResult(Outcome(Status.QUARANTINED, f"internal error ({type(exc).__name__})"))
 
 
-def pool_context() -> multiprocessing.context.BaseContext:
-    """The start method for worker pools: a forkserver that preloads only the worker side."""
+HEADER_BOOT = "deid_node.runtime.worker_boot"  # numpy kept out
+PIXEL_BOOT = "deid_node.runtime.worker_boot_pixels"  # numpy, pixel codecs and Tesseract in
+_preloaded: str | None = None  # what this process's forkserver was told to preload
+
+
+def pool_context(pixels: bool = False) -> multiprocessing.context.BaseContext:
+    """The start method for worker pools: a forkserver that preloads only the worker side.
+
+    `pixels`: some profile cleans burned-in text, so workers need numpy. A process has
+    one forkserver; if it already runs without numpy, pixel workers are spawned instead.
+    """
+    global _preloaded
     # fork from a process with pynetdicom, SQLAlchemy and writer threads risks copying
     # held locks into the child; the forkserver forks from a clean, preloaded process.
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["deid_node.runtime.worker_boot"])
-        return ctx
-    return multiprocessing.get_context("spawn")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    wanted = PIXEL_BOOT if pixels else HEADER_BOOT
+    if _preloaded is None or (wanted == PIXEL_BOOT and not _forkserver_running()):
+        ctx.set_forkserver_preload([wanted])
+        _preloaded = wanted
+    if pixels and _preloaded != PIXEL_BOOT:
+        return multiprocessing.get_context("spawn")
+    return ctx
+
+
+def _forkserver_running() -> bool:
+    # multiprocessing does not say whether its forkserver has started; its private
+    # attribute does (3.11-3.13). Unknown counts as started: spawning is the safe side.
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    return getattr(server, "_forkserver_pid", 0) is not None
 
 
 __all__ = ["WorkResult", "init_worker", "pool_context", "work"]

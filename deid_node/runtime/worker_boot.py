@@ -3,7 +3,7 @@
 Workers do header-only work and never touch pixel values, yet pydicom imports numpy
 whenever it can (some 13 MB in every process). Marking it unimportable here, in the
 forkserver only, keeps it out of every worker; the node process itself is unaffected.
-Pixel cleaning (burned-in region rules) will need numpy in the workers that do it.
+A node with a profile that cleans burned-in text preloads worker_boot_pixels instead.
 """
 
 import sys

@@ -1,0 +1,77 @@
+"""Over the wire, with a `clean` profile: ultrasound and screen captures sent by dcmtk's
+storescu come out with their burned-in text blanked, and the audit says what was done."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from deid_node.config import Config
+from deid_node.pixels.decode import iter_frames
+from deid_node.pixels.ocr import TextFinder
+from deid_node.runtime.node import Node
+from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, secondary_capture
+from deid_node.testing.synthetic.annotated import annotated_capture, annotated_ultrasound
+from tests.conftest import STORESCU, audit_objects, node_table
+
+CONFIG = """
+[[sources]]
+ae_title = "US_CART"
+profile = "research"
+
+[profiles.research]
+patient_id_prefix = "RES"
+burned_in_annotation = "clean"
+"""
+
+
+@pytest.mark.usefixtures("dcmtk")
+def test_burned_in_text_sent_by_storescu_is_blanked_before_anything_is_written(
+    tmp_path: Path,
+    write_config: Callable[[str], Config],
+    start_node: Callable[..., Node],
+    text_finder: TextFinder,
+) -> None:
+    cfg = write_config(node_table() + CONFIG)
+    node = start_node(cfg)
+    tokens = PhiTokens()
+    patient = SyntheticPatient.make(tokens, seed=11)
+    us, _ = annotated_ultrasound(patient, frames=2, text_frames=[1], rows=240, cols=320)
+    sc, _ = annotated_capture(patient, rows=240, cols=320, seed=2)
+    plain = secondary_capture(patient, rows=240, cols=320, seed=3)
+    plain.BurnedInAnnotation = "YES"  # said to carry text, and has none
+    files = []
+    for name, ds in (("us", us), ("sc", sc), ("plain", plain)):
+        path = tmp_path / "send" / f"{name}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    host, port = node.address
+    done = subprocess.run(
+        [str(STORESCU), "-aet", "US_CART", "-aec", "DEID_NODE", host, str(port), *map(str, files)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TCP_NODELAY": "1"},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert node.wait_idle(120)
+    rows = {str(r["sop_class_uid"]) + str(r["size_bytes"]): r for r in audit_objects(cfg)}
+    assert len(rows) == 3 and all(r["status"] == "stored" for r in rows.values()), rows
+    by_pixels = sorted(str(r["pixels"]) for r in rows.values())
+    assert by_pixels[0].startswith("checked: no burned-in text in 1 frame")
+    assert all(p.startswith("cleaned: ") for p in by_pixels[1:])
+    for row in rows.values():
+        out = Path(str(row["output_path"]))
+        assert tokens.find_in(out.read_bytes()) == []
+        written = pydicom.dcmread(out)
+        assert written.BurnedInAnnotation == "NO" and written.PatientIdentityRemoved == "YES"
+        photometric = str(written.PhotometricInterpretation)
+        for frame in iter_frames(out):
+            assert text_finder.find(frame, photometric) == []
