@@ -3,6 +3,8 @@ survives blanking."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 from pydicom.uid import UID
@@ -62,7 +64,9 @@ def test_rule_boxes_are_blanked_in_every_frame(text_finder: TextFinder) -> None:
 class _AlwaysText:
     """A finder that sees text wherever it looks: blanking can never satisfy it."""
 
-    def find(self, frame: np.ndarray, photometric: str = "MONOCHROME2") -> list[Box]:
+    def find(
+        self, frame: np.ndarray, photometric: str = "MONOCHROME2", blanked: Sequence[Box] = ()
+    ) -> list[Box]:
         return [Box(10, 10, 50, 30)]
 
 

@@ -9,6 +9,7 @@ and on a screen-save gradient.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -230,7 +231,9 @@ def test_profile_rules_and_ultrasound_regions_blank_what_they_name(
 class _SeesTextEverywhere:
     """A finder that finds text in every frame, blanked or not (never satisfied)."""
 
-    def find(self, frame: np.ndarray, photometric: str = "MONOCHROME2") -> list[Box]:
+    def find(
+        self, frame: np.ndarray, photometric: str = "MONOCHROME2", blanked: Sequence[Box] = ()
+    ) -> list[Box]:
         return [Box(0, 0, 8, 8)]
 
 

@@ -29,8 +29,10 @@ class TextRemains(PixelError):
 class Finder(Protocol):
     """What finds text in a frame (ocr.TextFinder)."""
 
-    def find(self, frame: np.ndarray, photometric: str = ...) -> list[Box]:
-        """Boxes of the text in the frame."""
+    def find(
+        self, frame: np.ndarray, photometric: str = ..., blanked: Sequence[Box] = ...
+    ) -> list[Box]:
+        """Boxes of the text in the frame; `blanked` boxes are already blanked in it."""
         ...
 
 
@@ -150,7 +152,8 @@ def _cleaned(
                 # compression) is found once its neighbours are gone, and blanked too,
                 # a bounded number of times; then nothing may be found any more.
                 for looks in range(1 + EXTRA_LOOKS):
-                    more = [b.padded(pad, rows, columns) for b in finder.find(cleaned, photometric)]
+                    seen = finder.find(cleaned, photometric, boxes)
+                    more = [b.padded(pad, rows, columns) for b in seen]
                     if not more:
                         break
                     if looks == EXTRA_LOOKS:
