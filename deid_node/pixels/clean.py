@@ -16,7 +16,7 @@ from typing import Final, Protocol
 import numpy as np
 
 from deid_node.pixels.decode import Layout, PixelError
-from deid_node.pixels.ocr import Box
+from deid_node.pixels.ocr import Box, merge
 
 PAD: Final = 3  # pixels around each box found
 EXTRA_LOOKS: Final = 2  # times text found after blanking is blanked too, before refusing
@@ -147,19 +147,20 @@ def _cleaned(
             boxes = (*given, *found)
             if boxes:
                 fill = fill_value(layout, frame)
-                cleaned = blank(frame, boxes, fill)
                 # Looked for again: what a first look half-saw (strokes broken by lossy
                 # compression) is found once its neighbours are gone, and blanked too,
-                # a bounded number of times; then nothing may be found any more.
+                # a bounded number of times; then nothing may be found any more. Pieces
+                # of one line found in different looks become one box, so no letter is
+                # left standing between them.
                 for looks in range(1 + EXTRA_LOOKS):
-                    seen = finder.find(cleaned, photometric, boxes)
-                    more = [b.padded(pad, rows, columns) for b in seen]
+                    boxes = (*given, *merge(found))
+                    cleaned = blank(frame, boxes, fill)
+                    more = finder.find(cleaned, photometric, boxes)
                     if not more:
                         break
                     if looks == EXTRA_LOOKS:
                         raise TextRemains(f"burned-in text remains after blanking (frame {index})")
-                    boxes = (*boxes, *more)
-                    cleaned = blank(cleaned, more, fill)
+                    found += [b.padded(pad, rows, columns) for b in more]
             report.boxes[digest] = boxes
             report.distinct += 1
             report.regions += len(boxes)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from deid_node.errors import DeidError
 
-SCALE: Final = 3  # upscaling before OCR
+SCALE: Final = 3  # upscaling before OCR: Tesseract misses letters under ~20 pixels
 MIN_CONFIDENCE: Final = 50  # Tesseract's word confidence, 0-100, for boxes not word-shaped
 BLANKED_EDGE: Final = 2  # pixels around a blanked box not looked at again
 MIN_SET_PIXELS: Final = 20  # fewer in a mask than two small letters have: nothing to read
@@ -109,8 +109,9 @@ def to_grey(frame: np.ndarray, photometric: str = "MONOCHROME2") -> np.ndarray:
     return ((data - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
-def masks(grey: np.ndarray) -> Iterator[np.ndarray]:
-    """Where text may be in an 8-bit frame, one boolean mask per way of looking.
+def masks(grey: np.ndarray) -> Iterator[tuple[np.ndarray, bool]]:
+    """Where text may be in an 8-bit frame, one boolean mask per way of looking, and
+    whether the mask is a noisy one (where short words are mostly specks).
 
     The filtering runs at the frame's own size with separable numpy filters (Pillow's rank
     filters on an upscaled frame took a second a frame).
@@ -123,10 +124,10 @@ def masks(grey: np.ndarray) -> Iterator[np.ndarray]:
         # compression breaks strokes apart: a lower threshold and a thickened copy
         # join them again.
         bright = _without_lone_pixels(pixels >= top * 0.85, 2)
-        yield bright
-        yield _grey_filter(bright.astype(np.int16), 2, np.maximum) > 0
+        yield bright, False
+        yield _grey_filter(bright.astype(np.int16), 2, np.maximum) > 0, False
         # Lower, a threshold takes in whole bright areas: only their thin parts count.
-        yield _without_lone_pixels(_thin(pixels >= top * 0.7), 2)
+        yield _without_lone_pixels(_thin(pixels >= top * 0.7), 2), True
     size = TOP_HAT_SIZE
     opened = _grey_filter(_grey_filter(pixels, size, np.minimum), size, np.maximum)
     closed = _grey_filter(_grey_filter(pixels, size, np.maximum), size, np.minimum)
@@ -135,7 +136,7 @@ def masks(grey: np.ndarray) -> Iterator[np.ndarray]:
     for detail in (pixels - opened, closed - pixels):
         spread = float(detail.std())
         if spread > 0:
-            yield _without_lone_pixels(detail > detail.mean() + 4 * spread)
+            yield _without_lone_pixels(detail > detail.mean() + 4 * spread), False
 
 
 def content(mask: np.ndarray, margin: int = 8) -> Box | None:
@@ -182,12 +183,12 @@ def _without_lone_pixels(mask: np.ndarray, least: int = 1) -> np.ndarray:
     return np.asarray(mask & (neighbours >= least))
 
 
-def page(mask: np.ndarray) -> Image.Image:
-    """Dark text on white, SCALE times larger, edges smoothed (Tesseract reads jagged
-    nearest-neighbour glyphs worse)."""
+def page(mask: np.ndarray) -> np.ndarray:
+    """Dark text on white as 8-bit grey, SCALE times larger, edges smoothed (Tesseract
+    reads jagged nearest-neighbour glyphs worse)."""
     img = Image.fromarray(np.where(mask, 255, 0).astype(np.uint8))
     big = np.asarray(img.resize((img.width * SCALE, img.height * SCALE), Image.Resampling.BILINEAR))
-    return Image.fromarray(np.where(big >= 96, 0, 255).astype(np.uint8))
+    return np.ascontiguousarray(np.where(big >= 96, 0, 255).astype(np.uint8))
 
 
 class TextFinder:
@@ -206,6 +207,9 @@ class TextFinder:
             self._api = tesserocr.PyTessBaseAPI(
                 path=str(tessdata_dir()), lang="eng", psm=tesserocr.PSM.SPARSE_TEXT
             )
+            # Tesseract adapts to the pages it has read: what it finds in a frame would
+            # depend on the frames before it. Every frame is read by the same engine.
+            self._api.SetVariable("classify_enable_learning", "0")
         except RuntimeError as exc:
             raise OcrUnavailable(f"Tesseract does not start ({exc})") from None
 
@@ -233,7 +237,7 @@ class TextFinder:
         found: list[Box] = []
         rows, columns = frame.shape[0], frame.shape[1]
         edges = [b.padded(BLANKED_EDGE, rows, columns) for b in blanked]
-        for mask in masks(to_grey(frame, photometric)):
+        for mask, noisy in masks(to_grey(frame, photometric)):
             for b in edges:
                 mask[b.top : b.bottom, b.left : b.right] = False
             # Only the part with anything in it is read: Tesseract's time goes with area.
@@ -241,7 +245,7 @@ class TextFinder:
             if part is None:
                 continue
             crop = mask[part.top : part.bottom, part.left : part.right]
-            for box in self._words(page(crop)):
+            for box in self._words(page(crop), noisy):
                 box = Box(
                     box.left + part.left,
                     box.top + part.top,
@@ -251,9 +255,11 @@ class TextFinder:
                 found.append(_tightened(box, mask))
         return merge(found)
 
-    def _words(self, image: Image.Image) -> Iterator[Box]:
+    def _words(self, image: np.ndarray, noisy: bool) -> Iterator[Box]:
         tess = self._tesserocr
-        self._api.SetImage(image)
+        height, width = image.shape
+        data = image.tobytes()  # must outlive Recognize: Tesseract does not copy it
+        self._api.SetImageBytes(data, width, height, 1, width)
         self._api.Recognize()
         words = self._api.GetIterator()
         if words is None:
@@ -277,7 +283,9 @@ class TextFinder:
             if tall < MIN_TEXT_HEIGHT:
                 continue
             word_like = wide >= 1.5 * tall and alnum >= 3
-            if not word_like and word.Confidence(tess.RIL.WORD) < self.min_confidence:
+            if not word_like and (
+                word.Confidence(tess.RIL.WORD) < self.min_confidence or (noisy and alnum < 3)
+            ):
                 continue
             yield Box(x0 // SCALE, y0 // SCALE, -(-x1 // SCALE), -(-y1 // SCALE))
 
