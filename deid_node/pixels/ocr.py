@@ -1,13 +1,21 @@
 """Burned-in text in a frame, found with Tesseract (tesserocr: in-process, no subprocess).
 
-Tesseract reads dark text on a light page; burned-in text is light overlay on an image.
-Each frame is therefore turned into page-like variants first, and the word boxes found in
-any of them are united: global thresholds near the frame's brightest values (overlay
-text is drawn at or near full scale; speckle grains are dropped, strokes broken by lossy
-compression joined), and a white top-hat (small bright detail against its surroundings,
-which keeps dimmer text on gradients). Boxes of a word's shape count whatever Tesseract's
-confidence in what it read, since only where matters. Pages are upscaled 3x because
-Tesseract misses text whose letters are under about 20 pixels high (bitmap fonts are 8).
+Tesseract reads dark text on a light page; burned-in text is overlay on an image. Each
+frame is therefore turned into masks of where text may be, one per way of looking, and
+the word boxes found in any of them are united:
+
+- thresholds near the frame's brightest values (overlay text is drawn at or near full
+  scale), with speckle grains dropped and strokes broken by lossy compression joined;
+- the exact values an overlay is drawn in (a value far more frequent than its neighbours
+  in some tile of the frame): grey text as bright as the image, or dimmer;
+- colour apart from grey (yellow or green text on a grey ultrasound);
+- small bright and small dark detail (top-hats): dim text on gradients, dark text on
+  light screen captures.
+
+Each part of a mask with anything in it is read on its own page, upscaled 3x (Tesseract
+misses letters under about 20 pixels high). Boxes of a word's shape count whatever
+Tesseract's confidence in what it read, since only where matters; rows above and below
+a word that hold only specks are cut off.
 
 Finding text only has to say where, not what: boxes, never the words, leave this module.
 """
@@ -27,6 +35,11 @@ from deid_node.errors import DeidError
 
 SCALE: Final = 3  # upscaling before OCR: Tesseract misses letters under ~20 pixels
 MIN_CONFIDENCE: Final = 50  # Tesseract's word confidence, 0-100, for boxes not word-shaped
+NOISY, PLAIN, COLOUR = "noisy", "plain", "colour"  # how far a mask's words are trusted
+MIN_CHROMA: Final = 64  # max minus min sample of a pixel: coloured, not grey
+SPIKE_FACTOR: Final = 3.0  # times the neighbouring values' counts: an overlay's value
+SPIKE_MIN_PIXELS: Final = 20  # pixels of one value in a tile at least: a short word's
+SPIKE_TILE: Final = 64  # tile side, pixels
 BLANKED_EDGE: Final = 2  # pixels around a blanked box not looked at again
 MIN_SET_PIXELS: Final = 20  # fewer in a mask than two small letters have: nothing to read
 MIN_TEXT_HEIGHT: Final = 6  # frame pixels: smaller specks read as letters, and are not legible text
@@ -109,9 +122,11 @@ def to_grey(frame: np.ndarray, photometric: str = "MONOCHROME2") -> np.ndarray:
     return ((data - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
-def masks(grey: np.ndarray) -> Iterator[tuple[np.ndarray, bool]]:
-    """Where text may be in an 8-bit frame, one boolean mask per way of looking, and
-    whether the mask is a noisy one (where short words are mostly specks).
+def masks(grey: np.ndarray, colours: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, str]]:
+    """Where text may be in an 8-bit frame, one boolean mask per way of looking, and how
+    far what is read in it is trusted: NOISY (short words there are mostly specks), PLAIN,
+    COLOUR (overlay colour alone: any letter read there counts). `colours`: for colour
+    frames, :func:`drawn_in_colour`.
 
     The filtering runs at the frame's own size with separable numpy filters (Pillow's rank
     filters on an upscaled frame took a second a frame).
@@ -124,10 +139,24 @@ def masks(grey: np.ndarray) -> Iterator[tuple[np.ndarray, bool]]:
         # compression breaks strokes apart: a lower threshold and a thickened copy
         # join them again.
         bright = _without_lone_pixels(pixels >= top * 0.85, 2)
-        yield bright, False
-        yield _grey_filter(bright.astype(np.int16), 2, np.maximum) > 0, False
+        yield bright, PLAIN
+        yield _grey_filter(bright.astype(np.int16), 2, np.maximum) > 0, PLAIN
         # Lower, a threshold takes in whole bright areas: only their thin parts count.
-        yield _without_lone_pixels(_thin(pixels >= top * 0.7), 2), True
+        yield _without_lone_pixels(_thin(pixels >= top * 0.7), 2), NOISY
+        # Overlay text is drawn in one exact value; the image around it varies. Values far
+        # more frequent than their neighbours (but the brightest, which clipping makes
+        # frequent) are text drawn as bright as the image or dimmer: grey on speckle.
+        # Only stroke cores hold the exact value: the anti-aliased edges beside them, as
+        # bright as most of it, are taken in too. One page for all such values.
+        drawn = np.zeros(pixels.shape, dtype=bool)
+        for value in _spikes(grey, below=top):
+            core = _without_lone_pixels(_thin(pixels == value), 1)  # strokes, not areas
+            near = _grey_filter(core.astype(np.int16), 3, np.maximum) > 0
+            drawn |= near & (pixels >= 0.6 * value) & (pixels <= value + 8)
+        if drawn.any():
+            yield drawn, PLAIN
+    if colours is not None:
+        yield colours, COLOUR
     size = TOP_HAT_SIZE
     opened = _grey_filter(_grey_filter(pixels, size, np.minimum), size, np.maximum)
     closed = _grey_filter(_grey_filter(pixels, size, np.maximum), size, np.minimum)
@@ -136,7 +165,95 @@ def masks(grey: np.ndarray) -> Iterator[tuple[np.ndarray, bool]]:
     for detail in (pixels - opened, closed - pixels):
         spread = float(detail.std())
         if spread > 0:
-            yield _without_lone_pixels(detail > detail.mean() + 4 * spread), False
+            yield _without_lone_pixels(detail > detail.mean() + 4 * spread), PLAIN
+
+
+def drawn_in_colour(frame: np.ndarray, most: int = 4) -> np.ndarray | None:
+    """Strokes in the exact colours an overlay is drawn in (yellow or green text on a grey
+    ultrasound), or None: the most frequent saturated colours, their thin parts only (a
+    colour bar or a filled Doppler area is not text), with the anti-aliased edges beside.
+    """
+    rgb = frame.astype(np.int32)
+    chroma = rgb.max(axis=2) - rgb.min(axis=2)
+    coloured = chroma >= MIN_CHROMA
+    if np.count_nonzero(coloured) < MIN_SET_PIXELS:
+        return None
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    values, counts = np.unique(packed[coloured], return_counts=True)
+    out = np.zeros(chroma.shape, dtype=bool)
+    for value in values[np.argsort(counts)[::-1][:most]]:
+        core = _thin(packed == value)
+        if np.count_nonzero(core) < MIN_SET_PIXELS:
+            continue
+        near = _grey_filter(core.astype(np.int16), 3, np.maximum) > 0
+        out |= near & (chroma >= MIN_CHROMA // 2)
+    return out if out.any() else None
+
+
+def _spikes(grey: np.ndarray, below: float, most: int = 6) -> list[int]:
+    """Up to `most` grey values from 96 up to `below` much more frequent than the values
+    beside them (an overlay's drawing value), the most outstanding first.
+
+    Counted in tiles: a line of text is local, and over a whole large frame its value's
+    count drowns in the image's own.
+    """
+    strength: dict[int, float] = {}
+    low, high = 96, min(256, int(below))
+    if high <= low:
+        return []
+    rows, columns = grey.shape
+    for top in range(0, rows, SPIKE_TILE):
+        for left in range(0, columns, SPIKE_TILE):
+            tile = grey[top : top + SPIKE_TILE, left : left + SPIKE_TILE]
+            hist = np.bincount(tile.ravel(), minlength=256).astype(np.float64)
+            for value in np.flatnonzero(hist[low:high] >= SPIKE_MIN_PIXELS) + low:
+                around = np.concatenate((hist[value - 4 : value], hist[value + 1 : value + 5]))
+                usual = float(np.median(around))
+                if hist[value] >= SPIKE_FACTOR * usual:
+                    ratio = hist[value] / (usual + 1.0)
+                    strength[int(value)] = max(strength.get(int(value), 0.0), ratio)
+    ranked = sorted(strength.items(), key=lambda kv: kv[1], reverse=True)
+    return [value for value, _ in ranked[:most]]
+
+
+def _runs(present: Any, gap: int) -> list[tuple[int, int]]:
+    """[start, stop) runs of True, runs apart by `gap` or fewer False joined."""
+    at = np.flatnonzero(np.asarray(present))
+    if at.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(at) > gap + 1)
+    starts = np.concatenate(([at[0]], at[breaks + 1]))
+    stops = np.concatenate((at[breaks], [at[-1]])) + 1
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+def regions(mask: np.ndarray, margin: int = 8) -> list[Box]:
+    """The parts of a mask to read: bands of rows with set pixels, split where a band
+    has a gap wider than a few letters; specks too small to be a letter left out.
+
+    Each region keeps a margin of empty page around it, which Tesseract needs.
+    """
+    if np.count_nonzero(mask) < MIN_SET_PIXELS:
+        return []
+    rows, columns = mask.shape
+    out = []
+    for top, bottom in _runs(mask.any(axis=1), gap=2):
+        height = bottom - top
+        if height < MIN_TEXT_HEIGHT - 1:
+            continue
+        band = mask[top:bottom]
+        for left, right in _runs(band.any(axis=0), gap=max(12, 2 * height)):
+            if np.count_nonzero(band[:, left:right]) < MIN_SET_PIXELS // 2:
+                continue
+            out.append(
+                Box(
+                    max(0, left - margin),
+                    max(0, top - margin),
+                    min(columns, right + margin),
+                    min(rows, bottom + margin),
+                )
+            )
+    return out
 
 
 def content(mask: np.ndarray, margin: int = 8) -> Box | None:
@@ -237,25 +354,27 @@ class TextFinder:
         found: list[Box] = []
         rows, columns = frame.shape[0], frame.shape[1]
         edges = [b.padded(BLANKED_EDGE, rows, columns) for b in blanked]
-        for mask, noisy in masks(to_grey(frame, photometric)):
+        colours = drawn_in_colour(frame) if frame.ndim == 3 and frame.shape[2] == 3 else None
+        for mask, kind in masks(to_grey(frame, photometric), colours):
             for b in edges:
                 mask[b.top : b.bottom, b.left : b.right] = False
-            # Only the part with anything in it is read: Tesseract's time goes with area.
-            part = content(mask)
-            if part is None:
-                continue
-            crop = mask[part.top : part.bottom, part.left : part.right]
-            for box in self._words(page(crop), noisy):
-                box = Box(
-                    box.left + part.left,
-                    box.top + part.top,
-                    box.right + part.left,
-                    box.bottom + part.top,
-                )
-                found.append(_tightened(box, mask))
+            # Only the parts with anything in them are read, each on its own: Tesseract's
+            # time goes with area, and on a large page it passes over some lines.
+            for part in regions(mask):
+                crop = mask[part.top : part.bottom, part.left : part.right]
+                for box in self._words(page(crop), kind):
+                    box = Box(
+                        box.left + part.left,
+                        box.top + part.top,
+                        box.right + part.left,
+                        box.bottom + part.top,
+                    )
+                    box = _tightened(box, mask)
+                    if box.bottom - box.top >= MIN_TEXT_HEIGHT - 1:  # else specks, boxed
+                        found.append(box)
         return merge(found)
 
-    def _words(self, image: np.ndarray, noisy: bool) -> Iterator[Box]:
+    def _words(self, image: np.ndarray, kind: str) -> Iterator[Box]:
         tess = self._tesserocr
         height, width = image.shape
         data = image.tobytes()  # must outlive Recognize: Tesseract does not copy it
@@ -270,7 +389,7 @@ class TextFinder:
             except RuntimeError:  # a box with no text
                 continue
             alnum = sum(c.isalnum() for c in text)
-            if alnum < 2:
+            if alnum < (1 if kind == COLOUR else 2):
                 continue
             box = word.BoundingBox(tess.RIL.WORD)
             if box is None:
@@ -280,11 +399,12 @@ class TextFinder:
             # are boxed well, so a box of a word's shape counts whatever its confidence.
             # Specks read as letters are smaller than any legible glyph.
             tall, wide = (y1 - y0) / SCALE, (x1 - x0) / SCALE
-            if tall < MIN_TEXT_HEIGHT:
+            if tall < MIN_TEXT_HEIGHT - (1 if kind == COLOUR else 0):
                 continue
-            word_like = wide >= 1.5 * tall and alnum >= 3
+            word_like = kind == COLOUR or (wide >= 1.5 * tall and alnum >= 3)
             if not word_like and (
-                word.Confidence(tess.RIL.WORD) < self.min_confidence or (noisy and alnum < 3)
+                word.Confidence(tess.RIL.WORD) < self.min_confidence
+                or (kind == NOISY and alnum < 3)
             ):
                 continue
             yield Box(x0 // SCALE, y0 // SCALE, -(-x1 // SCALE), -(-y1 // SCALE))
