@@ -6,8 +6,9 @@
 
 Synthetic data is written to a temporary folder outside the repo (removed at the end unless
 --keep): 500 CT slices (512x512, 16-bit, one study), 8 ultrasound multi-frame objects
-(30 frames 640x480 RGB, ~27 MB each) and one ~1 GB 16-bit multi-frame object; --quick: 50 CT,
-2 US, no big object.
+(30 frames 640x480 RGB, ~27 MB each), 4 ultrasound cines (10 frames 640x480) and 4 screen
+captures with burned-in text, and one ~1 GB 16-bit multi-frame object; --quick: 50 CT,
+2 US, 1 + 1 with text (4 frames), no big object.
 
 Receivers, each on its own free port on 127.0.0.1, run one after the other:
   bare       a pynetdicom SCP that writes event.encoded_dataset() to a file
@@ -17,6 +18,7 @@ Receivers, each on its own free port on 127.0.0.1, run one after the other:
 Scenarios, each sent with dcmtk's storescu:
   ct1  the CT folder on one association     ct4  4 concurrent associations, a quarter each
   us   the US folder on one association     big  the ~1 GB object
+  px   the burned-in text folder on one association (deid-node: a profile that cleans it)
 Offline (unless --no-offline or --only leaves it out): `deid-node deidentify` on the CT folder
 against dicognito, deid and dicom-anonymizer when --compare-python (default: this Python) can
 import them.
@@ -24,7 +26,9 @@ import them.
 Per receiver and scenario: median and min wall time until the last object is written (for
 deid-node: written and audited), objects/s, MB/s, peak RSS and PSS and CPU seconds of the receiver's
 whole process tree, and deid-node's throughput ratio against the others (other's median time
-/ deid-node's, so > 1 means deid-node is faster). JSON goes to bench-results/latest.json.
+/ deid-node's, so > 1 means deid-node is faster). For burned-in text, also the cost in this
+process on one core: ms an object cleaned against header-only, ms and frames/s a frame.
+JSON goes to bench-results/latest.json.
 """
 
 from __future__ import annotations
@@ -65,11 +69,12 @@ STORESCP = Path("/usr/bin/storescp")
 
 SENDER_AE = "BENCH_SCU"
 RECEIVERS = ("bare", "chunked", "dcmtk", "deid-node")
-SCENARIOS = ("ct1", "ct4", "us", "big")
+SCENARIOS = ("ct1", "ct4", "us", "px", "big")
 SCENARIO_LABELS = {
     "ct1": "CT, 1 association",
     "ct4": "CT, 4 associations",
     "us": "US multi-frame",
+    "px": "burned-in text",
     "big": "~1 GB object",
 }
 # deid-node's ratio columns: (receiver, column header)
@@ -394,7 +399,13 @@ class DcmtkReceiver(Receiver):
 
 @dataclass
 class DeidNodeReceiver(Receiver):
-    """`deid-node serve` with a bench config; done means audited stored/duplicate."""
+    """`deid-node serve` with a bench config; done means audited stored/duplicate.
+
+    `pixels`: the profile cleans burned-in text (workers preload numpy and Tesseract), for
+    the px scenario; the others run header-only, as a node without such a profile does.
+    """
+
+    pixels: bool = False
 
     # Objects of the current repetition are those received since it began.
     baseline: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
@@ -428,7 +439,9 @@ class DeidNodeReceiver(Receiver):
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        write_deid_config(self.config_path, self.data_dir, self.port, self.ae_title)
+        write_deid_config(
+            self.config_path, self.data_dir, self.port, self.ae_title, pixels=self.pixels
+        )
         env = {**os.environ, "DEID_NODE_SECRET": BENCH_SECRET}
         check = subprocess.run(
             [str(DEID_NODE), "check-config", "--config", str(self.config_path)],
@@ -473,8 +486,11 @@ class DeidNodeReceiver(Receiver):
         super().stop()
 
 
-def write_deid_config(path: Path, data_dir: Path, port: int, ae_title: str) -> None:
-    """The bench's deid-node config: one source (the sender's AE title), one profile."""
+def write_deid_config(
+    path: Path, data_dir: Path, port: int, ae_title: str, *, pixels: bool = False
+) -> None:
+    """The bench's deid-node config: one source (the sender's AE title), one profile;
+    with `pixels`, the profile cleans burned-in text."""
     path.write_text(
         f"""# written by scripts/bench
 [node]
@@ -496,7 +512,7 @@ action = "reject"
 [profiles.bench]
 options = ["retain-longitudinal-modified-dates", "retain-safe-private"]
 patient_id_prefix = "BENCH"
-burned_in_annotation = "allow"
+burned_in_annotation = "{"clean" if pixels else "allow"}"
 """,
         encoding="utf-8",
     )
@@ -513,6 +529,14 @@ def make_receiver(name: str, work: Path) -> Receiver:
     if name == "deid-node":
         return DeidNodeReceiver(name, folder, ae_title="DEID_NODE", needs=(DEID_NODE,))
     raise ValueError(name)
+
+
+def make_deid_pixels_receiver(work: Path) -> DeidNodeReceiver:
+    """deid-node with a profile that cleans burned-in text (the px scenario)."""
+    folder = work / "rx-deid-node-pixels"
+    return DeidNodeReceiver(
+        "deid-node", folder, ae_title="DEID_NODE", needs=(DEID_NODE,), pixels=True
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,6 +593,59 @@ def make_us(folder: Path, n: int) -> None:
         )
         study_uid = ds.StudyInstanceUID
         ds.save_as(folder / f"us{i + 1}.dcm", enforce_file_format=True)
+
+
+def make_px(folder: Path, n_us: int, n_sc: int, frames: int) -> int:
+    """Ultrasound cines and screen captures with burned-in text; returns their frame count.
+
+    Every ultrasound frame carries the banner, hospital and a measurement, on its own
+    speckle (so no two frames are alike and each one is looked at).
+    """
+    from deid_node.testing.synthetic import PhiTokens, SyntheticPatient
+    from deid_node.testing.synthetic.annotated import annotated_capture, annotated_ultrasound
+
+    folder.mkdir(parents=True)
+    patient = SyntheticPatient.make(PhiTokens(start=60_000), seed=13)
+    total = 0
+    for i in range(n_us):
+        ds, _ = annotated_ultrasound(patient, frames=frames, burned_in=None, seed=100 + i)
+        ds.save_as(folder / f"us{i + 1}.dcm", enforce_file_format=True)
+        total += frames
+    for i in range(n_sc):
+        ds, _ = annotated_capture(patient, seed=200 + i)
+        ds.save_as(folder / f"sc{i + 1}.dcm", enforce_file_format=True)
+        total += 1
+    return total
+
+
+def pixel_cost(folder: Path) -> dict[str, Any]:
+    """Per object, in this process on one core: the pipeline with a clean profile against
+    the same objects header-only (`allow`); frames looked at per second."""
+    from deid_node.config import BurnedInPolicy, ProfileConfig
+    from deid_node.deid.pipeline import process_file
+    from deid_node.deid.profiles import compile_profile
+    from deid_node.pixels.decode import read_layout
+    from deid_node.pixels.release import shared_finder
+
+    shared_finder()  # started once per worker: not part of any object's cost
+    key = bytes.fromhex(BENCH_SECRET)
+    files = sorted(folder.iterdir())
+    frames = sum(read_layout(p).frames for p in files)
+    out: dict[str, Any] = {"objects": len(files), "frames": frames}
+    with tempfile.TemporaryDirectory(prefix="deid-bench-px-") as tmp:
+        for policy in (BurnedInPolicy.ALLOW, BurnedInPolicy.CLEAN):
+            profile = compile_profile(
+                ProfileConfig(name=f"px-{policy}", burned_in_annotation=policy)
+            )
+            started = time.process_time()
+            outcomes = [process_file(p, profile, key, Path(tmp) / policy.value) for p in files]
+            cpu = time.process_time() - started
+            stored = sum(o.status.value in ("stored", "duplicate") for o in outcomes)
+            out[policy.value] = {"cpu_s": cpu, "ms_per_object": cpu * 1000 / len(files)}
+            out[policy.value]["stored"] = stored
+    out["frames_per_cpu_s"] = frames / out["clean"]["cpu_s"]
+    out["ms_per_frame"] = (out["clean"]["cpu_s"] - out["allow"]["cpu_s"]) * 1000 / frames
+    return out
 
 
 def write_big_object(path: Path, frames: int, rows: int = 512, cols: int = 512) -> None:
@@ -671,6 +748,15 @@ def make_data(work: Path, args: argparse.Namespace, scenarios: Sequence[str]) ->
         make_us(data / "us", args.us)
         log(f"data: {args.us} US objects in {time.perf_counter() - started:.1f} s")
         out["scenarios"]["us"] = Scenario("us", [data / "us"], *folder_stats(data / "us"))
+    if "px" in scenarios and args.px > 0:
+        started = time.perf_counter()
+        frames = make_px(data / "px", args.px, args.px, args.px_frames)
+        log(
+            f"data: {args.px} US and {args.px} SC with text, {frames} frames, "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        out["scenarios"]["px"] = Scenario("px", [data / "px"], *folder_stats(data / "px"))
+        out["px_dir"] = data / "px"
     if "big" in scenarios and args.big_frames > 0:
         started = time.perf_counter()
         (data / "big").mkdir(parents=True)
@@ -794,7 +880,17 @@ def summarise(scenario: Scenario, receiver: str, reps: list[dict[str, Any]]) -> 
 def bench_receiver(
     name: str, work: Path, scenarios: list[Scenario], reps: int, logs: Path
 ) -> list[dict[str, Any]]:
-    rx = make_receiver(name, work)
+    if name == "deid-node" and any(s.name == "px" for s in scenarios):
+        # Burned-in text needs a cleaning profile: its own node, after the others.
+        rest = [s for s in scenarios if s.name != "px"]
+        px = [s for s in scenarios if s.name == "px"]
+        results = bench_receiver(name, work, rest, reps, logs) if rest else []
+        return results + _bench(make_deid_pixels_receiver(work), px, reps, logs)
+    return _bench(make_receiver(name, work), scenarios, reps, logs)
+
+
+def _bench(rx: Receiver, scenarios: list[Scenario], reps: int, logs: Path) -> list[dict[str, Any]]:
+    name = rx.name
     results = []
     try:
         rx.start()
@@ -1162,6 +1258,15 @@ def print_tables(report: dict[str, Any]) -> None:
             console.print(
                 f"deid-node files/s / fastest other's: {offline['ratio_vs_fastest_other']:.2f}"
             )
+    cost = report.get("pixel_cost")
+    if cost:
+        console.print(
+            f"burned-in text, one core: {cost['objects']} objects, {cost['frames']} frames; "
+            f"{cost['clean']['ms_per_object']:.0f} ms an object cleaned against "
+            f"{cost['allow']['ms_per_object']:.0f} ms header-only; "
+            f"{cost['ms_per_frame']:.0f} ms a frame, {cost['frames_per_cpu_s']:.1f} frames/s "
+            "per worker"
+        )
     m = report["machine"]
     console.print(
         f"{m['nproc']} CPUs ({m['cpu_model']}), {m['mem_total_gb']} GB; "
@@ -1205,6 +1310,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tmpdir", type=Path, help="where to make the temporary folder")
     parser.add_argument("--ct", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--us", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--px", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--px-frames", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--big-frames", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.reps < 1:
@@ -1222,6 +1329,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.scenarios = [s for s in args.scenarios if s != "big"]
     args.ct = args.ct or (50 if args.quick else 500)
     args.us = args.us if args.us is not None else (2 if args.quick else 8)
+    args.px = args.px if args.px is not None else (1 if args.quick else 4)
+    args.px_frames = args.px_frames or (4 if args.quick else 10)
     args.big_frames = args.big_frames or 2000  # 2000 x 512 x 512 x 2 bytes = 1.05 GB
     return args
 
@@ -1251,6 +1360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scenarios": args.scenarios,
             "ct": args.ct,
             "us": args.us,
+            "px": args.px,
+            "px_frames": args.px_frames,
             "big_frames": args.big_frames if "big" in args.scenarios else 0,
             "sender": f"{STORESCU} +sd +r -pdu {PDU} --max-send-pdu {PDU}",
         },
@@ -1269,6 +1380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in args.receivers:
             report["results"] += bench_receiver(name, work, scenarios, args.reps, logs)
         add_ratios(report["results"])
+        if "px_dir" in data:
+            report["pixel_cost"] = pixel_cost(data["px_dir"])
         if args.offline:
             report["offline"] = run_offline(
                 work, data["ct_dir"], args.reps, args.compare_python, logs
