@@ -22,6 +22,7 @@ Finding text only has to say where, not what: boxes, never the words, leave this
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ MIN_CHROMA: Final = 64  # max minus min sample of a pixel: coloured, not grey
 SPIKE_FACTOR: Final = 3.0  # times the neighbouring values' counts: an overlay's value
 SPIKE_MIN_PIXELS: Final = 20  # pixels of one value in a tile at least: a short word's
 SPIKE_TILE: Final = 64  # tile side, pixels
+READ_CACHE: Final = 4096  # parts of masks whose reading is kept (a few MB at most)
 BLANKED_EDGE: Final = 2  # pixels around a blanked box not looked at again
 MIN_SET_PIXELS: Final = 20  # fewer in a mask than two small letters have: nothing to read
 MIN_TEXT_HEIGHT: Final = 6  # frame pixels: smaller specks read as letters, and are not legible text
@@ -205,13 +207,17 @@ def _spikes(grey: np.ndarray, below: float, most: int = 6) -> list[int]:
     for top in range(0, rows, SPIKE_TILE):
         for left in range(0, columns, SPIKE_TILE):
             tile = grey[top : top + SPIKE_TILE, left : left + SPIKE_TILE]
-            hist = np.bincount(tile.ravel(), minlength=256).astype(np.float64)
-            for value in np.flatnonzero(hist[low:high] >= SPIKE_MIN_PIXELS) + low:
-                around = np.concatenate((hist[value - 4 : value], hist[value + 1 : value + 5]))
-                usual = float(np.median(around))
-                if hist[value] >= SPIKE_FACTOR * usual:
-                    ratio = hist[value] / (usual + 1.0)
-                    strength[int(value)] = max(strength.get(int(value), 0.0), ratio)
+            hist = np.bincount(tile.ravel(), minlength=260).astype(np.float64)  # +4 beyond 255
+            candidates = np.flatnonzero(hist[low:high] >= SPIKE_MIN_PIXELS) + low
+            if candidates.size == 0:
+                continue
+            # The median of the four counts on either side of each candidate value.
+            beside = np.stack([hist[candidates + d] for d in (-4, -3, -2, -1, 1, 2, 3, 4)])
+            usual = np.median(beside, axis=0)
+            for value, count, near in zip(candidates, hist[candidates], usual, strict=True):
+                if count >= SPIKE_FACTOR * near:
+                    ratio = count / (near + 1.0)
+                    strength[int(value)] = max(strength.get(int(value), 0.0), float(ratio))
     ranked = sorted(strength.items(), key=lambda kv: kv[1], reverse=True)
     return [value for value, _ in ranked[:most]]
 
@@ -243,7 +249,7 @@ def regions(mask: np.ndarray, margin: int = 8) -> list[Box]:
             continue
         band = mask[top:bottom]
         for left, right in _runs(band.any(axis=0), gap=max(12, 2 * height)):
-            if np.count_nonzero(band[:, left:right]) < MIN_SET_PIXELS // 2:
+            if np.count_nonzero(band[:, left:right]) < MIN_SET_PIXELS:
                 continue
             out.append(
                 Box(
@@ -320,6 +326,7 @@ class TextFinder:
             raise OcrUnavailable("tesserocr is not installed") from None
         self._tesserocr: Any = tesserocr
         self.min_confidence = min_confidence
+        self._seen: dict[tuple[str, tuple[int, ...], bytes], list[Box]] = {}
         try:
             self._api = tesserocr.PyTessBaseAPI(
                 path=str(tessdata_dir()), lang="eng", psm=tesserocr.PSM.SPARSE_TEXT
@@ -333,6 +340,26 @@ class TextFinder:
     def close(self) -> None:
         """Free the engine."""
         self._api.End()
+
+    def _read(self, crop: np.ndarray, kind: str) -> list[Box]:
+        """The word boxes in one part of a mask (crop pixels), read once per content.
+
+        The overlay of a cine is the same in every frame while the image beside it moves:
+        a part seen before, bit for bit, is not read again (Tesseract gives the same
+        boxes for the same page; learning is off).
+        """
+        key = (
+            kind,
+            crop.shape,
+            hashlib.blake2b(np.packbits(crop).tobytes(), digest_size=16).digest(),
+        )
+        boxes = self._seen.get(key)
+        if boxes is None:
+            boxes = list(self._words(page(crop), kind))
+            if len(self._seen) >= READ_CACHE:
+                self._seen.pop(next(iter(self._seen)))  # the oldest
+            self._seen[key] = boxes
+        return boxes
 
     def __enter__(self) -> TextFinder:
         """Use as a context manager."""
@@ -362,7 +389,7 @@ class TextFinder:
             # time goes with area, and on a large page it passes over some lines.
             for part in regions(mask):
                 crop = mask[part.top : part.bottom, part.left : part.right]
-                for box in self._words(page(crop), kind):
+                for box in self._read(crop, kind):
                     box = Box(
                         box.left + part.left,
                         box.top + part.top,
