@@ -37,7 +37,10 @@ def test_quick_bench_bare_and_dcmtk(tmp_path: Path) -> None:
     assert "offline" not in report
     results = report["results"]
     assert {r["receiver"] for r in results} == {"bare", "dcmtk"}
-    assert {r["scenario"] for r in results} == {"ct1", "ct4", "us"}
+    assert {r["scenario"] for r in results} == {"ct1", "ct4", "us", "px"}
+    cost = report["pixel_cost"]  # burned-in text, measured in the bench's own process
+    assert cost["frames"] > cost["objects"] > 0 and cost["ms_per_frame"] > 0
+    assert cost["clean"]["stored"] == cost["objects"]
     for r in results:
         assert r["ok"], (r["scenario"], r["receiver"], r["errors"])
         assert r["objects"] > 0
