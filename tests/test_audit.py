@@ -1063,12 +1063,16 @@ def test_skipped_is_never_audited(db: AuditDB) -> None:
 
 
 def test_statuses_and_workers_need_no_sqlalchemy() -> None:
-    # Worker processes import the pipeline, and with it Status: they must stay light.
+    # Worker processes import the pipeline, and with it Status: they must stay light. A
+    # header-only worker holds no pixel library either (pydicom would import them).
     script = (
         "import sys, deid_node.runtime.worker_boot, deid_node.audit.records\n"
-        "print('sqlalchemy' in sys.modules)"
+        "import deid_node.deid.pipeline, pydicom.pixels\n"
+        "held = [m for m, mod in sys.modules.items() if mod is not None]\n"
+        "print('sqlalchemy' in held, any(m.split('.')[0] in"
+        " ('numpy', 'PIL', 'gdcm', 'pylibjpeg', 'jpeg_ls', 'openjpeg') for m in held))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
     )
-    assert proc.stdout.split() == ["False"], proc.stdout + proc.stderr
+    assert proc.stdout.split() == ["False", "False"], proc.stdout + proc.stderr

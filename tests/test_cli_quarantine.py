@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from typer.testing import CliRunner
@@ -407,3 +408,18 @@ def test_missing_database_is_one_error_line(tmp_path: Path, args: list[str]) -> 
     assert err.startswith("Error: audit database ") and "not found" in err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "var" / "audit.db").exists()  # reading never creates it
+
+
+def test_burned_in_objects_are_released_by_retry_once_the_profile_cleans(held: Held) -> None:
+    ids = held.ids(US_AE)
+    held.write(config_text("clean"))
+    code, out, err = quarantine(held, "retry", *map(str, ids))
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == "2 retried: 1 stored, 1 duplicate, 0 still quarantined"
+    assert_no_phi_or_paths(held, out + err)
+    for object_id in ids:
+        row = held.row(object_id)
+        assert row["status"] in ("stored", "duplicate") and row["quarantine_path"] is None
+        assert str(row["pixels"]).startswith(("checked: ", "cleaned: "))
+        written = pydicom.dcmread(str(row["output_path"]))
+        assert written.BurnedInAnnotation == "NO" and written.PatientIdentityRemoved == "YES"

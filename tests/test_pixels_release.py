@@ -267,3 +267,30 @@ def test_without_clean_the_policy_still_quarantines(
     cfg = replace(CLEAN, burned_in_annotation=BurnedInPolicy.QUARANTINE)
     out = clean(save(ds, tmp_path / "in" / "sc.dcm"), tmp_path, cfg)
     assert out.status is Status.QUARANTINED and "policy is quarantine" in str(out.reason)
+
+
+def test_deidentify_command_cleans_burned_in_text_offline(
+    tmp_path: Path, patient: SyntheticPatient, text_finder: TextFinder
+) -> None:
+    from typer.testing import CliRunner
+
+    from deid_node.cli.app import app
+
+    us, drawn = annotated_ultrasound(patient, frames=2, rows=240, cols=320)
+    save(us, tmp_path / "in" / "us.dcm")
+    cfg = tmp_path / "deid.toml"
+    cfg.write_text(
+        '[node]\ndata_dir = "var"\n[profiles.research]\nburned_in_annotation = "clean"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["deidentify", str(tmp_path / "in"), "-o", str(out), "-p", "research", "-c", str(cfg)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 written" in result.output
+    assert patient.tokens.find_in(result.output) == []
+    [written] = sorted(out.rglob("*.dcm"))
+    assert patient.tokens.find_in(written.read_bytes()) == []
+    before = frames_of(tmp_path / "in" / "us.dcm")
+    assert_text_gone(text_finder, before, frames_of(written), drawn[0])

@@ -117,7 +117,16 @@ def _clean_pixels(
     mark_pixels(ds, cleaned=plan.changed)
     if not plan.changed:
         return ([pixels] if pixels else []), plan.summary
-    ds.file_meta.TransferSyntaxUID = rewrite_header(ds, plan)
+    before = ds.file_meta.TransferSyntaxUID
+    after = rewrite_header(ds, plan)
+    if (before.is_little_endian, before.is_implicit_VR) != (
+        after.is_little_endian,
+        after.is_implicit_VR,
+    ):
+        # Values still raw are in the old encoding; decoded, pydicom writes them anew.
+        ds.walk(lambda _ds, _elem: None)
+        ds.set_original_encoding(after.is_implicit_VR, after.is_little_endian)
+    ds.file_meta.TransferSyntaxUID = after
     return plan.element(), plan.summary
 
 

@@ -1,7 +1,7 @@
-"""Where a receiving process starts: numpy kept out, then the receiving side imported.
+"""Where a receiving process starts: pixel libraries kept out, then the receiving side.
 
 A receiving process never touches pixel values, yet pydicom (under pynetdicom and the
-config) imports numpy whenever it can: some 13 MB in every receiving process. The
+config) imports numpy, Pillow and GDCM whenever it can (deid_node/lean.py). The
 supervisor starts each with :func:`run` as its target and the ReceiverSpec pickled to
 bytes, so the child imports nothing but this module before :func:`keep_numpy_out` runs.
 """
@@ -9,13 +9,15 @@ bytes, so the child imports nothing but this module before :func:`keep_numpy_out
 from __future__ import annotations
 
 import pickle
-import sys
 from typing import Any
 
 
 def keep_numpy_out() -> None:
-    """Make numpy unimportable in this process (before anything imports pydicom)."""
-    sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
+    """Make numpy and the other pixel libraries unimportable in this process (before
+    anything imports pydicom)."""
+    from deid_node.lean import keep_pixels_out
+
+    keep_pixels_out()
 
 
 def run(spec: bytes, *args: Any) -> None:

@@ -1,13 +1,14 @@
-"""Forkserver preload for worker processes: numpy kept out, then the worker side imported.
+"""Forkserver preload for header-only worker processes: pixel libraries kept out.
 
-Workers do header-only work and never touch pixel values, yet pydicom imports numpy
-whenever it can (some 13 MB in every process). Marking it unimportable here, in the
-forkserver only, keeps it out of every worker; the node process itself is unaffected.
-A node with a profile that cleans burned-in text preloads worker_boot_pixels instead.
+Workers of a node without a cleaning profile do header-only work and never touch pixel
+values, yet pydicom imports numpy, Pillow and GDCM whenever it can (deid_node/lean.py).
+Keeping them out here, in the forkserver only, keeps them out of every worker; the node
+process itself is unaffected. A node with a profile that cleans burned-in text preloads
+worker_boot_pixels instead.
 """
 
-import sys
+from deid_node.lean import keep_pixels_out
 
-sys.modules.setdefault("numpy", None)  # type: ignore[arg-type]
+keep_pixels_out()
 
 import deid_node.runtime.worker  # noqa: E402,F401
