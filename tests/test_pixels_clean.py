@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydicom.uid import UID
 
-from deid_node.pixels.clean import Report, TextRemains, blank, clean_frames, fill_value
+from deid_node.pixels.clean import TextRemains, apply, blank, fill_value, survey
 from deid_node.pixels.decode import Layout
 from deid_node.pixels.ocr import Box, TextFinder
 from tests.test_pixels_ocr import background, draw
@@ -27,8 +27,8 @@ def test_text_is_blanked_in_every_frame_it_is_in_and_nothing_else_changes(
     plain = background("speckle", seed=3)
     texted, [box] = draw(plain, [((30, 20), "GENERAL HOSPITAL 19600102", 18, 255)])
     frames = [texted, plain, texted.copy()]  # the first and last are identical
-    report = Report()
-    cleaned = list(clean_frames(frames, layout(3), text_finder, report))
+    report = survey(frames, layout(3), text_finder)
+    cleaned = list(apply(frames, layout(3), report))
     assert len(cleaned) == 3
     assert all(c.shape == plain.shape and c.dtype == plain.dtype for c in cleaned)
     assert np.array_equal(cleaned[1], plain)  # no text: untouched
@@ -52,9 +52,9 @@ def test_text_is_blanked_in_every_frame_it_is_in_and_nothing_else_changes(
 
 def test_rule_boxes_are_blanked_in_every_frame(text_finder: TextFinder) -> None:
     plain = background("gradient")
-    report = Report()
     rule = Box(0, 0, 640, 40)  # a band across the top
-    cleaned = list(clean_frames([plain, plain], layout(2), text_finder, report, fixed=[rule]))
+    report = survey([plain, plain], layout(2), text_finder, fixed=[rule])
+    cleaned = list(apply([plain, plain], layout(2), report))
     for c in cleaned:
         assert (c[:40] == plain.min()).all()
         assert np.array_equal(c[40:], plain[40:])
@@ -72,7 +72,7 @@ class _AlwaysText:
 
 def test_text_found_again_after_blanking_refuses_the_object() -> None:
     with pytest.raises(TextRemains, match="remains after blanking \\(frame 1\\)"):
-        list(clean_frames([background("flat")], layout(1), _AlwaysText(), Report()))
+        survey([background("flat")], layout(1), _AlwaysText())
 
 
 def test_blanking_is_black_as_displayed_on_every_sample() -> None:

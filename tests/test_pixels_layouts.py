@@ -33,6 +33,7 @@ from deid_node.pixels.decode import iter_frames
 from deid_node.pixels.ocr import TextFinder
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient
 from deid_node.testing.synthetic.annotated import Drawn, annotated_capture
+from tests.test_engine import _save_in
 from tests.test_offline import DCIODVFY, _errors
 
 KEY = b"k" * 32
@@ -166,13 +167,7 @@ def _pydicom(syntax: UID, **options: object) -> Callable[[Path, Path], None]:
             ds.compress(syntax, **options)  # type: ignore[arg-type]
             ds.save_as(dst, enforce_file_format=True)
         else:
-            ds.file_meta.TransferSyntaxUID = syntax
-            ds.save_as(
-                dst,
-                enforce_file_format=True,
-                implicit_vr=syntax.is_implicit_VR,
-                little_endian=syntax.is_little_endian,
-            )
+            _save_in(ds, syntax, dst)
 
     return encode
 

@@ -3,8 +3,6 @@ storescu come out with their burned-in text blanked, and the audit says what was
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,9 +13,15 @@ from deid_node.config import Config
 from deid_node.pixels.decode import iter_frames
 from deid_node.pixels.ocr import TextFinder
 from deid_node.runtime.node import Node
-from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, secondary_capture
+from deid_node.testing.synthetic import (
+    PhiTokens,
+    SyntheticPatient,
+    secondary_capture,
+    write_files,
+)
 from deid_node.testing.synthetic.annotated import annotated_capture, annotated_ultrasound
 from tests.conftest import STORESCU, audit_objects, node_table
+from tests.test_node import _dcmtk
 
 CONFIG = """
 [[sources]]
@@ -45,20 +49,10 @@ def test_burned_in_text_sent_by_storescu_is_blanked_before_anything_is_written(
     sc, _ = annotated_capture(patient, rows=240, cols=320, seed=2)
     plain = secondary_capture(patient, rows=240, cols=320, seed=3)
     plain.BurnedInAnnotation = "YES"  # said to carry text, and has none
-    files = []
-    for name, ds in (("us", us), ("sc", sc), ("plain", plain)):
-        path = tmp_path / "send" / f"{name}.dcm"
-        path.parent.mkdir(exist_ok=True)
-        ds.save_as(path, enforce_file_format=True)
-        files.append(path)
+    files = write_files([us, sc, plain], tmp_path / "send")
     host, port = node.address
-    done = subprocess.run(
-        [str(STORESCU), "-aet", "US_CART", "-aec", "DEID_NODE", host, str(port), *map(str, files)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TCP_NODELAY": "1"},
-        timeout=60,
-        check=False,
+    done = _dcmtk(
+        STORESCU, "-aet", "US_CART", "-aec", "DEID_NODE", host, str(port), *map(str, files)
     )
     assert done.returncode == 0, done.stderr
     assert node.wait_idle(120)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from deid_node.config import BurnedInPolicy, ProfileConfig
 from deid_node.deid.values import text_of
 from deid_node.dicom.pydicom_compat import is_dictionary_uid
 
@@ -46,3 +47,10 @@ def burned_in_reason(ds: Dataset, has_pixels: bool | None = None) -> str | None:
         what = UID(sop_class).name if is_dictionary_uid(sop_class) else f"modality {modality}"
         return f"{what} without BurnedInAnnotation = NO usually carries burned-in text"
     return None
+
+
+def cleans_pixels(profile: ProfileConfig, ds: Dataset, has_pixels: bool | None = None) -> bool:
+    """Whether this profile cleans this object's pixels (they may carry burned-in text)."""
+    return profile.burned_in_annotation is BurnedInPolicy.CLEAN and bool(
+        burned_in_reason(ds, has_pixels)
+    )

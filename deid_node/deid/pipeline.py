@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 from pydicom.dataset import Dataset
 
 from deid_node.audit.records import Status
-from deid_node.config import BurnedInPolicy
-from deid_node.deid.burned_in import burned_in_reason
+from deid_node.deid.burned_in import cleans_pixels
 from deid_node.deid.engine import (
     DeidResult,
     Originals,
@@ -76,8 +75,7 @@ def deidentify_to_output(
     what was done to the pixels or None).
     """
     known = None
-    cleans = source is not None and profile.config.burned_in_annotation is BurnedInPolicy.CLEAN
-    if cleans and burned_in_reason(ds, True if pixels else None):
+    if source is not None and cleans_pixels(profile.config, ds, True if pixels else None):
         from deid_node.pixels.release import given  # numpy: only where pixels are cleaned
 
         known = given(ds, profile.config)  # region rules match on the header as sent

@@ -33,8 +33,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import UID
 
-from deid_node.config import BurnedInPolicy
-from deid_node.deid.burned_in import burned_in_reason
+from deid_node.deid.burned_in import cleans_pixels
 from deid_node.deid.decisions import (
     COLLECTED_VRS,
     ID_TAGS,
@@ -237,9 +236,7 @@ def _deidentify(buf: mmap.mmap, path: Path, profile: CompiledProfile, key: bytes
     except Exception:  # the checked encoding has a reading pydicom must make: let it
         raise StreamUnsupported from None
     ds, taken = prep.ds, []
-    if profile.config.burned_in_annotation is BurnedInPolicy.CLEAN and burned_in_reason(
-        ds, prep.pixels is not None
-    ):
+    if cleans_pixels(profile.config, ds, prep.pixels is not None):
         raise StreamUnsupported  # pixel cleaning matches rules on the whole header
 
     def take_back(scrub: re.Pattern[str] | None) -> None:

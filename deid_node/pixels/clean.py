@@ -91,10 +91,55 @@ def survey(
     `fixed` boxes (region rules) are blanked in every frame. Raises TextRemains when a
     blanked frame still shows text. Frames are read one at a time and not kept.
     """
+    photometric = "RGB" if layout.photometric.startswith("YBR") else layout.photometric
+    rows, columns = layout.rows, layout.columns
+    given = [b for b in (box.padded(0, rows, columns) for box in fixed) if b.right > b.left]
+    given = [b for b in given if b.bottom > b.top]
     report = Report()
-    for _ in _cleaned(frames, layout, finder, report, fixed, pad, keep=False):
-        pass
+    for index, frame in enumerate(frames, start=1):
+        report.frames += 1
+        digest = _digest(frame)
+        boxes = report.boxes.get(digest)
+        if boxes is None:
+            boxes = _look(frame, layout, finder, photometric, given, pad, index)
+            report.boxes[digest] = boxes
+            report.distinct += 1
+            report.regions += len(boxes)
+            report.by_rule += len(given)
+        if boxes:
+            report.frames_changed += 1
     return report
+
+
+def _look(
+    frame: np.ndarray,
+    layout: Layout,
+    finder: Finder,
+    photometric: str,
+    given: list[Box],
+    pad: int,
+    index: int,
+) -> tuple[Box, ...]:
+    """What to blank in one frame; TextRemains if text is still found after blanking."""
+    rows, columns = layout.rows, layout.columns
+    found = [b.padded(pad, rows, columns) for b in finder.find(frame, photometric)]
+    boxes = (*given, *found)
+    if not boxes:
+        return boxes
+    fill = fill_value(layout, frame)
+    # Looked for again: what a first look half-saw (strokes broken by lossy compression)
+    # is found once its neighbours are gone, and blanked too, a bounded number of times;
+    # then nothing may be found any more. Pieces of one line found in different looks
+    # become one box, so no letter is left standing between them.
+    for looks in range(1 + EXTRA_LOOKS):
+        boxes = (*given, *merge(found))
+        more = finder.find(blank(frame, boxes, fill), photometric, boxes)
+        if not more:
+            return boxes
+        if looks == EXTRA_LOOKS:
+            raise TextRemains(f"burned-in text remains after blanking (frame {index})")
+        found += [b.padded(pad, rows, columns) for b in more]
+    return boxes
 
 
 def apply(frames: Iterable[np.ndarray], layout: Layout, report: Report) -> Iterator[np.ndarray]:
@@ -104,70 +149,3 @@ def apply(frames: Iterable[np.ndarray], layout: Layout, report: Report) -> Itera
         if boxes is None:  # a decoder that is not deterministic: nothing can be trusted
             raise PixelError(f"frame {index} decoded differently the second time")
         yield blank(frame, boxes, fill_value(layout, frame)) if boxes else frame
-
-
-def clean_frames(
-    frames: Iterable[np.ndarray],
-    layout: Layout,
-    finder: Finder,
-    report: Report,
-    *,
-    fixed: Sequence[Box] = (),
-    pad: int = PAD,
-) -> Iterator[np.ndarray]:
-    """The frames with their burned-in text blanked, in order, one at a time (one pass).
-
-    `fixed` boxes (from region rules) are blanked in every frame as well. Raises
-    TextRemains when a blanked frame still shows text.
-    """
-    yield from _cleaned(frames, layout, finder, report, fixed, pad, keep=True)
-
-
-def _cleaned(
-    frames: Iterable[np.ndarray],
-    layout: Layout,
-    finder: Finder,
-    report: Report,
-    fixed: Sequence[Box],
-    pad: int,
-    *,
-    keep: bool,
-) -> Iterator[np.ndarray]:
-    photometric = "RGB" if layout.photometric.startswith("YBR") else layout.photometric
-    rows, columns = layout.rows, layout.columns
-    given = [b for b in (box.padded(0, rows, columns) for box in fixed) if b.right > b.left]
-    given = [b for b in given if b.bottom > b.top]
-    for index, frame in enumerate(frames, start=1):
-        report.frames += 1
-        digest = _digest(frame)
-        boxes = report.boxes.get(digest)
-        cleaned = None
-        if boxes is None:
-            found = [b.padded(pad, rows, columns) for b in finder.find(frame, photometric)]
-            boxes = (*given, *found)
-            if boxes:
-                fill = fill_value(layout, frame)
-                # Looked for again: what a first look half-saw (strokes broken by lossy
-                # compression) is found once its neighbours are gone, and blanked too,
-                # a bounded number of times; then nothing may be found any more. Pieces
-                # of one line found in different looks become one box, so no letter is
-                # left standing between them.
-                for looks in range(1 + EXTRA_LOOKS):
-                    boxes = (*given, *merge(found))
-                    cleaned = blank(frame, boxes, fill)
-                    more = finder.find(cleaned, photometric, boxes)
-                    if not more:
-                        break
-                    if looks == EXTRA_LOOKS:
-                        raise TextRemains(f"burned-in text remains after blanking (frame {index})")
-                    found += [b.padded(pad, rows, columns) for b in more]
-            report.boxes[digest] = boxes
-            report.distinct += 1
-            report.regions += len(boxes)
-            report.by_rule += len(given)
-        if boxes:
-            report.frames_changed += 1
-        if not keep or not boxes:
-            yield frame
-        else:
-            yield cleaned if cleaned is not None else blank(frame, boxes, fill_value(layout, frame))

@@ -262,21 +262,6 @@ def regions(mask: np.ndarray, margin: int = 8) -> list[Box]:
     return out
 
 
-def content(mask: np.ndarray, margin: int = 8) -> Box | None:
-    """The part of the mask holding set pixels, with a margin; None if too few to read."""
-    if np.count_nonzero(mask) < MIN_SET_PIXELS:
-        return None
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    h, w = mask.shape
-    return Box(
-        max(0, int(cols[0]) - margin),
-        max(0, int(rows[0]) - margin),
-        min(w, int(cols[-1]) + 1 + margin),
-        min(h, int(rows[-1]) + 1 + margin),
-    )
-
-
 def _thin(mask: np.ndarray, size: int = 7) -> np.ndarray:
     """The parts of the mask narrower than `size` pixels: strokes, not filled areas."""
     m = mask.astype(np.int16)
