@@ -101,6 +101,7 @@ class ProfileConfig:
     pixel_rules: tuple[RegionRule, ...] = ()
     shipped_pixel_rules: bool = True  # the rules in deid_node/data/pixel_rules.toml apply too
     ultrasound_regions: bool = False  # blank all outside the ultrasound data regions
+    allow_words: tuple[str, ...] = ()  # kept by the free-text cleaner, lower case, sorted
 
     @property
     def pseudonym_scope(self) -> str:
@@ -424,6 +425,7 @@ def _profile(name: str, table: Mapping[str, Any], source: Path | None) -> Profil
         ),
         shipped_pixel_rules=reader.boolean("shipped_pixel_rules", True),
         ultrasound_regions=reader.boolean("ultrasound_regions", False),
+        allow_words=_allow_words(reader),
     )
     both = set(profile.keep) & (set(profile.remove) | {t for t, _ in profile.replace})
     if both:
@@ -433,6 +435,16 @@ def _profile(name: str, table: Mapping[str, Any], source: Path | None) -> Profil
         )
     reader.check_unknown(("trial",))
     return profile
+
+
+def _allow_words(reader: _Reader) -> tuple[str, ...]:
+    words = set()
+    for i, word in enumerate(reader.strings("allow_words")):
+        w = word.strip().lower()
+        if not w or not all(c.isalnum() for c in w):
+            raise reader.error(f"allow_words[{i}]", "expected one word of letters and digits")
+        words.add(w)
+    return tuple(sorted(words))
 
 
 _MAX_SIDE = 65535  # Rows and Columns are US (16-bit)

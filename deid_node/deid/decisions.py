@@ -11,7 +11,7 @@ import pydicom.datadict
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 
 from deid_node.config import Option
-from deid_node.deid.profiles import TEXT_VRS, CompiledProfile, Op
+from deid_node.deid.profiles import TEXT_VRS, CompiledProfile, Op, unlisted_ops
 
 # Unlisted UI attributes that name a class, a syntax or a coding scheme, never an instance.
 _CLASS_UID_KEYWORDS = frozenset(
@@ -64,6 +64,10 @@ _ID_KEYWORDS = frozenset(
     }
 )
 ID_TAGS = frozenset(t for t in (pydicom.datadict.tag_for_keyword(k) for k in _ID_KEYWORDS) if t)
+# Text VRs the unlisted table covers: an attribute of these in neither table is removed.
+STRING_VRS = TEXT_VRS | {"CS", "AE", "AS", "UR"}
+# VRs the free-text cleaner reads under Op.CLEAN (kept text is only scrubbed, TEXT_VRS).
+CLEANED_VRS = TEXT_VRS | {"AE", "PN", "UR"}
 # VRs whose values the identifier collection reads wherever they are (SQ: it recurses).
 COLLECTED_VRS = frozenset({"SQ", "PN", "DA"})
 
@@ -84,20 +88,21 @@ def is_curve_or_overlay(group: int) -> bool:
 def leaves_unchanged(op: Op, vr: str) -> bool:
     """Whether applying op to an element of this VR never changes it, whatever its value.
 
-    Kept text (and cleaned AE/PN) may be scrubbed and sequences are walked: not unchanged.
+    Kept text (and cleaned AE/PN/UR) may be scrubbed and sequences are walked: not unchanged.
     """
     if op is Op.KEEP_VERBATIM:
         return True
     if op is Op.KEEP or op is Op.CLEAN:
-        return vr not in TEXT_VRS and vr != "SQ" and (op is Op.KEEP or vr not in ("AE", "PN"))
+        return vr not in TEXT_VRS and vr != "SQ" and (op is Op.KEEP or vr not in CLEANED_VRS)
     return False
 
 
 def is_cleanable(op: Op, vr: str) -> bool:
-    """Whether op on this VR is free-text cleaning only (changed only if the scrubber hits)."""
-    return (op is Op.KEEP or op is Op.CLEAN) and (
-        vr in TEXT_VRS or (op is Op.CLEAN and vr in ("AE", "PN"))
-    )
+    """Whether op on this VR only scrubs identifiers (changed only if the scrubber hits).
+
+    Op.CLEAN is not: the free-text cleaner changes whatever it does not recognise.
+    """
+    return op is Op.KEEP and vr in TEXT_VRS
 
 
 class OpTable:
@@ -145,6 +150,11 @@ class OpTable:
             return Op.SHIFT if self.modified_dates else Op.DUMMY
         if dummy_mode and vr in TEXT_VRS:
             return Op.DUMMY
+        reviewed = unlisted_ops().get(t)
+        if reviewed is not None:
+            return reviewed
+        if vr in STRING_VRS:
+            return Op.REMOVE  # text in neither table (retired, or a newer dictionary)
         return Op.KEEP
 
 

@@ -22,7 +22,7 @@ from pydicom.valuerep import PersonName
 
 from deid_node.config import BurnedInPolicy, Option
 from deid_node.deid.burned_in import burned_in_reason
-from deid_node.deid.decisions import ID_TAGS, dictionary_vr, op_table
+from deid_node.deid.decisions import CLEANED_VRS, ID_TAGS, dictionary_vr, op_table
 from deid_node.deid.marks import mark, new_meta, write_trial
 from deid_node.deid.profiles import (
     TEXT_VRS,
@@ -37,6 +37,7 @@ from deid_node.deid.pseudonym import (
     shift_date,
     shift_datetime,
 )
+from deid_node.deid.text import CODE_TAGS, DESIGNATOR_TAG, STANDARD_SCHEMES, cleaner, fit
 from deid_node.deid.values import (
     DUMMIES,
     DUMMY_TEXT,
@@ -141,6 +142,8 @@ class _Walker:
         self.pseudo_pid = ""
         self.written = written_by(profile.config)
         self.table = op_table(profile)
+        self.text = cleaner(profile.config.allow_words)
+        self.top: Dataset | None = None  # the object itself; items are all else
 
     # -- identifiers ------------------------------------------------------------
     def collect(self, ds: Dataset) -> None:
@@ -218,6 +221,10 @@ class _Walker:
         """Apply the profile to every element of ds, recursing into sequences."""
         kept_blocks: set[tuple[int, int]] = set()
         creators: list[int] = []
+        if self.top is None:
+            self.top = ds
+        # A coded entry of a standard scheme keeps its code and meaning as sent.
+        standard_code = ds is not self.top and _designator(ds) in STANDARD_SCHEMES
         for tag in list(ds.keys()):
             t = int(tag)
             group = t >> 16
@@ -230,7 +237,10 @@ class _Walker:
             if (t & 0xFFFF) == 0 or group == 0x0002:
                 del ds[t]  # group lengths go stale; file meta never belongs in a body
                 continue
-            self.apply(ds, t, self.table.op(t, dummy_mode), dummy_mode)
+            op = self.table.op(t, dummy_mode)
+            if standard_code and op is Op.CLEAN and t in CODE_TAGS:
+                op = Op.KEEP
+            self.apply(ds, t, op, dummy_mode)
         for t in creators:
             if (t >> 16, t & 0xFF) not in kept_blocks:
                 del ds[t]
@@ -258,7 +268,7 @@ class _Walker:
             for item in _elem(ds, t).value or ():
                 self.walk(item, dummy_mode)
         elif vr in TEXT_VRS:
-            self._clean(ds, t)
+            self._clean(ds, t, free_text=False)
         return True
 
     def apply(self, ds: Dataset, t: int, op: Op, dummy_mode: bool) -> None:
@@ -270,8 +280,8 @@ class _Walker:
             return
         if op is Op.KEEP or op is Op.CLEAN:
             vr = _raw_vr(ds, t)
-            if vr in TEXT_VRS or (vr in ("AE", "PN") and op is Op.CLEAN):
-                self._clean(ds, t)
+            if vr in TEXT_VRS or (vr in CLEANED_VRS and op is Op.CLEAN):
+                self._clean(ds, t, free_text=op is Op.CLEAN)
             elif vr == "SQ":
                 self._recurse(ds, t, dummy_mode)
             return
@@ -316,8 +326,9 @@ class _Walker:
         for item in _elem(ds, t).value or ():
             self.walk(item, inner)
 
-    def _clean(self, ds: Dataset, t: int) -> None:
-        if self.scrub is None:
+    def _clean(self, ds: Dataset, t: int, *, free_text: bool) -> None:
+        """Scrub the object's identifiers from a text; with free_text, keep known words only."""
+        if self.scrub is None and not free_text:
             return
         elem = _elem(ds, t)
         value = elem.value
@@ -325,19 +336,24 @@ class _Walker:
             return
         if isinstance(value, PersonName):
             value = str(value)
+
+        def clean(text: str) -> str:
+            text = self.clean_text(text)
+            return self.text.clean(text) if free_text else text
+
         if isinstance(value, str):
-            new: object = self.clean_text(value)
+            new: object = clean(value)
             changed = new != value
         elif isinstance(value, MultiValue | list):
-            items = [self.clean_text(str(v)) for v in value]
+            items = [clean(str(v)) for v in value]
             changed = items != [str(v) for v in value]
             new = items
         else:
             return
         if changed:
             limit = MAX_LENGTH.get(elem.VR)
-            if isinstance(new, str) and limit:
-                new = new[:limit]
+            if limit:  # each value of the VR has its maximum length
+                new = fit(new, limit) if isinstance(new, str) else [fit(v, limit) for v in items]
             elem.value = new
 
     def _map_uids(self, value: object) -> object:
@@ -362,6 +378,15 @@ class _Walker:
     @staticmethod
     def _set(ds: Dataset, t: int, vr: str, value: object) -> None:
         ds[t] = DataElement(t, vr, value)
+
+
+def _designator(ds: Dataset) -> str:
+    if DESIGNATOR_TAG not in ds:
+        return ""
+    try:
+        return text_of(ds[DESIGNATOR_TAG].value).strip().upper()
+    except Exception:  # an unreadable designator is no standard one
+        return ""
 
 
 def patient_identity(ds: Dataset) -> str:
