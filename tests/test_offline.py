@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from deid_node.audit.db import open_audit
 from deid_node.audit.records import Filters, Status
 from deid_node.cli.app import app
-from deid_node.config import BurnedInPolicy, ProfileConfig, load_config
+from deid_node.config import BurnedInPolicy, Option, ProfileConfig, load_config
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
 from deid_node.deid.pseudonym import date_offset_days
@@ -53,6 +53,16 @@ BASES = [
     "image_dfl.dcm",  # deflated
 ]
 DCIODVFY = shutil.which("dciodvfy")
+# A research profile: every option that keeps text, so the free-text cleaner runs.
+RESEARCH = frozenset(
+    {
+        Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
+        Option.RETAIN_SAFE_PRIVATE,
+        Option.CLEAN_DESCRIPTORS,
+        Option.CLEAN_STRUCTURED_CONTENT,
+        Option.CLEAN_GRAPHICS,
+    }
+)
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
@@ -84,11 +94,17 @@ def _errors(path: Path) -> set[str]:
 
 
 @pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (Debian dicom3tools) is not installed")
+@pytest.mark.parametrize("options", ["basic", "research"])
 @pytest.mark.parametrize("name", BASES)
-def test_output_is_as_valid_as_input(name: str, tmp_path: Path) -> None:
+def test_output_is_as_valid_as_input(name: str, options: str, tmp_path: Path) -> None:
+    """Removed and cleaned attributes (E.1-1 and beyond) leave every IOD as valid as it was."""
     src = Path(get_testdata_file(name))  # type: ignore[arg-type]
     profile = compile_profile(
-        ProfileConfig(name="research", burned_in_annotation=BurnedInPolicy.ALLOW)
+        ProfileConfig(
+            name="research",
+            burned_in_annotation=BurnedInPolicy.ALLOW,
+            options=RESEARCH if options == "research" else frozenset(),
+        )
     )
     outcome = process_file(src, profile, KEY, tmp_path)
     assert outcome.status is Status.STORED, outcome.reason

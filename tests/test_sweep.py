@@ -12,17 +12,21 @@ import re
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from deid_node.audit.records import Status
 from deid_node.config import Option, ProfileConfig, load_config
+from deid_node.deid.decisions import STRING_VRS, is_curve_or_overlay
 from deid_node.deid.pipeline import process_file
-from deid_node.deid.profiles import TEXT_VRS, CompiledProfile, Op, compile_profile
-from deid_node.testing.synthetic import PhiTokens, phi_everywhere, write_files
+from deid_node.deid.profiles import TEXT_VRS, CompiledProfile, Op, compile_profile, unlisted_ops
+from deid_node.testing.synthetic import PhiTokens, phi_beyond_table, phi_everywhere, write_files
+from deid_node.testing.synthetic.beyond import LOCAL_CODE_SEQUENCE, STANDARD_CODE
 
 KEY = b"\x5a" * 32
 REPO = Path(__file__).resolve().parents[1]
-_KEPT = {Op.KEEP, Op.CLEAN, Op.KEEP_VERBATIM}
+# Cleaned text keeps no token: the free-text cleaner replaces every one (PHI00042Z).
+_KEPT = {Op.KEEP, Op.KEEP_VERBATIM}
 _PART = re.compile(r"^(?P<name>[A-Za-z0-9]+|\([0-9A-Fa-f]{4},[0-9A-Fa-fx]{4}\))(\[\d+\])?$")
 
 
@@ -64,15 +68,26 @@ def may_survive(path: str, profile: CompiledProfile) -> bool:
         elif (keyword_for_tag(tag) or "").endswith("CodeSequence"):
             dummy = False
     tag = _tag(parts[-1])
-    if tag is None or tag >> 16 & 1 or tag >> 16 in range(0x5000, 0x6020):
+    if tag is None or tag >> 16 & 1 or is_curve_or_overlay(tag >> 16):
         return tag is not None and tag >> 16 & 1 == 1 and profile.keep_safe_private
     op = profile.ops.get(tag)
-    if op is None:  # unlisted: kept unless it is a name, a date, an instance UID or dummied
+    if op is None:  # not in E.1-1: names, dates and instance UIDs go; text by its row
         vr = dictionary_VR(tag) if keyword_for_tag(tag) else ""
         if vr in ("PN", "DA", "DT", "UI") or not vr:
             return vr == "UI" and profile.has(Option.RETAIN_UIDS)
-        return not (dummy and vr in TEXT_VRS)
+        if dummy and vr in TEXT_VRS:
+            return False
+        op = unlisted_ops().get(tag, Op.REMOVE if vr in STRING_VRS else Op.KEEP)
     return op in _KEPT
+
+
+def _leaks(data: bytes, tokens: PhiTokens, profile: CompiledProfile) -> list[str]:
+    leaks = []
+    for value in _survivors(data, tokens):
+        paths = tokens.paths(value)
+        if not any(may_survive(p, profile) for p in paths):
+            leaks.append(f"{value} at {paths}")
+    return leaks
 
 
 def _survivors(data: bytes, tokens: PhiTokens) -> list[str]:
@@ -95,12 +110,7 @@ def test_no_token_survives(name: str, tmp_path: Path) -> None:
     outcome = process_file(src, profile, KEY, tmp_path / "out")
     assert outcome.status is Status.STORED, outcome.reason  # cleaned, not merely quarantined
     assert outcome.output_path is not None
-    data = outcome.output_path.read_bytes()
-    leaks = []
-    for value in _survivors(data, tokens):
-        paths = tokens.paths(value)
-        if not any(may_survive(p, profile) for p in paths):
-            leaks.append(f"{value} at {paths}")
+    leaks = _leaks(outcome.output_path.read_bytes(), tokens, profile)
     assert not leaks, f"{len(leaks)} leaked under profile {name}: " + "; ".join(leaks[:20])
 
 
@@ -112,3 +122,25 @@ def test_sweep_really_detects_a_leak(tmp_path: Path) -> None:
     family = str(ds.PatientName).split("^")[0]
     assert family in _survivors(str(ds.PatientName).encode(), tokens)
     assert not any(may_survive(p, profile) for p in tokens.paths(family))
+
+
+@pytest.mark.parametrize("name", sorted(shipped_profiles()))
+def test_no_token_survives_beyond_table(name: str, tmp_path: Path) -> None:
+    """Every standard text attribute E.1-1 does not list, top level and nested: only a
+    `keep` row keeps its token, and a standard code survives where a local one does not."""
+    profile = compile_profile(shipped_profiles()[name])
+    tokens = PhiTokens()
+    [src] = write_files([phi_beyond_table(tokens)], tmp_path / "in")
+    assert len(tokens.values()) > 2000
+    outcome = process_file(src, profile, KEY, tmp_path / "out")
+    assert outcome.status is Status.STORED, outcome.reason
+    assert outcome.output_path is not None
+    leaks = _leaks(outcome.output_path.read_bytes(), tokens, profile)
+    assert not leaks, f"{len(leaks)} leaked under profile {name}: " + "; ".join(leaks[:20])
+    out = dcmread(outcome.output_path)
+    kept = [
+        (i.CodeValue, i.CodingSchemeDesignator, i.CodeMeaning)
+        for i in out[LOCAL_CODE_SEQUENCE].value
+        if "CodeValue" in i
+    ]
+    assert STANDARD_CODE in kept

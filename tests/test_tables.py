@@ -16,6 +16,8 @@ DATA = REPO_ROOT / "deid_node" / "data"
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 GENERATOR = REPO_ROOT / "scripts" / "gen_tables.py"
 TABLES = ("annex_e.csv", "safe_private.csv")
+TEXT_GENERATOR = REPO_ROOT / "scripts" / "gen_text_tables.py"
+TEXT_VRS = {"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
 
 BASIC_CODES = {"D", "Z", "X", "K", "C", "U", "X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}
 PATTERN_TAGS = {"50XXXXXX", "60XX3000", "60XX4000", "ODD"}
@@ -32,9 +34,9 @@ def _rows(name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _load_generator() -> ModuleType:
-    """Import scripts/gen_tables.py, which is a script rather than a package module."""
-    spec = importlib.util.spec_from_file_location("gen_tables", GENERATOR)
+def _load_generator(path: Path = GENERATOR) -> ModuleType:
+    """Import a generator of scripts/, which is a script rather than a package module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
@@ -123,4 +125,46 @@ def test_regeneration_is_byte_identical(tmp_path: Path) -> None:
     generator = _load_generator()
     assert generator.main(["--reference", str(REFERENCE), "--output", str(tmp_path)]) == 0
     for name in TABLES:
+        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
+
+
+def test_every_unlisted_keep_row_is_technical() -> None:
+    """A `keep` row is a code string, or was reviewed one by one and says why."""
+    reviewed = _load_generator(TEXT_GENERATOR).REVIEWED
+    rows = _rows("unlisted.csv")
+    for row in rows:
+        assert row["action"] in ("keep", "clean", "remove", "dummy"), row
+        assert row["reason"] and "\n" not in row["reason"], row
+        if row["action"] == "keep" and row["vr"] != "CS":
+            assert reviewed.get(row["keyword"]) == ("keep", row["reason"]), row
+    assert sum(r["action"] == "keep" and r["vr"] != "CS" for r in rows) > 50
+
+
+def test_unlisted_covers_every_current_text_attribute_outside_annex_e(
+    annex_e: dict[str, dict[str, str]],
+) -> None:
+    from pydicom._dicom_dict import DicomDictionary
+
+    expected = {
+        f"{tag:08X}"
+        for tag, (vr, _vm, _name, retired, _kw) in DicomDictionary.items()
+        if not retired and vr in TEXT_VRS and tag >> 16 not in (0, 2, 4)
+    } - set(annex_e)
+    listed = [row["tag"] for row in _rows("unlisted.csv")]
+    assert set(listed) == expected
+    assert listed == sorted(listed) and len(listed) == len(set(listed))
+
+
+def test_text_tables_regenerate_identically(tmp_path: Path) -> None:
+    import faker
+    import pydicom
+
+    header = (DATA / "vocabulary.txt").read_text(encoding="utf-8").splitlines()[0]
+    if f"pydicom {pydicom.__version__} " not in header or f"Faker {faker.VERSION} " not in header:
+        pytest.skip(f"generated with other versions: {header}")
+    from deid_node.deid.profiles import UNLISTED_DICTIONARY
+
+    assert f"{UNLISTED_DICTIONARY} dictionary" in header
+    assert _load_generator(TEXT_GENERATOR).main(["--output", str(tmp_path)]) == 0
+    for name in ("unlisted.csv", "vocabulary.txt"):
         assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name

@@ -6,6 +6,7 @@ search output for every one of them. Generators are deterministic for a given ``
 token counter.
 """
 
+from deid_node.testing.synthetic.beyond import beyond_table_tags, phi_beyond_table
 from deid_node.testing.synthetic.captures import secondary_capture, us_multiframe
 from deid_node.testing.synthetic.ct import ct_series, iter_ct_series
 from deid_node.testing.synthetic.documents import rt_structure_set, sr_document
@@ -31,8 +32,10 @@ __all__ = [
     "PlantedToken",
     "SyntheticPatient",
     "annex_e_tags",
+    "beyond_table_tags",
     "ct_series",
     "iter_ct_series",
+    "phi_beyond_table",
     "phi_everywhere",
     "rt_structure_set",
     "secondary_capture",
