@@ -3,7 +3,8 @@
 Writes, into ``deid_node/data/`` by default:
 
 * ``unlisted.csv``: every public attribute of pydicom's data dictionary with a text VR
-  that Table E.1-1 does not list (retired ones left out: the engine removes them), each
+  that Table E.1-1 does not list (retired ones left out: the engine removes them), and a
+  few binary ones reviewed by hand (record keys, HPGL documents), each
   with an action (``keep``, ``clean``, ``remove``, ``dummy``) and a one-line reason.
 * ``vocabulary.txt``: the words the free-text cleaner keeps (deid_node/deid/text.py).
 
@@ -145,6 +146,10 @@ REVIEWED: dict[str, tuple[str, str]] = {
     "SecondaryCaptureDeviceID": ("remove", "identifies one capture device"),
     "GridID": ("remove", "identifies one grid"),
     "RouteOfAdmissions": ("clean", "how the patient was admitted: free text"),
+    # Binary values that are records or documents, reviewed beside the text ones.
+    "RecordKey": ("remove", "an opaque key of one record (OB): an identifier"),
+    "PriorRecordKey": ("remove", "an opaque key of an earlier record (OB): an identifier"),
+    "HPGLDocument": ("remove", "a drawing (OB) that can carry any text"),
 }
 _ACCESSORY_ID = re.compile(
     r"^(Wedge|Bolus|Material|Compensator|CompensatorTray|BlockTray|Applicator|SourceModel|"
@@ -198,7 +203,9 @@ def unlisted_rows(listed: set[int]) -> list[list[str]]:
     rows = []
     for tag, (vr, _vm, name, retired, keyword) in sorted(DicomDictionary.items()):
         group = tag >> 16
-        if tag in listed or retired or group in (0x0000, 0x0002, 0x0004) or vr not in TEXT_VRS:
+        if tag in listed or retired or group in (0x0000, 0x0002, 0x0004):
+            continue
+        if vr not in TEXT_VRS and keyword not in REVIEWED:
             continue
         action, reason = classify(keyword, vr)
         rows.append([f"{tag:08X}", keyword, vr, " ".join(name.split()), action, reason])

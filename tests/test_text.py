@@ -160,16 +160,24 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
 
 
 def test_standard_codes_are_kept_and_local_codes_cleaned() -> None:
+    """Codes of a standard scheme are kept as sent, meanings when the scheme gives them."""
     ds = Dataset()
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     ds.SOPInstanceUID = ds.StudyInstanceUID = ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.8"
     ds.AnatomicRegionSequence = Sequence(
-        [_code("118600007", "SCT", "Hodgkin lymphoma"), _code("JW-77", "99ACME", "Dr Wilkins CT")]
+        [
+            _code("1163005009", "SCT", "Hodgkin's lymphoma"),
+            _code("JW-77", "99ACME", "Dr Wilkins CT"),
+            _code("1929004", "SCT", "Lymphoma seen by Dr Wilkins"),
+        ]
     )
     assert "hodgkin" not in vocabulary()  # an eponym: only kept inside a standard code
     out = deidentify_dataset(ds, compile_profile(ProfileConfig(name="b")), KEY).dataset
-    standard, local = out.AnatomicRegionSequence
-    assert (standard.CodeValue, standard.CodeMeaning) == ("118600007", "Hodgkin lymphoma")
+    standard, local, odd = out.AnatomicRegionSequence
+    assert (standard.CodeValue, standard.CodeMeaning) == ("1163005009", "Hodgkin's lymphoma")
+    # A standard code whose meaning the scheme does not give keeps only known words.
+    assert (odd.CodeValue, odd.CodingSchemeDesignator) == ("1929004", "SCT")
+    assert odd.CodeMeaning == f"Lymphoma seen by Dr {PLACEHOLDER}"
     assert local.CodingSchemeDesignator == PLACEHOLDER
     assert local.CodeMeaning == f"Dr {PLACEHOLDER} CT"
     assert "JW" not in local.CodeValue

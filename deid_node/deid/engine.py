@@ -37,7 +37,16 @@ from deid_node.deid.pseudonym import (
     shift_date,
     shift_datetime,
 )
-from deid_node.deid.text import CODE_TAGS, DESIGNATOR_TAG, STANDARD_SCHEMES, cleaner, fit
+from deid_node.deid.text import (
+    CODE_TAGS,
+    CODE_VALUE_TAG,
+    DESIGNATOR_TAG,
+    MEANING_TAG,
+    STANDARD_SCHEMES,
+    cleaner,
+    fit,
+    known_meaning,
+)
 from deid_node.deid.values import (
     DUMMIES,
     DUMMY_TEXT,
@@ -238,7 +247,14 @@ class _Walker:
                 del ds[t]  # group lengths go stale; file meta never belongs in a body
                 continue
             op = self.table.op(t, dummy_mode)
-            if standard_code and op is Op.CLEAN and t in CODE_TAGS:
+            # In a standard item a meaning is kept if the cleaner keeps it whole or the
+            # scheme gives it to that code; any other meaning is cleaned like the rest.
+            if (
+                standard_code
+                and op is Op.CLEAN
+                and t in CODE_TAGS
+                and (t != MEANING_TAG or self._standard_meaning(ds))
+            ):
                 op = Op.KEEP
             self.apply(ds, t, op, dummy_mode)
         for t in creators:
@@ -326,6 +342,13 @@ class _Walker:
         for item in _elem(ds, t).value or ():
             self.walk(item, inner)
 
+    def _standard_meaning(self, ds: Dataset) -> bool:
+        meaning = _text_at(ds, MEANING_TAG)
+        if self.text.clean(meaning) == meaning:
+            return True
+        code = _text_at(ds, CODE_VALUE_TAG)
+        return known_meaning(_designator(ds), code, meaning)
+
     def _clean(self, ds: Dataset, t: int, *, free_text: bool) -> None:
         """Scrub the object's identifiers from a text; with free_text, keep known words only."""
         if self.scrub is None and not free_text:
@@ -380,13 +403,15 @@ class _Walker:
         ds[t] = DataElement(t, vr, value)
 
 
-def _designator(ds: Dataset) -> str:
-    if DESIGNATOR_TAG not in ds:
-        return ""
+def _text_at(ds: Dataset, tag: int) -> str:
     try:
-        return text_of(ds[DESIGNATOR_TAG].value).strip().upper()
-    except Exception:  # an unreadable designator is no standard one
+        return text_of(ds[tag].value) if tag in ds else ""
+    except Exception:  # unreadable: no text to trust
         return ""
+
+
+def _designator(ds: Dataset) -> str:
+    return _text_at(ds, DESIGNATOR_TAG).strip().upper()
 
 
 def patient_identity(ds: Dataset) -> str:

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
+from typing import cast
 
 PLACEHOLDER = "[removed]"
 # Coding schemes whose codes and meanings are standard (PS3.16 Table 8-1 and the
@@ -85,6 +86,10 @@ CODE_TAGS = frozenset(
     }
 )
 DESIGNATOR_TAG = 0x00080102
+CODE_VALUE_TAG = 0x00080100
+MEANING_TAG = 0x00080104
+# Designators pydicom spells otherwise, or that a newer one replaced.
+_SCHEME_ALIASES = {"SRT": "SCT", "SNM3": "SCT", "NCIT": "NCIt"}
 
 
 def _block(text: str) -> list[str]:
@@ -140,6 +145,27 @@ def vocabulary_header() -> str:
     """The first line of the shipped vocabulary (its size and sources)."""
     text = resources.files("deid_node").joinpath("data/vocabulary.txt").read_text("utf-8")
     return text.splitlines()[0].lstrip("# ")
+
+
+@lru_cache(maxsize=1)
+def _meanings() -> dict[tuple[str, str], frozenset[str]]:
+    # Imported here: the concept tables are large, and only an unusual meaning needs them.
+    from pydicom.sr import _concepts_dict
+
+    # pydicom types the inner level as object: {code: (meaning, [context group ids])}.
+    concepts = cast(dict[str, dict[str, dict[str, tuple[str, list[int]]]]], _concepts_dict.concepts)
+    out: dict[tuple[str, str], set[str]] = {}
+    for scheme, by_keyword in concepts.items():
+        for entries in by_keyword.values():
+            for code, (meaning, _cids) in entries.items():
+                out.setdefault((scheme.upper(), code), set()).add(meaning.casefold())
+    return {key: frozenset(values) for key, values in out.items()}
+
+
+def known_meaning(scheme: str, code: str, meaning: str) -> bool:
+    """Whether pydicom's concept tables give this meaning to this code of a scheme."""
+    scheme = _SCHEME_ALIASES.get(scheme, scheme).upper()
+    return meaning.strip().casefold() in _meanings().get((scheme, code.strip()), ())
 
 
 def _year_like(digits: str) -> bool:
