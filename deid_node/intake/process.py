@@ -208,7 +208,10 @@ def _serve(
             last_reap = time.monotonic()
         if drain_until is None:
             continue
-        if not receiver.active and not server.active_associations:
+        # A connection that never became an association (a port probe, a sender still
+        # negotiating) holds nothing acknowledged: pynetdicom keeps its thread until the
+        # ACSE timeout, which must not hold the stop.
+        if not receiver.active and not any(a.is_established for a in server.active_associations):
             return
         if time.monotonic() >= drain_until:
             if aborted:
