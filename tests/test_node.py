@@ -902,3 +902,25 @@ def test_dcmtk_storescu_and_echoscu(
     outcomes = Counter((a["calling_ae"], a["outcome"]) for a in audit_associations(cfg))
     assert outcomes[("STRANGER", "rejected")] == 1
     assert outcomes[("CT_SCANNER", "released")] == 2
+
+
+def test_a_port_probe_does_not_hold_the_stop(
+    write_config: Callable[[str], Config], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection that never asked for an association (a monitoring probe) holds
+    nothing acknowledged: the stop does not wait for pynetdicom's ACSE timeout on it."""
+    import socket
+
+    caplog.set_level(logging.INFO)
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = Node(cfg, port=0, drain_timeout=1.0)  # acse_timeout is 10 s in node_table
+    node.start()
+    try:
+        with socket.create_connection(node.address, timeout=5):
+            pass  # connect and hang up, as a probe does
+        assert store(node.address, small_ct(1, seed=40), "CT_SCANNER") == [0]
+        assert node.wait_idle(IDLE)
+    finally:
+        assert node.stop(timeout=IDLE)
+    warnings = [r.getMessage() for r in caplog.records if "aborting associations" in r.getMessage()]
+    assert not warnings
