@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,8 @@ class ProfileConfig:
     shipped_pixel_rules: bool = True  # the rules in deid_node/data/pixel_rules.toml apply too
     ultrasound_regions: bool = False  # blank all outside the ultrasound data regions
     allow_words: tuple[str, ...] = ()  # kept by the free-text cleaner, lower case, sorted
+    forward_to: tuple[str, ...] = ()  # destination names: every stored object is sent there
+    keep_output: bool = True  # False: the output file goes once every destination has it
 
     @property
     def pseudonym_scope(self) -> str:
@@ -139,6 +141,54 @@ class TlsConfig:
     key: Path
     ca_bundle: Path | None = None
     require_client_cert: bool = False
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """[destinations.retry]: when to try a job again (dcm4chee's vocabulary).
+
+    A transient failure (no association, an abort, a timeout, 0xA7xx) is retried for as
+    long as it takes, `delay` * `multiplier` ** (attempt - 1) seconds later, at most
+    `max_delay`; a permanent one (0xA9xx, 0xCxxx, a refused SOP class) fails for good
+    after `max_retries` attempts.
+    """
+
+    delay: float = 2.0
+    multiplier: float = 2.0
+    max_delay: float = 120.0
+    max_retries: int = 3
+
+    def pause(self, attempts: int) -> float:
+        """Seconds to wait after the given number of failed attempts."""
+        exponent = min(max(attempts - 1, 0), 60)  # no float overflow after many failures
+        return float(min(self.max_delay, self.delay * self.multiplier**exponent))
+
+
+@dataclass(frozen=True)
+class ClientTlsConfig:
+    """[destinations.tls]: DICOM TLS towards a destination."""
+
+    ca_bundle: Path | None = None  # None: the system's trusted certificates
+    certificate: Path | None = None  # our certificate, for destinations that ask for one
+    key: Path | None = None
+    server_name: str = ""  # the name its certificate must carry; default: host
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """A [[destinations]] entry: a C-STORE SCP that stored objects are forwarded to."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    calling_ae: str = ""  # our AE title towards it; default node.ae_title
+    max_associations: int = 1
+    accept_warnings: bool = True  # a C-STORE warning (0xB000, 0xB006, 0xB007) counts as sent
+    retry: RetryConfig = RetryConfig()
+    tls: ClientTlsConfig | None = None
+    timeout: float = 30.0  # connection, ACSE and DIMSE timeout, seconds
+    idle_release: float = 5.0  # an association with nothing to send is released after this
 
 
 @dataclass(frozen=True)
@@ -202,6 +252,12 @@ class Config:
     sources: tuple[SourceConfig, ...]
     unknown_action: str  # "reject" or a profile name
     profiles: Mapping[str, ProfileConfig]
+    destinations: Mapping[str, DestinationConfig] = field(default_factory=dict)
+
+    @property
+    def forwarding(self) -> bool:
+        """Whether any profile forwards what it stores."""
+        return any(p.forward_to for p in self.profiles.values())
 
     def source_for(self, ae_title: str) -> SourceConfig | None:
         """The configured source with this calling AE title, if any."""
@@ -426,7 +482,13 @@ def _profile(name: str, table: Mapping[str, Any], source: Path | None) -> Profil
         shipped_pixel_rules=reader.boolean("shipped_pixel_rules", True),
         ultrasound_regions=reader.boolean("ultrasound_regions", False),
         allow_words=_allow_words(reader),
+        forward_to=tuple(dict.fromkeys(reader.strings("forward_to"))),
+        keep_output=reader.boolean("keep_output", True),
     )
+    if not profile.keep_output and not profile.forward_to:
+        raise reader.error(
+            "keep_output", "false deletes output once forwarded: it needs forward_to"
+        )
     both = set(profile.keep) & (set(profile.remove) | {t for t, _ in profile.replace})
     if both:
         tag = min(both)
@@ -597,6 +659,16 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         s.check_unknown()
         sources.append(SourceConfig(ae_title=ae, profile=profile, hosts=tuple(hosts)))
 
+    destinations = _destinations(top, base_dir, source)
+    for name, prof in profiles.items():
+        for i, dest in enumerate(prof.forward_to):
+            if dest not in destinations:
+                known = ", ".join(sorted(destinations)) or "none"
+                raise top.error(
+                    f"profiles.{name}.forward_to[{i}]",
+                    f"unknown destination '{dest}'; configured destinations: {known}",
+                )
+
     u = _Reader(top.table_of("unknown_sources"), "unknown_sources", source)
     unknown_action = u.string("action", "reject")
     if unknown_action != "reject" and unknown_action not in profiles:
@@ -610,4 +682,67 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         sources=tuple(sources),
         unknown_action=unknown_action,
         profiles=profiles,
+        destinations=destinations,
     )
+
+
+def _destinations(
+    top: _Reader, base_dir: Path, source: Path | None
+) -> dict[str, DestinationConfig]:
+    out: dict[str, DestinationConfig] = {}
+    entries = top.get("destinations", list, [], "an array of tables [[destinations]]")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise top.error(f"destinations[{i}]", "expected a table [[destinations]]")
+        d = _Reader(entry, f"destinations[{i}]", source)
+        name = d.string("name")
+        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
+            raise d.error("name", "destination names use letters, digits, '-' and '_' only")
+        if name in out:
+            raise d.error("name", f"'{name}' is configured twice")
+        host = d.string("host")
+        if not host.strip() or any(c.isspace() for c in host):
+            raise d.error("host", "expected a host name or an IP address")
+        calling = _ae_title(d, "calling_ae", "DEID_NODE") if "calling_ae" in entry else ""
+        r = _Reader(d.table_of("retry"), f"destinations[{i}].retry", source)
+        retry = RetryConfig(
+            delay=r.number("delay", 2.0, 0.01),
+            multiplier=r.number("multiplier", 2.0, 1.0),
+            max_delay=r.number("max_delay", 120.0, 0.01),
+            max_retries=r.integer("max_retries", 3, 1, 1000),
+        )
+        if retry.max_delay < retry.delay:
+            raise r.error("max_delay", f"must be at least delay ({retry.delay:g} s)")
+        r.check_unknown()
+        tls = None
+        if "tls" in entry:
+            t = _Reader(d.table_of("tls"), f"destinations[{i}].tls", source)
+
+            def path_or_none(key: str, t: _Reader = t) -> Path | None:
+                value = t.string(key, "")
+                return _path(base_dir, value) if value else None
+
+            tls = ClientTlsConfig(
+                ca_bundle=path_or_none("ca_bundle"),
+                certificate=path_or_none("certificate"),
+                key=path_or_none("key"),
+                server_name=t.string("server_name", ""),
+            )
+            if (tls.certificate is None) != (tls.key is None):
+                raise t.error("key", "certificate and key go together: give both or neither")
+            t.check_unknown()
+        out[name] = DestinationConfig(
+            name=name,
+            ae_title=_ae_title(d, "ae_title"),
+            host=host.strip(),
+            port=d.integer("port", 104, 1, 65535),
+            calling_ae=calling,
+            max_associations=d.integer("max_associations", 1, 1, 16),
+            accept_warnings=d.boolean("accept_warnings", True),
+            retry=retry,
+            tls=tls,
+            timeout=d.number("timeout", 30.0, 0.1),
+            idle_release=d.number("idle_release", 5.0, 0.0),
+        )
+        d.check_unknown(("retry", "tls"))
+    return out

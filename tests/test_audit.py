@@ -912,7 +912,8 @@ def test_a_newer_database_is_refused(db_url: str) -> None:
 def test_migration_versions_must_be_consecutive(db_url: str) -> None:
     engine = create_audit_engine(db_url)
     try:
-        with pytest.raises(ValueError, match=f"got \\[1, 2, 3, {NEXT + 1}\\]"):
+        listed = ", ".join(str(v) for v in [*range(1, NEXT), NEXT + 1])
+        with pytest.raises(ValueError, match=f"got \\[{listed}\\]"):
             migrate(engine, [*MIGRATIONS, (NEXT + 1, lambda conn: None)])
     finally:
         engine.dispose()

@@ -9,16 +9,18 @@ identifiers are stored only in the ``linkage`` table, for profiles with ``record
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final
 
-from sqlalchemy import ColumnElement, Engine, case, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, case, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql import Executable
 
 from deid_node.audit.engine import create_audit_engine, transaction, translate_errors
 from deid_node.audit.migrations import migrate
+from deid_node.audit.outbox import Outbox
 from deid_node.audit.records import (
     AssociationFilters,
     Filters,
@@ -31,6 +33,7 @@ from deid_node.audit.records import (
 )
 from deid_node.audit.schema import (
     ASSOCIATIONS,
+    FORWARDS,
     LINKAGE,
     LINKAGE_COLUMNS,
     OBJECT_COLUMNS,
@@ -39,7 +42,7 @@ from deid_node.audit.schema import (
 )
 from deid_node.errors import AuditError
 
-__all__ = ["AuditDB", "open_audit"]
+__all__ = ["AuditDB", "Forwarding", "object_conditions", "open_audit"]
 
 STREAM_BATCH: Final = 1000
 
@@ -59,7 +62,8 @@ def _check_limit(limit: int | None) -> None:
         raise AuditError(f"invalid limit {limit}: expected a positive integer")
 
 
-def _conditions(filters: Filters) -> list[ColumnElement[bool]]:
+def object_conditions(filters: Filters) -> list[ColumnElement[bool]]:
+    """WHERE conditions on objects for the filters (shared with the outbox's reads)."""
     o = OBJECTS.c
     conditions: list[ColumnElement[bool]] = []
     if filters.since is not None:
@@ -99,6 +103,56 @@ def _object_values(record: ObjectRecord) -> dict[str, object]:
     return values
 
 
+@dataclass(frozen=True)
+class Forwarding:
+    """Where a stored object goes: its profile's destinations and keep_output."""
+
+    destinations: tuple[str, ...]
+    keep_output: bool = True
+
+
+def _forward_jobs(
+    conn: Connection, object_id: int, values: dict[str, object], forwarding: Forwarding
+) -> list[dict[str, object]]:
+    """Job rows for one object (its row's values): stored, or a duplicate not yet forwarded."""
+    status, sop_uid = values.get("status"), values.get("pseudo_sop_uid")
+    if not values.get("output_path") or status not in (Status.STORED, Status.DUPLICATE):
+        return []
+    destinations = list(forwarding.destinations)
+    if status == Status.DUPLICATE and sop_uid:
+        # A re-sent object replaced its own file: a job that is pending, in flight or done
+        # for it already sends (or sent) that file. Only one that failed is added again.
+        f = FORWARDS.c
+        have = set(
+            conn.scalars(
+                select(f.destination).where(
+                    f.pseudo_sop_uid == sop_uid,
+                    f.destination.in_(destinations),
+                    f.state != "failed",
+                )
+            )
+        )
+        destinations = [d for d in destinations if d not in have]
+    stamp = values.get("processed_at") or values.get("received_at")
+    return [
+        {
+            "object_id": object_id,
+            "destination": destination,
+            "state": "pending",
+            "attempts": 0,
+            "created_at": stamp,
+            "next_attempt_at": stamp,
+            "output_path": values["output_path"],
+            "sop_class_uid": values.get("sop_class_uid"),
+            "transfer_syntax_uid": values.get("transfer_syntax_uid"),
+            "pseudo_study_uid": values.get("pseudo_study_uid"),
+            "pseudo_sop_uid": sop_uid,
+            "keep_output": int(forwarding.keep_output),
+        }
+        for destination in destinations
+    ]
+
+
 class AuditDB:
     """The audit database: one engine, short transactions, streamed reads."""
 
@@ -125,10 +179,21 @@ class AuditDB:
 
     # -- writes ---------------------------------------------------------------------------
 
+    @property
+    def outbox(self) -> Outbox:
+        """The forwarding outbox over the same engine."""
+        return Outbox(self._engine)
+
     def record_objects(
-        self, items: Sequence[tuple[ObjectRecord, LinkageRecord | None]]
+        self,
+        items: Sequence[tuple[ObjectRecord, LinkageRecord | None]],
+        forwards: Sequence[Forwarding | None] = (),
     ) -> list[int]:
-        """Insert objects (and their linkage rows) in one transaction; return their ids."""
+        """Insert objects (and their linkage rows) in one transaction; return their ids.
+
+        `forwards` (parallel to `items`) adds each stored object's forward jobs in that
+        same transaction: an object is recorded with its jobs or not at all.
+        """
         object_values = [_object_values(record) for record, _ in items]
         if not object_values:
             return []
@@ -146,6 +211,14 @@ class AuditDB:
             ]
             if linkage_values:
                 conn.execute(insert(LINKAGE), linkage_values)
+            jobs = [
+                job
+                for object_id, values, forwarding in zip(ids, object_values, forwards, strict=False)
+                if forwarding is not None
+                for job in _forward_jobs(conn, object_id, values, forwarding)
+            ]
+            if jobs:
+                conn.execute(insert(FORWARDS), jobs)
         return ids
 
     def record_association_start(
@@ -229,11 +302,17 @@ class AuditDB:
             conn.execute(insert(ASSOCIATIONS).values(values))
 
     def update_object(
-        self, object_id: int, *, linkage: LinkageRecord | None = None, **changes: object
+        self,
+        object_id: int,
+        *,
+        linkage: LinkageRecord | None = None,
+        forwarding: Forwarding | None = None,
+        **changes: object,
     ) -> None:
         """Change columns of one object row, e.g. status and quarantine_path after a retry.
 
-        ``linkage`` adds the object's linkage row in the same transaction.
+        ``linkage`` adds the object's linkage row, ``forwarding`` its forward jobs (if it is
+        now stored), in the same transaction.
         """
         values: dict[str, object] = {}
         for key, value in changes.items():
@@ -260,6 +339,11 @@ class AuditDB:
                 raise AuditError(f"no object with audit id {object_id}: check the id")
             if linkage is not None:
                 conn.execute(insert(LINKAGE).values(object_id=object_id, **_fields(linkage)))
+            if forwarding is not None:
+                row = conn.execute(select(OBJECTS).where(where)).one()
+                jobs = _forward_jobs(conn, object_id, dict(row._mapping), forwarding)
+                if jobs:
+                    conn.execute(insert(FORWARDS), jobs)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -289,7 +373,7 @@ class AuditDB:
         _check_limit(limit)
         o = OBJECTS.c
         order = (o.received_at.desc(), o.id.desc()) if newest_first else (o.id,)
-        stmt = select(OBJECTS).where(*_conditions(filters)).order_by(*order)
+        stmt = select(OBJECTS).where(*object_conditions(filters)).order_by(*order)
         return self._stream(stmt.limit(limit), "read objects")
 
     def iter_associations(
@@ -327,7 +411,7 @@ class AuditDB:
         stmt = (
             select(*((o if name in from_objects else lk)[name] for name in LINKAGE_COLUMNS))
             .select_from(LINKAGE.join(OBJECTS, lk.object_id == o.id))
-            .where(*_conditions(filters))
+            .where(*object_conditions(filters))
             .order_by(lk.id)
         )
         return self._stream(stmt.limit(limit), "read linkage")
@@ -367,7 +451,7 @@ class AuditDB:
                 count(Status.REJECTED),
                 association,
             )
-            .where(*_conditions(filters))
+            .where(*object_conditions(filters))
             .group_by(o.pseudo_study_uid, o.profile, o.calling_ae, association)
             .order_by(
                 last.desc(), o.pseudo_study_uid.nulls_last(), o.profile, o.calling_ae, association

@@ -121,10 +121,42 @@ def _add_pixels_column_v3(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE objects ADD COLUMN pixels VARCHAR")
 
 
+def _create_forwards_v4(conn: Connection) -> None:
+    """Version 4: the forwarding outbox, one row per object and destination (frozen)."""
+    md = MetaData()
+    Table("objects", md, Column("id", _ID, primary_key=True))  # for the foreign key only
+    Table(
+        "forwards",
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("object_id", _ID, ForeignKey("objects.id"), nullable=False),
+        Column("destination", String(64), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("last_error", String),
+        Column("created_at", String(32), nullable=False),
+        Column("next_attempt_at", String(32), nullable=False),
+        Column("claimed_by", String(255)),
+        Column("claimed_at", String(32)),
+        Column("sent_at", String(32)),
+        Column("output_path", String, nullable=False),
+        Column("sop_class_uid", String(64)),
+        Column("transfer_syntax_uid", String(64)),
+        Column("pseudo_study_uid", String(64)),
+        Column("pseudo_sop_uid", String(64)),
+        Column("keep_output", Integer, nullable=False),
+        Index("ix_forwards_object_id", "object_id"),
+        Index("ix_forwards_due", "destination", "state", "next_attempt_at"),
+        Index("ix_forwards_sop", "destination", "pseudo_sop_uid"),
+    )
+    md.tables["forwards"].create(conn)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     (1, _create_v1),
     (2, _add_linkage_columns_v2),
     (3, _add_pixels_column_v3),
+    (4, _create_forwards_v4),
 )
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "ASSOCIATIONS",
     "ASSOCIATION_COLUMNS",
+    "FORWARDS",
+    "FORWARD_STATES",
     "LINKAGE",
     "LINKAGE_COLUMNS",
     "OBJECTS",
@@ -22,6 +24,7 @@ __all__ = [
     "TIME_COLUMNS",
     "AssociationRow",
     "Base",
+    "ForwardRow",
     "LinkageRow",
     "ObjectRow",
     "SchemaVersion",
@@ -98,6 +101,38 @@ class LinkageRow(Base):
     date_shift_days: Mapped[int | None] = mapped_column(Integer)  # None: dates not shifted
 
 
+class ForwardRow(Base):
+    """One object's job for one destination: the durable outbox (added in version 4).
+
+    Written in the transaction that writes its object's row. The columns the sender needs
+    are copied from the object, so claiming a batch reads one table.
+    """
+
+    __tablename__ = "forwards"
+    __table_args__ = (
+        Index("ix_forwards_due", "destination", "state", "next_attempt_at"),
+        Index("ix_forwards_sop", "destination", "pseudo_sop_uid"),
+    )
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    object_id: Mapped[int] = mapped_column(_ID, ForeignKey("objects.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # pending, in_flight, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String)
+    created_at: Mapped[str] = mapped_column(String(32))
+    next_attempt_at: Mapped[str] = mapped_column(String(32))
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    claimed_at: Mapped[str | None] = mapped_column(String(32))
+    sent_at: Mapped[str | None] = mapped_column(String(32))
+    output_path: Mapped[str] = mapped_column(String)
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
+    pseudo_study_uid: Mapped[str | None] = mapped_column(String(64))
+    pseudo_sop_uid: Mapped[str | None] = mapped_column(String(64))
+    keep_output: Mapped[int] = mapped_column(Integer)  # 0: delete the file once all are sent
+
+
 class SchemaVersion(Base):
     """The single row holding the schema version the database has been migrated to."""
 
@@ -109,6 +144,7 @@ class SchemaVersion(Base):
 OBJECTS: Final = Base.metadata.tables["objects"]
 ASSOCIATIONS: Final = Base.metadata.tables["associations"]
 LINKAGE: Final = Base.metadata.tables["linkage"]
+FORWARDS: Final = Base.metadata.tables["forwards"]
 SCHEMA_VERSION: Final = Base.metadata.tables["schema_version"]
 
 OBJECT_COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in OBJECTS.columns)
@@ -132,5 +168,6 @@ LINKAGE_COLUMNS: Final[tuple[str, ...]] = (
     "original_accession_number",
     "date_shift_days",
 )
+FORWARD_STATES: Final = ("pending", "in_flight", "sent", "failed")
 # Stored as fixed-width UTC ISO 8601 text, read back as aware datetimes.
 TIME_COLUMNS: Final = frozenset({"received_at", "processed_at", "started_at", "ended_at"})

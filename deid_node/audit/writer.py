@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from deid_node.audit.db import AuditDB
+from deid_node.audit.db import AuditDB, Forwarding
 from deid_node.audit.records import LinkageRecord, ObjectRecord
 from deid_node.errors import AuditError, describe_error
 
@@ -31,6 +31,7 @@ class _ObjectJob:
     record: ObjectRecord
     linkage: LinkageRecord | None
     after_commit: Callable[[], None] | None = None
+    forwarding: Forwarding | None = None
 
 
 @dataclass
@@ -68,9 +69,11 @@ class AuditWriter(threading.Thread):
         record: ObjectRecord,
         linkage: LinkageRecord | None = None,
         after_commit: Callable[[], None] | None = None,
+        forwarding: Forwarding | None = None,
     ) -> None:
-        """Queue an object row (and its linkage row); `after_commit` runs once it is written."""
-        self._put(_ObjectJob(record, linkage, after_commit))
+        """Queue an object row (its linkage row, its forward jobs); `after_commit` runs once
+        they are written."""
+        self._put(_ObjectJob(record, linkage, after_commit, forwarding))
 
     def put_call(self, what: str, call: Callable[[AuditDB], None]) -> None:
         """Queue another write, e.g. an association row; `what` names it in log lines."""
@@ -137,7 +140,9 @@ class AuditWriter(threading.Thread):
                 j += 1
             batch = [b for b in jobs[i:j] if isinstance(b, _ObjectJob)]
             items = [(b.record, b.linkage) for b in batch]
-            if not self._retry("record objects", functools.partial(self._db.record_objects, items)):
+            forwards = [b.forwarding for b in batch]
+            record = functools.partial(self._db.record_objects, items, forwards)
+            if not self._retry("record objects", record):
                 return
             for b in batch:
                 if b.after_commit is not None:
