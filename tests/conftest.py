@@ -22,6 +22,7 @@ from pynetdicom.association import Association
 from deid_node.audit.db import open_audit
 from deid_node.audit.records import AssociationFilters, Filters
 from deid_node.config import Config, load_config
+from deid_node.intake.pynetdicom_compat import only_senders_take_responses
 from deid_node.pixels.ocr import OcrUnavailable, TextFinder
 from deid_node.runtime.node import Node
 
@@ -116,27 +117,8 @@ def associate(
         # pynetdicom sends the command and the data set as separate writes: without
         # TCP_NODELAY each object waits for a delayed ACK.
         assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _only_senders_take_responses(assoc)
+        only_senders_take_responses(assoc)  # pynetdicom's requestor race (issue #435)
     return assoc
-
-
-def _only_senders_take_responses(assoc: Association) -> None:
-    """Work around a race in pynetdicom's requestor.
-
-    Its reactor thread polls the DIMSE queue (non-blocking) while ``send_c_store()``
-    waits on the same queue; under CPU load the reactor can take the C-STORE-RSP first
-    ("Received unexpected C-STORE service message"), and the send then times out
-    (pynetdicom issue #435 describes the same window). These test SCUs only send, so the
-    reactor's polls are made to see nothing; the blocking reads of send_*() get every
-    response.
-    """
-    dimse = assoc.dimse
-    blocking_get = dimse.get_msg
-
-    def get_msg(block: bool = False) -> Any:
-        return blocking_get(True) if block else (None, None)
-
-    dimse.get_msg = get_msg  # type: ignore[method-assign]
 
 
 def store(address: tuple[str, int], datasets: Sequence[Dataset], calling_ae: str) -> list[int]:

@@ -195,6 +195,19 @@ def test_two_servers_serve_one_adopted_listening_socket() -> None:
         listening.close()
 
 
+def test_the_forwarders_flag_and_response_reads_are_still_where_pynetdicom_has_them() -> None:
+    compat.stream_sent_files()
+    try:
+        assert _config.STORE_SEND_CHUNKED_DATASET is True
+        send = inspect.getsource(Association.send_c_store)
+        assert "_config.STORE_SEND_CHUNKED_DATASET" in send
+        # send_c_store() reads its response with a blocking get_msg; the reactor polls.
+        assert "self.dimse.get_msg(block=True)" in send
+        assert "self.dimse.get_msg(block=False)" in inspect.getsource(Association._run_reactor)
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = False
+
+
 def test_reactor_sleeps_and_pdu_reads_are_still_where_the_node_replaces_them() -> None:
     from pynetdicom import dul
 

@@ -25,6 +25,7 @@ from pynetdicom.association import Association
 
 from deid_node.config import Config
 from deid_node.deid.pseudonym import pseudo_uid
+from deid_node.intake.pynetdicom_compat import only_senders_take_responses
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series, write_files
 from tests.conftest import (
@@ -32,7 +33,6 @@ from tests.conftest import (
     NODE_AE,
     STORESCU,
     VERIFICATION,
-    _only_senders_take_responses,
     audit_associations,
     audit_objects,
     files_under,
@@ -183,7 +183,7 @@ def tls_associate(
     assoc = ae.associate(address[0], address[1], contexts, ae_title=NODE_AE, tls_args=tls_args)
     if assoc.is_established:
         assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        _only_senders_take_responses(assoc)
+        only_senders_take_responses(assoc)
     return assoc
 
 

@@ -329,6 +329,31 @@ def set_no_delay(assoc: Association) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def stream_sent_files() -> None:
+    """A file path given to send_c_store() is streamed from disk as it is, not decoded and
+    encoded again (STORE_SEND_CHUNKED_DATASET; set in the forwarding process only)."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+
+
+def only_senders_take_responses(assoc: Association) -> None:
+    """Work around a race in pynetdicom's requestor (an association we opened to send).
+
+    Its reactor thread polls the DIMSE queue (non-blocking) while ``send_c_store()``
+    waits on the same queue; under CPU load the reactor can take the C-STORE-RSP first
+    ("Received unexpected C-STORE service message") and the send then times out (the
+    window pynetdicom issue #435 describes). A requestor that only sends never needs the
+    reactor's polls: they are made to see nothing, and the blocking reads of send_*() get
+    every response.
+    """
+    dimse = assoc.dimse
+    blocking_get = dimse.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        return blocking_get(True) if block else (None, None)
+
+    dimse.get_msg = get_msg  # type: ignore[method-assign]
+
+
 def register_storage_class(uid: str, keyword: str) -> bool:
     """Route C-STOREs of an unknown SOP class to the storage service; False if refused.
 
