@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import heapq
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -23,10 +24,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
 from types import FrameType, TracebackType
 from typing import Final
 
-from deid_node.audit.db import AuditDB, open_audit
+from deid_node.audit.db import AuditDB, Forwarding, open_audit
 from deid_node.audit.records import ObjectRecord, Status
 from deid_node.audit.writer import AuditWriter
 from deid_node.clock import now
@@ -128,6 +130,10 @@ class Node:
         self._closing = threading.Event()  # stop(): the dispatcher ends
         self._force_stop = threading.Event()
         self._started = False
+        self._forward_context = multiprocessing.get_context("spawn")
+        self._forward_wake = self._forward_context.Event()
+        self._forward_stop = self._forward_context.Event()
+        self._forwarder: BaseProcess | None = None
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -157,6 +163,8 @@ class Node:
         try:
             self._writer = AuditWriter(self._db, self._notify)
             self._writer.start()
+            if self.cfg.forwarding:
+                self._start_forwarder()
             with stop_signals_ignored():
                 self._pool = self._new_pool()
                 self._warm_up(self._pool)
@@ -208,6 +216,57 @@ class Node:
                 "is another node or program using it?"
             ) from None
 
+    def _start_forwarder(self) -> None:
+        """Start the forwarding process (forward/process.py): it sends from the outbox."""
+        from deid_node.forward.process import run
+        from deid_node.forward.tls import client_context
+
+        for dest in self.cfg.destinations.values():
+            if dest.tls is not None:
+                client_context(dest.tls, dest.name)  # a bad certificate: ConfigError now
+
+        with stop_signals_ignored():
+            self._forwarder = self._forward_context.Process(
+                target=run,
+                args=(
+                    self.cfg,
+                    os.getpid(),
+                    self._forward_wake,
+                    self._forward_stop,
+                    logging.getLogger("deid_node").getEffectiveLevel(),
+                ),
+                name="deid-forwarder",
+                daemon=True,
+            )
+            self._forwarder.start()
+        destinations = sorted({d for p in self.cfg.profiles.values() for d in p.forward_to})
+        log.info("forwarding to %s", ", ".join(destinations))
+
+    def _stop_forwarder(self, timeout: float) -> None:
+        process, self._forwarder = self._forwarder, None
+        if process is None:
+            return
+        self._forward_stop.set()
+        self._forward_wake.set()
+        process.join(timeout)
+        if process.is_alive():  # claims it held go back to the queue at the next start
+            log.warning("forwarding process did not stop in %.0f s; killing it", timeout)
+            process.kill()
+            process.join(5)
+
+    def wait_forwarded(self, timeout: float) -> bool:
+        """Wait until no forward job is pending or in flight (tests, scripts/bench)."""
+        deadline = time.monotonic() + timeout
+        while self._db is not None:
+            counts = self._db.outbox.counts()
+            if not any(c.pending or c.in_flight for c in counts):
+                return True
+            if self._stop_requested.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+                return False
+            if time.monotonic() >= deadline:
+                return False
+        return False
+
     def _recover(self) -> None:
         items = self.spool.recover()
         if not items:
@@ -248,6 +307,7 @@ class Node:
         forced = self._force_stop.is_set()
         if self._writer is not None:
             self._writer.close(5.0 if forced else _remaining(deadline))
+        self._stop_forwarder(2.0 if forced else 15.0)
         if self._pool is not None:
             self._pool.shutdown(wait=not forced, cancel_futures=True)
         if self._db is not None:
@@ -479,6 +539,10 @@ class Node:
         if status is Status.QUARANTINED:
             log.warning("spool object %s quarantined: %s", item.stem, reason)
 
+        forwarding = None
+        if profile is not None and profile.forward_to and outcome.output_path is not None:
+            forwarding = Forwarding(profile.forward_to, profile.keep_output)
+
         def finish() -> None:
             try:
                 if status is Status.QUARANTINED:
@@ -486,12 +550,14 @@ class Node:
                 else:
                     self.spool.remove(item)
             finally:
+                if forwarding is not None:
+                    self._forward_wake.set()  # its jobs are committed: send them now
                 with self._changed:
                     self._pending.pop(item.stem, None)
                     self._changed.notify_all()
 
         assert self._writer is not None
-        self._writer.put_object(record, linkage, finish)
+        self._writer.put_object(record, linkage, finish, forwarding)
 
     def _dispatch(self) -> None:
         """Submissions, retries, pool replacement after a crash, association bookkeeping."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from deid_node.audit.db import AuditDB
+from deid_node.audit.db import AuditDB, Forwarding
 from deid_node.audit.records import Status
 from deid_node.clock import now
 from deid_node.config import Config, Durability
@@ -104,9 +104,13 @@ def retry(
         )
         moment = now()
         if outcome.status in (Status.STORED, Status.DUPLICATE):
+            forward_to = profile.config.forward_to
             db.update_object(
                 entry.id,
                 linkage=linkage_for(entry.profile, profile.config.record_linkage, outcome),
+                forwarding=Forwarding(forward_to, profile.config.keep_output)
+                if forward_to
+                else None,
                 status=outcome.status,
                 reason=f"retried from quarantine ({entry.reason})"[:500],
                 processed_at=moment,
