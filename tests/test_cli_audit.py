@@ -387,7 +387,7 @@ def test_export_csv_lf_ends_lines_with_lf(sent: Sent, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--associations", "--status", "stored"], "--status does not apply to --associations"),
-        (["--associations", "--objects"], "choose one of --objects and --associations"),
+        (["--associations", "--objects"], "choose one of --objects, --associations and --forwards"),
         (["--outcome", "rejected"], "--outcome applies to --associations only"),
         (["--associations", "--outcome", "lost"], "invalid outcome filter 'lost'"),
     ],
@@ -455,6 +455,9 @@ COMMANDS = [
     "quarantine list",
     "quarantine retry",
     "quarantine purge",
+    "forward status",
+    "forward retry",
+    "forward purge",
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from deid_node.cli import audit, deidentify, node, profiles, quarantine
+from deid_node.cli import audit, deidentify, forward, node, profiles, quarantine
 from deid_node.cli.shared import out
 from deid_node.logs import quiet_libraries
 
@@ -24,6 +24,7 @@ app.command("audit")(audit.audit_command)
 app.command("export-csv")(audit.export_csv)
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(quarantine.app, name="quarantine")
+app.add_typer(forward.app, name="forward")
 
 
 def _print_version(value: bool) -> None:

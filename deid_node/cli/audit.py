@@ -106,6 +106,13 @@ def audit_command(
             help="One line per association, rejected ones included, instead of per study.",
         ),
     ] = False,
+    forwards: Annotated[
+        bool,
+        typer.Option(
+            "--forwards",
+            help="One line per object and destination: state, attempts, last error, sent at.",
+        ),
+    ] = False,
     outcome: Annotated[
         str | None,
         typer.Option(
@@ -128,8 +135,8 @@ def audit_command(
 
     Example: deid-node audit --since 2026-11-01 --calling-ae CT_SCANNER --objects --limit 5
     """
-    if objects and associations:
-        fail("choose one of --objects and --associations")
+    if objects + associations + forwards > 1:
+        fail("choose one of --objects, --associations and --forwards")
     if outcome is not None and not associations:
         fail("--outcome applies to --associations only (objects have --status)")
     cfg = load(config)
@@ -143,6 +150,9 @@ def audit_command(
         _audit_associations(cfg, since, until, calling_ae, outcome, as_json, limit)
         return
     filters = _filters(cfg, since, until, calling_ae, profile, status, study)
+    if forwards:
+        _audit_forwards(cfg, filters, as_json, limit)
+        return
     with open_existing_audit(cfg) as db:
         if objects:
             with closed_after(db.iter_objects(filters, limit, newest_first=True)) as rows:
@@ -195,6 +205,34 @@ def audit_command(
             str(s.duplicate),
             str(s.rejected),
         )
+    print_table(table)
+
+
+def _audit_forwards(cfg: Config, filters: Filters, as_json: bool, limit: int | None) -> None:
+    """`audit --forwards`: every forward job of the matching objects, in job order."""
+    with (
+        open_existing_audit(cfg) as db,
+        closed_after(db.outbox.iter_jobs(filters, limit=limit)) as rows,
+    ):
+        if as_json:
+            write_json_array(rows)
+            return
+        table = Table("object", "received (UTC)", "destination", "state", title="forwards")
+        table.add_column("attempts", justify="right")
+        table.add_column("sent (UTC)")
+        table.add_column("SOP instance", overflow="fold")
+        table.add_column("last error", overflow="fold")
+        for row in rows:
+            table.add_row(
+                str(row["object_id"]),
+                text_time(row["received_at"]),
+                str(row["destination"]),
+                str(row["state"]),
+                str(row["attempts"]),
+                text_time(row["sent_at"]),
+                text_time(row["pseudo_sop_uid"]),
+                text_time(row["last_error"]),
+            )
     print_table(table)
 
 
@@ -267,6 +305,12 @@ def export_csv(
         bool,
         typer.Option("--linkage", help="Export the linkage table (original identifiers: PHI)."),
     ] = False,
+    forwards: Annotated[
+        bool,
+        typer.Option(
+            "--forwards", help="Export the forward jobs: one row per object and destination."
+        ),
+    ] = False,
     lf: Annotated[
         bool,
         typer.Option("--lf", help="End lines with LF (Unix tools) instead of RFC 4180's CRLF."),
@@ -277,11 +321,14 @@ def export_csv(
     Example: deid-node export-csv --since 2026-11-01 --status stored --output audit.csv
     """
     from deid_node.audit.export import write_csv
+    from deid_node.audit.outbox import FORWARD_COLUMNS
     from deid_node.audit.schema import LINKAGE_COLUMNS, OBJECT_COLUMNS
 
+    if linkage and forwards:
+        fail("choose one of --linkage and --forwards")
     cfg = load(config)
     filters = _filters(cfg, since, until, calling_ae, profile, status, study)
-    columns = LINKAGE_COLUMNS if linkage else OBJECT_COLUMNS
+    columns = LINKAGE_COLUMNS if linkage else FORWARD_COLUMNS if forwards else OBJECT_COLUMNS
     line_end = "\n" if lf else "\r\n"
     with open_existing_audit(cfg) as db:
         if linkage:
@@ -294,7 +341,12 @@ def export_csv(
                 highlight=False,
                 soft_wrap=True,
             )
-        rows = db.iter_linkage(filters) if linkage else db.iter_objects(filters)
+        if linkage:
+            rows = db.iter_linkage(filters)
+        elif forwards:
+            rows = db.outbox.iter_jobs(filters)
+        else:
+            rows = db.iter_objects(filters)
         with closed_after(rows):
             if output is None:
                 write_csv(rows, columns, sys.stdout, line_end=line_end)

@@ -37,6 +37,20 @@ def check_config(config: ConfigOption = None) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    from deid_node.forward.tls import client_context
+
+    for dest in cfg.destinations.values():
+        if dest.tls is not None:
+            client_context(dest.tls, dest.name)  # certificates and key load, or an Error
+        users = sorted(n for n, p in cfg.profiles.items() if dest.name in p.forward_to)
+        by = f"from {', '.join(users)}" if users else "not used by any profile"
+        tls = ", TLS" if dest.tls is not None else ""
+        out.print(
+            f"  forward -> {dest.name}: {dest.ae_title} at {dest.host}:{dest.port}{tls} ({by})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @errors_as_lines
