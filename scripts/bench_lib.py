@@ -2,7 +2,7 @@
 """Network throughput of deid-node against a bare pynetdicom SCP and dcmtk's storescp.
 
     scripts/bench [--quick] [--reps 3] [--json FILE] [--skip-big] [--only NAME,...]
-                  [--no-offline] [--compare-python PY] [--keep] [--tmpdir DIR]
+                  [--no-offline] [--no-forward] [--compare-python PY] [--keep] [--tmpdir DIR]
 
 Synthetic data is written to a temporary folder outside the repo (removed at the end unless
 --keep): 500 CT slices (512x512, 16-bit, one study), 8 ultrasound multi-frame objects
@@ -19,6 +19,10 @@ Scenarios, each sent with dcmtk's storescu:
   ct1  the CT folder on one association     ct4  4 concurrent associations, a quarter each
   us   the US folder on one association     big  the ~1 GB object
   px   the burned-in text folder on one association (deid-node: a profile that cleans it)
+Forwarding (unless --no-forward or --only leaves it out; needs Debian's orthanc and a network
+namespace): in a private network namespace, the CT folder sent by storescu to Orthanc alone,
+then through deid-node forwarding to a fresh Orthanc: until Orthanc holds all of them, next to
+the node's own until-written time (deid_node/testing/orthanc.py).
 Offline (unless --no-offline or --only leaves it out): `deid-node deidentify` on the CT folder
 against dicognito, deid and dicom-anonymizer when --compare-python (default: this Python) can
 import them.
@@ -1180,6 +1184,41 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def run_forward(work: Path, count: int, reps: int, logs: Path) -> dict[str, Any]:
+    """Forwarding into Orthanc, in a private network namespace (Orthanc binds everything)."""
+    from deid_node.testing.orthanc import ORTHANC, in_private_network, namespace_problem
+
+    problem = None if ORTHANC.exists() else f"{ORTHANC} not found (apt-get install orthanc)"
+    problem = problem or namespace_problem()
+    if problem:
+        log(f"forward: skipped: {problem}")
+        return {"ok": True, "skipped": problem, "count": count}
+    runs = []
+    for i in range(reps):
+        folder = work / f"forward-{i}"
+        command = [str(VENV_PYTHON), "-m", "deid_node.testing.orthanc", "bench"]
+        done = in_private_network(
+            [*command, "--workdir", str(folder), "--count", str(count)], timeout=1800
+        )
+        (logs / f"forward-{i}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+        if done.returncode != 0:
+            error = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            log(f"forward rep {i + 1}: failed: {error}")
+            return {"ok": False, "error": error, "count": count}
+        run = json.loads(done.stdout.strip().splitlines()[-1])
+        log(
+            f"forward rep {i + 1}: Orthanc alone {run['orthanc_alone_s']:.2f} s, node written "
+            f"{run['node_written_s']:.2f} s, Orthanc via node {run['end_to_end_s']:.2f} s"
+        )
+        runs.append(run)
+        shutil.rmtree(folder, ignore_errors=True)
+    keys = ("orthanc_alone_s", "node_sent_s", "node_written_s", "end_to_end_s")
+    out: dict[str, Any] = {"ok": True, "count": count, "reps": runs}
+    for key in keys:
+        out[key] = statistics.median(r[key] for r in runs)
+    return out
+
+
 def print_tables(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -1258,6 +1297,26 @@ def print_tables(report: dict[str, Any]) -> None:
             console.print(
                 f"deid-node files/s / fastest other's: {offline['ratio_vs_fastest_other']:.2f}"
             )
+    forward = report.get("forward")
+    if forward and forward.get("skipped"):
+        console.print(f"forwarding into Orthanc: skipped ({forward['skipped']})")
+    elif forward and forward["ok"]:
+        t3 = Table(title=f"Forwarding into Orthanc, {forward['count']} CT (medians)")
+        for col in ("Orthanc alone s", "node written s", "Orthanc via node s"):
+            t3.add_column(col, justify="right")
+        t3.add_column("via node / node written", justify="right")
+        t3.add_column("via node / Orthanc alone", justify="right")
+        t3.add_row(
+            _fmt(forward["orthanc_alone_s"]),
+            _fmt(forward["node_written_s"]),
+            _fmt(forward["end_to_end_s"]),
+            _fmt(forward["end_to_end_s"] / forward["node_written_s"]),
+            _fmt(forward["end_to_end_s"] / forward["orthanc_alone_s"]),
+        )
+        console.print(t3)
+    elif forward:
+        failures.append(f"forward: {forward.get('error', 'failed')}")
+        console.print(f"FAILED forward: {forward.get('error', 'failed')}", markup=False)
     cost = report.get("pixel_cost")
     if cost:
         console.print(
@@ -1297,9 +1356,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         metavar="NAME[,NAME]",
-        help=f"receivers {','.join(RECEIVERS)}, scenarios {','.join(SCENARIOS)} and/or offline",
+        help=(
+            f"receivers {','.join(RECEIVERS)}, scenarios {','.join(SCENARIOS)}, offline "
+            "and/or forward"
+        ),
     )
     parser.add_argument("--no-offline", action="store_true", help="skip the offline comparison")
+    parser.add_argument("--no-forward", action="store_true", help="skip forwarding into Orthanc")
     parser.add_argument(
         "--compare-python",
         default=sys.executable,
@@ -1317,7 +1380,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.reps < 1:
         parser.error("--reps must be >= 1")
     only = {s.strip() for s in (args.only or "").split(",") if s.strip()}
-    unknown = only - set(RECEIVERS) - set(SCENARIOS) - {"offline"}
+    unknown = only - set(RECEIVERS) - set(SCENARIOS) - {"offline", "forward"}
     if unknown:
         parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
     args.receivers = [r for r in RECEIVERS if r in only] or list(RECEIVERS)
@@ -1325,6 +1388,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.only and not (only & set(RECEIVERS)) and not (only & set(SCENARIOS)):
         args.receivers, args.scenarios = [], []  # --only offline
     args.offline = not args.no_offline and (not only or "offline" in only)
+    args.forward = not args.no_forward and (not only or "forward" in only)
     if args.quick or args.skip_big:
         args.scenarios = [s for s in args.scenarios if s != "big"]
     args.ct = args.ct or (50 if args.quick else 500)
@@ -1386,6 +1450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["offline"] = run_offline(
                 work, data["ct_dir"], args.reps, args.compare_python, logs
             )
+        if args.forward:
+            report["forward"] = run_forward(work, args.ct, args.reps, logs)
     except KeyboardInterrupt:
         log("bench: interrupted")
         return 130
@@ -1400,7 +1466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_tables(report)
     log(f"bench: results in {args.json}")
     offline_ok = all(e["ok"] for e in report.get("offline", {}).get("tools", {}).values())
-    return 0 if all(r["ok"] for r in report["results"]) and offline_ok else 1
+    forward_ok = report.get("forward", {}).get("ok", True)
+    return 0 if all(r["ok"] for r in report["results"]) and offline_ok and forward_ok else 1
 
 
 if __name__ == "__main__":
