@@ -192,6 +192,24 @@ class DestinationConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """[web]: the web console's own address (`deid-node web`), HTTPS with [web.tls]."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    certificate: Path | None = None
+    key: Path | None = None
+    session_hours: float = 8.0
+    max_upload_bytes: int = 2 * 1024**3  # one job's upload; ZIPs unpacked count too
+    max_files: int = 10000  # files in one job, ZIP members included
+
+    @property
+    def https(self) -> bool:
+        """Whether the console serves HTTPS."""
+        return self.certificate is not None
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """The [node] table."""
 
@@ -253,6 +271,7 @@ class Config:
     unknown_action: str  # "reject" or a profile name
     profiles: Mapping[str, ProfileConfig]
     destinations: Mapping[str, DestinationConfig] = field(default_factory=dict)
+    web: WebConfig = WebConfig()
 
     @property
     def forwarding(self) -> bool:
@@ -669,6 +688,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
                     f"unknown destination '{dest}'; configured destinations: {known}",
                 )
 
+    web = _web(top, base_dir, source)
+
     u = _Reader(top.table_of("unknown_sources"), "unknown_sources", source)
     unknown_action = u.string("action", "reject")
     if unknown_action != "reject" and unknown_action not in profiles:
@@ -683,7 +704,35 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         unknown_action=unknown_action,
         profiles=profiles,
         destinations=destinations,
+        web=web,
     )
+
+
+def _web(top: _Reader, base_dir: Path, source: Path | None) -> WebConfig:
+    raw = top.table_of("web")
+    w = _Reader(raw, "web", source)
+    web = WebConfig(
+        host=w.string("host", "127.0.0.1"),
+        port=w.integer("port", 8080, 0, 65535),
+        session_hours=w.number("session_hours", 8.0, 0.01),
+        max_upload_bytes=w.integer("max_upload_bytes", 2 * 1024**3, 1024, 2**50),
+        max_files=w.integer("max_files", 10000, 1, 10**7),
+    )
+    try:
+        ipaddress.ip_address(web.host)
+    except ValueError:
+        if web.host != "localhost":
+            raise w.error("host", "expected an IP address to bind, such as 127.0.0.1") from None
+    if "tls" in raw:
+        t = _Reader(w.table_of("tls"), "web.tls", source)
+        web = replace(
+            web,
+            certificate=_path(base_dir, t.string("certificate")),
+            key=_path(base_dir, t.string("key")),
+        )
+        t.check_unknown()
+    w.check_unknown(("tls",))
+    return web
 
 
 def _destinations(

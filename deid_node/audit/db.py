@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import ColumnElement, Connection, Engine, case, func, insert, select, update
 from sqlalchemy.engine import RowMapping
@@ -22,6 +22,7 @@ from deid_node.audit.engine import create_audit_engine, transaction, translate_e
 from deid_node.audit.migrations import migrate
 from deid_node.audit.outbox import Outbox
 from deid_node.audit.records import (
+    STATUSES,
     AssociationFilters,
     Filters,
     LinkageRecord,
@@ -41,6 +42,10 @@ from deid_node.audit.schema import (
     TIME_COLUMNS,
 )
 from deid_node.errors import AuditError
+
+if TYPE_CHECKING:
+    from deid_node.audit.jobs import Jobs
+    from deid_node.audit.users import Users
 
 __all__ = ["AuditDB", "Forwarding", "object_conditions", "open_audit"]
 
@@ -79,6 +84,16 @@ def object_conditions(filters: Filters) -> list[ColumnElement[bool]]:
     if filters.study is not None:
         conditions.append(o.pseudo_study_uid == filters.study)
     return conditions
+
+
+def _with_output() -> list[ColumnElement[bool]]:
+    """Objects whose de-identified output was written (stored, or stored again)."""
+    o = OBJECTS.c
+    return [
+        o.status.in_((Status.STORED.value, Status.DUPLICATE.value)),
+        o.output_path.is_not(None),
+        o.pseudo_sop_uid.is_not(None),
+    ]
 
 
 def _row_dict(mapping: RowMapping) -> dict[str, object]:
@@ -183,6 +198,20 @@ class AuditDB:
     def outbox(self) -> Outbox:
         """The forwarding outbox over the same engine."""
         return Outbox(self._engine)
+
+    @property
+    def jobs(self) -> Jobs:
+        """The web console's de-identification jobs over the same engine."""
+        from deid_node.audit.jobs import Jobs
+
+        return Jobs(self._engine)
+
+    @property
+    def users(self) -> Users:
+        """Web console users, tokens and events over the same engine."""
+        from deid_node.audit.users import Users  # argon2 only for those who need it
+
+        return Users(self._engine)
 
     def record_objects(
         self,
@@ -364,23 +393,112 @@ class AuditDB:
         return None if row is None else _row_dict(row._mapping)
 
     def iter_objects(
-        self, filters: Filters, limit: int | None = None, *, newest_first: bool = False
+        self,
+        filters: Filters,
+        limit: int | None = None,
+        *,
+        newest_first: bool = False,
+        offset: int = 0,
     ) -> Iterator[dict[str, object]]:
         """Stream object rows matching the filters (close or exhaust it).
 
-        In id order (the order they were recorded), or ``newest_first`` by receipt.
+        In id order (the order they were recorded), or ``newest_first`` by receipt;
+        ``offset`` rows are skipped first (pages of the web console).
         """
         _check_limit(limit)
+        if offset < 0:
+            raise AuditError(f"invalid offset {offset}: expected 0 or more")
         o = OBJECTS.c
         order = (o.received_at.desc(), o.id.desc()) if newest_first else (o.id,)
         stmt = select(OBJECTS).where(*object_conditions(filters)).order_by(*order)
-        return self._stream(stmt.limit(limit), "read objects")
+        return self._stream(stmt.limit(limit).offset(offset or None), "read objects")
+
+    def status_counts(self, since: datetime | None = None) -> dict[str, int]:
+        """Objects received since a moment (all, without one), per status."""
+        o = OBJECTS.c
+        stmt = select(o.status, func.count()).group_by(o.status)
+        if since is not None:
+            stmt = stmt.where(o.received_at >= format_time(since))
+        with translate_errors("count objects"), transaction(self._engine, write=False) as conn:
+            found = {str(status): int(n) for status, n in conn.execute(stmt)}
+        return {
+            status.value: found.get(status.value, 0)
+            for status in Status
+            if status.value in STATUSES
+        }
+
+    def stored_studies(
+        self, profile: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[dict[str, object]]:
+        """Studies with output, newest first: instances (each SOP once), first and last."""
+        o = OBJECTS.c
+        last = func.max(o.received_at)
+        stmt = (
+            select(
+                o.pseudo_study_uid,
+                func.max(o.pseudo_patient_id),
+                o.profile,
+                func.count(func.distinct(o.pseudo_sop_uid)),
+                func.min(o.received_at),
+                last,
+            )
+            .where(*_with_output(), *([o.profile == profile] if profile else []))
+            .group_by(o.pseudo_study_uid, o.profile)
+            .order_by(last.desc(), o.pseudo_study_uid)
+            .limit(limit)
+            .offset(offset or None)
+        )
+        keys = ("pseudo_study_uid", "pseudo_patient_id", "profile", "instances", "first", "last")
+        with translate_errors("list studies"), transaction(self._engine, write=False) as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            {
+                k: _time_from_db(v) if k in ("first", "last") else v
+                for k, v in zip(keys, row, strict=True)
+            }
+            for row in rows
+        ]
+
+    def stored_instances(
+        self, *, study: str | None = None, series: str | None = None, sop: str | None = None
+    ) -> list[dict[str, object]]:
+        """The latest output of each SOP instance of a study, a series or one instance:
+        pseudo_series_uid, pseudo_sop_uid, output_path, profile, in receipt order."""
+        o = OBJECTS.c
+        where = _with_output()
+        if study is not None:
+            where.append(o.pseudo_study_uid == study)
+        if series is not None:
+            where.append(o.pseudo_series_uid == series)
+        if sop is not None:
+            where.append(o.pseudo_sop_uid == sop)
+        latest = select(func.max(o.id)).where(*where).group_by(o.pseudo_sop_uid)
+        stmt = (
+            select(
+                o.pseudo_study_uid, o.pseudo_series_uid, o.pseudo_sop_uid, o.output_path, o.profile
+            )
+            .where(o.id.in_(latest))
+            .order_by(o.received_at, o.id)
+        )
+        keys = ("pseudo_study_uid", "pseudo_series_uid", "pseudo_sop_uid", "output_path", "profile")
+        with translate_errors("list instances"), transaction(self._engine, write=False) as conn:
+            return [dict(zip(keys, row, strict=True)) for row in conn.execute(stmt)]
+
+    def open_associations(self) -> int:
+        """Associations started and not yet ended."""
+        stmt = (
+            select(func.count()).select_from(ASSOCIATIONS).where(ASSOCIATIONS.c.ended_at.is_(None))
+        )
+        with translate_errors("count associations"), transaction(self._engine, write=False) as conn:
+            return int(conn.scalar(stmt) or 0)
 
     def iter_associations(
-        self, filters: AssociationFilters, limit: int | None = None
+        self, filters: AssociationFilters, limit: int | None = None, *, offset: int = 0
     ) -> Iterator[dict[str, object]]:
         """Stream association rows matching the filters, newest first (close or exhaust it)."""
         _check_limit(limit)
+        if offset < 0:
+            raise AuditError(f"invalid offset {offset}: expected 0 or more")
         a = ASSOCIATIONS.c
         conditions: list[ColumnElement[bool]] = []
         if filters.since is not None:
@@ -398,6 +516,7 @@ class AuditDB:
             .where(*conditions)
             .order_by(a.started_at.desc(), a.id.desc())
             .limit(limit)
+            .offset(offset or None)
         )
         return self._stream(stmt, "read associations")
 

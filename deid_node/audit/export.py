@@ -10,7 +10,7 @@ from typing import TextIO
 
 from deid_node.audit.records import format_time
 
-__all__ = ["write_csv"]
+__all__ = ["csv_values", "write_csv"]
 
 
 def _csv_value(value: object) -> str:
@@ -21,6 +21,11 @@ def _csv_value(value: object) -> str:
     if isinstance(value, StrEnum):
         return value.value
     return str(value)
+
+
+def csv_values(row: Mapping[str, object], columns: Sequence[str]) -> list[str]:
+    """One row's cells as the CSV export writes them."""
+    return [_csv_value(row.get(column)) for column in columns]
 
 
 def write_csv(
@@ -39,6 +44,6 @@ def write_csv(
     writer.writerow(columns)
     count = 0
     for row in rows:
-        writer.writerow([_csv_value(row.get(column)) for column in columns])
+        writer.writerow(csv_values(row, columns))
         count += 1
     return count

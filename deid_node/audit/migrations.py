@@ -152,11 +152,80 @@ def _create_forwards_v4(conn: Connection) -> None:
     md.tables["forwards"].create(conn)
 
 
+def _create_web_tables_v5(conn: Connection) -> None:
+    """Version 5: web console users, their API tokens, and web events (frozen)."""
+    md = MetaData()
+    Table(
+        "users",
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("name", String(64), nullable=False, unique=True),
+        Column("password_hash", String(255), nullable=False),
+        Column("created_at", String(32), nullable=False),
+    )
+    Table(
+        "api_tokens",
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("user_id", _ID, ForeignKey("users.id"), nullable=False),
+        Column("token_hash", String(64), nullable=False, unique=True),
+        Column("created_at", String(32), nullable=False),
+        Column("last_used_at", String(32)),
+        Index("ix_api_tokens_user_id", "user_id"),
+    )
+    Table(
+        "web_events",
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("at", String(32), nullable=False),
+        Column("user_name", String(64), nullable=False),
+        Column("peer_address", String(255), nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("detail", String),
+        Index("ix_web_events_at", "at"),
+    )
+    md.create_all(conn)
+
+
+def _create_jobs_v6(conn: Connection) -> None:
+    """Version 6: de-identification jobs from the web console, and the indexes its pages
+    need on objects (frozen)."""
+    for name, columns in (
+        ("ix_objects_status_received", "status, received_at, id"),
+        ("ix_objects_calling_ae_received", "calling_ae, received_at, id"),
+        ("ix_objects_profile_received", "profile, received_at, id"),
+        ("ix_objects_pseudo_series_uid", "pseudo_series_uid"),
+        ("ix_objects_pseudo_sop_uid", "pseudo_sop_uid"),
+    ):
+        conn.exec_driver_sql(f"CREATE INDEX {name} ON objects ({columns})")
+    md = MetaData()
+    Table(
+        "jobs",
+        md,
+        Column("id", _ID, primary_key=True),
+        Column("created_at", String(32), nullable=False),
+        Column("user_name", String(64), nullable=False),
+        Column("profile", String(255), nullable=False),
+        Column("fields", String, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("total", Integer, nullable=False),
+        Column("done", Integer, nullable=False),
+        Column("written", Integer, nullable=False),
+        Column("quarantined", Integer, nullable=False),
+        Column("finished_at", String(32)),
+        Column("error", String),
+        Index("ix_jobs_created_at", "created_at"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     (1, _create_v1),
     (2, _add_linkage_columns_v2),
     (3, _add_pixels_column_v3),
     (4, _create_forwards_v4),
+    (5, _create_web_tables_v5),
+    (6, _create_jobs_v6),
 )
 
 

@@ -12,16 +12,20 @@ from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "API_TOKENS",
     "ASSOCIATIONS",
     "ASSOCIATION_COLUMNS",
     "FORWARDS",
     "FORWARD_STATES",
+    "JOBS",
     "LINKAGE",
     "LINKAGE_COLUMNS",
     "OBJECTS",
     "OBJECT_COLUMNS",
     "SCHEMA_VERSION",
     "TIME_COLUMNS",
+    "USERS",
+    "WEB_EVENTS",
     "AssociationRow",
     "Base",
     "ForwardRow",
@@ -41,6 +45,15 @@ class ObjectRow(Base):
     """One received object and what became of it; no original identifiers."""
 
     __tablename__ = "objects"
+    # Added in version 6, for the web console: filtered pages newest first, and an
+    # instance or a series found by its pseudonym, without a scan of every row.
+    __table_args__ = (
+        Index("ix_objects_status_received", "status", "received_at", "id"),
+        Index("ix_objects_calling_ae_received", "calling_ae", "received_at", "id"),
+        Index("ix_objects_profile_received", "profile", "received_at", "id"),
+        Index("ix_objects_pseudo_series_uid", "pseudo_series_uid"),
+        Index("ix_objects_pseudo_sop_uid", "pseudo_sop_uid"),
+    )
 
     id: Mapped[int] = mapped_column(_ID, primary_key=True)
     received_at: Mapped[str] = mapped_column(String(32), index=True)
@@ -133,6 +146,62 @@ class ForwardRow(Base):
     keep_output: Mapped[int] = mapped_column(Integer)  # 0: delete the file once all are sent
 
 
+class UserRow(Base):
+    """A web console user (added in version 5): the password only as an Argon2id hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class ApiTokenRow(Base):
+    """An API token of a user (version 5): only its SHA-256, never the token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    user_id: Mapped[int] = mapped_column(_ID, ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+    last_used_at: Mapped[str | None] = mapped_column(String(32))
+
+
+class WebEventRow(Base):
+    """What happened in the web console that an operator must be able to trace (version 5):
+    logins, failed logins, actions. Never a value of the data."""
+
+    __tablename__ = "web_events"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    at: Mapped[str] = mapped_column(String(32), index=True)
+    user_name: Mapped[str] = mapped_column(String(64))
+    peer_address: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String)
+
+
+class JobRow(Base):
+    """A de-identification job from the web console's form (added in version 6)."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True)
+    created_at: Mapped[str] = mapped_column(String(32), index=True)
+    user_name: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str] = mapped_column(String(255))
+    fields: Mapped[str] = mapped_column(String)  # the form's project fields, JSON
+    status: Mapped[str] = mapped_column(String(16))  # queued, running, done, failed
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer)
+    written: Mapped[int] = mapped_column(Integer)
+    quarantined: Mapped[int] = mapped_column(Integer)
+    finished_at: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(String)
+
+
 class SchemaVersion(Base):
     """The single row holding the schema version the database has been migrated to."""
 
@@ -145,6 +214,10 @@ OBJECTS: Final = Base.metadata.tables["objects"]
 ASSOCIATIONS: Final = Base.metadata.tables["associations"]
 LINKAGE: Final = Base.metadata.tables["linkage"]
 FORWARDS: Final = Base.metadata.tables["forwards"]
+USERS: Final = Base.metadata.tables["users"]
+API_TOKENS: Final = Base.metadata.tables["api_tokens"]
+WEB_EVENTS: Final = Base.metadata.tables["web_events"]
+JOBS: Final = Base.metadata.tables["jobs"]
 SCHEMA_VERSION: Final = Base.metadata.tables["schema_version"]
 
 OBJECT_COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in OBJECTS.columns)
