@@ -458,6 +458,11 @@ COMMANDS = [
     "forward status",
     "forward retry",
     "forward purge",
+    "users add",
+    "users list",
+    "users remove",
+    "users token",
+    "web",
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from deid_node.cli import audit, deidentify, forward, node, profiles, quarantine
+from deid_node.cli import audit, deidentify, forward, node, profiles, quarantine, users, web
 from deid_node.cli.shared import out
 from deid_node.logs import quiet_libraries
 
@@ -25,6 +25,8 @@ app.command("export-csv")(audit.export_csv)
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(forward.app, name="forward")
+app.add_typer(users.app, name="users")
+app.command("web")(web.web)
 
 
 def _print_version(value: bool) -> None:
