@@ -2,7 +2,8 @@
 """Network throughput of deid-node against a bare pynetdicom SCP and dcmtk's storescp.
 
     scripts/bench [--quick] [--reps 3] [--json FILE] [--skip-big] [--only NAME,...]
-                  [--no-offline] [--no-forward] [--compare-python PY] [--keep] [--tmpdir DIR]
+                  [--no-offline] [--no-forward] [--no-web] [--compare-python PY] [--keep]
+                  [--tmpdir DIR]
 
 Synthetic data is written to a temporary folder outside the repo (removed at the end unless
 --keep): 500 CT slices (512x512, 16-bit, one study), 8 ultrasound multi-frame objects
@@ -19,6 +20,9 @@ Scenarios, each sent with dcmtk's storescu:
   ct1  the CT folder on one association     ct4  4 concurrent associations, a quarter each
   us   the US folder on one association     big  the ~1 GB object
   px   the burned-in text folder on one association (deid-node: a profile that cleans it)
+Web (unless --no-web or --only leaves it out): the console's audit API over a million object
+rows (100,000 with --quick) and a 512x512 CT frame rendered, p95 server time
+(scripts/bench_web.py).
 Forwarding (unless --no-forward or --only leaves it out; needs Debian's orthanc and a network
 namespace): in a private network namespace, the CT folder sent by storescu to Orthanc alone,
 then through deid-node forwarding to a fresh Orthanc: until Orthanc holds all of them, next to
@@ -1317,6 +1321,16 @@ def print_tables(report: dict[str, Any]) -> None:
     elif forward:
         failures.append(f"forward: {forward.get('error', 'failed')}")
         console.print(f"FAILED forward: {forward.get('error', 'failed')}", markup=False)
+    web = report.get("web")
+    if web:
+        t4 = Table(title=f"Web console, server time over {web['rows']:,} object rows (30 requests)")
+        for col in ("request", "median ms", "p95 ms"):
+            t4.add_column(col, justify="left" if col == "request" else "right")
+        for name, e in web["pages"].items():
+            t4.add_row(f"GET /api/objects, {name}", _fmt(e["median_ms"], 1), _fmt(e["p95_ms"], 1))
+        frame = web["frame_512"]
+        t4.add_row("frame PNG, 512x512 CT", _fmt(frame["median_ms"], 1), _fmt(frame["p95_ms"], 1))
+        console.print(t4)
     cost = report.get("pixel_cost")
     if cost:
         console.print(
@@ -1363,6 +1377,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-offline", action="store_true", help="skip the offline comparison")
     parser.add_argument("--no-forward", action="store_true", help="skip forwarding into Orthanc")
+    parser.add_argument("--no-web", action="store_true", help="skip the web console's load check")
     parser.add_argument(
         "--compare-python",
         default=sys.executable,
@@ -1380,7 +1395,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.reps < 1:
         parser.error("--reps must be >= 1")
     only = {s.strip() for s in (args.only or "").split(",") if s.strip()}
-    unknown = only - set(RECEIVERS) - set(SCENARIOS) - {"offline", "forward"}
+    unknown = only - set(RECEIVERS) - set(SCENARIOS) - {"offline", "forward", "web"}
     if unknown:
         parser.error(f"--only: unknown {', '.join(sorted(unknown))}")
     args.receivers = [r for r in RECEIVERS if r in only] or list(RECEIVERS)
@@ -1389,6 +1404,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.receivers, args.scenarios = [], []  # --only offline
     args.offline = not args.no_offline and (not only or "offline" in only)
     args.forward = not args.no_forward and (not only or "forward" in only)
+    args.web = not args.no_web and (not only or "web" in only)
     if args.quick or args.skip_big:
         args.scenarios = [s for s in args.scenarios if s != "big"]
     args.ct = args.ct or (50 if args.quick else 500)
@@ -1452,6 +1468,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.forward:
             report["forward"] = run_forward(work, args.ct, args.reps, logs)
+        if args.web:
+            from bench_web import run as run_web
+
+            rows = 100_000 if args.quick else 1_000_000
+            log(f"web: filling an audit database with {rows} object rows")
+            report["web"] = run_web(rows, reps=30)
     except KeyboardInterrupt:
         log("bench: interrupted")
         return 130

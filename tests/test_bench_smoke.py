@@ -26,7 +26,15 @@ def test_quick_bench_bare_and_dcmtk(tmp_path: Path) -> None:
         )
     results_file = tmp_path / "bench.json"
     cmd = [sys.executable, str(REPO / "scripts" / "bench"), "--quick", "--reps", "1"]
-    cmd += ["--only", "bare,dcmtk", "--no-offline", "--no-forward", "--json", str(results_file)]
+    cmd += [
+        "--only",
+        "bare,dcmtk",
+        "--no-offline",
+        "--no-forward",
+        "--no-web",
+        "--json",
+        str(results_file),
+    ]
     cmd += ["--tmpdir", str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=80, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
