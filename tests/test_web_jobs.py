@@ -134,3 +134,25 @@ def test_uploads_are_bounded_and_forms_need_csrf(
             "/api/jobs", data={"profile": "nope", "csrf": fresh.group(1)}, files=small
         )
         assert unknown.status_code == 400 and "unknown profile" in unknown.json()["detail"]
+
+
+def test_a_job_interrupted_by_a_stop_is_failed_and_its_upload_deleted(
+    setup: tuple[Config, dict[str, str]],
+) -> None:
+    from deid_node.audit.db import open_audit
+    from deid_node.clock import now
+
+    cfg, auth = setup
+    with open_audit(cfg.database_url) as db:
+        job = db.jobs.add(now(), "ana", "research", {"project": "x"})
+        db.jobs.update(job, status="running")
+    upload = cfg.node.data_dir / "jobs" / str(job) / "upload"
+    upload.mkdir(parents=True)
+    (upload / "000000.dcm").write_bytes(b"PHI would be here")
+    stale = cfg.node.data_dir / "jobs" / "incoming-20261202T000000000000"
+    stale.mkdir()
+    (stale / "000000.dcm").write_bytes(b"and here")
+    with TestClient(create_app(cfg), base_url="http://127.0.0.1") as client:
+        state = client.get(f"/api/jobs/{job}", headers=auth).json()
+    assert state["status"] == "failed" and "interrupted" in state["error"]
+    assert not upload.exists() and not stale.exists()

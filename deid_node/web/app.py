@@ -41,6 +41,7 @@ def create_app(cfg: Config, db: AuditDB | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        jobs.clean_interrupted(cfg, app.state.db)
         yield
         runner = getattr(app.state, "jobs", None)
         if runner is not None:

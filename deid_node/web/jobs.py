@@ -175,6 +175,24 @@ class JobRunner:
                 path.unlink(missing_ok=True)
 
 
+def clean_interrupted(cfg: Config, db: AuditDB) -> int:
+    """At start: uploads a stopped console left (PHI) are deleted, their jobs failed."""
+    folder = jobs_folder(cfg)
+    if folder.is_dir():
+        for stale in folder.glob("incoming-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    count = 0
+    for job in db.jobs.recent(limit=1000):
+        if job["status"] in ("queued", "running"):
+            job_id = int(str(job["id"]))
+            shutil.rmtree(folder / str(job_id), ignore_errors=True)
+            db.jobs.update(
+                job_id, status="failed", error="interrupted: the console stopped", finished_at=now()
+            )
+            count += 1
+    return count
+
+
 def _runner(request: Request) -> JobRunner:
     runner = getattr(request.app.state, "jobs", None)
     if runner is None:
