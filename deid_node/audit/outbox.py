@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Final
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, or_, select, update
@@ -125,30 +125,18 @@ class Outbox:
             jobs = _claim(conn, *claim[:2], now, claim[2]) if claim is not None else []
         return spent, jobs
 
-    def release(self, owner: str) -> int:
-        """Put back what `owner` claimed and never finished (it died); return the count."""
+    def release(self, owner: str, older_than: datetime) -> int:
+        """Put back what `owner` claimed and never finished (it died), and any claim made
+        before `older_than` (a node that died elsewhere); return the count."""
         f = FORWARDS.c
+        abandoned = or_(f.claimed_by == owner, f.claimed_at < format_time(older_than))
         with (
             translate_errors("release forward jobs"),
             transaction(self._engine, write=True) as conn,
         ):
             result = conn.execute(
                 update(FORWARDS)
-                .where(f.state == "in_flight", f.claimed_by == owner)
-                .values(state="pending", claimed_by=None, claimed_at=None)
-            )
-            return int(result.rowcount)
-
-    def release_stale(self, older_than: datetime) -> int:
-        """Put back claims older than a lease (a node that died elsewhere); return the count."""
-        f = FORWARDS.c
-        with (
-            translate_errors("release forward jobs"),
-            transaction(self._engine, write=True) as conn,
-        ):
-            result = conn.execute(
-                update(FORWARDS)
-                .where(f.state == "in_flight", f.claimed_at < format_time(older_than))
+                .where(f.state == "in_flight", abandoned)
                 .values(state="pending", claimed_by=None, claimed_at=None)
             )
             return int(result.rowcount)
@@ -311,11 +299,6 @@ def _record(conn: Connection, results: Sequence[ForwardResult], now: datetime) -
     return _spent_files(conn, [r.job_id for r in results if r.state == "sent"])
 
 
-def lease_start(now: datetime, lease_seconds: float) -> datetime:
-    """The claim time before which an unfinished claim counts as abandoned."""
-    return now - timedelta(seconds=lease_seconds)
-
-
 def _spent_files(conn: Connection, sent_ids: Iterable[int]) -> list[str]:
     """Files of objects (keep_output = 0) among these sent jobs whose every job is sent."""
     ids = list(sent_ids)
@@ -323,7 +306,7 @@ def _spent_files(conn: Connection, sent_ids: Iterable[int]) -> list[str]:
         return []
     f = FORWARDS.c
     objects = select(f.object_id).where(f.id.in_(ids), f.keep_output == 0)
-    unsent = select(f.object_id).where(f.object_id.in_(objects), or_(f.state != "sent"))
+    unsent = select(f.object_id).where(f.object_id.in_(objects), f.state != "sent")
     stmt = (
         select(f.output_path).where(f.object_id.in_(objects), f.object_id.not_in(unsent)).distinct()
     )

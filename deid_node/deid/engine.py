@@ -152,7 +152,6 @@ class _Walker:
         self.written = written_by(profile.config)
         self.table = op_table(profile)
         self.text = cleaner(profile.config.allow_words)
-        self.top: Dataset | None = None  # the object itself; items are all else
 
     # -- identifiers ------------------------------------------------------------
     def collect(self, ds: Dataset) -> None:
@@ -226,14 +225,13 @@ class _Walker:
         return new
 
     # -- the walk -----------------------------------------------------------------
-    def walk(self, ds: Dataset, dummy_mode: bool = False) -> None:
-        """Apply the profile to every element of ds, recursing into sequences."""
+    def walk(self, ds: Dataset, dummy_mode: bool = False, *, item: bool = False) -> None:
+        """Apply the profile to every element of ds, recursing into sequences (`item`:
+        ds is a sequence item, not the object)."""
         kept_blocks: set[tuple[int, int]] = set()
         creators: list[int] = []
-        if self.top is None:
-            self.top = ds
         # A coded entry of a standard scheme keeps its code and meaning as sent.
-        standard_code = ds is not self.top and _designator(ds) in STANDARD_SCHEMES
+        standard_code = item and _designator(ds) in STANDARD_SCHEMES
         for tag in list(ds.keys()):
             t = int(tag)
             group = t >> 16
@@ -282,7 +280,7 @@ class _Walker:
         vr = _raw_vr(ds, t)
         if vr == "SQ":
             for item in _elem(ds, t).value or ():
-                self.walk(item, dummy_mode)
+                self.walk(item, dummy_mode, item=True)
         elif vr in TEXT_VRS:
             self._clean(ds, t, free_text=False)
         return True
@@ -306,7 +304,7 @@ class _Walker:
             return
         if op is Op.DUMMY_SEQUENCE:
             for item in _elem(ds, t).value or ():
-                self.walk(item, True)
+                self.walk(item, True, item=True)
             return
         elem = _elem(ds, t)
         vr = elem.VR.split(" or ")[0]
@@ -315,7 +313,7 @@ class _Walker:
         elif op is Op.DUMMY:
             if vr == "SQ":
                 for item in elem.value or ():
-                    self.walk(item, True)
+                    self.walk(item, True, item=True)
             elif vr == "UI":
                 self._set(ds, t, vr, self._map_uids(elem.value))
             else:
@@ -340,7 +338,7 @@ class _Walker:
         # Coded entries keep their meaning: code values are not free text.
         inner = False if keyword.endswith("CodeSequence") else dummy_mode
         for item in _elem(ds, t).value or ():
-            self.walk(item, inner)
+            self.walk(item, inner, item=True)
 
     def _standard_meaning(self, ds: Dataset) -> bool:
         meaning = _text_at(ds, MEANING_TAG)
@@ -359,25 +357,22 @@ class _Walker:
             return
         if isinstance(value, PersonName):
             value = str(value)
-
-        def clean(text: str) -> str:
-            text = self.clean_text(text)
-            return self.text.clean(text) if free_text else text
-
         if isinstance(value, str):
-            new: object = clean(value)
-            changed = new != value
+            values = [value]
         elif isinstance(value, MultiValue | list):
-            items = [clean(str(v)) for v in value]
-            changed = items != [str(v) for v in value]
-            new = items
+            values = [str(v) for v in value]
         else:
             return
-        if changed:
-            limit = MAX_LENGTH.get(elem.VR)
-            if limit:  # each value of the VR has its maximum length
-                new = fit(new, limit) if isinstance(new, str) else [fit(v, limit) for v in items]
-            elem.value = new
+        limit = MAX_LENGTH.get(elem.VR)
+        cleaned = []
+        for v in values:
+            new = self.clean_text(v)
+            if free_text:
+                new = self.text.clean(new)
+            # Each value of the VR has its maximum length; an unchanged one stays as sent.
+            cleaned.append(fit(new, limit) if limit and new != v else new)
+        if cleaned != values:
+            elem.value = cleaned[0] if isinstance(value, str) else cleaned
 
     def _map_uids(self, value: object) -> object:
         vals = values_of(value)

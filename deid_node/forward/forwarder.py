@@ -14,10 +14,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Final, TypeVar
 
 from deid_node.audit.db import AuditDB
-from deid_node.audit.outbox import ForwardJob, ForwardResult, Outbox, lease_start
+from deid_node.audit.outbox import ForwardJob, ForwardResult, Outbox
 from deid_node.clock import now
 from deid_node.config import Config, DestinationConfig
 from deid_node.errors import describe_error
@@ -51,16 +52,12 @@ class Forwarder:
 
     def start(self) -> None:
         """Put back what this node claimed before it stopped, then start every thread."""
-        released = self._db_call("release forward jobs", lambda: self._outbox.release(self._owner))
-        stale = self._db_call(
-            "release forward jobs",
-            lambda: self._outbox.release_stale(lease_start(now(), _LEASE_SECONDS)),
+        cutoff = now() - timedelta(seconds=_LEASE_SECONDS)
+        released = self._db_call(
+            "release forward jobs", lambda: self._outbox.release(self._owner, cutoff)
         )
-        if released or stale:
-            log.info(
-                "forward: %d unfinished job(s) of an earlier run back in the queue",
-                (released or 0) + (stale or 0),
-            )
+        if released:
+            log.info("forward: %d unfinished job(s) of an earlier run back in the queue", released)
         for dest in self.destinations:
             for slot in range(dest.max_associations):
                 wake = threading.Event()
