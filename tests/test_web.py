@@ -152,6 +152,8 @@ def test_api_token_filters_and_pagination(client: TestClient, filled: Config) ->
     assert len(stored.json()["items"]) == 5
     none = client.get("/api/objects?status=quarantined", headers=bearer).json()
     assert none["items"] == []
+    unknown = client.get("/api/objects?profile=nope", headers=bearer)
+    assert unknown.status_code == 400 and "unknown profile 'nope'" in unknown.json()["detail"]
     bad = client.get("/api/objects?status=lost", headers=bearer)
     assert bad.status_code == 400 and "lost" in bad.json()["detail"]
     assoc = client.get("/api/associations?calling_ae=CT_SCANNER", headers=bearer).json()

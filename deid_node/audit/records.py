@@ -26,6 +26,8 @@ __all__ = [
     "StudySummary",
     "check_status",
     "format_time",
+    "parse_association_filters",
+    "parse_filters",
     "parse_time",
 ]
 
@@ -197,3 +199,37 @@ def parse_time(text: str) -> datetime:
     if value.utcoffset() is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def parse_filters(
+    since: str | None = None,
+    until: str | None = None,
+    calling_ae: str | None = None,
+    profile: str | None = None,
+    status: str | None = None,
+    study: str | None = None,
+) -> Filters:
+    """Object filters from the text a command line or a query string gives (empty = none)."""
+    return Filters(
+        since=parse_time(since) if since else None,
+        until=parse_time(until) if until else None,
+        calling_ae=calling_ae or None,
+        profile=profile or None,
+        status=status.strip().lower() if status else None,
+        study=study or None,
+    )
+
+
+def parse_association_filters(
+    since: str | None = None,
+    until: str | None = None,
+    calling_ae: str | None = None,
+    outcome: str | None = None,
+) -> AssociationFilters:
+    """Association filters from text, as :func:`parse_filters`."""
+    return AssociationFilters(
+        since=parse_time(since) if since else None,
+        until=parse_time(until) if until else None,
+        calling_ae=calling_ae or None,
+        outcome=outcome.strip().lower() if outcome else None,
+    )

@@ -92,9 +92,12 @@ class Users:
             rows = conn.execute(select(u.id, u.name, u.created_at).order_by(u.name)).all()
         return [User(r[0], r[1], datetime.fromisoformat(r[2])) for r in rows]
 
-    def count(self) -> int:
-        """How many users there are."""
-        return len(self.list())
+    def get(self, name: str) -> User | None:
+        """One user by name, or None."""
+        u = USERS.c
+        with translate_errors("read a user"), transaction(self._engine, write=False) as conn:
+            row = conn.execute(select(u.id, u.name, u.created_at).where(u.name == name)).first()
+        return None if row is None else User(row[0], row[1], datetime.fromisoformat(row[2]))
 
     def check_password(self, name: str, password: str) -> User | None:
         """The user if the password is theirs, else None (as slow for an unknown name)."""

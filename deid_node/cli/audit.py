@@ -73,18 +73,11 @@ def _filters(
     study: str | None,
 ) -> Filters:
     """The audit filters shared by `audit` and `export-csv`, checked against the config."""
-    from deid_node.audit.records import Filters, parse_time
+    from deid_node.audit.records import parse_filters
 
     if profile is not None:
         cfg.profile(profile)  # ConfigError naming the configured profiles
-    return Filters(
-        since=parse_time(since) if since is not None else None,
-        until=parse_time(until) if until is not None else None,
-        calling_ae=calling_ae,
-        profile=profile,
-        status=status.strip().lower() if status is not None else None,
-        study=study,
-    )
+    return parse_filters(since, until, calling_ae, profile, status, study)
 
 
 @errors_as_lines
@@ -246,14 +239,9 @@ def _audit_associations(
     limit: int | None,
 ) -> None:
     """`audit --associations`: every association, accepted or rejected, newest first."""
-    from deid_node.audit.records import AssociationFilters, parse_time
+    from deid_node.audit.records import parse_association_filters
 
-    filters = AssociationFilters(
-        since=parse_time(since) if since is not None else None,
-        until=parse_time(until) if until is not None else None,
-        calling_ae=calling_ae,
-        outcome=outcome.strip().lower() if outcome is not None else None,
-    )
+    filters = parse_association_filters(since, until, calling_ae, outcome)
     with (
         open_existing_audit(cfg) as db,
         closed_after(db.iter_associations(filters, limit)) as rows,

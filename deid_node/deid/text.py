@@ -141,12 +141,6 @@ def vocabulary() -> frozenset[str]:
     return frozenset(w for w in text.splitlines() if w and not w.startswith("#"))
 
 
-def vocabulary_header() -> str:
-    """The first line of the shipped vocabulary (its size and sources)."""
-    text = resources.files("deid_node").joinpath("data/vocabulary.txt").read_text("utf-8")
-    return text.splitlines()[0].lstrip("# ")
-
-
 @lru_cache(maxsize=1)
 def _meanings() -> dict[tuple[str, str], frozenset[str]]:
     # Imported here: the concept tables are large, and only an unusual meaning needs them.

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from deid_node.audit.export import csv_values
-from deid_node.audit.records import AssociationFilters, Filters, format_time, parse_time
+from deid_node.audit.records import Filters, format_time, parse_association_filters, parse_filters
 from deid_node.audit.schema import OBJECT_COLUMNS
 from deid_node.audit.users import User
-from deid_node.errors import AuditError
+from deid_node.errors import AuditError, ConfigError
 from deid_node.web.auth import api_user, csrf_token, page_user
-from deid_node.web.state import db_of, render
+from deid_node.web.state import config_of, db_of, render
 
 router = APIRouter()
 
@@ -27,28 +27,8 @@ MAX_LIMIT: Final = 1000
 SHOWN: Final = tuple(c for c in OBJECT_COLUMNS if c not in ("output_path", "quarantine_path"))
 
 
-def _filters(
-    status: str | None,
-    since: str | None,
-    until: str | None,
-    calling_ae: str | None,
-    profile: str | None,
-    study: str | None,
-) -> Filters:
-    try:
-        return Filters(
-            since=parse_time(since) if since else None,
-            until=parse_time(until) if until else None,
-            calling_ae=calling_ae or None,
-            profile=profile or None,
-            status=status.strip().lower() if status else None,
-            study=study or None,
-        )
-    except AuditError as exc:
-        raise HTTPException(400, str(exc)) from None
-
-
 def filter_args(
+    request: Request,
     status: str | None = None,
     since: str | None = None,
     until: str | None = None,
@@ -56,8 +36,14 @@ def filter_args(
     profile: str | None = None,
     study: str | None = None,
 ) -> Filters:
-    """The query's filters, as `audit` and `export-csv` take them; 400 if one is wrong."""
-    return _filters(status, since, until, calling_ae, profile, study)
+    """The query's filters, as `audit` and `export-csv` take them; 400 if one is wrong
+    (an unknown profile too, as on the command line)."""
+    try:
+        if profile:
+            config_of(request).profile(profile)
+        return parse_filters(since, until, calling_ae, profile, status, study)
+    except (AuditError, ConfigError) as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def _json(row: dict[str, object], *, all_columns: bool = False) -> dict[str, object]:
@@ -165,12 +151,7 @@ def api_associations(
 ) -> dict[str, Any]:
     """Associations newest first, rejected ones included: `items` and `next_offset`."""
     try:
-        filters = AssociationFilters(
-            since=parse_time(since) if since else None,
-            until=parse_time(until) if until else None,
-            calling_ae=calling_ae or None,
-            outcome=outcome.strip().lower() if outcome else None,
-        )
+        filters = parse_association_filters(since, until, calling_ae, outcome)
     except AuditError as exc:
         raise HTTPException(400, str(exc)) from None
     rows = list(db_of(request).iter_associations(filters, limit + 1, offset=offset))

@@ -80,12 +80,10 @@ def _session_user(request: Request) -> User | None:
     name = request.session.get("user")
     if not isinstance(name, str):
         return None
-    users = users_of(request)
-    for user in users.list():
-        if user.name == name:
-            return user
-    request.session.clear()  # the user was removed: the session ends with it
-    return None
+    user = users_of(request).get(name)
+    if user is None:
+        request.session.clear()  # the user was removed: the session ends with it
+    return user
 
 
 def api_user(request: Request) -> User:

@@ -12,7 +12,6 @@ import csv
 import io
 import logging
 import shutil
-import threading
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -110,7 +109,6 @@ class JobRunner:
         """Prepare; jobs start with :meth:`submit`."""
         self.cfg, self.db = cfg, db
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="deid-web-job")
-        self._lock = threading.Lock()
 
     def submit(
         self, job_id: int, profile: ProfileConfig, fields: dict[str, str], files: list[Path]

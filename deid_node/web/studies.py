@@ -10,17 +10,20 @@ from fastapi.responses import HTMLResponse, Response
 from deid_node.audit.records import format_time
 from deid_node.audit.users import User
 from deid_node.web.auth import api_user, csrf_token, page_user
-from deid_node.web.images import OutsideOutput, checked_path, info
+from deid_node.web.images import InstanceInfo, OutsideOutput, checked_path, info
 from deid_node.web.state import config_of, db_of, render
 
 router = APIRouter()
 PAGE: Final = 50
 
 
-def _instances(request: Request, **where: str) -> list[tuple[dict[str, object], Any]]:
+def _instances(
+    request: Request, rows: list[dict[str, object]] | None = None, **where: str
+) -> list[tuple[dict[str, object], InstanceInfo]]:
+    """Output rows (those given, else those `where` selects) with their file's summary."""
     root = config_of(request).node.output
     found = []
-    for row in db_of(request).stored_instances(**where):
+    for row in rows if rows is not None else db_of(request).stored_instances(**where):
         try:
             path = checked_path(root, str(row["output_path"]))
         except OutsideOutput:
@@ -30,15 +33,14 @@ def _instances(request: Request, **where: str) -> list[tuple[dict[str, object], 
 
 
 def studies(request: Request, profile: str | None, limit: int, offset: int) -> list[dict[str, Any]]:
-    """Studies with output, newest first, each with its modalities."""
+    """Studies with output, newest first, each with its modalities (one header a series)."""
+    db = db_of(request)
     out = []
-    for study in db_of(request).stored_studies(profile, limit, offset):
-        modalities = set()
-        seen_series: set[object] = set()
-        for row, summary in _instances(request, study=str(study["pseudo_study_uid"])):
-            if row["pseudo_series_uid"] not in seen_series:  # one header a series
-                seen_series.add(row["pseudo_series_uid"])
-                modalities.add(summary.modality)
+    for study in db.stored_studies(profile, limit, offset):
+        firsts: dict[object, dict[str, object]] = {}
+        for row in db.stored_instances(study=str(study["pseudo_study_uid"])):
+            firsts.setdefault(row["pseudo_series_uid"], row)
+        modalities = {summary.modality for _, summary in _instances(request, list(firsts.values()))}
         out.append(
             {
                 "pseudo_study_uid": study["pseudo_study_uid"],
