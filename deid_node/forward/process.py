@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import socket
-import threading
 from multiprocessing.synchronize import Event
 
 from deid_node.audit.db import open_audit
 from deid_node.config import Config
 from deid_node.errors import describe_error
 from deid_node.forward.forwarder import Forwarder
+from deid_node.lifeline import watch_parent
 from deid_node.logs import quiet_libraries, setup_logging
 
 __all__ = ["node_owner", "run"]
@@ -34,7 +33,7 @@ def run(cfg: Config, parent_pid: int, wake: Event, stop: Event, level: int) -> N
     """The process's main: forward until `stop` is set or the node dies."""
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, signal.SIG_IGN)  # sent to the whole group; the node decides
-    threading.Thread(target=_exit_with, args=(parent_pid,), daemon=True).start()
+    watch_parent(parent_pid)
     setup_logging(level)
     quiet_libraries()
     # pynetdicom logs every refused connection at ERROR; the batch line says it once.
@@ -53,13 +52,3 @@ def run(cfg: Config, parent_pid: int, wake: Event, stop: Event, level: int) -> N
     forwarder.stop()
     db.close()
     os._exit(0)  # sending threads that linger past the stop timeout must not hold us
-
-
-def _exit_with(pid: int) -> None:
-    """End this process when the node is gone (kill -9), whatever else it does."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return
-    select.select([fd], [], [])
-    os._exit(0)

@@ -10,6 +10,7 @@ uncompressed, or fails with the reason.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,11 +152,12 @@ class Sender:
 
     # -- sending ----------------------------------------------------------------------
 
-    def send(self, jobs: Sequence[ForwardJob], stop: object = None) -> list[ForwardResult]:
+    def send(
+        self, jobs: Sequence[ForwardJob], stop: threading.Event | None = None
+    ) -> list[ForwardResult]:
         """Send every job (per study, in order); one result each.
 
-        `stop` (an object with is_set(), e.g. threading.Event) ends the batch early: what
-        is left goes back to the queue unattempted.
+        `stop` ends the batch early: what is left goes back to the queue unattempted.
         """
         ordered = sorted(jobs, key=lambda j: (j.pseudo_study_uid, j.id))
         problem = self._contexts_for(ordered)
@@ -163,7 +165,7 @@ class Sender:
             return [self._judge(j, _Verdict(True, problem)) for j in ordered]
         results: list[ForwardResult] = []
         for i, job in enumerate(ordered):
-            if stop is not None and stop.is_set():  # type: ignore[attr-defined]
+            if stop is not None and stop.is_set():
                 results.extend(ForwardResult(j.id, "release") for j in ordered[i:])
                 break
             verdict = self._send_one(job)

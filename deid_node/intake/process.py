@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import signal
 import socket
 import threading
@@ -35,6 +34,7 @@ from deid_node.intake.scp import attach_spool, build_ae
 from deid_node.intake.shared import Budget, Slots
 from deid_node.intake.spool import Spool, SpoolItem
 from deid_node.intake.tls import log_handshake_failure, server_context
+from deid_node.lifeline import watch_parent
 from deid_node.logs import quiet_libraries
 
 REAP_SECONDS: Final = 0.5  # how often associations whose thread died are closed
@@ -120,7 +120,7 @@ def run(
     """The receiving process's main: serve on `sock` until told to stop."""
     for s in (signal.SIGTERM, signal.SIGINT):
         signal.signal(s, signal.SIG_IGN)  # sent to the whole group; the supervisor decides
-    threading.Thread(target=_exit_with, args=(spec.supervisor_pid,), daemon=True).start()
+    watch_parent(spec.supervisor_pid)
     hold_freed_memory()
     channel = Channel(conn)
     root = logging.getLogger()
@@ -235,16 +235,6 @@ def _abort_all(server: GuardedAssociationServer) -> None:
 def spool_tag(index: int) -> str:
     """The stem tag of what receiving process `index` publishes (``r0-``; see Spool)."""
     return f"r{index}-"
-
-
-def _exit_with(pid: int) -> None:
-    """End this process when the supervisor is gone (kill -9), whatever else it does."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return  # the pipe's EOF ends us instead
-    select.select([fd], [], [])
-    os._exit(0)
 
 
 __all__ = ["ReceiverSpec", "run", "spool_tag"]

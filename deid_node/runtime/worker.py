@@ -11,10 +11,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import select
 import signal
-import threading
-import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from deid_node.config import ProfileConfig
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import CompiledProfile, compile_profile
 from deid_node.errors import StorageError
+from deid_node.lifeline import watch_parent
 from deid_node.logs import quiet_libraries
 
 WORKER_NICENESS = 10
@@ -56,7 +54,7 @@ def init_worker(
     global _worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the node drains, then shuts the pool
-    threading.Thread(target=_exit_with, args=(node_pid,), daemon=True).start()
+    watch_parent(node_pid)
     warnings.simplefilter("ignore")
     quiet_libraries()
     # Receipt first: a sender waits on the receiving process, never on a worker, and the
@@ -66,30 +64,6 @@ def init_worker(
         os.nice(WORKER_NICENESS)
     compiled = {name: compile_profile(p) for name, p in profiles.items()}
     _worker = _WorkerState(compiled, key, output, fsync)
-
-
-def _exit_with(node_pid: int) -> None:
-    """End this worker when the node is gone (kill -9): nothing else would.
-
-    A pool worker holds both ends of its task pipe, so it never sees EOF when the node
-    dies, and it ignores SIGTERM; without this it would wait for tasks forever.
-    """
-    try:
-        fd = os.pidfd_open(node_pid)
-    except (AttributeError, OSError):
-        fd = -1
-    if fd >= 0:
-        select.select([fd], [], [])  # readable once the node has exited
-    else:
-        while True:
-            time.sleep(1.0)
-            try:
-                os.kill(node_pid, 0)
-            except ProcessLookupError:
-                break
-            except PermissionError:
-                continue
-    os._exit(0)
 
 
 def work(path: str, profile: str) -> WorkResult:
