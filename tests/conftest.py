@@ -175,6 +175,23 @@ def dcmtk() -> None:
         pytest.skip(reason)
 
 
+def console_user(cfg: Config, name: str, password: str) -> str:
+    """Add a web console user through the CLI, as an operator would; a new API token."""
+    from typer.testing import CliRunner
+
+    from deid_node.cli.app import app
+
+    runner = CliRunner()
+    config = ["-c", str(cfg.path)]
+    added = runner.invoke(
+        app, ["users", "add", name, "--password-stdin", *config], input=password + "\n"
+    )
+    assert added.exit_code == 0, added.output
+    made = runner.invoke(app, ["users", "token", name, *config])
+    assert made.exit_code == 0, made.output
+    return made.output.strip()
+
+
 def which_deid_node() -> list[str]:
     """The command that runs the CLI of this checkout."""
     import sys

@@ -21,7 +21,7 @@ from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 from deid_node.web.app import create_app
 from deid_node.web.auth import LOGIN_FAILURES
-from tests.conftest import free_port, node_table, store, wait_for, which_deid_node
+from tests.conftest import console_user, free_port, node_table, store, wait_for, which_deid_node
 from tests.test_tls import Pki
 from tests.test_tls import pki as _pki  # noqa: F401  (its fixture, under this name)
 
@@ -49,12 +49,7 @@ def filled(
     patient = SyntheticPatient.make(PhiTokens(), 3)
     assert store(node.address, ct_series(5, patient=patient, seed=3), "CT_SCANNER") == [0] * 5
     assert node.wait_idle(60)
-    added = runner.invoke(
-        cli,
-        ["users", "add", "alice", "--password-stdin", "-c", str(cfg.path)],
-        input=PASSWORD + "\n",
-    )
-    assert added.exit_code == 0, added.output
+    console_user(cfg, "alice", PASSWORD)
     return cfg
 
 
@@ -136,7 +131,7 @@ def test_failed_logins_are_limited_and_audited(client: TestClient, filled: Confi
 
 def test_api_token_filters_and_pagination(client: TestClient, filled: Config) -> None:
     made = runner.invoke(cli, ["users", "token", "alice", "-c", str(filled.path)])
-    assert made.exit_code == 0
+    assert made.exit_code == 0  # a second token of the same user
     token = made.output.strip()
     bearer = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/objects", headers={"Authorization": "Bearer nope"}).status_code == 401

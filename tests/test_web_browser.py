@@ -16,15 +16,13 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from typer.testing import CliRunner
 
-from deid_node.cli.app import app as cli
 from deid_node.config import Config, load_config
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 from deid_node.testing.synthetic.patient import new_dataset
 from deid_node.web.app import create_app
-from tests.conftest import free_port, node_table, store, wait_for
+from tests.conftest import console_user, free_port, node_table, store, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -95,13 +93,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Config
     except BaseException:
         node.stop(timeout=60)
         raise
-    runner = CliRunner()
-    added = runner.invoke(
-        cli,
-        ["users", "add", "ines", "--password-stdin", "-c", str(cfg.path)],
-        input=PASSWORD + "\n",
-    )
-    assert added.exit_code == 0
+    console_user(cfg, "ines", PASSWORD)
     upload = folder / "upload"
     upload.mkdir()
     for i, ds in enumerate(ct_series(2, patient=SyntheticPatient.make(PhiTokens(), 12), seed=12)):

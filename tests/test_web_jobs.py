@@ -15,11 +15,10 @@ from fastapi.testclient import TestClient
 from pydicom import dcmread
 from typer.testing import CliRunner
 
-from deid_node.cli.app import app as cli
 from deid_node.config import Config
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 from deid_node.web.app import create_app
-from tests.conftest import node_table
+from tests.conftest import console_user, node_table
 
 runner = CliRunner()
 PASSWORD = "a long enough password"
@@ -40,12 +39,7 @@ def files(tmp_path: Path, n: int, seed: int) -> list[bytes]:
 @pytest.fixture
 def setup(write_config: Callable[[str], Config], tmp_path: Path) -> tuple[Config, dict[str, str]]:
     cfg = write_config(CONFIG)
-    added = runner.invoke(
-        cli, ["users", "add", "ana", "--password-stdin", "-c", str(cfg.path)], input=PASSWORD + "\n"
-    )
-    assert added.exit_code == 0
-    token = runner.invoke(cli, ["users", "token", "ana", "-c", str(cfg.path)]).output.strip()
-    return cfg, {"Authorization": f"Bearer {token}"}
+    return cfg, {"Authorization": f"Bearer {console_user(cfg, 'ana', PASSWORD)}"}
 
 
 def wait_done(client: TestClient, job: int, auth: dict[str, str]) -> dict[str, object]:
@@ -105,16 +99,7 @@ def test_uploads_are_bounded_and_forms_need_csrf(
     write_config: Callable[[str], Config], tmp_path: Path
 ) -> None:
     cfg = write_config(CONFIG + "\n[web]\nmax_upload_bytes = 2048\n")
-    assert (
-        runner.invoke(
-            cli,
-            ["users", "add", "ana", "--password-stdin", "-c", str(cfg.path)],
-            input=PASSWORD + "\n",
-        ).exit_code
-        == 0
-    )
-    token = runner.invoke(cli, ["users", "token", "ana", "-c", str(cfg.path)]).output.strip()
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = {"Authorization": f"Bearer {console_user(cfg, 'ana', PASSWORD)}"}
     big = [("files", ("a.dcm", files(tmp_path, 1, seed=3)[0], "application/dicom"))]
     with TestClient(create_app(cfg), base_url="http://127.0.0.1") as client:
         refused = client.post("/api/jobs", data={"profile": "research"}, files=big, headers=auth)

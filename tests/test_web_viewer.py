@@ -14,12 +14,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, generate_uid
 from typer.testing import CliRunner
 
-from deid_node.cli.app import app as cli
 from deid_node.config import Config
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic.patient import new_dataset
 from deid_node.web.app import create_app
-from tests.conftest import node_table, store
+from tests.conftest import console_user, node_table, store
 
 runner = CliRunner()
 PASSWORD = "a long enough password"
@@ -123,13 +122,7 @@ def console(
         assert node.wait_idle(60)
     finally:
         node.stop(timeout=60)
-    added = runner.invoke(
-        cli,
-        ["users", "add", "viewer", "--password-stdin", "-c", str(cfg.path)],
-        input=PASSWORD + "\n",
-    )
-    assert added.exit_code == 0
-    token = runner.invoke(cli, ["users", "token", "viewer", "-c", str(cfg.path)]).output.strip()
+    token = console_user(cfg, "viewer", PASSWORD)
     with TestClient(create_app(cfg), base_url="http://127.0.0.1") as client:
         client.headers["Authorization"] = f"Bearer {token}"
         [study] = client.get("/api/studies").json()
