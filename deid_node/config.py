@@ -101,6 +101,7 @@ class ProfileConfig:
     pixel_rules: tuple[RegionRule, ...] = ()
     shipped_pixel_rules: bool = True  # the rules in deid_node/data/pixel_rules.toml apply too
     ultrasound_regions: bool = False  # blank all outside the ultrasound data regions
+    look_at_every_image: bool = False  # also ORIGINAL\\PRIMARY images of text-free kinds
     allow_words: tuple[str, ...] = ()  # kept by the free-text cleaner, lower case, sorted
     forward_to: tuple[str, ...] = ()  # destination names: every stored object is sent there
     keep_output: bool = True  # False: the output file goes once every destination has it
@@ -488,6 +489,7 @@ def _profile(name: str, table: Mapping[str, Any], source: Path | None) -> Profil
         patient_id_prefix=prefix,
         record_linkage=reader.boolean("record_linkage", False),
         burned_in_annotation=policy,
+        look_at_every_image=reader.boolean("look_at_every_image", False),
         keep=_tags(reader, "keep"),
         remove=_tags(reader, "remove"),
         replace=_replacements(reader, "replace"),

@@ -298,7 +298,7 @@ def test_clean_policy_refuses_what_the_caller_does_not_clean() -> None:
     # Only the pipeline, reading the object's file, cleans pixels: the engine on its own
     # must not let burned-in text through under "clean".
     ds = make_ds(BurnedInAnnotation="YES", PixelData=b"\x00" * 8, Rows=2, Columns=2)
-    with pytest.raises(DeidError, match="pixels cannot be cleaned here"):
+    with pytest.raises(DeidError, match="pixels cannot be looked at here"):
         run(ds, profile("clean-pixel-data", burned_in_annotation=BurnedInPolicy.CLEAN))
 
 

@@ -249,10 +249,14 @@ def test_text_still_found_after_blanking_quarantines_and_writes_nothing(
 
 
 def test_pixels_that_cannot_be_decoded_quarantine_with_the_reason(tmp_path: Path) -> None:
-    # pydicom's 12-bit JPEG Extended sample: no decoder here (pylibjpeg-libjpeg is GPL).
+    # pydicom's 12-bit JPEG Extended sample, cut short inside its headers.
+    from pydicom.encaps import encapsulate, generate_frames
+
     from tests.test_pixels_decode import bundled
 
     ds = pydicom.dcmread(bundled("JPGExtended.dcm"))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame[:40] + b"\xff\xd9"])  # cut inside its headers
     ds.BurnedInAnnotation = "YES"
     out = clean(save(ds, tmp_path / "in" / "jpeg12.dcm"), tmp_path)
     assert out.status is Status.QUARANTINED

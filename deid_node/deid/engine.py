@@ -21,7 +21,7 @@ from pydicom.sequence import Sequence
 from pydicom.valuerep import PersonName
 
 from deid_node.config import BurnedInPolicy, Option
-from deid_node.deid.burned_in import burned_in_reason
+from deid_node.deid.burned_in import suspicion
 from deid_node.deid.decisions import CLEANED_VRS, ID_TAGS, dictionary_vr, op_table
 from deid_node.deid.marks import mark, new_meta, write_trial
 from deid_node.deid.profiles import (
@@ -109,6 +109,9 @@ class DeidResult:
     # The pixels may carry burned-in text and the profile cleans it: the caller must
     # (pixels/release.py), then mark the object (marks.mark_pixels), or not write it.
     pixels_to_clean: bool = False
+    # Under `quarantine`: the pixels are only checked; text found means the object is withheld.
+    pixels_check_only: bool = False
+    pixels_reason: str | None = None  # why the pixels are looked at (no value in it)
 
 
 def _raw_vr(ds: Dataset, tag: int) -> str:
@@ -464,13 +467,15 @@ def _deidentify(
     series_uid = _required_uid(ds, "SeriesInstanceUID")
     sop_uid = _required_uid(ds, "SOPInstanceUID")
     policy = profile.config.burned_in_annotation
-    reason = burned_in_reason(ds, has_pixels)
-    to_clean = bool(reason) and policy is BurnedInPolicy.CLEAN
-    if reason and policy is not BurnedInPolicy.ALLOW:
-        if policy is BurnedInPolicy.QUARANTINE:
-            raise DeidError(f"burned-in annotation: {reason}; profile policy is quarantine")
+    found = suspicion(ds, has_pixels, every_image=profile.config.look_at_every_image)
+    to_look = found is not None and policy is not BurnedInPolicy.ALLOW
+    if found is not None and to_look:
+        if found.known and policy is BurnedInPolicy.QUARANTINE:
+            raise DeidError(f"burned-in annotation: {found.reason}; profile policy is quarantine")
         if not cleans_pixels:
-            raise DeidError(f"burned-in annotation: {reason}; its pixels cannot be cleaned here")
+            raise DeidError(
+                f"burned-in annotation: {found.reason}; its pixels cannot be looked at here"
+            )
     ts = transfer_syntax_of(ds)
 
     identity = patient_identity(ds)
@@ -502,7 +507,7 @@ def _deidentify(
     dates = (
         "UNMODIFIED" if walker.full_dates else "MODIFIED" if walker.modified_dates else "REMOVED"
     )
-    mark(ds, profile, dates=dates, pixels_may_identify=reason is not None and not to_clean)
+    mark(ds, profile, dates=dates, pixels_may_identify=found is not None and not to_look)
     if profile.config.trial is not None:
         write_trial(ds, profile, walker.pseudo_pid)
     new_sop = text_of(ds.get("SOPInstanceUID", "")) or originals.sop_uid
@@ -524,5 +529,7 @@ def _deidentify(
             walker.written,
             {walker.pseudo_pid, *walker.uid_cache.values()},
         ),
-        pixels_to_clean=to_clean,
+        pixels_to_clean=to_look,
+        pixels_check_only=to_look and policy is BurnedInPolicy.QUARANTINE,
+        pixels_reason=found.reason if found is not None and to_look else None,
     )

@@ -5,15 +5,16 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from deid_node.audit.records import Status
-from deid_node.deid.burned_in import cleans_pixels
+from deid_node.deid.burned_in import looks_at_pixels
 from deid_node.deid.engine import (
     DeidResult,
     Originals,
@@ -25,6 +26,7 @@ from deid_node.deid.stream import StreamRefused, StreamUnsupported, deidentify_f
 from deid_node.deid.verify import verify_clean
 from deid_node.dicom.encoding import check_file
 from deid_node.dicom.part10 import NotDicomError, encode_instance, read_header
+from deid_node.dicom.pixel_bits import clear_dataset_pixels, pixel_element
 from deid_node.durable import FileRange, write_atomic
 from deid_node.errors import DeidError, StorageError
 
@@ -75,7 +77,7 @@ def deidentify_to_output(
     what was done to the pixels or None).
     """
     known = None
-    if source is not None and cleans_pixels(profile.config, ds, True if pixels else None):
+    if source is not None and looks_at_pixels(profile.config, ds, True if pixels else None):
         from deid_node.pixels.release import given  # numpy: only where pixels are cleaned
 
         known = given(ds, profile.config)  # region rules match on the header as sent
@@ -83,11 +85,13 @@ def deidentify_to_output(
         ds, profile, key, has_pixels=True if pixels else None, cleans_pixels=known is not None
     )
     target = _target(output_root, profile, result)
-    body: list[bytes | FileRange] | Iterator[bytes] = [pixels] if pixels else []
+    body: Iterable[bytes | FileRange] = _native_pixels(pixels, result)
+    if pixels is None:
+        clear_dataset_pixels(result.dataset, UID(result.transfer_syntax_uid))
     summary = None
     if result.pixels_to_clean:
         assert source is not None and known is not None
-        body, summary = _clean_pixels(result, source, known, pixels)
+        body, summary = _clean_pixels(result, source, known, body)
 
     def check(header: bytes) -> None:
         verify_clean(header, result.needles, result.dataset)
@@ -104,17 +108,31 @@ def deidentify_to_output(
     return result, target, existed, summary
 
 
+def _native_pixels(pixels: FileRange | None, result: DeidResult) -> Iterable[bytes | FileRange]:
+    """The pixel data element as it came, but with no bit set outside BitsStored."""
+    if pixels is None:
+        return []
+    cleared = pixel_element(pixels, result.dataset, UID(result.transfer_syntax_uid))
+    return [pixels] if cleared is None else cleared
+
+
 def _clean_pixels(
-    result: DeidResult, source: Path, known: Given, pixels: FileRange | None
-) -> tuple[list[bytes | FileRange] | Iterator[bytes], str]:
+    result: DeidResult, source: Path, known: Given, pixels: Iterable[bytes | FileRange]
+) -> tuple[Iterable[bytes | FileRange], str]:
     """Look at the pixels, mark the header; what to write as the pixel data element."""
     from deid_node.pixels.release import plan_pixels, rewrite_header
 
     ds = result.dataset
-    plan = plan_pixels(source, known)
+    plan = plan_pixels(source, known, check_only=result.pixels_check_only)
+    if plan.found_text and result.pixels_check_only:
+        r = plan.report
+        raise DeidError(
+            f"text-like content in the pixels ({r.regions} regions in frame {r.frames} "
+            f"of {plan.layout.frames}); {result.pixels_reason}; profile policy is quarantine"
+        )
     mark_pixels(ds, cleaned=plan.changed)
     if not plan.changed:
-        return ([pixels] if pixels else []), plan.summary
+        return pixels, plan.summary
     before = ds.file_meta.TransferSyntaxUID
     after = rewrite_header(ds, plan)
     if (before.is_little_endian, before.is_implicit_VR) != (
@@ -185,10 +203,9 @@ def _process_stream(
         if result.needles.found_in(written):
             verify_clean(written, result.needles, out.written_dataset())
         target = _target(output_root, profile, result)
-        chunks: list[bytes | FileRange] = [out.header]
-        chunks += [out.pixels] if out.pixels else []
-        chunks += [out.trailer] if out.trailer else []
-        existed = write_atomic(target, chunks, fsync=fsync)
+        pixels = _native_pixels(out.pixels, result)
+        trailer = [out.trailer] if out.trailer else []
+        existed = write_atomic(target, itertools.chain([out.header], pixels, trailer), fsync=fsync)
     except DeidError as exc:
         return _refused(str(exc), size, result)
     except StorageError:

@@ -33,7 +33,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import UID
 
-from deid_node.deid.burned_in import cleans_pixels
+from deid_node.deid.burned_in import looks_at_pixels
 from deid_node.deid.decisions import (
     COLLECTED_VRS,
     ID_TAGS,
@@ -58,6 +58,7 @@ _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
 _DECODED = frozenset(
     {
         0x00080005,  # SpecificCharacterSet
+        0x00080008,  # ImageType: whether the pixels are looked at (burned_in.py)
         0x00080016,  # SOPClassUID
         0x00080018,  # SOPInstanceUID
         0x00080060,  # Modality
@@ -72,6 +73,8 @@ _DECODED = frozenset(
         0x00280010,  # Rows
         0x00280011,  # Columns
         0x00280100,  # BitsAllocated
+        0x00280101,  # BitsStored: bits outside it are cleared (dicom/pixel_bits.py)
+        0x00280102,  # HighBit
         0x00280103,  # PixelRepresentation: context for ambiguous VRs
         0x00280301,  # BurnedInAnnotation
     }
@@ -236,7 +239,7 @@ def _deidentify(buf: mmap.mmap, path: Path, profile: CompiledProfile, key: bytes
     except Exception:  # the checked encoding has a reading pydicom must make: let it
         raise StreamUnsupported from None
     ds, taken = prep.ds, []
-    if cleans_pixels(profile.config, ds, prep.pixels is not None):
+    if looks_at_pixels(profile.config, ds, prep.pixels is not None):
         raise StreamUnsupported  # pixel cleaning matches rules on the whole header
 
     def take_back(scrub: re.Pattern[str] | None) -> None:

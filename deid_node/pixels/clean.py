@@ -85,11 +85,14 @@ def survey(
     *,
     fixed: Sequence[Box] = (),
     pad: int = PAD,
+    check_only: bool = False,
 ) -> Report:
     """Look at every distinct frame: what to blank in it, checked by looking again.
 
     `fixed` boxes (region rules) are blanked in every frame. Raises TextRemains when a
     blanked frame still shows text. Frames are read one at a time and not kept.
+    `check_only`: the object is withheld if anything is found, so the first frame with
+    text ends the survey, and nothing is looked at again.
     """
     photometric = "RGB" if layout.photometric.startswith("YBR") else layout.photometric
     rows, columns = layout.rows, layout.columns
@@ -101,13 +104,18 @@ def survey(
         digest = _digest(frame)
         boxes = report.boxes.get(digest)
         if boxes is None:
-            boxes = _look(frame, layout, finder, photometric, given, pad, index)
+            if check_only:
+                boxes = (*given, *finder.find(frame, photometric))
+            else:
+                boxes = _look(frame, layout, finder, photometric, given, pad, index)
             report.boxes[digest] = boxes
             report.distinct += 1
             report.regions += len(boxes)
             report.by_rule += len(given)
         if boxes:
             report.frames_changed += 1
+            if check_only:
+                break
     return report
 
 

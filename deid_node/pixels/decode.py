@@ -22,6 +22,7 @@ from pydicom.pixels.utils import iter_pixels
 from pydicom.uid import UID
 
 from deid_node.errors import DeidError
+from deid_node.pixels import jpeg12
 
 if TYPE_CHECKING:
     import numpy as np
@@ -46,6 +47,9 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
     "1.2.840.10008.1.2.4.202",  # HTJ2K Lossless RPCL
     "1.2.840.10008.1.2.4.203",  # HTJ2K
 )
+
+
+jpeg12.register()  # 12-bit JPEG Extended: no plugin pydicom ships reads it here
 
 
 class PixelError(DeidError):

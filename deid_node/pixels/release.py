@@ -54,6 +54,11 @@ class PixelPlan:
     output: Layout | None  # None: the pixel data is written as it came
 
     @property
+    def found_text(self) -> bool:
+        """Whether any region is blanked (found by looking, or given by a rule)."""
+        return self.report.regions > 0
+
+    @property
     def changed(self) -> bool:
         """Whether anything is blanked (the pixel data is re-encoded)."""
         return self.output is not None
@@ -108,14 +113,22 @@ def given(original: Dataset, profile: ProfileConfig) -> Given:
     return Given(layout, boxes, names)
 
 
-def plan_pixels(source: Path, known: Given, finder: Finder | None = None) -> PixelPlan:
-    """Look at every frame of the object at `source`.
+def plan_pixels(
+    source: Path, known: Given, finder: Finder | None = None, *, check_only: bool = False
+) -> PixelPlan:
+    """Look at every frame of the object at `source` (up to the first text, `check_only`).
 
     Raises TextRemains when text is still found after blanking, PixelError when the
     pixels do not decode or could not be re-encoded.
     """
     layout = known.layout
-    report = survey(iter_frames(source), layout, finder or shared_finder(), fixed=known.boxes)
+    report = survey(
+        iter_frames(source),
+        layout,
+        finder or shared_finder(),
+        fixed=known.boxes,
+        check_only=check_only,
+    )
     output = output_layout(layout) if report.regions else None
     return PixelPlan(source, layout, report, known.rules if report.regions else [], output)
 

@@ -17,9 +17,19 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom import Dataset
 
 from deid_node.testing.synthetic.captures import secondary_capture, us_multiframe
+from deid_node.testing.synthetic.ct import ct_series
 from deid_node.testing.synthetic.patient import SyntheticPatient
 
-__all__ = ["DEJAVU", "Drawn", "annotated_capture", "annotated_ultrasound", "draw_text"]
+__all__ = [
+    "DEJAVU",
+    "Drawn",
+    "annotated_capture",
+    "annotated_slice",
+    "annotated_ultrasound",
+    "draw_text",
+    "overlay_in_high_bits",
+    "text_mask",
+]
 
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 
@@ -127,3 +137,95 @@ def annotated_capture(
     )
     ds.PixelData = frame.tobytes()
     return ds, drawn
+
+
+def text_mask(
+    shape: tuple[int, int], texts: Sequence[tuple[tuple[int, int], str, int | None]], angle: int = 0
+) -> tuple[np.ndarray, list[Drawn]]:
+    """A boolean mask of each (position, text, font size) drawn, turned by `angle` degrees.
+
+    `angle` is 0, 90, 180 or 270 (counter-clockwise); the boxes of what was drawn are
+    turned with the mask, so they are where the text is in the returned mask.
+    """
+    rows, cols = shape
+    turns = (angle // 90) % 4
+    drawn_shape = (cols, rows) if turns % 2 else (rows, cols)
+    canvas, drawn = draw_text(
+        np.zeros(drawn_shape, np.uint8), [(at, text, size, 255) for at, text, size in texts]
+    )
+    mask = np.rot90(canvas > 0, turns).copy()
+    boxes = []
+    h, w = drawn_shape
+    for d in drawn:
+        left, top, right, bottom = d.box
+        for _ in range(turns):  # (x, y) -> (y, w - x) for each quarter turn
+            left, top, right, bottom = top, w - right, bottom, w - left
+            h, w = w, h
+        h, w = drawn_shape
+        boxes.append(Drawn((left, top, right, bottom), d.text))
+    return mask, boxes
+
+
+def annotated_slice(
+    patient: SyntheticPatient,
+    *,
+    modality: str = "CT",
+    image_type: Sequence[str] = ("DERIVED", "SECONDARY"),
+    burned_in: str | None = None,
+    size: int = 256,
+    angle: int = 0,
+    font: int | None = 14,
+    value: int | None = None,
+    seed: int = 0,
+) -> tuple[Dataset, list[Drawn]]:
+    """A CT (or MR) slice saved from a screen: the patient's name and ID drawn on it.
+
+    16-bit words, 12 bits stored; the text is drawn at `value` (default: the brightest
+    value stored) and turned by `angle` degrees. BurnedInAnnotation only when given.
+    """
+    ds = ct_series(1, patient=patient, rows=size, cols=size, seed=seed)[0]
+    if modality == "MR":
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+        ds.Modality = "MR"
+        for keyword in ("KVP", "XRayTubeCurrent", "ExposureTime", "RescaleType"):
+            delattr(ds, keyword)
+    ds.ImageType = list(image_type)
+    if burned_in is None:
+        del ds.BurnedInAnnotation
+    else:
+        ds.BurnedInAnnotation = burned_in
+    frame = np.frombuffer(ds.PixelData, np.uint16).reshape(size, size).copy()
+    mask, drawn = text_mask(
+        (size, size),
+        [((6, 6), f"{patient.family}^{patient.given}", font), ((6, 28), patient.patient_id, font)],
+        angle,
+    )
+    frame[mask] = 4095 if value is None else value
+    ds.PixelData = frame.tobytes()
+    return ds, drawn
+
+
+def overlay_in_high_bits(
+    patient: SyntheticPatient, *, bit: int = 12, size: int = 128, seed: int = 0
+) -> tuple[Dataset, np.ndarray]:
+    """An ORIGINAL CT slice whose name sits in bit `bit` of the pixel words (retired form).
+
+    The overlay plane is described by a 60xx group without OverlayData (OverlayBitPosition
+    says where), as equipment did before overlays moved out of the pixel data. Returns
+    the dataset and the words as they are inside BitsStored (what must be kept).
+    """
+    ds = ct_series(1, patient=patient, rows=size, cols=size, seed=seed)[0]
+    frame = np.frombuffer(ds.PixelData, np.uint16).reshape(size, size).copy()
+    mask, _ = text_mask(
+        (size, size), [((4, 4), patient.family, 16), ((4, 40), patient.patient_id, 16)]
+    )
+    kept = frame & 0x0FFF
+    frame = kept | (mask.astype(np.uint16) << bit)
+    ds.PixelData = frame.tobytes()
+    ds.add_new(0x60000010, "US", size)  # OverlayRows
+    ds.add_new(0x60000011, "US", size)  # OverlayColumns
+    ds.add_new(0x60000040, "CS", "G")  # OverlayType
+    ds.add_new(0x60000050, "SS", [1, 1])  # OverlayOrigin
+    ds.add_new(0x60000100, "US", 1)  # OverlayBitsAllocated (retired form: 16 in the words)
+    ds.add_new(0x60000102, "US", bit)  # OverlayBitPosition
+    return ds, kept
