@@ -9,7 +9,6 @@ pylibjpeg-libjpeg (which does) is GPLv3. imagecodecs (BSD-3) bundles libjpeg-tur
 from __future__ import annotations
 
 import contextlib
-
 from typing import Any, Final
 
 from pydicom.pixels.decoders.base import get_decoder
