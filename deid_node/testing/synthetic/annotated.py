@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom import Dataset
+from pydicom.uid import MRImageStorage
 
 from deid_node.testing.synthetic.captures import secondary_capture, us_multiframe
 from deid_node.testing.synthetic.ct import ct_series
@@ -185,7 +186,7 @@ def annotated_slice(
     """
     ds = ct_series(1, patient=patient, rows=size, cols=size, seed=seed)[0]
     if modality == "MR":
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
         ds.Modality = "MR"
         for keyword in ("KVP", "XRayTubeCurrent", "ExposureTime", "RescaleType"):
             delattr(ds, keyword)
@@ -220,8 +221,7 @@ def overlay_in_high_bits(
         (size, size), [((4, 4), patient.family, 16), ((4, 40), patient.patient_id, 16)]
     )
     kept = frame & 0x0FFF
-    frame = kept | (mask.astype(np.uint16) << bit)
-    ds.PixelData = frame.tobytes()
+    ds.PixelData = (kept | (mask.astype(np.uint16) << bit)).tobytes()
     ds.add_new(0x60000010, "US", size)  # OverlayRows
     ds.add_new(0x60000011, "US", size)  # OverlayColumns
     ds.add_new(0x60000040, "CS", "G")  # OverlayType
