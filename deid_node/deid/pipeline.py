@@ -85,13 +85,14 @@ def deidentify_to_output(
         ds, profile, key, has_pixels=True if pixels else None, cleans_pixels=known is not None
     )
     target = _target(output_root, profile, result)
-    body: Iterable[bytes | FileRange] = _native_pixels(pixels, result)
+    body, cleared = _native_pixels(pixels, result)
     if pixels is None:
-        clear_dataset_pixels(result.dataset, UID(result.transfer_syntax_uid))
-    summary = None
+        cleared = clear_dataset_pixels(result.dataset, UID(result.transfer_syntax_uid))
+    summary = BITS_CLEARED if cleared else None
     if result.pixels_to_clean:
         assert source is not None and known is not None
         body, summary = _clean_pixels(result, source, known, body)
+        summary = f"{summary}; {BITS_CLEARED}" if cleared else summary
 
     def check(header: bytes) -> None:
         verify_clean(header, result.needles, result.dataset)
@@ -108,12 +109,18 @@ def deidentify_to_output(
     return result, target, existed, summary
 
 
-def _native_pixels(pixels: FileRange | None, result: DeidResult) -> Iterable[bytes | FileRange]:
-    """The pixel data element as it came, but with no bit set outside BitsStored."""
+BITS_CLEARED = "bits outside BitsStored cleared"
+
+
+def _native_pixels(
+    pixels: FileRange | None, result: DeidResult
+) -> tuple[Iterable[bytes | FileRange], bool]:
+    """The pixel data element as it came, but with no bit set outside BitsStored; whether
+    any was."""
     if pixels is None:
-        return []
+        return [], False
     cleared = pixel_element(pixels, result.dataset, UID(result.transfer_syntax_uid))
-    return [pixels] if cleared is None else cleared
+    return ([pixels], False) if cleared is None else (cleared, True)
 
 
 def _clean_pixels(
@@ -203,7 +210,7 @@ def _process_stream(
         if result.needles.found_in(written):
             verify_clean(written, result.needles, out.written_dataset())
         target = _target(output_root, profile, result)
-        pixels = _native_pixels(out.pixels, result)
+        pixels, cleared = _native_pixels(out.pixels, result)
         trailer = [out.trailer] if out.trailer else []
         existed = write_atomic(target, itertools.chain([out.header], pixels, trailer), fsync=fsync)
     except DeidError as exc:
@@ -212,7 +219,7 @@ def _process_stream(
         raise  # the node must stop acknowledging, not quarantine: output is broken
     except Exception as exc:  # fail closed on anything we did not foresee
         return _refused(f"internal error ({type(exc).__name__})", size, result)
-    return _stored(result, target, existed, size)
+    return _stored(result, target, existed, size, BITS_CLEARED if cleared else None)
 
 
 def _refused(reason: str, size: int, result: DeidResult) -> Outcome:

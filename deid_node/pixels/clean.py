@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
-from deid_node.pixels.decode import Layout, PixelError
+from deid_node.pixels.decode import LOSSY_SYNTAXES, Layout, PixelError
 from deid_node.pixels.ocr import Box, merge
 
 PAD: Final = 3  # pixels around each box found
@@ -46,14 +46,17 @@ class Report:
 
     frames: int = 0
     distinct: int = 0
-    regions: int = 0  # boxes blanked, counted once per distinct frame
+    regions: int = 0  # boxes blanked, each counted once
     by_rule: int = 0  # of those, given beforehand (region rules, ultrasound regions)
     frames_changed: int = 0
+    looked_whole: int = 0  # frames the finder looked at whole
+    looked_in_part: int = 0  # frames looked at only where they differ from the first
+    passes: int = 0  # calls of the finder (each look and each look again)
     boxes: dict[bytes, tuple[Box, ...]] = field(default_factory=dict, repr=False)
 
     @property
-    def by_ocr(self) -> int:
-        """Boxes found by looking (OCR)."""
+    def by_detector(self) -> int:
+        """Boxes found by looking."""
         return self.regions - self.by_rule
 
 
@@ -90,7 +93,10 @@ def survey(
     """Look at every distinct frame: what to blank in it, checked by looking again.
 
     `fixed` boxes (region rules) are blanked in every frame. Raises TextRemains when a
-    blanked frame still shows text. Frames are read one at a time and not kept.
+    blanked frame still shows text. Frames are read one at a time; only the first is
+    kept. Burned-in text of a cine is static while the image moves: the first frame is
+    looked at whole, every later one only where it differs from the first (the text
+    found on the first is blanked in all), so text on one frame of sixty is still seen.
     `check_only`: the object is withheld if anything is found, so the first frame with
     text ends the survey, and nothing is looked at again.
     """
@@ -98,56 +104,169 @@ def survey(
     rows, columns = layout.rows, layout.columns
     given = [b for b in (box.padded(0, rows, columns) for box in fixed) if b.right > b.left]
     given = [b for b in given if b.bottom > b.top]
-    report = Report()
+    looker = _Looker(layout, finder, photometric, pad, check_only)
+    report = Report(by_rule=len(given), regions=len(given))
+    first: np.ndarray | None = None
+    on_first: tuple[Box, ...] = ()
     for index, frame in enumerate(frames, start=1):
         report.frames += 1
         digest = _digest(frame)
         boxes = report.boxes.get(digest)
         if boxes is None:
-            if check_only:
-                boxes = (*given, *finder.find(frame, photometric))
+            if first is None:
+                first = frame
+                on_first = looker.look(frame, given, None, index)
+                found = on_first
+                report.looked_whole += 1
+                report.regions += len(found)
             else:
-                boxes = _look(frame, layout, finder, photometric, given, pad, index)
+                # What was found on the first frame and is still there unchanged is
+                # blanked without looking; where it changed, it is looked at again.
+                within = changed_parts(first, frame, layout)
+                same = tuple(b for b in on_first if _unchanged(first, frame, b, layout))
+                if within is not None:
+                    gone = (b.padded(BLOCK, rows, columns) for b in on_first if b not in same)
+                    within = [*within, *gone]
+                report.looked_whole += within is None
+                report.looked_in_part += bool(within)
+                extra = looker.look(frame, (*given, *same), within, index) if within != [] else ()
+                found = (*same, *extra)
+                report.regions += sum(b not in on_first for b in extra)
+            boxes = (*given, *found)
             report.boxes[digest] = boxes
             report.distinct += 1
-            report.regions += len(boxes)
-            report.by_rule += len(given)
         if boxes:
             report.frames_changed += 1
             if check_only:
                 break
+    report.passes = looker.passes
     return report
 
 
-def _look(
-    frame: np.ndarray,
-    layout: Layout,
-    finder: Finder,
-    photometric: str,
-    given: list[Box],
-    pad: int,
-    index: int,
-) -> tuple[Box, ...]:
-    """What to blank in one frame; TextRemains if text is still found after blanking."""
-    rows, columns = layout.rows, layout.columns
-    found = [b.padded(pad, rows, columns) for b in finder.find(frame, photometric)]
-    boxes = (*given, *found)
-    if not boxes:
-        return boxes
-    fill = fill_value(layout, frame)
-    # Looked for again: what a first look half-saw (strokes broken by lossy compression)
-    # is found once its neighbours are gone, and blanked too, a bounded number of times;
-    # then nothing may be found any more. Pieces of one line found in different looks
-    # become one box, so no letter is left standing between them.
-    for looks in range(1 + EXTRA_LOOKS):
-        boxes = (*given, *merge(found))
-        more = finder.find(blank(frame, boxes, fill), photometric, boxes)
-        if not more:
-            return boxes
-        if looks == EXTRA_LOOKS:
-            raise TextRemains(f"burned-in text remains after blanking (frame {index})")
-        found += [b.padded(pad, rows, columns) for b in more]
-    return boxes
+# A later frame of a cine is looked at only where it differs from the first: by more
+# than this share of the full scale on lossy syntaxes (their noise), by anything on
+# lossless ones; in blocks of this side, grown by one block, each part at most a share
+# of the frame (beyond it the whole frame is looked at: one look costs less than many).
+LOSSY_TOLERANCE: Final = 8 / 255
+BLOCK: Final = 16
+WHOLE_SHARE: Final = 0.6
+
+
+def changed_parts(first: np.ndarray, frame: np.ndarray, layout: Layout) -> list[Box] | None:
+    """Where `frame` differs from `first`: boxes to look in; None: look at it whole."""
+    tolerance = _tolerance(layout)
+    delta = np.abs(frame.astype(np.int32) - first.astype(np.int32))
+    diff = np.asarray(delta.max(axis=2) if delta.ndim == 3 else delta) > tolerance
+    rows, columns = diff.shape
+    br, bc = -(-rows // BLOCK), -(-columns // BLOCK)
+    padded = np.zeros((br * BLOCK, bc * BLOCK), dtype=bool)
+    padded[:rows, :columns] = diff
+    blocks = np.asarray(padded.reshape(br, BLOCK, bc, BLOCK).any(axis=(1, 3)))
+    if not blocks.any():
+        return []
+    grown = blocks.copy()  # one block more on every side: text at a part's edge is whole
+    grown[1:] |= blocks[:-1]
+    grown[:-1] |= blocks[1:]
+    grown[:, 1:] |= grown[:, :-1].copy()
+    grown[:, :-1] |= grown[:, 1:].copy()
+    if grown.mean() > WHOLE_SHARE:
+        return None
+    parts = []
+    for top, bottom in _runs(grown.any(axis=1)):
+        band = grown[top:bottom]
+        for left, right in _runs(band.any(axis=0)):
+            parts.append(
+                Box(
+                    left * BLOCK,
+                    top * BLOCK,
+                    min(columns, right * BLOCK),
+                    min(rows, bottom * BLOCK),
+                )
+            )
+    return parts
+
+
+def _unchanged(first: np.ndarray, frame: np.ndarray, box: Box, layout: Layout) -> bool:
+    """Whether the frame shows inside `box` what the first frame did."""
+    a = first[box.top : box.bottom, box.left : box.right].astype(np.int32)
+    b = frame[box.top : box.bottom, box.left : box.right].astype(np.int32)
+    return int(np.abs(a - b).max(initial=0)) <= _tolerance(layout)
+
+
+def _tolerance(layout: Layout) -> int:
+    """Differences smaller than this are a lossy codec's noise, not a change."""
+    if layout.transfer_syntax in LOSSY_SYNTAXES:
+        return int(LOSSY_TOLERANCE * ((1 << layout.bits_stored) - 1))
+    return 0
+
+
+def _runs(present: Any) -> list[tuple[int, int]]:
+    """[start, stop) runs of True."""
+    at = np.flatnonzero(present)
+    if at.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(at) > 1)
+    starts = np.concatenate(([at[0]], at[breaks + 1]))
+    stops = np.concatenate((at[breaks], [at[-1]])) + 1
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+class _Looker:
+    """Looks at frames (whole or in parts) and again after blanking; counts its passes."""
+
+    def __init__(
+        self, layout: Layout, finder: Finder, photometric: str, pad: int, check_only: bool
+    ) -> None:
+        self.layout, self.finder, self.photometric = layout, finder, photometric
+        self.pad, self.check_only = pad, check_only
+        self.passes = 0
+
+    def find(
+        self, frame: np.ndarray, within: Sequence[Box] | None, blanked: Sequence[Box] = ()
+    ) -> list[Box]:
+        """What the finder sees in the frame, or only inside `within` (frame pixels)."""
+        rows, columns = self.layout.rows, self.layout.columns
+        if within is None:
+            self.passes += 1
+            found = self.finder.find(frame, self.photometric, blanked)
+            return [b.padded(self.pad, rows, columns) for b in found]
+        out = []
+        for part in within:
+            self.passes += 1
+            crop = frame[part.top : part.bottom, part.left : part.right]
+            inside = [_shifted(b, -part.left, -part.top) for b in blanked if b.overlaps(part)]
+            for b in self.finder.find(crop, self.photometric, inside):
+                out.append(_shifted(b, part.left, part.top).padded(self.pad, rows, columns))
+        return out
+
+    def look(
+        self, frame: np.ndarray, given: Sequence[Box], within: Sequence[Box] | None, index: int
+    ) -> tuple[Box, ...]:
+        """What to blank in one frame beyond `given`; TextRemains if text is still found.
+
+        `given` is blanked before the first look. Then looked for again: what a first
+        look half-saw (strokes broken by lossy compression) is found once its neighbours
+        are gone, and blanked too, a bounded number of times; then nothing may be found
+        any more. Pieces of one line found in different looks become one box, so no
+        letter is left standing between them.
+        """
+        fill = fill_value(self.layout, frame)
+        found = self.find(blank(frame, given, fill) if given else frame, within, given)
+        if self.check_only or not found:
+            return tuple(found)
+        for looks in range(1 + EXTRA_LOOKS):
+            boxes = (*given, *merge(found))
+            more = self.find(blank(frame, boxes, fill), within, boxes)
+            if not more:
+                return tuple(merge(found))
+            if looks == EXTRA_LOOKS:
+                raise TextRemains(f"burned-in text remains after blanking (frame {index})")
+            found += more
+        return tuple(merge(found))
+
+
+def _shifted(b: Box, dx: int, dy: int) -> Box:
+    return Box(b.left + dx, b.top + dy, b.right + dx, b.bottom + dy)
 
 
 def apply(frames: Iterable[np.ndarray], layout: Layout, report: Report) -> Iterator[np.ndarray]:

@@ -49,6 +49,17 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
 )
 
 
+# Transfer syntaxes whose decoded values differ from what was coded (lossy ones).
+LOSSY_SYNTAXES: frozenset[str] = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.81",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.203",
+    }
+)
+
 jpeg12.register()  # 12-bit JPEG Extended: no plugin pydicom ships reads it here
 
 

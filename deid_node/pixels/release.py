@@ -78,15 +78,19 @@ class PixelPlan:
 
     @property
     def summary(self) -> str:
-        """One line: what was found and done, never what any text said."""
+        """One line: what was looked at, found and done; never what any text said."""
         r = self.report
         frames = f"{r.frames} frame{'s' if r.frames != 1 else ''}"
+        looked = f"looked at {r.looked_whole} whole, {r.looked_in_part} in part; {r.passes} passes"
         if self.output is None:
-            return f"checked: no burned-in text in {frames} ({r.distinct} distinct)"
-        how = [f"{r.by_rule} by rule" * bool(r.by_rule), f"{r.by_ocr} by OCR" * bool(r.by_ocr)]
+            return f"checked: no text in {frames} ({r.distinct} distinct; {looked})"
+        how = [
+            f"{r.by_rule} by rule" * bool(r.by_rule),
+            f"{r.by_detector} by detector" * bool(r.by_detector),
+        ]
         text = (
             f"cleaned: {r.regions} region{'s' if r.regions != 1 else ''} "
-            f"({', '.join(h for h in how if h)}) in {r.frames_changed} of {frames}"
+            f"({', '.join(h for h in how if h)}) in {r.frames_changed} of {frames}; {looked}"
         )
         if self.output.transfer_syntax != self.layout.transfer_syntax:
             text += f"; {self.layout.transfer_syntax.name} -> {self.output.transfer_syntax.name}"
