@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
@@ -63,11 +64,15 @@ class PixelPlan:
         """Whether anything is blanked (the pixel data is re-encoded)."""
         return self.output is not None
 
+    def cleaned_frames(self) -> Iterator[np.ndarray]:
+        """The frames again, decoded, with what was found blanked."""
+        return apply(iter_frames(self.source), self.layout, self.report)
+
     def element(self) -> Iterator[bytes]:
         """The cleaned Pixel Data element, encoded frame by frame (only when changed)."""
         if self.output is None:
             raise ValueError("the pixel data is unchanged")
-        frames = apply(iter_frames(self.source), self.layout, self.report)
+        frames = self.cleaned_frames()
         try:
             yield from pixel_data_element(frames, self.output)
         except PixelError:
