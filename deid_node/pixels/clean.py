@@ -149,7 +149,7 @@ def survey(
 # of the frame (beyond it the whole frame is looked at: one look costs less than many).
 LOSSY_TOLERANCE: Final = 8 / 255
 BLOCK: Final = 16
-WHOLE_SHARE: Final = 0.6
+WHOLE_SHARE: Final = 0.9
 
 
 def changed_parts(first: np.ndarray, frame: np.ndarray, layout: Layout) -> list[Box] | None:
