@@ -84,6 +84,58 @@ def events(cfg: Config) -> list[str]:
         return [str(e["kind"]) for e in db.users.iter_events()]
 
 
+class Served:
+    """`deid-node web` in its own process, as deployed; its stderr kept in a file."""
+
+    def __init__(self, cfg: Config, tmp_path: Path, extra: str = "") -> None:
+        self.port = free_port()
+        config = tmp_path / "served.toml"
+        text = Path(str(cfg.path)).read_text(encoding="utf-8")
+        config.write_text(text + f"\n[web]\nport = {self.port}\n{extra}", encoding="utf-8")
+        self.stderr = tmp_path / "web-stderr.log"
+        self._err = self.stderr.open("wb")
+        self.proc = subprocess.Popen(
+            [*which_deid_node(), "web", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=self._err,
+        )
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        wait_for(lambda: self.get("/login")[0] == 200, 60, "the web console to answer")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        return self._open(urllib.request.Request(self.url(path), headers=headers or {}))
+
+    def post(self, path: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
+        data = urllib.parse.urlencode(form).encode()
+        return self._open(urllib.request.Request(self.url(path), data, headers))
+
+    def _open(self, request: urllib.request.Request) -> tuple[int, str]:
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def close(self) -> str:
+        """Stop it; what it wrote on stderr."""
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._err.close()
+        return self.stderr.read_text(encoding="utf-8", errors="replace")
+
+
+def web_events(cfg: Config) -> list[dict[str, object]]:
+    with open_audit(cfg.database_url) as db:
+        return list(db.users.iter_events(1000))
+
+
 def test_without_credentials_api_is_401_and_pages_go_to_login(client: TestClient) -> None:
     assert client.get("/api/objects").status_code == 401
     assert client.get("/api/dashboard").status_code == 401
@@ -199,35 +251,11 @@ def test_users_commands(filled: Config) -> None:
 
 
 def test_deid_node_web_serves_on_its_own_port(filled: Config, tmp_path: Path) -> None:
-    port = free_port()
-    config = tmp_path / "web.toml"
-    config.write_text(
-        Path(str(filled.path)).read_text(encoding="utf-8") + f"\n[web]\nport = {port}\n",
-        encoding="utf-8",
-    )
-    proc = subprocess.Popen(
-        [*which_deid_node(), "web", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    served = Served(filled, tmp_path)  # it answers /login: see Served
     try:
-
-        def answers() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as r:
-                    return r.status == 200
-            except (OSError, urllib.error.URLError):
-                return False
-
-        wait_for(answers, 60, "the web console to answer")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/objects", timeout=5)
-            raise AssertionError("answered without credentials")
-        except urllib.error.HTTPError as exc:
-            assert exc.code == 401
+        assert served.get("/api/objects")[0] == 401
     finally:
-        proc.terminate()
-        proc.wait(30)
+        served.close()
 
 
 def test_quarantine_is_listed_never_shown_and_acted_on_with_csrf(
@@ -315,58 +343,6 @@ def console(write_config: Callable[[str], Config]) -> Config:
 def web(console: Config) -> Iterator[TestClient]:
     with TestClient(create_app(console), base_url="http://127.0.0.1") as c:
         yield c
-
-
-class Served:
-    """`deid-node web` in its own process, as deployed; its stderr kept in a file."""
-
-    def __init__(self, cfg: Config, tmp_path: Path, extra: str = "") -> None:
-        self.port = free_port()
-        config = tmp_path / "served.toml"
-        text = Path(str(cfg.path)).read_text(encoding="utf-8")
-        config.write_text(text + f"\n[web]\nport = {self.port}\n{extra}", encoding="utf-8")
-        self.stderr = tmp_path / "web-stderr.log"
-        self._err = self.stderr.open("wb")
-        self.proc = subprocess.Popen(
-            [*which_deid_node(), "web", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=self._err,
-        )
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
-        )
-        wait_for(lambda: self.get("/login")[0] == 200, 60, "the web console to answer")
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-        return self._open(urllib.request.Request(self.url(path), headers=headers or {}))
-
-    def post(self, path: str, form: dict[str, str], headers: dict[str, str]) -> tuple[int, str]:
-        data = urllib.parse.urlencode(form).encode()
-        return self._open(urllib.request.Request(self.url(path), data, headers))
-
-    def _open(self, request: urllib.request.Request) -> tuple[int, str]:
-        try:
-            with self.opener.open(request, timeout=30) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
-
-    def close(self) -> str:
-        """Stop it; what it wrote on stderr."""
-        self.proc.terminate()
-        self.proc.wait(30)
-        self._err.close()
-        return self.stderr.read_text(encoding="utf-8", errors="replace")
-
-
-def web_events(cfg: Config) -> list[dict[str, object]]:
-    with open_audit(cfg.database_url) as db:
-        return list(db.users.iter_events(1000))
 
 
 def test_a_forged_x_forwarded_for_from_loopback_is_not_believed(
