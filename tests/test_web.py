@@ -368,6 +368,19 @@ def test_a_forged_x_forwarded_for_from_loopback_is_not_believed(
     assert len(logins) == 30 and {e["peer_address"] for e in logins} == {"127.0.0.1"}
 
 
+def test_the_console_process_believes_a_configured_proxy(console: Config, tmp_path: Path) -> None:
+    served = Served(console, tmp_path, 'trusted_proxies = ["127.0.0.0/8"]')
+    try:
+        token = re.search(r'name="csrf" value="([^"]+)"', served.get("/login")[1])
+        assert token
+        form = {"username": "alice", "password": PASSWORD, "csrf": token.group(1)}
+        assert served.post("/login", form, {"X-Forwarded-For": "198.51.100.9"})[0] == 200
+    finally:
+        served.close()
+    [login] = [e for e in web_events(console) if e["kind"] == "login"]
+    assert login["peer_address"] == "198.51.100.9"
+
+
 def client_at(cfg: Config, host: str) -> TestClient:
     return TestClient(create_app(cfg), base_url="http://127.0.0.1", client=(host, 40000))
 
