@@ -203,6 +203,8 @@ class WebConfig:
     session_hours: float = 8.0
     max_upload_bytes: int = 2 * 1024**3  # one job's upload; ZIPs unpacked count too
     max_files: int = 10000  # files in one job, ZIP members included
+    # Peers whose X-Forwarded-For names the client; no one's by default.
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     @property
     def https(self) -> bool:
@@ -669,16 +671,9 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         if profile not in profiles:
             known = ", ".join(sorted(profiles)) or "none"
             raise s.error("profile", f"unknown profile '{profile}'; configured profiles: {known}")
-        hosts: list[IPNetwork] = []
-        for j, h in enumerate(s.strings("hosts")):
-            try:
-                hosts.append(ipaddress.ip_network(h, strict=False))
-            except ValueError:
-                raise s.error(
-                    f"hosts[{j}]", f"'{h}' is not an IP address or CIDR like 10.0.0.0/8"
-                ) from None
+        hosts = _networks(s, "hosts")
         s.check_unknown()
-        sources.append(SourceConfig(ae_title=ae, profile=profile, hosts=tuple(hosts)))
+        sources.append(SourceConfig(ae_title=ae, profile=profile, hosts=hosts))
 
     destinations = _destinations(top, base_dir, source)
     for name, prof in profiles.items():
@@ -710,6 +705,18 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
     )
 
 
+def _networks(r: _Reader, key: str) -> tuple[IPNetwork, ...]:
+    out: list[IPNetwork] = []
+    for j, h in enumerate(r.strings(key)):
+        try:
+            out.append(ipaddress.ip_network(h, strict=False))
+        except ValueError:
+            raise r.error(
+                f"{key}[{j}]", f"'{h}' is not an IP address or CIDR like 10.0.0.0/8"
+            ) from None
+    return tuple(out)
+
+
 def _web(top: _Reader, base_dir: Path, source: Path | None) -> WebConfig:
     raw = top.table_of("web")
     w = _Reader(raw, "web", source)
@@ -719,6 +726,7 @@ def _web(top: _Reader, base_dir: Path, source: Path | None) -> WebConfig:
         session_hours=w.number("session_hours", 8.0, 0.01),
         max_upload_bytes=w.integer("max_upload_bytes", 2 * 1024**3, 1024, 2**50),
         max_files=w.integer("max_files", 10000, 1, 10**7),
+        trusted_proxies=_networks(w, "trusted_proxies"),
     )
     try:
         ipaddress.ip_address(web.host)

@@ -839,6 +839,30 @@ def test_a_version_1_database_upgrades_and_keeps_its_linkage(db_url: str) -> Non
     assert [(r["object_id"], r["date_shift_days"]) for r in rows] == [(7, None), (new_id, -1234)]
 
 
+def test_a_version_6_user_gets_a_session_nonce_at_the_first_login(db_url: str) -> None:
+    engine = create_audit_engine(db_url)
+    try:
+        assert migrate(engine, MIGRATIONS[:6]) == 6
+        with engine.begin() as conn:  # a user as version 6 wrote it: no nonce column yet
+            conn.execute(
+                text(
+                    "INSERT INTO users (name, password_hash, created_at) "
+                    "VALUES ('ana', 'not a hash', '2026-12-01T00:00:00Z')"
+                )
+            )
+    finally:
+        engine.dispose()
+    with open_audit(db_url) as db:  # migrates to the current version
+        [user] = db.users.list()
+        assert db.users.session_user("ana", "") is None  # no session is valid before a login
+        nonce = db.users.session_nonce(user)
+        assert db.users.session_nonce(user) == nonce  # a second login does not end the first
+        assert db.users.session_user("ana", nonce) == user
+        db.users.end_sessions("ana")
+        assert db.users.session_user("ana", nonce) is None
+        assert db.users.session_nonce(user) != nonce
+
+
 def test_upgrade_of_an_older_hand_made_database(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     # An older objects table without quarantine_path, stamped version 1, with a row in it.

@@ -463,6 +463,8 @@ COMMANDS = [
     "users add",
     "users list",
     "users remove",
+    "users password",
+    "users logout",
     "users token",
     "web",
 ]

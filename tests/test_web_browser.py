@@ -1,7 +1,8 @@
 """A real browser (Debian's headless Chromium, driven by Selenium and chromium-driver;
 nothing downloaded) logs in, opens a study, drags window/level, plays a multi-frame and
-runs an upload job to its download. With DEID_NODE_SCREENSHOTS=DIR it leaves the README's
-screenshots there (scripts/readme/)."""
+runs an upload job to its download, all under the console's Content-Security-Policy.
+With DEID_NODE_SCREENSHOTS=DIR it leaves the README's screenshots there (scripts/readme/).
+"""
 
 from __future__ import annotations
 
@@ -122,6 +123,7 @@ def browser(site: tuple[str, Config, Path]) -> Iterator[Any]:
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP reports land there
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.implicitly_wait(5)
     try:
@@ -210,3 +212,13 @@ def test_log_in_open_a_study_drag_window_level_play_and_run_a_job(
     wait_until(lambda: link.is_displayed(), "the job's download link", timeout=60)
     assert "2 written" in d.find_element(By.ID, "job-text").text
     assert (link.get_attribute("href") or "").endswith("/download")
+
+    # The Content-Security-Policy held all along, blocking nothing of the console's own,
+    # and an inline script (as an injection would add) does not run.
+    reports = [e["message"] for e in d.get_log("browser") if "Security Policy" in e["message"]]
+    assert reports == []
+    injected = d.execute_script(
+        "const s = document.createElement('script'); s.textContent = 'window.injected = 1';"
+        "document.body.appendChild(s); return window.injected === 1;"
+    )
+    assert injected is False

@@ -52,6 +52,15 @@ def wait_done(client: TestClient, job: int, auth: dict[str, str]) -> dict[str, o
     pytest.fail("job did not finish in 60 s")
 
 
+def logged_in(client: TestClient, name: str) -> TestClient:
+    page = client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf
+    form = {"username": name, "password": PASSWORD, "csrf": csrf.group(1)}
+    assert client.post("/login", data=form, follow_redirects=False).status_code == 303
+    return client
+
+
 def test_a_job_from_files_and_a_zip_to_a_download_with_a_manifest(
     setup: tuple[Config, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -78,6 +87,13 @@ def test_a_job_from_files_and_a_zip_to_a_download_with_a_manifest(
         assert (state["written"], state["quarantined"]) == (5, 1)
         download = client.get(f"/api/jobs/{job}/download", headers=auth)
         assert download.status_code == 200
+        # A job is its owner's: another user neither follows, downloads nor lists it.
+        other = {"Authorization": f"Bearer {console_user(cfg, 'bob', PASSWORD)}"}
+        for path in (f"/api/jobs/{job}", f"/api/jobs/{job}/download"):
+            refused = client.get(path, headers=other)
+            assert refused.status_code == 404 and "of yours" in refused.json()["detail"]
+        assert f"/api/jobs/{job}/download" not in logged_in(client, "bob").get("/jobs").text
+        assert f"/api/jobs/{job}/download" in logged_in(client, "ana").get("/jobs").text
     archive = zipfile.ZipFile(io.BytesIO(download.content))
     names = archive.namelist()
     assert names[0] == "manifest.csv" and len(names) == 6

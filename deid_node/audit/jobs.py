@@ -59,9 +59,11 @@ class Jobs:
         job["fields"] = json.loads(str(job["fields"]))
         return job
 
-    def recent(self, limit: int = 20) -> list[dict[str, object]]:
-        """The newest jobs first."""
+    def recent(self, limit: int = 20, user: str | None = None) -> list[dict[str, object]]:
+        """The newest jobs first (only `user`'s if given)."""
         stmt = select(JOBS).order_by(JOBS.c.id.desc()).limit(limit)
+        if user is not None:
+            stmt = stmt.where(JOBS.c.user_name == user)
         with translate_errors("read jobs"), transaction(self._engine, write=False) as conn:
             rows = [dict(r._mapping) for r in conn.execute(stmt)]
         for row in rows:

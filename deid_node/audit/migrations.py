@@ -219,6 +219,11 @@ def _create_jobs_v6(conn: Connection) -> None:
     md.create_all(conn)
 
 
+def _add_session_nonce_v7(conn: Connection) -> None:
+    """Version 7: each user's session nonce, which every session cookie must carry (frozen)."""
+    conn.exec_driver_sql("ALTER TABLE users ADD COLUMN session_nonce VARCHAR(64)")
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     (1, _create_v1),
     (2, _add_linkage_columns_v2),
@@ -226,6 +231,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     (4, _create_forwards_v4),
     (5, _create_web_tables_v5),
     (6, _create_jobs_v6),
+    (7, _add_session_nonce_v7),
 )
 
 

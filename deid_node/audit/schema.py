@@ -155,6 +155,9 @@ class UserRow(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[str] = mapped_column(String(32))
+    # Added in version 7: a session cookie is valid only while it carries this value; a new
+    # one (logout, password change, `users logout`) ends every session of the user.
+    session_nonce: Mapped[str | None] = mapped_column(String(64))
 
 
 class ApiTokenRow(Base):

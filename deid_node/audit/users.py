@@ -1,12 +1,14 @@
-"""Web console users, API tokens and web events: their SQL.
+"""Web console users, API tokens, session nonces and web events: their SQL.
 
 Passwords are stored as Argon2id hashes (argon2-cffi); API tokens, which are random and
-long, as their SHA-256. Neither is ever stored or logged as given.
+long, as their SHA-256. Neither is ever stored or logged as given. Each user has a random
+session nonce that every session cookie of theirs carries: a new nonce ends them all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Iterator
@@ -50,6 +52,15 @@ def check_user_name(name: str) -> str:
     return name
 
 
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AuditError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def _nonce() -> str:
+    return secrets.token_urlsafe(24)
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -64,12 +75,12 @@ class Users:
     def add(self, name: str, password: str, now: datetime) -> None:
         """Add a user; AuditError if the name is taken or the password too short."""
         check_user_name(name)
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise AuditError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
+        _check_password(password)
         values = {
             "name": name,
             "password_hash": _HASHER.hash(password),
             "created_at": format_time(now),
+            "session_nonce": _nonce(),
         }
         with translate_errors("add a user"), transaction(self._engine, write=True) as conn:
             if conn.execute(select(USERS.c.id).where(USERS.c.name == name)).first() is not None:
@@ -85,19 +96,54 @@ class Users:
             conn.execute(delete(API_TOKENS).where(API_TOKENS.c.user_id == user_id))
             conn.execute(delete(USERS).where(USERS.c.id == user_id))
 
+    def set_password(self, name: str, password: str) -> None:
+        """Replace a user's password; every session of theirs ends (their tokens stay)."""
+        _check_password(password)
+        self._update(name, "change a password", password_hash=_HASHER.hash(password))
+
+    def end_sessions(self, name: str) -> None:
+        """End every session of a user (a new nonce); AuditError if there is no such user."""
+        self._update(name, "end sessions")
+
+    def _update(self, name: str, what: str, **values: str) -> None:
+        with translate_errors(what), transaction(self._engine, write=True) as conn:
+            done = conn.execute(
+                update(USERS).where(USERS.c.name == name).values(session_nonce=_nonce(), **values)
+            )
+            if done.rowcount != 1:
+                raise AuditError(f"no user {name!r}: see deid-node users list")
+
+    def session_nonce(self, user: User) -> str:
+        """The nonce a new session of the user carries (made if the user has none yet)."""
+        u = USERS.c
+        with translate_errors("start a session"), transaction(self._engine, write=True) as conn:
+            conn.execute(
+                update(USERS)
+                .where(u.id == user.id, u.session_nonce.is_(None))
+                .values(session_nonce=_nonce())
+            )
+            nonce = conn.scalar(select(u.session_nonce).where(u.id == user.id))
+        if not isinstance(nonce, str):
+            raise AuditError(f"user {user.name!r} was removed meanwhile")
+        return nonce
+
+    def session_user(self, name: str, nonce: str) -> User | None:
+        """The user of a session cookie, or None if the user is gone or the nonce changed."""
+        u = USERS.c
+        with translate_errors("check a session"), transaction(self._engine, write=False) as conn:
+            row = conn.execute(
+                select(u.id, u.name, u.created_at, u.session_nonce).where(u.name == name)
+            ).first()
+        if row is None or not row[3] or not hmac.compare_digest(row[3].encode(), nonce.encode()):
+            return None
+        return User(row[0], row[1], datetime.fromisoformat(row[2]))
+
     def list(self) -> list[User]:
         """Every user, by name."""
         u = USERS.c
         with translate_errors("list users"), transaction(self._engine, write=False) as conn:
             rows = conn.execute(select(u.id, u.name, u.created_at).order_by(u.name)).all()
         return [User(r[0], r[1], datetime.fromisoformat(r[2])) for r in rows]
-
-    def get(self, name: str) -> User | None:
-        """One user by name, or None."""
-        u = USERS.c
-        with translate_errors("read a user"), transaction(self._engine, write=False) as conn:
-            row = conn.execute(select(u.id, u.name, u.created_at).where(u.name == name)).first()
-        return None if row is None else User(row[0], row[1], datetime.fromisoformat(row[2]))
 
     def check_password(self, name: str, password: str) -> User | None:
         """The user if the password is theirs, else None (as slow for an unknown name)."""

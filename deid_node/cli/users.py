@@ -1,4 +1,4 @@
-"""`deid-node users add | list | remove | token`: who may use the web console."""
+"""`deid-node users add | list | remove | password | logout | token`: who may use the console."""
 
 from __future__ import annotations
 
@@ -31,14 +31,23 @@ def _open(config: ConfigOption) -> AuditDB:
     return open_audit(cfg.database_url)
 
 
+PasswordStdin = Annotated[
+    bool,
+    typer.Option("--password-stdin", help="Read the password from the first line of stdin."),
+]
+
+
+def _password(from_stdin: bool) -> str:
+    if not from_stdin:
+        fail("give the password on stdin with --password-stdin (never as an argument)")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 @app.command("add")
 @errors_as_lines
 def add(
     name: Annotated[str, typer.Argument(help="The user's name.", show_default=False)],
-    password_stdin: Annotated[
-        bool,
-        typer.Option("--password-stdin", help="Read the password from the first line of stdin."),
-    ] = False,
+    password_stdin: PasswordStdin = False,
     config: ConfigOption = None,
 ) -> None:
     """Add a console user; the password is the first line of stdin, never an argument.
@@ -47,11 +56,10 @@ def add(
     """
     from deid_node.clock import now
 
-    if not password_stdin:
-        fail("give the password on stdin with --password-stdin (never as an argument)")
-    password = sys.stdin.readline().rstrip("\r\n")
+    password = _password(password_stdin)
     with _open(config) as db:
         db.users.add(name, password, now())
+        _note(db, name, "user_added")
     out.print(f"user {name} added", markup=False, highlight=False)
 
 
@@ -76,13 +84,54 @@ def remove(
     name: Annotated[str, typer.Argument(help="The user's name.", show_default=False)],
     config: ConfigOption = None,
 ) -> None:
-    """Remove a console user and every API token of theirs.
+    """Remove a console user, every API token of theirs, and so every session.
 
     Example: deid-node users remove alice
     """
     with _open(config) as db:
         db.users.remove(name)
+        _note(db, name, "user_removed")
     out.print(f"user {name} removed", markup=False, highlight=False)
+
+
+@app.command("password")
+@errors_as_lines
+def password(
+    name: Annotated[str, typer.Argument(help="The user's name.", show_default=False)],
+    password_stdin: PasswordStdin = False,
+    config: ConfigOption = None,
+) -> None:
+    """Set a user's password (first line of stdin); every session of theirs ends, tokens stay.
+
+    Example: deid-node users password alice --password-stdin < password.txt
+    """
+    new = _password(password_stdin)
+    with _open(config) as db:
+        db.users.set_password(name, new)
+        _note(db, name, "password_changed")
+    out.print(f"password of {name} changed; their sessions ended", markup=False, highlight=False)
+
+
+@app.command("logout")
+@errors_as_lines
+def logout(
+    name: Annotated[str, typer.Argument(help="The user's name.", show_default=False)],
+    config: ConfigOption = None,
+) -> None:
+    """End every console session of a user now (their API tokens stay; see users remove).
+
+    Example: deid-node users logout alice
+    """
+    with _open(config) as db:
+        db.users.end_sessions(name)
+        _note(db, name, "sessions_ended")
+    out.print(f"sessions of {name} ended", markup=False, highlight=False)
+
+
+def _note(db: AuditDB, name: str, kind: str) -> None:
+    from deid_node.clock import now
+
+    db.users.record_event(now(), name, "(cli)", kind, "deid-node users")
 
 
 @app.command("token")

@@ -7,33 +7,75 @@ quarantine) are never rendered or downloaded.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
+import os
+import secrets
+import stat
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
+from typing import Final
 
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from deid_node.audit.db import AuditDB, open_audit
 from deid_node.config import Config
-from deid_node.deid.secret import load_secret
+from deid_node.errors import ConfigError
 from deid_node.web import audit, dashboard, jobs, login, quarantine, studies, viewer
-from deid_node.web.auth import LoginLimiter, NeedsLogin
+from deid_node.web.auth import NeedsLogin
+from deid_node.web.limiter import LoginLimiter
 
-__all__ = ["create_app"]
+__all__ = ["SECURITY_HEADERS", "create_app", "session_key_path"]
 
 _PACKAGE = Path(str(resources.files("deid_node"))) / "web"
+# Every response: scripts, styles, images and requests from the console itself only (no
+# inline script or style anywhere), never framed, no Referer leaving with a UID in the URL.
+SECURITY_HEADERS: Final = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
 
 
-def _session_secret(cfg: Config) -> str:
-    # Derived from the node's key: sessions survive a restart, and no second secret file.
-    key = load_secret(cfg.node.secret_path)
-    return hmac.new(key, b"deid-node web session cookie", hashlib.sha256).hexdigest()
+def session_key_path(cfg: Config) -> Path:
+    """The session cookie's key file, beside (never derived from) the pseudonym key."""
+    return cfg.node.data_dir / "web-session.key"
+
+
+def _session_key(cfg: Config) -> str:
+    # Its own random key, so that rotating it (delete the file: every session ends) leaves
+    # pseudonyms alone, and a new pseudonym key leaves sessions alone.
+    path = session_key_path(cfg)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another console made it first
+            os.link(staged, path)
+        staged.unlink()
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{path}: session key is readable by others (mode {stat.S_IMODE(mode):04o}); "
+            f"fix with: chmod 600 {path}"
+        )
+    key = path.read_bytes()
+    if len(key) < 16:
+        raise ConfigError(f"{path}: session key is too short ({len(key)} bytes, expected 32)")
+    return key.hex()
 
 
 def create_app(cfg: Config, db: AuditDB | None = None) -> FastAPI:
@@ -47,6 +89,7 @@ def create_app(cfg: Config, db: AuditDB | None = None) -> FastAPI:
         if runner is not None:
             runner.close()  # the running job finishes; its upload is deleted
 
+    session_key = _session_key(cfg)  # first: a refused key opens nothing
     app = FastAPI(
         title="deid-node", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
     )
@@ -56,7 +99,7 @@ def create_app(cfg: Config, db: AuditDB | None = None) -> FastAPI:
     app.state.templates = Jinja2Templates(directory=str(_PACKAGE / "templates"))
     app.add_middleware(
         SessionMiddleware,
-        secret_key=_session_secret(cfg),
+        secret_key=session_key,
         session_cookie="deid_node_session",
         max_age=int(cfg.web.session_hours * 3600),
         same_site="strict",
@@ -71,11 +114,15 @@ def create_app(cfg: Config, db: AuditDB | None = None) -> FastAPI:
         return RedirectResponse("/login", status_code=303)
 
     @app.middleware("http")
-    async def no_caching(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def headers(request: Request, call_next):  # type: ignore[no-untyped-def]
         response = await call_next(request)
         response.headers.setdefault("Cache-Control", "no-store")
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["X-Frame-Options"] = "DENY"
+        response.headers.update(SECURITY_HEADERS)
         return response
 
+    if cfg.web.trusted_proxies:
+        # Outermost, so that the limiter and the web events see the client's address.
+        # Only these peers' X-Forwarded-For counts; uvicorn's own is off (server.py).
+        trusted = [str(net) for net in cfg.web.trusted_proxies]
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
     return app

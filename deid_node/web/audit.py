@@ -17,6 +17,7 @@ from deid_node.audit.schema import OBJECT_COLUMNS
 from deid_node.audit.users import User
 from deid_node.errors import AuditError, ConfigError
 from deid_node.web.auth import api_user, csrf_token, page_user
+from deid_node.web.params import Offset
 from deid_node.web.state import config_of, db_of, render
 
 router = APIRouter()
@@ -73,7 +74,7 @@ def api_objects(
     user: Annotated[User, Depends(api_user)],
     filters: Annotated[Filters, Depends(filter_args)],
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = PAGE,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Objects newest first: `items`, and `next_offset` while there are more."""
     return objects_page(request, filters, limit, offset)
@@ -115,7 +116,7 @@ def audit_page(
     request: Request,
     user: Annotated[User, Depends(page_user)],
     filters: Annotated[Filters, Depends(filter_args)],
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     """The audit page: filters, one page of objects, links to the next and previous."""
     page = objects_page(request, filters, PAGE, offset)
@@ -147,7 +148,7 @@ def api_associations(
     calling_ae: str | None = None,
     outcome: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = PAGE,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Associations newest first, rejected ones included: `items` and `next_offset`."""
     try:

@@ -1,18 +1,15 @@
 """Who is asking: a session cookie for pages, a Bearer token for /api/*, CSRF on forms.
 
-Always on: without credentials /api/* answers 401 and pages redirect to /login. Failed
-logins are counted per peer address and, past a limit, refused for a while; every login,
-failed login and refusal is a web event in the audit database.
+Always on: without credentials /api/* answers 401 and pages redirect to /login. A session
+names its user and carries the user's session nonce, checked on every request: a new
+nonce in the audit database (logout, password change, `users logout`, the user removed)
+ends every session of that user, whatever cookies were copied.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-import threading
-import time
-from collections import deque
-from typing import Final
 
 from fastapi import HTTPException, Request
 
@@ -21,68 +18,51 @@ from deid_node.clock import now
 from deid_node.web.state import users_of
 
 __all__ = [
-    "LOGIN_FAILURES",
-    "LOGIN_WINDOW_SECONDS",
-    "LoginLimiter",
     "NeedsLogin",
     "api_user",
     "check_csrf",
     "csrf_token",
+    "end_sessions",
     "page_user",
     "peer_of",
+    "start_session",
 ]
-
-LOGIN_FAILURES: Final = 5  # failed logins from one address within the window...
-LOGIN_WINDOW_SECONDS: Final = 300.0  # ...and it is refused until the window has passed
 
 
 class NeedsLogin(Exception):
     """A page was asked for without a session: the app redirects to /login."""
 
 
-class LoginLimiter:
-    """Failed logins per peer address, in this process's memory."""
-
-    def __init__(self) -> None:
-        """No failures yet."""
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, peer: str) -> deque[float]:
-        times = self._failures.setdefault(peer, deque())
-        cutoff = time.monotonic() - LOGIN_WINDOW_SECONDS
-        while times and times[0] < cutoff:
-            times.popleft()
-        return times
-
-    def blocked(self, peer: str) -> bool:
-        """Whether this address has failed too often lately."""
-        with self._lock:
-            return len(self._recent(peer)) >= LOGIN_FAILURES
-
-    def failed(self, peer: str) -> None:
-        """Count one failed login."""
-        with self._lock:
-            self._recent(peer).append(time.monotonic())
-
-    def succeeded(self, peer: str) -> None:
-        """Forget this address's failures."""
-        with self._lock:
-            self._failures.pop(peer, None)
-
-
 def peer_of(request: Request) -> str:
-    """The client's address, as the connection shows it."""
+    """The client's address: the connection's peer, or what a trusted proxy forwarded."""
     return request.client.host if request.client is not None else "?"
 
 
+def start_session(request: Request, user: User) -> None:
+    """A new session for `user` (after a good password), with a fresh CSRF token."""
+    request.session.clear()
+    request.session["user"] = user.name
+    request.session["nonce"] = users_of(request).session_nonce(user)
+    csrf_token(request)
+
+
+def end_sessions(request: Request) -> User | None:
+    """End this session and every other session of its user; the user, if it was valid."""
+    user = _session_user(request)
+    request.session.clear()
+    if user is not None:
+        users_of(request).end_sessions(user.name)
+    return user
+
+
 def _session_user(request: Request) -> User | None:
-    name = request.session.get("user")
-    if not isinstance(name, str):
+    """The user of the request's session cookie, if it names one whose sessions go on."""
+    name, nonce = request.session.get("user"), request.session.get("nonce")
+    if not isinstance(name, str) or not isinstance(nonce, str):
         return None
-    user = users_of(request).get(name)
+    user = users_of(request).session_user(name, nonce)
     if user is None:
-        request.session.clear()  # the user was removed: the session ends with it
+        request.session.clear()  # ended (logout, new password, user removed): a new login
     return user
 
 

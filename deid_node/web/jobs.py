@@ -2,7 +2,8 @@
 manifest out. Uploads land in data_dir/jobs (0700, PHI) and are deleted once processed.
 
 One job runs at a time, in a thread of the console's process, through the same pipeline
-and key as the node, so pseudonyms match what the node writes.
+and key as the node, so pseudonyms match what the node writes. A job is its owner's: only
+the user who made it sees it, follows it and downloads it (there are no admins).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 
 from deid_node.audit.db import AuditDB
 from deid_node.audit.users import User
@@ -31,6 +33,7 @@ from deid_node.deid.profiles import compile_profile
 from deid_node.deid.secret import load_secret
 from deid_node.errors import AuditError, describe_error
 from deid_node.web.auth import api_user, check_csrf, csrf_token, page_user, peer_of
+from deid_node.web.params import RowId
 from deid_node.web.state import config_of, db_of, render, users_of
 from deid_node.web.uploads import UploadRefused, receive
 
@@ -235,6 +238,11 @@ async def create_job(request: Request, user: Annotated[User, Depends(api_user)])
         raise HTTPException(
             413 if "larger" in str(exc) or "more than" in str(exc) else 400, str(exc)
         ) from None
+    except ClientDisconnect:
+        # The client left mid-upload: nothing to answer, nothing kept, no traceback.
+        shutil.rmtree(staging, ignore_errors=True)
+        log.info("an upload was cut off: the client went away")
+        raise HTTPException(400, "the upload was cut off") from None
     fields = {k: upload.fields.get(k, "").strip()[:1000] for k in (*PROJECT_FIELDS, *TRIAL_FIELDS)}
     if not request.headers.get("authorization", "").lower().startswith("bearer "):
         try:
@@ -267,19 +275,23 @@ async def create_job(request: Request, user: Annotated[User, Depends(api_user)])
     return {"id": job_id}
 
 
-def _get(request: Request, job_id: int) -> dict[str, object]:
+def _get(request: Request, job_id: int, user: User) -> dict[str, object]:
+    """The job if it is the user's; another user's is as absent as a missing one."""
     try:
-        return db_of(request).jobs.get(job_id)
+        job = db_of(request).jobs.get(job_id)
     except AuditError:
-        raise HTTPException(404, f"no job {job_id}") from None
+        job = None
+    if job is None or job["user_name"] != user.name:
+        raise HTTPException(404, f"no job {job_id} of yours")
+    return job
 
 
 @router.get("/api/jobs/{job_id}")
 def job_status(
-    request: Request, job_id: int, user: Annotated[User, Depends(api_user)]
+    request: Request, job_id: RowId, user: Annotated[User, Depends(api_user)]
 ) -> dict[str, Any]:
     """`status` (queued, running, done, failed), `done`, `total`, `written`, `quarantined`."""
-    return _job_view(_get(request, job_id))
+    return _job_view(_get(request, job_id, user))
 
 
 class _Sink(io.RawIOBase):
@@ -302,10 +314,10 @@ class _Sink(io.RawIOBase):
 
 @router.get("/api/jobs/{job_id}/download")
 def download(
-    request: Request, job_id: int, user: Annotated[User, Depends(api_user)]
+    request: Request, job_id: RowId, user: Annotated[User, Depends(api_user)]
 ) -> StreamingResponse:
     """The de-identified files in the node's layout, and manifest.csv, as a ZIP (streamed)."""
-    job = _get(request, job_id)
+    job = _get(request, job_id, user)
     if job["status"] != "done":
         raise HTTPException(409, f"job {job_id} is {job['status']}: download when it is done")
     folder = jobs_folder(config_of(request)) / str(job_id)
@@ -327,13 +339,13 @@ def download(
 
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request, user: Annotated[User, Depends(page_user)]) -> Response:
-    """The form, and the recent jobs."""
+    """The form, and the user's recent jobs."""
     cfg = config_of(request)
     context = {
         "user": user,
         "csrf": csrf_token(request),
         "profiles": sorted(cfg.profiles),
-        "jobs": db_of(request).jobs.recent(),
+        "jobs": db_of(request).jobs.recent(user=user.name),
         "project_fields": PROJECT_FIELDS,
         "trial_fields": TRIAL_FIELDS,
     }

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from deid_node.clock import now
-from deid_node.web.auth import check_csrf, csrf_token, peer_of
+from deid_node.web.auth import check_csrf, csrf_token, end_sessions, peer_of, start_session
 from deid_node.web.state import limiter_of, render, users_of
 
 router = APIRouter()
@@ -38,28 +39,30 @@ def login(
     limiter = limiter_of(request)
     users = users_of(request)
     name = username.strip()[:64]
-    if limiter.blocked(peer):
-        users.record_event(now(), name, peer, "login_refused", "too many failed logins")
-        return _form(request, "Too many failed logins from this address: try again later.", 429)
+    refusal = limiter.refusal(peer, name)
+    if refusal is not None:
+        users.record_event(now(), name, peer, "login_refused", refusal.reason)
+        seconds = max(1, math.ceil(refusal.seconds))
+        message = f"{refusal.reason.capitalize()}: try again in {seconds} s."
+        response = _form(request, message, 429)
+        response.headers["Retry-After"] = str(seconds)
+        return response
     user = users.check_password(name, password)
     if user is None:
-        limiter.failed(peer)
+        limiter.failed(peer, name)
         users.record_event(now(), name, peer, "login_failed")
         return _form(request, "Wrong user name or password.", 401)
-    limiter.succeeded(peer)
+    limiter.succeeded(peer, name)
     users.record_event(now(), user.name, peer, "login")
-    request.session.clear()
-    request.session["user"] = user.name
-    csrf_token(request)  # a fresh one for the new session
+    start_session(request, user)
     return RedirectResponse("/", status_code=303)
 
 
 @router.post("/logout")
 def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
-    """End the session."""
+    """End the session, and every other session of its user."""
     check_csrf(request, csrf)
-    name = request.session.get("user")
-    if isinstance(name, str):
-        users_of(request).record_event(now(), name, peer_of(request), "logout")
-    request.session.clear()
+    user = end_sessions(request)
+    if user is not None:
+        users_of(request).record_event(now(), user.name, peer_of(request), "logout")
     return RedirectResponse("/login", status_code=303)

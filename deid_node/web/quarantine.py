@@ -18,6 +18,7 @@ from deid_node.deid.secret import load_secret
 from deid_node.errors import DeidNodeError
 from deid_node.runtime.quarantine import list_quarantine, purge, retry
 from deid_node.web.auth import api_user, check_csrf, csrf_token, page_user, peer_of
+from deid_node.web.params import RowId
 from deid_node.web.state import config_of, db_of, render, users_of
 
 router = APIRouter()
@@ -66,7 +67,7 @@ def api_quarantine(
 
 @router.post("/api/quarantine/{object_id}/{action}")
 def api_act(
-    request: Request, object_id: int, action: str, user: Annotated[User, Depends(api_user)]
+    request: Request, object_id: RowId, action: str, user: Annotated[User, Depends(api_user)]
 ) -> dict[str, Any]:
     """`retry` or `purge` one object (a token, or the page's session with X-CSRF-Token)."""
     if action not in ("retry", "purge"):
@@ -86,7 +87,7 @@ def quarantine_page(request: Request, user: Annotated[User, Depends(page_user)])
 @router.post("/quarantine/{object_id}/{action}")
 def page_act(
     request: Request,
-    object_id: int,
+    object_id: RowId,
     action: str,
     user: Annotated[User, Depends(page_user)],
     csrf: Annotated[str, Form()] = "",

@@ -29,4 +29,7 @@ def serve(cfg: Config) -> None:
         log_level="warning",
         access_log=False,  # request lines carry pseudonymous UIDs only, but stay quiet
         server_header=False,
+        # uvicorn would trust X-Forwarded-For from 127.0.0.1 by default (or
+        # $FORWARDED_ALLOW_IPS): the app trusts [web] trusted_proxies only (app.py).
+        proxy_headers=False,
     )

@@ -13,7 +13,7 @@ from deid_node.config import Config
 
 if TYPE_CHECKING:
     from deid_node.audit.users import Users
-    from deid_node.web.auth import LoginLimiter
+    from deid_node.web.limiter import LoginLimiter
 
 __all__ = ["config_of", "db_of", "limiter_of", "render", "users_of"]
 

@@ -11,6 +11,7 @@ from deid_node.audit.records import format_time
 from deid_node.audit.users import User
 from deid_node.web.auth import api_user, csrf_token, page_user
 from deid_node.web.images import InstanceInfo, OutsideOutput, checked_path, info
+from deid_node.web.params import Offset
 from deid_node.web.state import config_of, db_of, render
 
 router = APIRouter()
@@ -97,7 +98,7 @@ def api_studies(
     user: Annotated[User, Depends(api_user)],
     profile: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = PAGE,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[dict[str, Any]]:
     """Studies with output, newest first."""
     return studies(request, profile, limit, offset)
@@ -129,7 +130,7 @@ def api_instances(
 def studies_page(
     request: Request,
     user: Annotated[User, Depends(page_user)],
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     """The studies page."""
     rows = studies(request, None, PAGE + 1, offset)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO, Final
 
 from python_multipart import MultipartParser
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
 __all__ = ["Upload", "UploadRefused", "receive"]
@@ -130,9 +131,11 @@ async def receive(
                 raise UploadRefused(f"the upload is larger than {max_bytes} bytes")
             parser.write(chunk)
         parser.finalize()
-    except BaseException:
+    except BaseException as exc:
         part.close()
         for path in upload.files:
             path.unlink(missing_ok=True)
+        if isinstance(exc, MultipartParseError):
+            raise UploadRefused("the multipart body is malformed") from None
         raise
     return upload

@@ -33,8 +33,8 @@ def frame_png(
     sop: str,
     index: int,
     user: Annotated[User, Depends(api_user)],
-    window_center: Annotated[float | None, Query()] = None,
-    window_width: Annotated[float | None, Query(gt=0)] = None,
+    window_center: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    window_width: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
 ) -> Response:
     """Frame `index` (0-based) at native size, 8-bit PNG."""
     path = _path(request, sop)
