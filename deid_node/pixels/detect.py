@@ -1,0 +1,443 @@
+"""Burned-in text in a frame, found as text: a cheap look for strokes, then DBNet.
+
+Two passes. The first is numpy on the whole frame and costs a few milliseconds: thin
+ridges, bright or dark, of a letter's stroke width (a pixel brighter, or darker, than
+both its neighbours a pixel or two away across it, by more than image noise), counted in
+small blocks. Text is dense in such ridges in any orientation; smooth anatomy, the edges
+of a body and flat backgrounds are not. Blocks dense enough are candidates; the rest of
+the frame is never looked at again. The pass is tuned to miss nothing: speckle, texture
+and photographs pass it too, and the second pass says they are not text.
+
+The second pass is the text detector of PP-OCR (DBNet, the ``ch_PP-OCRv4_det`` model
+shipped inside the ``rapidocr-onnxruntime`` wheel, Apache-2.0) run by onnxruntime on the
+candidate regions only, on one thread. It finds where text is, whatever the font, the
+polarity or the colour, and leaves texture alone: a trained detector, where Tesseract
+reads any mask it is given. Each region is looked at in up to three views:
+
+- the image itself (colour as it is, grey as grey);
+- turned a quarter: DBNet finds text at 0 and 180 degrees best, small text at 90 or 270
+  degrees less well, and what is turned a quarter of them is at 0 or 180;
+- for noisy regions (speckle), the pixels within a few values of a value the region holds
+  far more often than its neighbours' (an overlay's drawing value), lone pixels dropped:
+  grey text as bright as the speckle it is written on.
+
+Only where, never what: boxes leave this module, no words are read.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from deid_node.errors import DeidError
+from deid_node.pixels.ocr import Box, merge, to_grey
+
+MODEL_PACKAGE: Final = "rapidocr_onnxruntime"
+MODEL_FILE: Final = "models/ch_PP-OCRv4_det_infer.onnx"
+# ImageNet statistics, as PP-OCR's detector was trained with (channel order immaterial
+# for grey; colour frames are fed as RGB, text colour does not matter to it).
+MEAN: Final = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
+STD: Final = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
+BLOCK: Final = 16  # first pass: ridges are counted in blocks of this side (frame pixels)
+RIDGE_CONTRAST: Final = 16  # 8-bit grey levels a stroke stands out of its surround
+CROSSINGS: Final = 4  # strokes a row of text crosses in two blocks at least (6 px letters: 6)
+BUSY_LINES: Final = 3  # such rows in a block: a line of text (6 px high letters have 4+)
+MARGIN: Final = 24  # frame pixels of context around the candidate blocks given to DBNet
+WHOLE_FRAME: Final = 0.5  # candidate share of the frame above which all of it is looked at
+THRESH: Final = 0.3  # DBNet's probability map: text
+BOX_THRESH: Final = 0.5  # mean probability over a component for it to count
+UNCLIP: Final = 1.6  # DBNet grows its shrunk text kernels back by area*ratio/perimeter
+MIN_SIDE: Final = 3  # a component's shorter side, map pixels: smaller is a speck
+NOISY: Final = 0.25  # share of ridge pixels in a region above which it is speckle-like
+SPIKE_FACTOR: Final = 3.0  # times its neighbouring values' counts: an overlay's value
+SPIKE_MIN: Final = 20  # pixels of that value at least (a short word's cores)
+SPIKE_TILE: Final = 64  # tile side in which values are counted
+MAX_LINE: Final = 48  # a text line's kernel is lower than this (map pixels): else texture
+MIN_CHROMA: Final = 64  # max minus min sample of a pixel: coloured, not grey
+FLOW_SHARE: Final = 0.25  # share of a box's pixels saturated for it to be colour texture
+FLOW_HUES: Final = 10.0  # degrees of hue spread above which it is a colour map, not text
+NEAR_VALUE: Final = 16  # grey levels around an overlay's value taken as drawn in it
+
+
+class DetectorUnavailable(DeidError):
+    """The text detection model or onnxruntime is not installed: no text can be looked for."""
+
+
+def model_path() -> Path:
+    """The DBNet model file inside the installed rapidocr-onnxruntime package.
+
+    Found without importing the package: its ``__init__`` imports OpenCV, which is not
+    installed (only the model file is used).
+    """
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in locations:
+        path = Path(folder) / MODEL_FILE
+        if path.is_file():
+            return path
+    raise DetectorUnavailable(
+        f"{MODEL_FILE} not found: install rapidocr-onnxruntime (./scripts/setup-venv does)"
+    )
+
+
+def ridges(grey: np.ndarray, contrast: int = RIDGE_CONTRAST) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels on a thin stroke, bright or dark: brighter (or darker) than both pixels one
+    or two away on either side by `contrast` or more. Two masks: across columns (the
+    strokes of upright text's letters), across rows (the same, text turned a quarter).
+
+    One-pixel strokes and strokes up to three wide alike; a step (the edge of a body, a
+    bar) is brighter than one side only and is not a ridge.
+    """
+    g = grey.astype(np.int16)
+    across_columns = np.zeros(g.shape, dtype=bool)
+    across_rows = np.zeros(g.shape, dtype=bool)
+    rows, columns = g.shape
+    for d in (1, 2):
+        if columns > 4:
+            core = g[:, 2:-2]
+            before, after = g[:, 2 - d : -2 - d], g[:, 2 + d : columns - 2 + d]
+            across_columns[:, 2:-2] |= core - np.maximum(before, after) >= contrast
+            across_columns[:, 2:-2] |= np.minimum(before, after) - core >= contrast
+        if rows > 4:
+            core = g[2:-2]
+            before, after = g[2 - d : -2 - d], g[2 + d : rows - 2 + d]
+            across_rows[2:-2] |= core - np.maximum(before, after) >= contrast
+            across_rows[2:-2] |= np.minimum(before, after) - core >= contrast
+    return across_columns, across_rows
+
+
+def _crossings(across: np.ndarray, h: int, w: int) -> np.ndarray:
+    """For each block, the rows (of its BLOCK) in which a line two blocks wide, starting
+    there, crosses at least CROSSINGS strokes: `across` is a ridge mask across columns."""
+    starts = across & ~np.roll(across, 1, axis=1)  # the first pixel of each stroke crossed
+    padded = np.zeros((h * BLOCK, (w + 1) * BLOCK), dtype=np.uint8)
+    padded[: starts.shape[0], : starts.shape[1]] = starts
+    per_row = padded.reshape(h * BLOCK, w + 1, BLOCK).sum(axis=2)  # strokes per row, block
+    pair = per_row[:, :-1] + per_row[:, 1:]  # a block and the one right of it
+    busy = (pair >= CROSSINGS).reshape(h, BLOCK, w).sum(axis=1)
+    return np.asarray(busy)
+
+
+def candidate_blocks(grey: np.ndarray) -> np.ndarray:
+    """The first pass: a boolean grid, one cell per BLOCK x BLOCK block of the frame, set
+    where a line of text may be: several rows (or columns) that each cross several thin
+    strokes within two blocks. A letter is a stroke or two across; a vessel, a bone's
+    edge or an outline is one, wherever it runs; texture and speckle are many (and pass).
+    """
+    rows, columns = grey.shape
+    h, w = -(-rows // BLOCK), -(-columns // BLOCK)
+    out = _busy_blocks(grey, h, w)
+    # Large text has strokes wider than a ridge: halved and quartered, they are thin. Thin
+    # lines (vessels) fade in the shrinking, wide strokes keep their contrast: a higher
+    # contrast there takes the one and not the other.
+    for factor in (2, 4):
+        small = _shrunk(grey, factor)
+        if min(small.shape) < 2 * BLOCK:
+            break
+        sh, sw = -(-small.shape[0] // BLOCK), -(-small.shape[1] // BLOCK)
+        coarse = _busy_blocks(small, sh, sw, 3 * RIDGE_CONTRAST)
+        grid = np.repeat(np.repeat(coarse, factor, axis=0), factor, axis=1)[:h, :w]
+        out[: grid.shape[0], : grid.shape[1]] |= grid
+    return out
+
+
+def _shrunk(grey: np.ndarray, factor: int) -> np.ndarray:
+    """The image reduced `factor` times by block means."""
+    rows, columns = grey.shape[0] // factor * factor, grey.shape[1] // factor * factor
+    blocks = grey[:rows, :columns].reshape(rows // factor, factor, columns // factor, factor)
+    return np.asarray(blocks.mean(axis=(1, 3)).astype(np.uint8))
+
+
+def _busy_blocks(grey: np.ndarray, h: int, w: int, contrast: int = RIDGE_CONTRAST) -> np.ndarray:
+    """Blocks of an h x w grid over the image that hold several rows (or columns) each
+    crossing several thin strokes (see :func:`candidate_blocks`)."""
+    across_columns, across_rows = ridges(grey, contrast)
+    upright = _crossings(across_columns, h, w)
+    turned = _crossings(across_rows.T, w, h).T
+    busy = (upright >= BUSY_LINES) | (turned >= BUSY_LINES)
+    # The line of strokes began in a block and went on into the next: both are looked at.
+    out = busy.copy()
+    out[:, 1:] |= busy[:, :-1] & (upright[:, :-1] >= BUSY_LINES)
+    out[1:, :] |= busy[:-1, :] & (turned[:-1, :] >= BUSY_LINES)
+    return np.asarray(out)
+
+
+def _components(mask: np.ndarray) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """The 8-connected components of a boolean image: (top, left, bottom, right, pixels
+    as flat indices), found by joining runs of set pixels row by row (union-find on runs:
+    the images here have few runs, and a pure-numpy flood fill would be slower)."""
+    rows, columns = mask.shape
+    padded = np.zeros((rows, columns + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    change = np.diff(padded, axis=1)
+    r_start, c_start = np.nonzero(change == 1)
+    _, c_stop = np.nonzero(change == -1)  # same order: row-major, paired
+    n = r_start.size
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_row: dict[int, list[int]] = {}
+    for i in range(n):
+        by_row.setdefault(int(r_start[i]), []).append(i)
+    for i in range(n):
+        row = int(r_start[i])
+        for j in by_row.get(row - 1, ()):
+            # 8-connected: runs [a, b) and [c, d) touch if they overlap or meet diagonally.
+            if c_start[j] <= c_stop[i] and c_start[i] <= c_stop[j]:
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[a] = b
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    out = []
+    for members in groups.values():
+        idx = np.array(members)
+        rr, cs, ce = r_start[idx], c_start[idx], c_stop[idx]
+        flat = np.concatenate(
+            [r * columns + np.arange(a, b) for r, a, b in zip(rr, cs, ce, strict=True)]
+        )
+        out.append((int(rr.min()), int(cs.min()), int(rr.max()) + 1, int(ce.max()), flat))
+    return out
+
+
+def regions(cells: np.ndarray, rows: int, columns: int) -> list[Box]:
+    """Frame rectangles around groups of candidate blocks, with MARGIN of context;
+    overlapping rectangles united. The whole frame if candidates cover much of it."""
+    if not cells.any():
+        return []
+    if cells.mean() > WHOLE_FRAME:
+        return [Box(0, 0, columns, rows)]
+    boxes = []
+    for top, left, bottom, right, _ in _components(cells):
+        boxes.append(
+            Box(left * BLOCK, top * BLOCK, right * BLOCK, bottom * BLOCK).padded(
+                MARGIN, rows, columns
+            )
+        )
+    united: list[Box] = []
+    for box in boxes:
+        while (hit := next((u for u in united if u.overlaps(box)), None)) is not None:
+            united.remove(hit)
+            box = box.union(hit)
+        united.append(box)
+    return united
+
+
+def _spike_values(grey: np.ndarray, most: int = 2) -> list[int]:
+    """Up to `most` grey values (64..254) that some tile of the image holds far more often
+    than the values a few apart: an overlay's drawing value. Counted per SPIKE_TILE tile,
+    as a line of text is local and over a whole frame its value drowns in the image's.
+    The brightest value is left out (clipping makes it frequent, and bright text shows
+    in the plain view)."""
+    rows, columns = grey.shape
+    ty, tx = -(-rows // SPIKE_TILE), -(-columns // SPIKE_TILE)
+    tile = (np.arange(rows) // SPIKE_TILE)[:, None] * tx + (np.arange(columns) // SPIKE_TILE)
+    hist = np.bincount((tile * 264 + grey).ravel(), minlength=ty * tx * 264)
+    hist = hist.reshape(ty * tx, 264).astype(np.float64)
+    values = np.arange(64, 255)
+    beside = np.stack([hist[:, values + d] for d in (-4, -3, -2, 2, 3, 4)])
+    usual = np.median(beside, axis=0)
+    count = hist[:, values]
+    ratio = np.where(
+        (count >= SPIKE_MIN) & (count >= SPIKE_FACTOR * (usual + 1)), count / (usual + 1), 0
+    ).max(axis=0)
+    ranked = [int(values[i]) for i in np.argsort(ratio)[::-1] if ratio[i] > 0]
+    return ranked[:most]
+
+
+def _drawn_in(grey: np.ndarray, value: int) -> np.ndarray:
+    """White where the image is within NEAR_VALUE of `value` with two such neighbours
+    (strokes drawn in it, their anti-aliased edges too; lone speckle grains not)."""
+    near = np.abs(grey.astype(np.int16) - value) <= NEAR_VALUE
+    padded = np.pad(near, 1).astype(np.uint8)
+    h, w = near.shape
+    count = sum(
+        padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+        if dy or dx
+    )
+    return np.where(near & (count >= 2), 255, 0).astype(np.uint8)
+
+
+def colour_flow(rgb: np.ndarray) -> bool:
+    """Whether a box of an 8-bit RGB image is colour texture (a Doppler colour map), not
+    text: much of it saturated, in hues spread widely. Text is drawn in one colour, so
+    its saturated pixels (anti-aliased edges and lossy compression too) share one hue;
+    a colour map spans red to yellow, or red and blue."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
+        return False
+    c = rgb.reshape(-1, 3).astype(np.float32)
+    chroma = c.max(axis=1) - c.min(axis=1)
+    saturated = chroma >= MIN_CHROMA
+    if saturated.mean() < FLOW_SHARE:
+        return False
+    r, g, b = c[saturated].T
+    # Hue as an angle (the hexagonal approximation's Cartesian form), spread as circular
+    # standard deviation: red at 0 and 360 degrees is one hue.
+    angle = np.arctan2(np.sqrt(3.0) * (g - b), 2 * r - g - b)
+    length = float(np.hypot(np.cos(angle).mean(), np.sin(angle).mean()))
+    spread = np.degrees(np.sqrt(-2.0 * np.log(max(length, 1e-9))))
+    return bool(spread >= FLOW_HUES)
+
+
+class TextDetector:
+    """PP-OCR's DBNet behind a cheap stroke pre-filter; one onnxruntime session, kept for
+    every frame a process looks at (one thread: workers are one per core)."""
+
+    def __init__(self, *, turn: bool = True, prefilter: bool = True) -> None:
+        """Load the model; DetectorUnavailable if it or onnxruntime is missing.
+
+        `turn`: also look at each region turned a quarter (small text at 90/270 degrees).
+        `prefilter`: False gives DBNet the whole frame (for measuring).
+        """
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DetectorUnavailable("onnxruntime is not installed") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only: no model details in the node's log
+        try:
+            self._session: Any = ort.InferenceSession(
+                str(model_path()), options, providers=["CPUExecutionProvider"]
+            )
+        except (RuntimeError, ValueError) as exc:
+            raise DetectorUnavailable(f"the text detection model does not load ({exc})") from None
+        self._input = self._session.get_inputs()[0].name
+        self.turn = turn
+        self.prefilter = prefilter
+        self.passes = 0  # DBNet runs so far (for the audit's counts)
+
+    def find(
+        self,
+        frame: np.ndarray,
+        photometric: str = "MONOCHROME2",
+        blanked: Sequence[Box] = (),
+        within: Sequence[Box] | None = None,
+    ) -> list[Box]:
+        """Boxes of the text in the frame (frame pixels), overlapping ones merged.
+
+        `blanked`: boxes already blanked in the frame; their edges against the image are
+        strokes to the first pass, so they are blanked in its view too (with a pixel
+        more). `within`: look only inside these boxes.
+        """
+        rows, columns = frame.shape[0], frame.shape[1]
+        grey = to_grey(frame, photometric)
+        if blanked:
+            grey = grey.copy()
+            fill = int(np.median(grey))
+            for b in blanked:
+                b = b.padded(1, rows, columns)
+                grey[b.top : b.bottom, b.left : b.right] = fill
+        areas = [Box(0, 0, columns, rows)] if within is None else list(within)
+        found: list[Box] = []
+        for area in areas:
+            a = Box(
+                max(0, area.left),
+                max(0, area.top),
+                min(columns, area.right),
+                min(rows, area.bottom),
+            )
+            if a.right - a.left < 4 or a.bottom - a.top < 4:
+                continue
+            crop = grey[a.top : a.bottom, a.left : a.right]
+            if self.prefilter:
+                parts = regions(candidate_blocks(crop), crop.shape[0], crop.shape[1])
+            else:
+                parts = [Box(0, 0, crop.shape[1], crop.shape[0])]
+            for part in parts:
+                at = Box(
+                    a.left + part.left, a.top + part.top, a.left + part.right, a.top + part.bottom
+                )
+                found.extend(self._look(frame, grey, photometric, at))
+        return merge(found)
+
+    def candidates(self, frame: np.ndarray, photometric: str = "MONOCHROME2") -> list[Box]:
+        """The regions the first pass gives DBNet (frame pixels): for measuring."""
+        grey = to_grey(frame, photometric)
+        return regions(candidate_blocks(grey), grey.shape[0], grey.shape[1])
+
+    def _look(self, frame: np.ndarray, grey: np.ndarray, photometric: str, at: Box) -> list[Box]:
+        """DBNet's boxes in one region, in every view of it (frame pixels)."""
+        sl = (slice(at.top, at.bottom), slice(at.left, at.right))
+        if frame.ndim == 3 and frame.shape[2] == 3 and photometric.strip() != "PALETTE COLOR":
+            plain = np.asarray(frame[sl])
+            if plain.dtype != np.uint8:
+                plain = np.stack([to_grey(plain[..., c]) for c in range(3)], axis=-1)
+        else:
+            plain = grey[sl]
+        out = list(self._detect(plain, at))
+        if self.turn:
+            out += self._detect(plain, at, turned=True)
+        crop = grey[sl]
+        if max(m.mean() for m in ridges(crop)) > NOISY:
+            for value in _spike_values(crop):
+                out += self._detect(_drawn_in(crop, value), at)
+        if plain.ndim == 3:
+            out = [b for b in out if not colour_flow(frame[b.top : b.bottom, b.left : b.right])]
+        return out
+
+    def _detect(self, image: np.ndarray, at: Box, turned: bool = False) -> Iterator[Box]:
+        """Run DBNet on one view of a region; boxes in frame pixels."""
+        view = np.rot90(image) if turned else image
+        for box in self.boxes(view):
+            if turned:  # np.rot90 turns counter-clockwise: view[r, c] is image[c, W-1-r]
+                width = image.shape[1]
+                box = Box(width - box.bottom, box.left, width - box.top, box.right)
+            yield Box(
+                box.left + at.left, box.top + at.top, box.right + at.left, box.bottom + at.top
+            )
+
+    def boxes(self, image: np.ndarray) -> list[Box]:
+        """DBNet on an 8-bit grey or RGB image at its own scale (padded to a multiple of
+        32, not resized: small text stays as large as it is); boxes in image pixels."""
+        self.passes += 1
+        h, w = image.shape[0], image.shape[1]
+        rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+        tall, wide = max(32, -(-h // 32) * 32), max(32, -(-w // 32) * 32)
+        x = np.zeros((1, 3, tall, wide), dtype=np.float32)
+        x[0, :, :h, :w] = rgb.transpose(2, 0, 1).astype(np.float32) / 255.0
+        if h < tall:  # edge padding: a black band would draw an edge DBNet may box
+            x[0, :, h:, :w] = x[0, :, h - 1 : h, :w]
+        if w < wide:
+            x[0, :, :, w:] = x[0, :, :, w - 1 : w]
+        x = (x - MEAN) / STD
+        prob = self._session.run(None, {self._input: x})[0][0, 0, :h, :w]
+        return list(_text_boxes(prob))
+
+
+def _text_boxes(prob: np.ndarray) -> Iterator[Box]:
+    """DBNet's post-processing: threshold the probability map, take its connected
+    components, keep those whose mean probability is high, grow each as DBNet's unclip
+    does (by area * UNCLIP / perimeter), as axis-aligned boxes."""
+    h, w = prob.shape
+    bitmap = prob > THRESH
+    # PP-OCR dilates the bitmap by a 2x2 square: thin kernels of small text join up.
+    bitmap[1:, :] |= bitmap[:-1, :]
+    bitmap[:, 1:] |= bitmap[:, :-1]
+    flat = prob.ravel()
+    for top, left, bottom, right, pixels in _components(bitmap):
+        tall, wide = bottom - top, right - left
+        # A line of text is long and low (or, turned, tall and narrow); a blob both ways
+        # higher than burned-in text is ever drawn is texture read as text.
+        if not MIN_SIDE <= min(tall, wide) <= MAX_LINE:
+            continue
+        if float(flat[pixels].mean()) < BOX_THRESH:
+            continue
+        grow = int(np.ceil(tall * wide * UNCLIP / (2.0 * (tall + wide))))
+        yield Box(
+            max(0, left - grow), max(0, top - grow), min(w, right + grow), min(h, bottom + grow)
+        )
