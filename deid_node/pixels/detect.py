@@ -110,16 +110,22 @@ def ridges(grey: np.ndarray, contrast: int = RIDGE_CONTRAST) -> tuple[np.ndarray
     return across_columns, across_rows
 
 
-def _crossings(across: np.ndarray, h: int, w: int) -> np.ndarray:
-    """For each block, the rows (of its BLOCK) in which a line two blocks wide, starting
-    there, crosses at least CROSSINGS strokes: `across` is a ridge mask across columns."""
-    starts = across & ~np.roll(across, 1, axis=1)  # the first pixel of each stroke crossed
-    padded = np.zeros((h * BLOCK, (w + 1) * BLOCK), dtype=np.uint8)
+def _crossings(across: np.ndarray, h: int, w: int, axis: int) -> np.ndarray:
+    """For each block of the h x w grid, how many of its lines (rows for axis 1, columns
+    for axis 0) cross at least CROSSINGS strokes within two blocks from it: `across` is
+    a ridge mask across that axis."""
+    starts = across & ~np.roll(across, 1, axis=axis)  # the first pixel of each stroke
+    if axis == 1:
+        padded = np.zeros((h * BLOCK, (w + 1) * BLOCK), dtype=np.uint8)
+        padded[: starts.shape[0], : starts.shape[1]] = starts
+        per_line = padded.reshape(h * BLOCK, w + 1, BLOCK).sum(axis=2, dtype=np.uint8)
+        pair = per_line[:, :-1] + per_line[:, 1:]  # a block and the one right of it
+        return np.asarray((pair >= CROSSINGS).reshape(h, BLOCK, w).sum(axis=1))
+    padded = np.zeros(((h + 1) * BLOCK, w * BLOCK), dtype=np.uint8)
     padded[: starts.shape[0], : starts.shape[1]] = starts
-    per_row = padded.reshape(h * BLOCK, w + 1, BLOCK).sum(axis=2)  # strokes per row, block
-    pair = per_row[:, :-1] + per_row[:, 1:]  # a block and the one right of it
-    busy = (pair >= CROSSINGS).reshape(h, BLOCK, w).sum(axis=1)
-    return np.asarray(busy)
+    per_line = padded.reshape(h + 1, BLOCK, w * BLOCK).sum(axis=1, dtype=np.uint8)
+    pair = per_line[:-1] + per_line[1:]  # a block and the one below it
+    return np.asarray((pair >= CROSSINGS).reshape(h, w, BLOCK).sum(axis=2))
 
 
 def candidate_blocks(grey: np.ndarray) -> np.ndarray:
@@ -146,18 +152,23 @@ def candidate_blocks(grey: np.ndarray) -> np.ndarray:
 
 
 def _shrunk(grey: np.ndarray, factor: int) -> np.ndarray:
-    """The image reduced `factor` times by block means."""
-    rows, columns = grey.shape[0] // factor * factor, grey.shape[1] // factor * factor
-    blocks = grey[:rows, :columns].reshape(rows // factor, factor, columns // factor, factor)
-    return np.asarray(blocks.mean(axis=(1, 3)).astype(np.uint8))
+    """The 8-bit image reduced `factor` (a power of two) times by 2x2 means."""
+    out = grey
+    while factor > 1:
+        rows, columns = out.shape[0] // 2 * 2, out.shape[1] // 2 * 2
+        wide = out[:rows, :columns].astype(np.uint16)
+        total = wide[0::2, 0::2] + wide[1::2, 0::2] + wide[0::2, 1::2] + wide[1::2, 1::2]
+        out = (total >> 2).astype(np.uint8)
+        factor //= 2
+    return out
 
 
 def _busy_blocks(grey: np.ndarray, h: int, w: int, contrast: int = RIDGE_CONTRAST) -> np.ndarray:
     """Blocks of an h x w grid over the image that hold several rows (or columns) each
     crossing several thin strokes (see :func:`candidate_blocks`)."""
     across_columns, across_rows = ridges(grey, contrast)
-    upright = _crossings(across_columns, h, w)
-    turned = _crossings(across_rows.T, w, h).T
+    upright = _crossings(across_columns, h, w, axis=1)
+    turned = _crossings(across_rows, h, w, axis=0)
     busy = (upright >= BUSY_LINES) | (turned >= BUSY_LINES)
     # The line of strokes began in a block and went on into the next: both are looked at.
     out = busy.copy()
