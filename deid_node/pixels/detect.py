@@ -44,6 +44,7 @@ MEAN: Final = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
 STD: Final = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
 BLOCK: Final = 16  # first pass: ridges are counted in blocks of this side (frame pixels)
 RIDGE_CONTRAST: Final = 16  # 8-bit grey levels a stroke stands out of its surround
+COARSE_CONTRAST: Final = 32  # the same for wide strokes, on the frame halved or quartered
 CROSSINGS: Final = 4  # strokes a row of text crosses in two blocks at least (6 px letters: 6)
 BUSY_LINES: Final = 3  # such rows in a block: a line of text (6 px high letters have 4+)
 MARGIN: Final = 24  # frame pixels of context around the candidate blocks given to DBNet
@@ -136,37 +137,45 @@ def candidate_blocks(grey: np.ndarray) -> np.ndarray:
     """
     rows, columns = grey.shape
     h, w = -(-rows // BLOCK), -(-columns // BLOCK)
-    out = _busy_blocks(grey, h, w)
-    # Large text has strokes wider than a ridge: halved and quartered, they are thin. Thin
-    # lines (vessels) fade in the shrinking, wide strokes keep their contrast: a higher
-    # contrast there takes the one and not the other.
+    across_columns, across_rows = ridges(grey)
+    out = _busy_blocks(across_columns, across_rows, h, w)
+    # Large text has strokes wider than a ridge: halved and quartered, they are thin. Only
+    # strokes that were not thin already count there: a vessel, a ridge at full size, is
+    # not a letter's stroke at half size; and lines faint after shrinking are left out.
+    fine = across_columns | across_rows
     for factor in (2, 4):
         small = _shrunk(grey, factor)
         if min(small.shape) < 2 * BLOCK:
             break
+        wide_columns, wide_rows = ridges(small, COARSE_CONTRAST)
+        thin = _shrunk(fine.view(np.uint8), factor, np.maximum).astype(bool)
         sh, sw = -(-small.shape[0] // BLOCK), -(-small.shape[1] // BLOCK)
-        coarse = _busy_blocks(small, sh, sw, 3 * RIDGE_CONTRAST)
+        coarse = _busy_blocks(wide_columns & ~thin, wide_rows & ~thin, sh, sw)
         grid = np.repeat(np.repeat(coarse, factor, axis=0), factor, axis=1)[:h, :w]
         out[: grid.shape[0], : grid.shape[1]] |= grid
     return out
 
 
-def _shrunk(grey: np.ndarray, factor: int) -> np.ndarray:
-    """The 8-bit image reduced `factor` (a power of two) times by 2x2 means."""
+def _shrunk(grey: np.ndarray, factor: int, how: Any = None) -> np.ndarray:
+    """The 8-bit image reduced `factor` (a power of two) times: means of 2x2 pixels, or
+    `how` (np.maximum) of them."""
     out = grey
     while factor > 1:
         rows, columns = out.shape[0] // 2 * 2, out.shape[1] // 2 * 2
-        wide = out[:rows, :columns].astype(np.uint16)
-        total = wide[0::2, 0::2] + wide[1::2, 0::2] + wide[0::2, 1::2] + wide[1::2, 1::2]
-        out = (total >> 2).astype(np.uint8)
+        if how is not None:
+            quads = [out[i:rows:2, j:columns:2] for i in (0, 1) for j in (0, 1)]
+            out = how.reduce(quads)
+        else:
+            wide = out[:rows, :columns].astype(np.uint16)
+            total = wide[0::2, 0::2] + wide[1::2, 0::2] + wide[0::2, 1::2] + wide[1::2, 1::2]
+            out = (total >> 2).astype(np.uint8)
         factor //= 2
-    return out
+    return np.asarray(out)
 
 
-def _busy_blocks(grey: np.ndarray, h: int, w: int, contrast: int = RIDGE_CONTRAST) -> np.ndarray:
-    """Blocks of an h x w grid over the image that hold several rows (or columns) each
-    crossing several thin strokes (see :func:`candidate_blocks`)."""
-    across_columns, across_rows = ridges(grey, contrast)
+def _busy_blocks(across_columns: np.ndarray, across_rows: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Blocks of an h x w grid over ridge masks (see :func:`ridges`) that hold several
+    rows (or columns) each crossing several thin strokes (see :func:`candidate_blocks`)."""
     upright = _crossings(across_columns, h, w, axis=1)
     turned = _crossings(across_rows, h, w, axis=0)
     busy = (upright >= BUSY_LINES) | (turned >= BUSY_LINES)
