@@ -407,8 +407,36 @@ class TextDetector:
             for value in _spike_values(crop):
                 out += self._detect(_drawn_in(crop, value), at)
         if plain.ndim == 3:
-            out = [b for b in out if not colour_flow(frame[b.top : b.bottom, b.left : b.right])]
+            out = self._without_colour_flow(frame, out)
         return out
+
+    def _without_colour_flow(self, frame: np.ndarray, boxes: list[Box]) -> list[Box]:
+        """The boxes, those on a colour map replaced by what is found there in grey alone.
+
+        White or grey text written over a Doppler colour map is in a box the colour makes
+        look like texture: the box is looked at again with every saturated pixel a flat
+        grey (black would draw edges DBNet takes for text).
+        """
+        rows, columns = frame.shape[0], frame.shape[1]
+        kept: list[Box] = []
+        flows: list[Box] = []
+        for b in boxes:
+            (flows if colour_flow(frame[b.top : b.bottom, b.left : b.right]) else kept).append(b)
+        for flow in merge(flows):
+            at = flow.padded(MARGIN, rows, columns)
+            crop = np.asarray(frame[at.top : at.bottom, at.left : at.right])
+            if crop.dtype != np.uint8:
+                crop = np.stack([to_grey(crop[..., c]) for c in range(3)], axis=-1)
+            wide = crop.astype(np.int16)
+            saturated = wide.max(axis=2) - wide.min(axis=2) >= MIN_CHROMA
+            bright = crop.max(axis=2)
+            # Flat where the colour was, at the level of the grey around it: no edges.
+            level = int(np.median(bright[~saturated])) if (~saturated).any() else 0
+            grey = np.where(saturated, level, bright).astype(np.uint8)
+            kept += self._detect(grey, at)
+            if self.turn:
+                kept += self._detect(grey, at, turned=True)
+        return kept
 
     def _detect(self, image: np.ndarray, at: Box, turned: bool = False) -> Iterator[Box]:
         """Run DBNet on one view of a region; boxes in frame pixels."""

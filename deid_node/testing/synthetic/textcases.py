@@ -20,7 +20,7 @@ from deid_node.testing.synthetic.captures import us_multiframe
 from deid_node.testing.synthetic.patient import SyntheticPatient
 from deid_node.testing.synthetic.tokens import PhiTokens
 
-__all__ = ["Case", "ct_slice", "text_cases", "textless_cases"]
+__all__ = ["Case", "colour_doppler", "ct_slice", "text_cases", "textless_cases"]
 
 ROWS, COLS = 480, 640
 
@@ -162,24 +162,31 @@ def text_cases() -> list[Case]:
     cases.append(_case("dark on light", light, frame, "MONOCHROME2", drawn))
     frame, drawn = draw_text(grey, [((40, 420), "MONO1 ZED 7781", 14, 255)])
     cases.append(_case("MONOCHROME1 dark text", 255 - grey, 255 - frame, "MONOCHROME1", drawn))
+    flow = colour_doppler(seed=7)
+    frame, drawn = draw_text(flow, [((262, 230), "SMITH 1234", 14, (255, 255, 255))])
+    cases.append(_case("white on colour Doppler", flow, frame, "RGB", drawn))
     return cases
 
 
-def textless_cases() -> list[Case]:
-    """Frames with nothing written: speckle, a photograph, a CT slice, a colour Doppler."""
-    doppler = np.stack([speckle(seed=5)] * 3, axis=-1)
-    # Colour flow: smooth velocities (red one way, blue the other) over a box of the fan.
-    rng = np.random.default_rng(6)
+def colour_doppler(seed: int = 5) -> np.ndarray:
+    """An RGB ultrasound with a colour flow box: smooth velocities, red one way and blue
+    the other, over part of the fan."""
+    doppler = np.stack([speckle(seed=seed)] * 3, axis=-1)
+    rng = np.random.default_rng(seed + 1)
     coarse = rng.normal(0, 1, size=(8, 8)).astype(np.float32)
-    smooth = np.asarray(
-        Image.fromarray(coarse, mode="F").resize((140, 120), Image.Resampling.BILINEAR)
-    )
+    smooth = np.asarray(Image.fromarray(coarse).resize((140, 120), Image.Resampling.BILINEAR))
     velocity = np.clip(smooth * 160, -255, 255)
     box = doppler[180:300, 250:390]
     red = np.stack([velocity.clip(0, 255), velocity.clip(0, 255) * 0.3, 0 * velocity], -1)
     blue = np.stack([0 * velocity, (-velocity).clip(0, 255) * 0.4, (-velocity).clip(0, 255)], -1)
     flowing = np.abs(velocity) > 20
     box[flowing] = np.clip(red + blue, 0, 255).astype(np.uint8)[flowing]
+    return doppler
+
+
+def textless_cases() -> list[Case]:
+    """Frames with nothing written: speckle, a photograph, a CT slice, a colour Doppler."""
+    doppler = colour_doppler()
     makers: list[tuple[str, Callable[[], np.ndarray], str]] = [
         ("speckle", lambda: speckle(seed=1), "MONOCHROME2"),
         ("photograph", lambda: photograph(seed=1), "RGB"),
