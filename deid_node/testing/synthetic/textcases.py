@@ -1,7 +1,8 @@
 """Frames with text planted the hard ways, and frames with none, for the text detector.
 
 Each case is one 8-bit frame (grey, or RGB) and what was drawn in it, in frame pixels:
-text turned 0/90/180/270 degrees, 6-8 pixels high, dim grey text on speckle as bright
+text turned 0/90/180/270 degrees (14 and 7 pixels high on speckle, 6 on a dark frame),
+6-8 pixels high, dim grey text on speckle as bright
 as it, text after JPEG compression, white, yellow and dark text. The text-free frames
 are speckle, a photograph-like gradient with texture, and a CT slice. Deterministic.
 """
@@ -143,6 +144,9 @@ def text_cases() -> list[Case]:
         cases.append(_case(f"white 7px turned {90 * k}", grey, frame, "MONOCHROME2", [one]))
     dark = np.full((ROWS, COLS), 40, dtype=np.uint8)
     dark[100:400, 100:540] = speckle(300, 440, seed=3)
+    for k in range(4):
+        frame, one = _turned(dark, (16, 200), "DOE JANE 1984", 8, 255, k)
+        cases.append(_case(f"6px on dark turned {90 * k}", dark, frame, "MONOCHROME2", [one]))
     for size, high in ((8, 6), (9, 7), (10, 8)):
         frame, drawn = draw_text(dark, [((12, 12), "ID 20394857 SMITH", size, 230)])
         cases.append(_case(f"small {high}px", dark, frame, "MONOCHROME2", drawn))
