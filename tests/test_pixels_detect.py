@@ -104,6 +104,14 @@ def test_pydicoms_ultrasound_text_is_found_and_its_doppler_is_not(
     assert not any(b.overlaps(doppler) for b in boxes), boxes
 
 
+def test_small_dim_labels_on_a_real_toolbar_are_found(detector: TextDetector) -> None:
+    # 6-pixel grey labels ("Sector", "MB Off", "On", "Page 1/3") on the toolbar at the foot
+    # of pydicom's echo: DBNet misses them at their size, finds them at twice.
+    (frame, photometric), *_ = _frames("examples_ybr_color.dcm")
+    boxes = detector.find(frame, photometric)
+    assert any(b.top >= 224 and b.left <= 140 and b.right >= 270 for b in boxes), boxes
+
+
 def test_white_text_over_a_real_doppler_is_found(detector: TextDetector) -> None:
     (frame, photometric), *_ = _frames("examples_rgb_color.dcm")
     frame, drawn = draw_text(frame, [((80, 100), "DOE 5678", 12, (255, 255, 255))])

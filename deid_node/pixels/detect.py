@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+from PIL import Image
 
 from deid_node.errors import DeidError
 from deid_node.pixels.ocr import Box, merge, to_grey
@@ -53,6 +54,9 @@ THRESH: Final = 0.3  # DBNet's probability map: text
 BOX_THRESH: Final = 0.5  # mean probability over a component for it to count
 UNCLIP: Final = 1.6  # DBNet grows its shrunk text kernels back by area*ratio/perimeter
 MIN_SIDE: Final = 3  # a component's shorter side, map pixels: smaller is a speck
+LINE_BLOCKS: Final = 2  # a line of small text is at most this many blocks high (or wide)
+CLOSER: Final = 0.4  # share of the frame at most looked at again at twice the size
+SPECKLED: Final = 0.5  # share of a block's pixels on ridges above which it is speckle
 NOISY: Final = 0.25  # share of ridge pixels in a region above which it is speckle-like
 SPIKE_FACTOR: Final = 3.0  # times its neighbouring values' counts: an overlay's value
 SPIKE_MIN: Final = 20  # pixels of that value at least (a short word's cores)
@@ -253,6 +257,20 @@ def regions(cells: np.ndarray, rows: int, columns: int) -> list[Box]:
     return united
 
 
+def _offset(box: Box, by: Box) -> Box:
+    """A box given inside `by`, in the coordinates `by` is given in."""
+    return Box(box.left + by.left, box.top + by.top, box.right + by.left, box.bottom + by.top)
+
+
+def _speckled(grey: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Blocks of the h x w grid that are mostly ridges (speckle, not text on a background:
+    a block of text is at most about a third strokes)."""
+    across_columns, across_rows = ridges(grey)
+    padded = np.zeros((h * BLOCK, w * BLOCK), dtype=np.float32)
+    padded[: grey.shape[0], : grey.shape[1]] = across_columns | across_rows
+    return np.asarray(padded.reshape(h, BLOCK, w, BLOCK).mean(axis=(1, 3)) > SPECKLED)
+
+
 def _spike_values(grey: np.ndarray, most: int = 2) -> list[int]:
     """Up to `most` grey values (64..254) that some tile of the image holds far more often
     than the values a few apart: an overlay's drawing value. Counted per SPIKE_TILE tile,
@@ -374,16 +392,72 @@ class TextDetector:
             if a.right - a.left < 4 or a.bottom - a.top < 4:
                 continue
             crop = grey[a.top : a.bottom, a.left : a.right]
+            cells = candidate_blocks(crop)
             if self.prefilter:
-                parts = regions(candidate_blocks(crop), crop.shape[0], crop.shape[1])
+                parts = regions(cells, crop.shape[0], crop.shape[1])
             else:
                 parts = [Box(0, 0, crop.shape[1], crop.shape[0])]
+            here: list[Box] = []
             for part in parts:
-                at = Box(
-                    a.left + part.left, a.top + part.top, a.left + part.right, a.top + part.bottom
-                )
-                found.extend(self._look(frame, grey, photometric, at))
+                here += self._look(frame, grey, photometric, _offset(part, a))
+            here += self._look_closer(frame, grey, photometric, a, cells, here)
+            found += here
         return merge(found)
+
+    def _look_closer(
+        self,
+        frame: np.ndarray,
+        grey: np.ndarray,
+        photometric: str,
+        area: Box,
+        cells: np.ndarray,
+        found: Sequence[Box],
+    ) -> list[Box]:
+        """Small dim text that DBNet misses at its own size (6-pixel labels on a toolbar)
+        it finds at twice the size: the candidate blocks no box found explains are
+        looked at again enlarged, but for speckle (every block of it is a candidate and
+        none explained; enlarged, it would cost four times the frame) and for groups of
+        blocks larger than a line of text (texture: real ultrasound, photographs)."""
+        left = cells.copy()
+        for b in found:
+            top, bottom = (b.top - area.top) // BLOCK, -(-(b.bottom - area.top) // BLOCK)
+            first, last = (b.left - area.left) // BLOCK, -(-(b.right - area.left) // BLOCK)
+            left[max(0, top) : max(0, bottom), max(0, first) : max(0, last)] = False
+        if not left.any():
+            return []
+        crop = grey[area.top : area.bottom, area.left : area.right]
+        # Blocks at the edge of speckle (a fan's border) are partly speckle: left out too.
+        speckled = _speckled(crop, *left.shape)
+        near = speckled.copy()
+        near[1:] |= speckled[:-1]
+        near[:-1] |= speckled[1:]
+        near[:, 1:] |= near[:, :-1].copy()
+        near[:, :-1] |= near[:, 1:].copy()
+        left &= ~near
+        # Only groups of blocks shaped like a line of small text (a few blocks across at
+        # most): a larger group is an image's texture, four times the cost for nothing.
+        # Each on its own, with a little context: united, lines far apart span the frame.
+        parts = []
+        for top, first, bottom, last, _ in _components(left):
+            if min(bottom - top, last - first) <= LINE_BLOCKS:
+                part = Box(first * BLOCK, top * BLOCK, last * BLOCK, bottom * BLOCK)
+                parts.append(part.padded(BLOCK // 2, crop.shape[0], crop.shape[1]))
+        if sum((p.right - p.left) * (p.bottom - p.top) for p in parts) > CLOSER * crop.size:
+            return []  # an image's texture, not a few labels: four times the cost for nothing
+        out: list[Box] = []
+        for part in parts:
+            at = _offset(part, area)
+            view = Image.fromarray(self._plain(frame, grey, photometric, at))
+            big = np.asarray(
+                view.resize((2 * view.width, 2 * view.height), Image.Resampling.BICUBIC)
+            )
+            boxes = [
+                Box(b.left // 2, b.top // 2, -(-b.right // 2), -(-b.bottom // 2))
+                for b in self.boxes(big)
+            ]
+            boxes = [_offset(b, at) for b in boxes]
+            out += self._without_colour_flow(frame, boxes) if big.ndim == 3 else boxes
+        return out
 
     def candidates(self, frame: np.ndarray, photometric: str = "MONOCHROME2") -> list[Box]:
         """The regions the first pass gives DBNet (frame pixels): for measuring."""
@@ -393,12 +467,7 @@ class TextDetector:
     def _look(self, frame: np.ndarray, grey: np.ndarray, photometric: str, at: Box) -> list[Box]:
         """DBNet's boxes in one region, in every view of it (frame pixels)."""
         sl = (slice(at.top, at.bottom), slice(at.left, at.right))
-        if frame.ndim == 3 and frame.shape[2] == 3 and photometric.strip() != "PALETTE COLOR":
-            plain = np.asarray(frame[sl])
-            if plain.dtype != np.uint8:
-                plain = np.stack([to_grey(plain[..., c]) for c in range(3)], axis=-1)
-        else:
-            plain = grey[sl]
+        plain = self._plain(frame, grey, photometric, at)
         out = list(self._detect(plain, at))
         if self.turn:
             out += self._detect(plain, at, turned=True)
@@ -409,6 +478,17 @@ class TextDetector:
         if plain.ndim == 3:
             out = self._without_colour_flow(frame, out)
         return out
+
+    @staticmethod
+    def _plain(frame: np.ndarray, grey: np.ndarray, photometric: str, at: Box) -> np.ndarray:
+        """A region as DBNet sees it: colour as it is (8-bit), else the grey view."""
+        sl = (slice(at.top, at.bottom), slice(at.left, at.right))
+        if frame.ndim == 3 and frame.shape[2] == 3 and photometric.strip() != "PALETTE COLOR":
+            plain = np.asarray(frame[sl])
+            if plain.dtype != np.uint8:
+                plain = np.stack([to_grey(plain[..., c]) for c in range(3)], axis=-1)
+            return np.ascontiguousarray(plain)
+        return np.ascontiguousarray(grey[sl])
 
     def _without_colour_flow(self, frame: np.ndarray, boxes: list[Box]) -> list[Box]:
         """The boxes, those on a colour map replaced by what is found there in grey alone.
