@@ -23,8 +23,9 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 import numpy as np
 
-from deid_node.pixels.detect import TextDetector, candidate_blocks, regions, to_grey
+from deid_node.pixels.detect import TextDetector, to_grey
 from deid_node.pixels.ocr import Box, TextFinder
+from deid_node.pixels.strokes import candidate_blocks, regions
 from deid_node.testing.synthetic.annotated import Drawn
 from deid_node.testing.synthetic.textcases import Case, ct_slice, text_cases, textless_cases
 

@@ -15,8 +15,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from deid_node.pixels.detect import TextDetector, candidate_blocks, colour_flow, model_path
+from deid_node.pixels.detect import TextDetector, colour_flow, model_path
 from deid_node.pixels.ocr import Box, to_grey
+from deid_node.pixels.strokes import candidate_blocks
 from deid_node.testing.synthetic.annotated import draw_text
 from deid_node.testing.synthetic.textcases import Case, ct_slice, text_cases, textless_cases
 
