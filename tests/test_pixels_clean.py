@@ -65,7 +65,11 @@ class _AlwaysText:
     """A finder that sees text wherever it looks: blanking can never satisfy it."""
 
     def find(
-        self, frame: np.ndarray, photometric: str = "MONOCHROME2", blanked: Sequence[Box] = ()
+        self,
+        frame: np.ndarray,
+        photometric: str = "MONOCHROME2",
+        blanked: Sequence[Box] = (),
+        within: Sequence[Box] | None = None,
     ) -> list[Box]:
         return [Box(10, 10, 50, 30)]
 

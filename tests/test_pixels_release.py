@@ -235,7 +235,11 @@ class _SeesTextEverywhere:
     """A finder that finds text in every frame, blanked or not (never satisfied)."""
 
     def find(
-        self, frame: np.ndarray, photometric: str = "MONOCHROME2", blanked: Sequence[Box] = ()
+        self,
+        frame: np.ndarray,
+        photometric: str = "MONOCHROME2",
+        blanked: Sequence[Box] = (),
+        within: Sequence[Box] | None = None,
     ) -> list[Box]:
         return [Box(0, 0, 8, 8)]
 

@@ -27,12 +27,17 @@ class TextRemains(PixelError):
 
 
 class Finder(Protocol):
-    """What finds text in a frame (ocr.TextFinder)."""
+    """What finds text in a frame (detect.TextDetector)."""
 
     def find(
-        self, frame: np.ndarray, photometric: str = ..., blanked: Sequence[Box] = ...
+        self,
+        frame: np.ndarray,
+        photometric: str = ...,
+        blanked: Sequence[Box] = ...,
+        within: Sequence[Box] | None = ...,
     ) -> list[Box]:
-        """Boxes of the text in the frame; `blanked` boxes are already blanked in it."""
+        """Boxes of the text in the frame; `blanked` boxes are already blanked in it;
+        only inside `within` when given."""
         ...
 
 
@@ -150,6 +155,8 @@ def survey(
 LOSSY_TOLERANCE: Final = 8 / 255
 BLOCK: Final = 16
 WHOLE_SHARE: Final = 0.9
+INK: Final = 24  # 8-bit levels from a box's typical value: the text drawn in it
+MIN_INK: Final = 8  # fewer such pixels: no ink to follow, the whole box is compared
 
 
 def changed_parts(first: np.ndarray, frame: np.ndarray, layout: Layout) -> list[Box] | None:
@@ -187,10 +194,22 @@ def changed_parts(first: np.ndarray, frame: np.ndarray, layout: Layout) -> list[
 
 
 def _unchanged(first: np.ndarray, frame: np.ndarray, box: Box, layout: Layout) -> bool:
-    """Whether the frame shows inside `box` what the first frame did."""
+    """Whether the text the first frame shows inside `box` is still there.
+
+    The ink (pixels far from the box's typical value on the first frame) is compared,
+    not the whole box: text drawn over a moving image stays while the image beside it
+    changes, and text that went leaves its ink changed.
+    """
+    tolerance = _tolerance(layout)
     a = first[box.top : box.bottom, box.left : box.right].astype(np.int32)
     b = frame[box.top : box.bottom, box.left : box.right].astype(np.int32)
-    return int(np.abs(a - b).max(initial=0)) <= _tolerance(layout)
+    same = np.abs(a - b) <= tolerance
+    if a.ndim == 3:
+        a, same = a.max(axis=2), same.all(axis=2)
+    ink = np.abs(a - int(np.median(a))) > max(2 * tolerance, INK << max(0, layout.bits_stored - 8))
+    if int(ink.sum()) < MIN_INK:
+        return bool(same.all())
+    return float(same[ink].mean()) >= 0.5
 
 
 def _tolerance(layout: Layout) -> int:
@@ -224,20 +243,11 @@ class _Looker:
     def find(
         self, frame: np.ndarray, within: Sequence[Box] | None, blanked: Sequence[Box] = ()
     ) -> list[Box]:
-        """What the finder sees in the frame, or only inside `within` (frame pixels)."""
+        """What the finder sees in the frame, or only inside `within`, padded."""
         rows, columns = self.layout.rows, self.layout.columns
-        if within is None:
-            self.passes += 1
-            found = self.finder.find(frame, self.photometric, blanked)
-            return [b.padded(self.pad, rows, columns) for b in found]
-        out = []
-        for part in within:
-            self.passes += 1
-            crop = frame[part.top : part.bottom, part.left : part.right]
-            inside = [_shifted(b, -part.left, -part.top) for b in blanked if b.overlaps(part)]
-            for b in self.finder.find(crop, self.photometric, inside):
-                out.append(_shifted(b, part.left, part.top).padded(self.pad, rows, columns))
-        return out
+        self.passes += 1 if within is None else len(within)
+        found = self.finder.find(frame, self.photometric, blanked, within)
+        return [b.padded(self.pad, rows, columns) for b in found]
 
     def look(
         self, frame: np.ndarray, given: Sequence[Box], within: Sequence[Box] | None, index: int
@@ -263,10 +273,6 @@ class _Looker:
                 raise TextRemains(f"burned-in text remains after blanking (frame {index})")
             found += more
         return tuple(merge(found))
-
-
-def _shifted(b: Box, dx: int, dy: int) -> Box:
-    return Box(b.left + dx, b.top + dy, b.right + dx, b.bottom + dy)
 
 
 def apply(frames: Iterable[np.ndarray], layout: Layout, report: Report) -> Iterator[np.ndarray]:

@@ -355,21 +355,32 @@ class TextFinder:
         self.close()
 
     def find(
-        self, frame: np.ndarray, photometric: str = "MONOCHROME2", blanked: Sequence[Box] = ()
+        self,
+        frame: np.ndarray,
+        photometric: str = "MONOCHROME2",
+        blanked: Sequence[Box] = (),
+        within: Sequence[Box] | None = None,
     ) -> list[Box]:
         """Boxes of the words found in the frame (frame pixels), overlapping ones merged.
 
         `blanked`: boxes already blanked in the frame. Their edges against the image read
         as strokes, so a band around each is not looked at; text that goes on beyond it
-        still is.
+        still is. `within`: only inside these boxes.
         """
         found: list[Box] = []
         rows, columns = frame.shape[0], frame.shape[1]
         edges = [b.padded(BLANKED_EDGE, rows, columns) for b in blanked]
+        inside = None
+        if within is not None:
+            inside = np.zeros((rows, columns), dtype=bool)
+            for b in within:
+                inside[b.top : b.bottom, b.left : b.right] = True
         colours = drawn_in_colour(frame) if frame.ndim == 3 and frame.shape[2] == 3 else None
         for mask, kind in masks(to_grey(frame, photometric), colours):
             for b in edges:
                 mask[b.top : b.bottom, b.left : b.right] = False
+            if inside is not None:
+                mask &= inside
             # Only the parts with anything in them are read, each on its own: Tesseract's
             # time goes with area, and on a large page it passes over some lines.
             for part in regions(mask):

@@ -22,8 +22,9 @@ from pydicom.uid import UID
 from deid_node.config import ProfileConfig
 from deid_node.pixels.clean import Finder, Report, apply, survey
 from deid_node.pixels.decode import Layout, PixelError, iter_frames
+from deid_node.pixels.detect import TextDetector
 from deid_node.pixels.encode import output_layout, pixel_data_element
-from deid_node.pixels.ocr import Box, TextFinder
+from deid_node.pixels.ocr import Box
 from deid_node.pixels.rules import given_boxes
 
 # Lossy transfer syntaxes, and the LossyImageCompressionMethod each one means.
@@ -39,9 +40,9 @@ _OFFSET_TABLES: Final = (0x7FE00001, 0x7FE00002)  # extended offset table and it
 
 
 @cache
-def shared_finder() -> TextFinder:
-    """This process's Tesseract engine, started on first use and kept."""
-    return TextFinder()
+def shared_finder() -> TextDetector:
+    """This process's text detector, started on first use and kept."""
+    return TextDetector()
 
 
 @dataclass
