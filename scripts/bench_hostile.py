@@ -34,7 +34,6 @@ HERE = Path(__file__).resolve().parent
 VENV = HERE.parent / ".venv"
 if (VENV / "bin" / "python").exists() and Path(sys.prefix).resolve() != VENV.resolve():
     os.execv(VENV / "bin" / "python", [str(VENV / "bin" / "python"), __file__, *sys.argv[1:]])
-sys.path.insert(0, str(HERE.parent))
 
 from pynetdicom import AE, build_context  # noqa: E402
 

@@ -171,8 +171,7 @@ def install_wakeups(assoc: Association) -> None:
 # longer than ASSOCIATE_RQ_LIMIT, or any other PDU longer than the maximum this side
 # advertised (for P-DATA-TF, PS3.8 D.1) plus PDU_SLACK, is a protocol error: the peer
 # gets an A-ABORT, the reader returns nothing from then on, and pynetdicom, finding the
-# header short, closes the connection (Evt17)
-# without reading another byte.
+# header short, closes the connection (Evt17) without reading another byte.
 
 # The largest A-ASSOCIATE-RQ pynetdicom can build (128 presentation contexts, each with
 # every one of the 45 transfer syntaxes it knows) is 154 KiB; dcmtk's and the modalities'
