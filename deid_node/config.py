@@ -7,6 +7,7 @@ a value that could be PHI (config files hold none, but we stay strict anyway).
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -230,6 +231,7 @@ class NodeConfig:
     network_timeout: float = 60.0
     acse_timeout: float = 30.0
     dimse_timeout: float = 120.0
+    request_timeout: float = 5.0  # a new connection's time to send its A-ASSOCIATE-RQ
     tls: TlsConfig | None = None
 
     @property
@@ -363,7 +365,7 @@ class _Reader:
 
     def number(self, key: str, default: float, low: float) -> float:
         value = float(self.get(key, (int, float), default, "a number"))
-        if value < low:
+        if not value >= low or math.isinf(value):  # NaN compares false
             raise self.error(key, f"expected a number >= {low}, got {value}")
         return value
 
@@ -618,6 +620,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         network_timeout=n.number("network_timeout", 60.0, 1.0),
         acse_timeout=n.number("acse_timeout", 30.0, 1.0),
         dimse_timeout=n.number("dimse_timeout", 120.0, 1.0),
+        request_timeout=n.number("request_timeout", 5.0, 0.5),
     )
     if "tls" in nraw:
         t = _Reader(n.table_of("tls"), "node.tls", source)

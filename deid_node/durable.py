@@ -60,7 +60,9 @@ def write_atomic(path: Path, chunks: Iterable[bytes | FileRange], *, fsync: bool
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
     except OSError as exc:
-        raise StorageError(f"cannot write under {path.parent}: {exc.strerror}") from None
+        raise StorageError(
+            f"cannot write under {path.parent}: {exc.strerror}", exc.strerror
+        ) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             for chunk in chunks:
@@ -77,7 +79,7 @@ def write_atomic(path: Path, chunks: Iterable[bytes | FileRange], *, fsync: bool
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise StorageError(f"cannot write {path.name}: {exc.strerror}") from None
+        raise StorageError(f"cannot write {path.name}: {exc.strerror}", exc.strerror) from None
     except BaseException:  # a chunk that could not be made (pixels): nothing is left behind
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -16,6 +16,12 @@ class DeidError(DeidNodeError):
 class StorageError(DeidNodeError):
     """Output, spool or quarantine cannot be written."""
 
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        """`message` may name a file; `reason` (the system's, e.g. "No space left on
+        device") names none: output paths are made of pseudonymous UIDs."""
+        super().__init__(message)
+        self.reason = reason
+
 
 class AuditError(DeidNodeError):
     """The audit database cannot be opened, migrated or queried."""

@@ -30,3 +30,20 @@ def hold_freed_memory(limit: int = HELD_BYTES) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
+
+
+def give_back_freed_memory() -> bool:
+    """Hand every freed page back to the kernel now (glibc's malloc_trim); False elsewhere.
+
+    The thresholds above keep freed blocks for reuse, and every thread that ran an
+    association had its own heap: after a crowd of connections has gone, what they used
+    would stay resident until reused.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))

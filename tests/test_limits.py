@@ -11,18 +11,30 @@ association with no traffic is pynetdicom's idle timer (network_timeout, then A-
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import os
+import resource
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pydicom.uid import CTImageStorage
 from pynetdicom import AE, build_context
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 
 from deid_node.config import Config
+from deid_node.errors import ConfigError
+from deid_node.intake.connections import PendingConnections
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 from tests.conftest import (
+    ECHOSCU,
     NODE_AE,
     VERIFICATION,
     audit_associations,
@@ -133,3 +145,262 @@ def test_associations_back_to_back_reuse_the_only_slot(limited_node: tuple[Confi
     assert node.wait_idle(IDLE)
     rejected = [a for a in audit_associations(cfg) if a["outcome"] == "rejected"]
     assert rejected == []
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile senders: what a PDU header declares, connections that never associate
+#
+# One receiving process (its resident memory is read from /proc), 8 associations (so at
+# most 8 pending connections per address and 32 in all), 2 s to send an A-ASSOCIATE-RQ.
+# acse_timeout is long: without the bounds, silent connections would be held that long.
+
+MIB = 1 << 20
+STREAM_BYTES = 200 * MIB  # what a hostile peer tries to send into one PDU
+MEMORY_BOUND = 50 * MIB  # what the receiving process may grow by meanwhile
+SILENT = 1000
+
+
+@pytest.fixture
+def hostile_node(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> tuple[Config, Node, int]:
+    table = (
+        node_table()
+        .replace("workers = 2", "workers = 1\nreceivers = 1\nrequest_timeout = 2")
+        .replace("acse_timeout = 10", "acse_timeout = 120")
+    )
+    cfg = write_config(table + SOURCES)
+    node = start_node(cfg)
+    [receiver] = [p for p in multiprocessing.active_children() if p.name == "deid-receiver-0"]
+    assert receiver.pid is not None
+    return cfg, node, receiver.pid
+
+
+def resident(pid: int) -> int:
+    """Resident memory of a process (VmRSS), bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def associate_raw(address: tuple[str, int]) -> socket.socket:
+    """An association opened over a raw socket (A-ASSOCIATE-RQ sent, A-ASSOCIATE-AC read)."""
+    rq = A_ASSOCIATE()
+    rq.application_context_name = "1.2.840.10008.3.1.1.1"
+    rq.calling_ae_title = "CT_SCANNER"
+    rq.called_ae_title = NODE_AE
+    cx = build_context(VERIFICATION)
+    cx.context_id = 1
+    rq.presentation_context_definition_list = [cx]
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 16384
+    rq.user_information = [max_length]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(rq)
+    sock = socket.create_connection(address, timeout=CLOSED_WITHIN)
+    sock.sendall(pdu.encode())
+    pdu_type, _, length = struct.unpack(">BBL", read_exactly(sock, 6))
+    read_exactly(sock, length)
+    assert pdu_type == 0x02, f"association not accepted (PDU type 0x{pdu_type:02X})"
+    return sock
+
+
+def read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "the node closed the connection"
+        data += chunk
+    return data
+
+
+def stream_into(sock: socket.socket, header: bytes) -> int:
+    """Send `header`, then zeros until STREAM_BYTES or the node stops taking them."""
+    sent = 0
+    chunk = bytes(MIB)
+    try:
+        sock.sendall(header)
+        while sent < STREAM_BYTES:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass  # the node aborted: nothing more goes in
+    return sent
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["first PDU", "inside an association"])
+def test_a_pdu_declaring_4_gib_is_aborted_and_costs_no_memory(
+    hostile_node: tuple[Config, Node, int], inside: bool
+) -> None:
+    """As the A-ASSOCIATE-RQ itself (before any AE title is checked) or as a P-DATA-TF of
+    an accepted association: the node aborts at once and buffers nothing of it."""
+    cfg, node, pid = hostile_node
+    before = resident(pid)
+    if inside:
+        sock = associate_raw(node.address)
+        header = struct.pack(">BBL", 0x04, 0, 0xFFFFFFFF)
+    else:
+        sock = socket.create_connection(node.address, timeout=CLOSED_WITHIN)
+        header = struct.pack(">BBL", 0x01, 0, 0xFFFFFFFF)
+    with sock:
+        sent = stream_into(sock, header)
+        grown = resident(pid) - before  # measured while the connection is still ours
+        assert grown < MEMORY_BOUND, f"the receiving process grew by {grown // MIB} MiB"
+        assert sent < STREAM_BYTES, "the node read on into a PDU longer than it allows"
+        assert closed_by_peer(sock)
+
+    def audited() -> list[dict[str, object]]:
+        outcome = "aborted" if inside else "rejected"
+        return [
+            a
+            for a in audit_associations(cfg)
+            if a["outcome"] == outcome and "protocol error" in str(a["reason"])
+        ]
+
+    wait_for(lambda: len(audited()) == 1, IDLE, "the protocol error in the audit")
+    assert "4294967295 bytes" in str(audited()[0]["reason"])
+    assert audited()[0]["peer_address"] == "127.0.0.1"
+    assert node.wait_idle(IDLE)
+    assert echo(node.address, "CT_SCANNER") == 0
+
+
+def open_by_node(socks: list[socket.socket]) -> list[socket.socket]:
+    """The connections the node has not closed (no EOF, no reset waiting to be read)."""
+    still = []
+    for sock in socks:
+        try:
+            if sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                continue
+        except BlockingIOError:
+            still.append(sock)
+        except OSError:
+            continue
+    return still
+
+
+def test_silent_connections_are_bounded_and_dropped_while_echoscu_answers(
+    hostile_node: tuple[Config, Node, int], dcmtk: None
+) -> None:
+    """1000 connections that never send a byte, half from 127.0.0.2 (8 may be pending per
+    address), half from 100 other addresses (32 in all): all but 32 are closed as they
+    come, those after request_timeout; dcmtk's echoscu from 127.0.0.1 is answered
+    meanwhile, and the receiving process holds no memory for them."""
+    _, node, pid = hostile_node
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = SILENT + 200
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
+    count = min(SILENT, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200)
+    before = resident(pid)
+    socks: list[socket.socket] = []
+    try:
+        for i in range(count):
+            sock = socket.socket()
+            socks.append(sock)
+            sock.settimeout(CLOSED_WITHIN)
+            sock.bind(("127.0.0.2" if i < count // 2 else f"127.0.1.{1 + i % 100}", 0))
+            sock.connect(node.address)
+        wait_for(
+            lambda: len(open_by_node(socks)) <= 32, CLOSED_WITHIN, "the node to close all but 32"
+        )
+        grown = resident(pid) - before
+        assert grown < MEMORY_BOUND, f"{count} connections took {grown // MIB} MiB"
+        env = dict(os.environ, TCP_NODELAY="1")
+        timeouts = ["-to", "30", "-ta", "30", "-td", "30"]
+        echoed = subprocess.run(
+            [
+                str(ECHOSCU),
+                *timeouts,
+                "-aet",
+                "CT_SCANNER",
+                "-aec",
+                NODE_AE,
+                *map(str, node.address),
+            ],
+            env=env,
+            capture_output=True,
+            timeout=IDLE,
+        )
+        assert echoed.returncode == 0, echoed.stderr.decode(errors="replace")
+        wait_for(lambda: not open_by_node(socks), CLOSED_WITHIN, "request_timeout to drop them")
+    finally:
+        for sock in socks:
+            sock.close()
+    assert node.wait_idle(IDLE)
+    after = resident(pid) - before
+    assert after < MEMORY_BOUND, f"{after // MIB} MiB still held after the connections closed"
+    assert echo(node.address, "CT_SCANNER") == 0
+
+
+def test_request_timeout_is_validated(write_config: Callable[[str], Config]) -> None:
+    with pytest.raises(ConfigError, match=r"node\.request_timeout.*>= 0\.5"):
+        write_config(node_table() + "request_timeout = 0\n" + SOURCES)
+    with pytest.raises(ConfigError, match=r"node\.request_timeout"):
+        write_config(node_table() + "request_timeout = nan\n" + SOURCES)
+    assert write_config(node_table() + SOURCES).node.request_timeout == 5.0
+
+
+def test_pending_connections_bookkeeping(caplog: pytest.LogCaptureFixture) -> None:
+    """Bounds per address and in all, the time to associate, and one log line for a flood."""
+    clock = [0.0]
+    gone: set[str] = set()
+    pending = PendingConnections(
+        2.0, per_peer=2, total=3, closed=lambda key: key in gone, clock=lambda: clock[0]
+    )
+    caplog.set_level(logging.WARNING, logger="deid_node.intake.connections")
+    assert pending.admit("a1", "10.0.0.1") == pending.admit("a2", "10.0.0.1") == (True, [])
+    assert pending.admit("a3", "10.0.0.1") == (False, [])  # one address over its bound
+    assert pending.admit("b1", "10.0.0.2") == (True, [])
+    assert pending.admit("c1", "10.0.0.3") == (True, ["a1"])  # all taken: the oldest goes
+    pending.associated("a2")  # its A-ASSOCIATE-RQ arrived
+    gone.add("b1")  # it closed by itself: neither counted nor reported
+    assert pending.admit("c2", "10.0.0.3") == (True, []) and len(pending) == 2
+    for i in range(100):
+        pending.admit(f"d{i}", "10.0.0.4")
+    clock[0] = 1.9
+    assert pending.expired() == []
+    clock[0] = 2.0
+    assert sorted(map(str, pending.expired())) == ["c2", "d0", "d1"]
+    assert len(pending) == 0
+    clock[0] = 20.0
+    assert pending.expired() == []
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines  # the first drop at once, the rest summed up
+    assert "10.0.0.1: 1 over the limit of 2 pending per address" in lines[0]
+    assert lines[1].startswith("closed 103 connection(s) before an association, from ")
+    assert "3 no A-ASSOCIATE-RQ within 2 s" in lines[1]
+
+
+FRAGMENTED = """
+import sys
+from pathlib import Path
+from deid_node.heap import give_back_freed_memory, hold_freed_memory
+
+def resident():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+
+hold_freed_memory()
+blocks, pins = [], []
+for _ in range(3000):  # 64 KiB blocks, each followed by a small one that stays
+    blocks.append(bytearray(64 * 1024))
+    pins.append(bytearray(100))
+held = resident()
+del blocks  # freed between the pins: free() cannot shrink the heap
+freed = resident()
+assert give_back_freed_memory()
+print(held, freed, resident())
+"""
+
+
+def test_freed_memory_goes_back_to_the_kernel() -> None:
+    """What a crowd of connections freed is resident no more after give_back_freed_memory
+    (the receiving process calls it when many association threads have ended)."""
+    run = subprocess.run(
+        [sys.executable, "-c", FRAGMENTED], capture_output=True, text=True, timeout=IDLE
+    )
+    assert run.returncode == 0, run.stderr
+    held, freed, after = map(int, run.stdout.split())
+    assert freed - after > 150 * MIB, (held // MIB, freed // MIB, after // MIB)

@@ -3,9 +3,12 @@ upgrade broke (deid_node/intake/pynetdicom_compat.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import socket
+import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from deid_node.intake import pynetdicom_compat as compat
+from deid_node.intake.connections import PendingConnections
 from deid_node.intake.spool import Spool
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 
@@ -250,16 +254,153 @@ def test_the_nodes_associations_wait_for_work_and_read_pdus_in_bulk(
     assert seen.pixel_data == [ds.PixelData] * 3
 
 
-def test_bulk_reader_reads_whole_pdus_and_what_came_before_a_close() -> None:
+def test_pdu_reader_reads_whole_pdus_and_what_came_before_a_close() -> None:
     a, b = socket.socketpair()
     with a, b:
-        recv = compat.bulk_reader(lambda: b)
-        big = bytes(range(256)) * (3 * compat.RECV_AHEAD // 256 + 7)  # grows the buffer
-        sender = threading.Thread(target=a.sendall, args=(big,))
+        recv = compat.PduReader(lambda: b)
+        big = bytes(range(256)) * (3 * compat.BUFFER_START // 256 + 7)  # grows the buffer
+        header = struct.pack(">BBL", 0x04, 0, len(big))
+        sender = threading.Thread(target=a.sendall, args=(header + big,))
         sender.start()
+        assert bytes(recv(6)) == header
         assert bytes(recv(len(big))) == big
         sender.join()
         a.sendall(b"0123456789")
         a.close()
         assert bytes(recv(100)) == b"0123456789"
         assert bytes(recv(6)) == b""
+        assert recv.error is None
+
+
+@pytest.mark.parametrize(
+    ("first", "header", "allowed"),
+    [
+        (True, (0x01, compat.ASSOCIATE_RQ_LIMIT), True),
+        (True, (0x01, compat.ASSOCIATE_RQ_LIMIT + 1), False),
+        (True, (0x04, compat.ASSOCIATE_RQ_LIMIT + 1), False),  # the first PDU, whatever type
+        (True, (0x01, 0xFFFFFFFF), False),
+        (False, (0x04, 16384 + compat.PDU_SLACK), True),
+        (False, (0x04, 16384 + compat.PDU_SLACK + 1), False),
+        (False, (0x04, 0xFFFFFFFF), False),
+        (False, (0x01, compat.ASSOCIATE_RQ_LIMIT + 1), False),
+        (False, (0x09, 0xFFFFFFFF), True),  # no PDU type: pynetdicom reads no body, aborts
+    ],
+)
+def test_pdu_reader_refuses_a_pdu_longer_than_allowed(
+    first: bool, header: tuple[int, int], allowed: bool
+) -> None:
+    a, b = socket.socketpair()
+    refused: list[str] = []
+    with a, b:
+        recv = compat.PduReader(lambda: b, lambda: 16384, refused.append)
+        if not first:
+            a.sendall(struct.pack(">BBL", 0x05, 0, 4) + b"\x00" * 4)  # an A-RELEASE-RQ
+            assert len(recv(6)) == 6 and len(recv(4)) == 4
+        a.sendall(struct.pack(">BBL", header[0], 0, header[1]) + b"more")
+        got = bytes(recv(6))
+        if allowed:
+            assert got == struct.pack(">BBL", header[0], 0, header[1])
+            assert refused == [] and recv.error is None
+            return
+        assert got == b""  # too short for a header: pynetdicom closes the connection
+        assert refused == [recv.error] and "protocol error" in refused[0]
+        assert f"declaring {header[1]} bytes" in refused[0]
+        assert bytes(recv(4)) == b""  # nothing more is read
+        assert b.recv(4) == b"more"
+
+
+def test_the_pdu_header_is_still_read_as_the_reader_expects() -> None:
+    from pynetdicom import dul
+
+    read = inspect.getsource(dul.DULServiceProvider._read_pdu_data)
+    # Header first (6 bytes), then the body, only for PDU types 1 to 7 ...
+    assert "bytestream.extend(self.socket.recv(6))" in read
+    assert "if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):" in read
+    # ... and a header too short to unpack ends the connection (Evt17).
+    assert "except struct.error:\n            # READ_PDU_EXC_B" in read
+
+
+def raw_request(address: tuple[str, int]) -> socket.socket:
+    sock = socket.create_connection(address, timeout=10)
+    sock.sendall(struct.pack(">BBL", 0x01, 0, 0xFFFFFFFF) + bytes(4096))
+    return sock
+
+
+def closed(sock: socket.socket) -> bytes:
+    """What the peer sent before closing (b"" if it reset)."""
+    got = b""
+    try:
+        while chunk := sock.recv(4096):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    return got
+
+
+def test_an_oversized_pdu_aborts_before_and_inside_an_association(
+    scp: Callable[..., tuple[compat.GuardedAssociationServer, Seen]],
+) -> None:
+    closes: list[Association] = []
+    server, _ = scp()
+    server.ae.maximum_pdu_size = 16384
+    server.bind(evt.EVT_CONN_CLOSE, lambda event: closes.append(event.assoc))
+    # Before: the first PDU claims 4 GiB.
+    with raw_request(server.server_address[:2]) as sock:
+        assert closed(sock) in (b"", bytes.fromhex("07000000000400000206"))
+    # Inside: an accepted association's peer sends a P-DATA-TF claiming 4 GiB.
+    assoc = associate(server, CTImageStorage)
+    assert assoc.is_established
+    raw = assoc.dul.socket.socket
+    with contextlib.suppress(OSError):
+        raw.sendall(struct.pack(">BBL", 0x04, 0, 0xFFFFFFFF) + bytes(4096))
+    deadline = time.monotonic() + 10
+    while assoc.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert assoc.is_aborted
+    deadline = time.monotonic() + 10
+    while len(closes) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    errors = [compat.protocol_error(a) for a in closes]
+    assert len(errors) == 2 and all(e and "4294967295" in e for e in errors)
+    assert "A-ASSOCIATE-RQ" in str(errors[0]) and "maximum PDU length (16384)" in str(errors[1])
+
+
+def test_pending_connections_are_bounded_and_given_their_time(
+    scp: Callable[..., tuple[compat.GuardedAssociationServer, Seen]],
+) -> None:
+    """verify_request() closes what is over the bounds at once (long before the 60 s a
+    pending connection is given): the newest from an address over its bound, the oldest
+    when all are taken; service_actions() closes a connection still sending its request
+    when its time is up (before network_timeout, 7 s, would)."""
+    timeouts: list[float | None] = []
+    server, _ = scp(lambda assoc: timeouts.append(assoc.acse_timeout))
+    server.ae.acse_timeout = 90
+    server.pending = PendingConnections(60.0, per_peer=2, total=3)
+    address = server.server_address[:2]
+    assoc = associate(server, CTImageStorage)  # its request arrives at once: pending no more
+    assert assoc.is_established
+    assoc.release()
+    assert timeouts == [90]  # acse_timeout again once the request arrived
+
+    def connect(source: str) -> socket.socket:
+        sock = socket.socket()
+        sock.settimeout(5)
+        sock.bind((source, 0))
+        sock.connect(address)
+        return sock
+
+    socks = [connect("127.0.0.2") for _ in range(3)]  # the third is over the per-peer bound
+    socks.append(connect("127.0.0.3"))
+    socks.append(connect("127.0.0.4"))  # over the total: the oldest makes room
+    try:
+        assert closed(socks[2]) == b"" and closed(socks[0]) == b""
+        assert len(server.pending) == 3
+        server.pending = PendingConnections(1.0, per_peer=2, total=3)
+        slow = connect("127.0.0.5")
+        socks.append(slow)
+        slow.sendall(b"\x01")  # a request begun and never finished: its thread waits in recv
+        assert closed(slow) == b""
+        assert len(server.pending) == 0
+    finally:
+        for sock in socks:
+            sock.close()

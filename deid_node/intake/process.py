@@ -14,6 +14,7 @@ Messages to the supervisor: ``ready``, ``accepted``, ``rejected``, ``ended``,
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -26,7 +27,8 @@ from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any, Final
 
 from deid_node.config import Config, Durability
-from deid_node.heap import hold_freed_memory
+from deid_node.heap import give_back_freed_memory, hold_freed_memory
+from deid_node.intake.connections import PendingConnections
 from deid_node.intake.handlers import event_handlers
 from deid_node.intake.pynetdicom_compat import GuardedAssociationServer, start_server
 from deid_node.intake.receiver import AssociationInfo, Receiver, RefusedObject
@@ -39,6 +41,7 @@ from deid_node.logs import quiet_libraries
 
 REAP_SECONDS: Final = 0.5  # how often associations whose thread died are closed
 ABORT_GRACE_SECONDS: Final = 2.0  # for aborted associations to report their end
+TRIM_AFTER_THREADS: Final = 64  # this many association threads ended: memory back to the kernel
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ def _start(
         ssl_context=server_context(node.tls) if node.tls is not None else None,
         handshake_failed=log_handshake_failure,
         sock=sock,
+        pending=PendingConnections.for_associations(node.request_timeout, node.max_associations),
     )
     return server, receiver
 
@@ -186,6 +190,7 @@ def _serve(
     drain_until: float | None = None
     aborted = False
     last_reap = time.monotonic()
+    peak_threads = threading.active_count()
     while True:
         if conn.poll(0.05):
             try:
@@ -206,6 +211,12 @@ def _serve(
         if time.monotonic() - last_reap >= REAP_SECONDS:
             receiver.reap()
             last_reap = time.monotonic()
+            threads = threading.active_count()
+            peak_threads = max(peak_threads, threads)
+            if peak_threads - threads >= TRIM_AFTER_THREADS:  # a crowd of connections is gone
+                gc.collect()  # an association and its DUL refer to each other
+                give_back_freed_memory()
+                peak_threads = threads
         if drain_until is None:
             continue
         # A connection that never became an association (a port probe, a sender still

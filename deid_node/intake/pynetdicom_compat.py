@@ -12,6 +12,7 @@ import os
 import select
 import socket
 import ssl
+import struct
 import tempfile
 import threading
 import time
@@ -25,12 +26,14 @@ from pynetdicom import dimse_messages as _dimse_messages
 from pynetdicom import dul as _dul_module
 from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
-from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, A_RELEASE
+from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT, A_RELEASE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import register_uid
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
+
+from deid_node.intake.connections import PendingConnections
 
 # --------------------------------------------------------------------------------------------
 # Process-wide settings (pynetdicom._config: module globals, no API to set them)
@@ -158,33 +161,98 @@ def install_wakeups(assoc: Association) -> None:
 # kernel has and the PDU still needs. The caller (DULServiceProvider._read_pdu_data) copies
 # what it gets at once, so a view of that buffer is enough; a fresh buffer per PDU would
 # cost a page fault per 4 KiB, as the allocator hands large blocks back to the kernel.
-# The buffer grows as data arrives, never ahead of it by more than RECV_AHEAD: a header
-# that claims a 4 GiB PDU gets no 4 GiB allocation from us.
+# The buffer is made on the first read and grows as data arrives: a connection that sends
+# nothing costs none.
+#
+# _read_pdu_data reads a 6-byte header, then as many bytes as the header declares, however
+# many that is: a peer that declared 4 GiB and kept sending had the process buffer all of
+# it (twice). The reader checks each header before pynetdicom asks for the body. A first
+# PDU (the A-ASSOCIATE-RQ, read before any AE title is checked) or any A-ASSOCIATE-RQ
+# longer than ASSOCIATE_RQ_LIMIT, or any other PDU longer than the maximum this side
+# advertised (for P-DATA-TF, PS3.8 D.1) plus PDU_SLACK, is a protocol error: the peer
+# gets an A-ABORT, the reader returns nothing from then on, and pynetdicom, finding the
+# header short, closes the connection (Evt17) without reading another byte.
 
-RECV_AHEAD: Final = 1 << 20
+# The largest A-ASSOCIATE-RQ pynetdicom can build (128 presentation contexts, each with
+# every one of the 45 transfer syntaxes it knows) is 154 KiB; dcmtk's and the modalities'
+# are a few KiB. 256 KiB leaves room for user identity and extended negotiation items.
+ASSOCIATE_RQ_LIMIT: Final = 256 * 1024
+# Some senders count a header or a PDV item header into the maximum length they honour.
+PDU_SLACK: Final = 1024
+BUFFER_START: Final = 64 * 1024
+_PDU_TYPES: Final = frozenset(range(0x01, 0x08))  # pynetdicom reads the body of these only
+# A-ABORT, source: service provider (2), reason: invalid PDU parameter value (6); PS3.8 9.3.8
+_ABORT_INVALID_PDU: Final = struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 0x02, 0x06)
+_PROTOCOL_ERROR_ATTR: Final = "_deid_node_protocol_error"
 
 
-def install_bulk_recv(assoc: Association) -> None:
-    """Make this association's socket read PDUs in as few recv() calls as the kernel allows."""
-    transport = assoc.dul.socket
-    if transport is not None and hasattr(transport, "recv"):
-        transport.recv = bulk_reader(lambda: transport.socket)  # type: ignore[method-assign,assignment]
+class PduReader:
+    """recv(nr_bytes) as AssociationSocket.recv reads (all nr_bytes, or what arrived before
+    the peer closed), in bulk, refusing PDUs longer than allowed. A returned view is valid
+    until the next call."""
 
+    def __init__(
+        self,
+        sock: Callable[[], Any],
+        max_pdu: Callable[[], int] = lambda: 0,
+        refused: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        """Read from the socket sock() returns; max_pdu() is the longest PDU this side
+        advertised (0: any); refused(reason) is called once, on a protocol error."""
+        self._sock = sock
+        self._max_pdu = max_pdu
+        self._refused = refused
+        self._buf = bytearray()
+        self._body: int | None = None  # the length a header declared, until its body is read
+        self._first = True
+        self.error: str | None = None
 
-def bulk_reader(sock: Callable[[], Any]) -> Callable[[int], memoryview]:
-    """recv(nr_bytes) on the socket sock() returns, as AssociationSocket.recv reads: all
-    nr_bytes, or what arrived before the peer closed. The view is valid until the next call."""
-    held = [bytearray(RECV_AHEAD)]
+    def __call__(self, nr_bytes: int) -> memoryview:
+        """The next nr_bytes (fewer if the connection broke; none after a protocol error)."""
+        if self.error is not None:
+            return memoryview(b"")
+        header = self._body is None
+        self._body = None
+        data = self._read(nr_bytes)
+        if len(data) < nr_bytes:
+            self._buf = bytearray()  # the connection broke: keep nothing (the view holds it)
+        elif header and nr_bytes == 6:
+            pdu_type, length = data[0], int.from_bytes(data[2:6], "big")
+            if pdu_type in _PDU_TYPES:
+                self.error = self._check(pdu_type, length)
+                if self.error is not None:
+                    self._buf = bytearray()
+                    self._refused(self.error)
+                    return memoryview(b"")  # too short to be a header: pynetdicom closes
+                self._body = length
+            self._first = False
+        return data
 
-    def recv(nr_bytes: int) -> memoryview:
-        raw = sock()
-        buf = held[0]
+    def _check(self, pdu_type: int, length: int) -> str | None:
+        negotiation = pdu_type in (0x01, 0x02)  # A-ASSOCIATE-RQ/AC: the maximum is not theirs
+        if (self._first or negotiation) and length > ASSOCIATE_RQ_LIMIT:
+            what = "A-ASSOCIATE-RQ" if pdu_type == 0x01 else f"first PDU (type 0x{pdu_type:02X})"
+            return (
+                f"protocol error: {what} declaring {length} bytes, "
+                f"more than any real one ({ASSOCIATE_RQ_LIMIT})"
+            )
+        limit = 0 if negotiation else self._max_pdu()
+        if limit and length > limit + PDU_SLACK:
+            return (
+                f"protocol error: PDU (type 0x{pdu_type:02X}) declaring {length} bytes, "
+                f"more than the node's maximum PDU length ({limit})"
+            )
+        return None
+
+    def _read(self, nr_bytes: int) -> memoryview:
+        raw = self._sock()
+        buf = self._buf
         got = 0
         while got < nr_bytes:
             if got == len(buf):  # a new, larger buffer: views of the old one may be alive
-                grown = bytearray(min(nr_bytes, 2 * len(buf)))
-                grown[:got] = buf
-                held[0] = buf = grown
+                grown = bytearray(min(nr_bytes, max(BUFFER_START, 2 * len(buf))))
+                grown[:got] = buf[:got]
+                self._buf = buf = grown
             with memoryview(buf) as view:
                 n = raw.recv_into(view[got : min(nr_bytes, len(buf))])
             if not n:  # the connection broke
@@ -192,7 +260,32 @@ def bulk_reader(sock: Callable[[], Any]) -> Callable[[int], memoryview]:
             got += n
         return memoryview(buf)[:got]
 
-    return recv
+
+def install_bulk_recv(assoc: Association) -> None:
+    """Make this association's socket read PDUs in bulk and refuse oversized ones."""
+    transport = assoc.dul.socket
+    if transport is None or not hasattr(transport, "recv"):
+        return
+    local = assoc.acceptor if assoc.is_acceptor else assoc.requestor
+
+    def refused(reason: str) -> None:
+        setattr(assoc, _PROTOCOL_ERROR_ATTR, reason)
+        # Sent here, in the DUL thread (the only one using the socket): the state machine
+        # would first read on, the bytes the peer keeps sending.
+        raw = transport.socket
+        if raw is not None:
+            with contextlib.suppress(OSError, ValueError):
+                raw.sendall(_ABORT_INVALID_PDU)
+
+    transport.recv = PduReader(  # type: ignore[method-assign,assignment]
+        lambda: transport.socket, lambda: int(local.maximum_length or 0), refused
+    )
+
+
+def protocol_error(assoc: Association) -> str | None:
+    """Why the association's reader refused a PDU (and aborted), if it did."""
+    value = getattr(assoc, _PROTOCOL_ERROR_ATTR, None)
+    return value if isinstance(value, str) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,14 +318,40 @@ def ending(assoc: Association) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def expect_request(assoc: Association, timeout: float, arrived: Callable[[], None]) -> None:
+    """Wait at most `timeout` s for this association's A-ASSOCIATE-RQ; arrived() when it has.
+
+    An acceptor's thread waits acse_timeout for the request, and the ARTIM timer closes the
+    connection after as long (PS3.8 9.1.5): both end a silent connection. Here both take
+    the shorter of the two until the request arrives, then acse_timeout again (the ARTIM
+    timer also bounds the wait for the peer to close after a release or an abort).
+    """
+    configured = assoc.acse_timeout
+    assoc.acse_timeout = timeout if configured is None else min(timeout, configured)
+
+    def note(item: Any) -> None:
+        if isinstance(item, A_ASSOCIATE):  # queued by the DUL thread for the association's
+            assoc.acse_timeout = configured
+            arrived()
+
+    _hook_put(assoc.dul.to_user_queue, before=note)
+
+
 class _WakingRequestHandler(RequestHandler):
-    """pynetdicom's request handler; its associations read in bulk and wake on work."""
+    """pynetdicom's request handler; its associations read in bulk and wake on work, and
+    a pending one (see GuardedAssociationServer.pending) must speak in time."""
+
+    server: GuardedAssociationServer
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
         watch_ending(assoc)
         install_bulk_recv(assoc)
         install_wakeups(assoc)
+        pending = self.server.pending
+        if pending is not None:
+            request = self.request
+            expect_request(assoc, pending.timeout, lambda: pending.associated(request))
         return assoc
 
 
@@ -384,10 +503,15 @@ class GuardedAssociationServer(ThreadedAssociationServer):
       the connection's own thread, bounded by network_timeout; a failed one is reported to
       ``handshake_failed`` (no traceback) and the connection is closed before any
       association exists.
+
+    And, with :attr:`pending` set, connections that have not associated yet are bounded
+    (per address and in all: one more is closed at once) and closed when their time is
+    up, whatever they are doing (a TLS handshake, a request sent byte by byte).
     """
 
     handshake_failed: Callable[[str, BaseException], None] | None = None  # (peer, error)
     adopted: socket.socket | None = None  # a listening socket to serve instead of binding
+    pending: PendingConnections | None = None
 
     def server_bind(self) -> None:
         """Bind as pynetdicom does, or serve the already listening :attr:`adopted` socket.
@@ -422,6 +546,22 @@ class GuardedAssociationServer(ThreadedAssociationServer):
             )
         return client, address
 
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """socketserver's check before a connection gets its thread: within the bounds?"""
+        if self.pending is None:
+            return True
+        peer = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+        admitted, evicted = self.pending.admit(request, str(peer))
+        _shut(evicted)
+        return admitted
+
+    def service_actions(self) -> None:
+        """Run by serve_forever() at least every poll interval: close pending connections
+        whose time is up."""
+        super().service_actions()
+        if self.pending is not None:
+            _shut(self.pending.expired())
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """Finish the TLS handshake (if any), then hand the connection to pynetdicom."""
         if isinstance(request, ssl.SSLSocket):
@@ -434,6 +574,16 @@ class GuardedAssociationServer(ThreadedAssociationServer):
                 self.shutdown_request(request)
                 return
         super().process_request_thread(request, client_address)
+
+
+def _shut(sockets: list[Any]) -> None:
+    """Shut connections down from another thread. A shutdown (not a close) wakes the thread
+    reading the socket, which then closes it as after any peer's close; TLS is bypassed,
+    as its shutdown would change the SSL object under that thread."""
+    for sock in sockets:
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class SharedContexts(list[PresentationContext]):
@@ -462,10 +612,12 @@ def start_server(
     evt_handlers: list[Any],
     handshake_failed: Callable[[str, BaseException], None] | None = None,
     sock: socket.socket | None = None,
+    pending: PendingConnections | None = None,
 ) -> GuardedAssociationServer:
     """Start a non-blocking :class:`GuardedAssociationServer`, as
     ``AE.start_server(block=False)`` does with pynetdicom's own server class; on `sock`,
-    a listening socket, if given (then `address` is not bound)."""
+    a listening socket, if given (then `address` is not bound); connections not yet
+    associated bounded by `pending`, if given."""
     # make_server constructs the class itself: the socket rides on a one-off subclass.
     server_class = type("AdoptingServer", (GuardedAssociationServer,), {"adopted": sock})
     server = cast(
@@ -479,6 +631,7 @@ def start_server(
         ),
     )
     server.handshake_failed = handshake_failed
+    server.pending = pending
     server.contexts = SharedContexts(server.contexts)
     thread = threading.Thread(
         target=make_target(server.serve_forever), name=ACCEPTOR_THREAD_NAME, daemon=True

@@ -263,6 +263,12 @@ class Receiver:
             self._rejected(info, "rejected during negotiation")
         self._report_active()
 
+    @staticmethod
+    def _unnamed(assoc: Association) -> AssociationInfo:
+        """An association known by its peer's address only."""
+        peer = str(assoc.requestor.address or "")
+        return AssociationInfo(uuid.uuid4().hex, "", "", peer, None, now())
+
     def _rejected(self, info: AssociationInfo, reason: str) -> None:
         info.outcome = "rejected"
         log.info("%s rejected: %s", info.describe(), reason)
@@ -289,15 +295,20 @@ class Receiver:
             info = self._states.pop(assoc, None)
             self._free_slot(assoc)
         dropped = self.spool.discard_owner(assoc)
+        error = compat.protocol_error(assoc)
         if info is None:
+            if error is not None:  # refused before its request was read: no titles known
+                self._rejected(self._unnamed(assoc), error)
             return
-        # The close may be reported before the release it follows (see compat.ending).
-        info.outcome = info.outcome or compat.ending(assoc) or "closed"
-        if dropped:
-            info.note = f"{dropped} object(s) cut off mid-transfer"
         if not info.accepted:
+            if error is not None:
+                self._rejected(info, error)
             self._report_active()
             return
+        # The close may be reported before the release it follows (see compat.ending).
+        info.outcome = "aborted" if error else info.outcome or compat.ending(assoc) or "closed"
+        notes = [f"{dropped} object(s) cut off mid-transfer"] if dropped else []
+        info.note = "; ".join([*notes, *([error] if error else [])]) or None
         log.info(
             "%s: %d object(s), %d stored in spool, %d refused, %.2f s, %s",
             info.describe(),

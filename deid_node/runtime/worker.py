@@ -84,7 +84,9 @@ def work(path: str, profile: str) -> WorkResult:
             )
         )
     except StorageError as exc:
-        return WorkResult(None, str(exc))
+        # A write's message names the file, whose path is made of the object's
+        # pseudonymous UIDs: the node's log gets the system's reason only.
+        return WorkResult(None, exc.reason or str(exc))
     except Exception as exc:  # fail closed: anything unforeseen is quarantined
         return WorkResult(Outcome(Status.QUARANTINED, f"internal error ({type(exc).__name__})"))
 
