@@ -23,6 +23,7 @@ from deid_node.audit.db import open_audit
 from deid_node.audit.records import AssociationFilters, Filters
 from deid_node.config import Config, load_config
 from deid_node.intake.pynetdicom_compat import only_senders_take_responses
+from deid_node.pixels.detect import DetectorUnavailable, TextDetector
 from deid_node.pixels.ocr import OcrUnavailable, TextFinder
 from deid_node.runtime.node import Node
 
@@ -201,6 +202,17 @@ def which_deid_node() -> list[str]:
         return [str(beside)]
     found = shutil.which("deid-node")
     return [found] if found else [sys.executable, "-m", "deid_node"]
+
+
+@pytest.fixture(scope="session")
+def text_detector() -> TextDetector:
+    """The process's text detector, as workers use it; skipped when it is missing."""
+    from deid_node.pixels.release import shared_finder
+
+    try:
+        return shared_finder()
+    except DetectorUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

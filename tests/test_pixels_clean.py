@@ -11,6 +11,7 @@ from pydicom.uid import UID
 
 from deid_node.pixels.clean import TextRemains, apply, blank, fill_value, survey
 from deid_node.pixels.decode import Layout
+from deid_node.pixels.detect import TextDetector
 from deid_node.pixels.ocr import Box, TextFinder
 from tests.test_pixels_ocr import background, draw
 
@@ -22,19 +23,19 @@ def layout(frames: int, photometric: str = "MONOCHROME2", samples: int = 1) -> L
 
 
 def test_text_is_blanked_in_every_frame_it_is_in_and_nothing_else_changes(
-    text_finder: TextFinder,
+    text_finder: TextFinder, text_detector: TextDetector
 ) -> None:
     plain = background("speckle", seed=3)
     texted, [box] = draw(plain, [((30, 20), "GENERAL HOSPITAL 19600102", 18, 255)])
     frames = [texted, plain, texted.copy()]  # the first and last are identical
-    report = survey(frames, layout(3), text_finder)
+    report = survey(frames, layout(3), text_detector)
     cleaned = list(apply(frames, layout(3), report))
     assert len(cleaned) == 3
     assert all(c.shape == plain.shape and c.dtype == plain.dtype for c in cleaned)
     assert np.array_equal(cleaned[1], plain)  # no text: untouched
     assert np.array_equal(cleaned[0], cleaned[2])  # identical frames blanked alike
     for c in (cleaned[0], cleaned[2]):
-        assert text_finder.find(c) == []
+        assert text_finder.find(c) == [] and text_detector.find(c) == []
         inside = c[box.top : box.bottom, box.left : box.right]
         before = texted[box.top : box.bottom, box.left : box.right]
         assert float(inside.std()) < 0.1 * float(before.std())  # the text's contrast gone
@@ -50,10 +51,10 @@ def test_text_is_blanked_in_every_frame_it_is_in_and_nothing_else_changes(
     assert report.regions >= 1 and report.by_rule == 0
 
 
-def test_rule_boxes_are_blanked_in_every_frame(text_finder: TextFinder) -> None:
+def test_rule_boxes_are_blanked_in_every_frame(text_detector: TextDetector) -> None:
     plain = background("gradient")
     rule = Box(0, 0, 640, 40)  # a band across the top
-    report = survey([plain, plain], layout(2), text_finder, fixed=[rule])
+    report = survey([plain, plain], layout(2), text_detector, fixed=[rule])
     cleaned = list(apply([plain, plain], layout(2), report))
     for c in cleaned:
         assert (c[:40] == plain.min()).all()

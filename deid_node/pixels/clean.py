@@ -135,7 +135,13 @@ def survey(
                 report.looked_whole += within is None
                 report.looked_in_part += bool(within)
                 extra = looker.look(frame, (*given, *same), within, index) if within != [] else ()
-                found = (*same, *extra)
+                # Text of the first frame found again where the frame changed is blanked
+                # whole as it was found there: a second look at the same text over a
+                # moving image may box it a letter short.
+                again = tuple(
+                    b for b in on_first if b not in same and any(b.overlaps(e) for e in extra)
+                )
+                found = (*same, *again, *extra)
                 report.regions += sum(b not in on_first for b in extra)
             boxes = (*given, *found)
             report.boxes[digest] = boxes
