@@ -277,16 +277,9 @@ class TextDetector:
         out: list[Box] = []
         for part in parts:
             at = _offset(part, area)
-            view = Image.fromarray(self._plain(frame, grey, photometric, at))
-            big = np.asarray(
-                view.resize((2 * view.width, 2 * view.height), Image.Resampling.BICUBIC)
-            )
-            boxes = [
-                Box(b.left // 2, b.top // 2, -(-b.right // 2), -(-b.bottom // 2))
-                for b in self.boxes(big)
-            ]
-            boxes = [_offset(b, at) for b in boxes]
-            out += self._without_colour_flow(frame, boxes) if big.ndim == 3 else boxes
+            plain = self._plain(frame, grey, photometric, at)
+            boxes = self._enlarged(plain, at)
+            out += self._without_colour_flow(frame, boxes) if plain.ndim == 3 else boxes
         return out
 
     def _look(self, frame: np.ndarray, grey: np.ndarray, photometric: str, at: Box) -> list[Box]:
@@ -320,7 +313,8 @@ class TextDetector:
 
         White or grey text written over a Doppler colour map is in a box the colour makes
         look like texture: the box is looked at again with every saturated pixel a flat
-        grey (black would draw edges DBNet takes for text).
+        grey (black would draw edges DBNet takes for text). Not at twice the size: there
+        the flattened map of pydicom's real Doppler is taken for text.
         """
         rows, columns = frame.shape[0], frame.shape[1]
         kept: list[Box] = []
@@ -342,6 +336,15 @@ class TextDetector:
             if self.turn:
                 kept += self._detect(grey, at, turned=True)
         return kept
+
+    def _enlarged(self, image: np.ndarray, at: Box) -> list[Box]:
+        """DBNet on a region twice its size (bicubic); boxes in frame pixels."""
+        view = Image.fromarray(image)
+        big = np.asarray(view.resize((2 * view.width, 2 * view.height), Image.Resampling.BICUBIC))
+        return [
+            _offset(Box(b.left // 2, b.top // 2, -(-b.right // 2), -(-b.bottom // 2)), at)
+            for b in self.boxes(big)
+        ]
 
     def _detect(self, image: np.ndarray, at: Box, turned: bool = False) -> Iterator[Box]:
         """Run DBNet on one view of a region; boxes in frame pixels."""
