@@ -224,3 +224,27 @@ def text_finder() -> Iterator[TextFinder]:
         pytest.skip(str(exc))
     with engine:
         yield engine
+
+
+def readable_in(
+    frame: Any, photometric: str, texts: Iterable[tuple[int, int, int, int]], *finders: Any
+) -> list[tuple[int, int, int, int]]:
+    """The planted texts (left, top, right, bottom) any finder still finds a box over.
+
+    Boxes elsewhere (OCR reads texture as words) are not this text; a box over the
+    blanked rectangle's inside is.
+    """
+    left_over = []
+    for left, top, right, bottom in texts:
+        inside = (left + 2, top + 2, right - 2, bottom - 2)
+        for finder in finders:
+            if any(
+                b.left < inside[2]
+                and inside[0] < b.right
+                and b.top < inside[3]
+                and inside[1] < b.bottom
+                for b in finder.find(frame, photometric)
+            ):
+                left_over.append((left, top, right, bottom))
+                break
+    return left_over

@@ -75,6 +75,9 @@ FLOW_HUES: Final = 10.0  # degrees of hue spread above which it is a colour map,
 NEAR_VALUE: Final = 16  # grey levels around an overlay's value taken as drawn in it
 
 
+LIGHT: Final = 200  # luminance (8-bit) of colours text is drawn in, kept over a colour map
+
+
 class DetectorUnavailable(DeidError):
     """The text detection model or onnxruntime is not installed: no text can be looked for."""
 
@@ -329,6 +332,9 @@ class TextDetector:
             wide = crop.astype(np.int16)
             saturated = wide.max(axis=2) - wide.min(axis=2) >= MIN_CHROMA
             bright = crop.max(axis=2)
+            # Light colours stay: yellow or light green text over a colour map is as light
+            # as white; a map's reds and blues are darker.
+            saturated &= wide @ np.array([299, 587, 114], dtype=np.int32) < LIGHT * 1000
             # Flat where the colour was, at the level of the grey around it: no edges.
             level = int(np.median(bright[~saturated])) if (~saturated).any() else 0
             grey = np.where(saturated, level, bright).astype(np.uint8)
