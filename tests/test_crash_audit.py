@@ -217,6 +217,15 @@ def _worker_pids(node: Node) -> set[int]:
     return {p.pid for p in processes.values() if p.pid and p.is_alive()}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "State:\tZ" not in status.read_text()
+
+
 def test_kill_9_of_workers_mid_stream_records_each_object_once(
     write_config: Callable[[str], Config], start_node: Callable[..., Node]
 ) -> None:
@@ -236,25 +245,38 @@ def test_kill_9_of_workers_mid_stream_records_each_object_once(
     senders = [threading.Thread(target=send, args=(i,)) for i in range(len(batches))]
     for t in senders:
         t.start()
-    killed = 0
-    # Two kills: an object waiting through three would be quarantined as the one that
-    # crashes its worker (MAX_WORKER_CRASHES), a limit of its own.
+    seen: set[int] = set()
+
+    def kill_one() -> None:
+        pids = _worker_pids(node)
+        seen.update(pids)
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in _worker_pids(node), IDLE, "a new pool")
+
+    # Two kills mid-stream: an object waiting through three would be quarantined as the
+    # one that crashes its worker (MAX_WORKER_CRASHES), a limit of its own.
     for goal in (6, 24):
         wait_for(
             lambda: len(output_sops(cfg)) >= goal and len(_worker_pids(node)) == 2,  # noqa: B023
             IDLE,
             f"{goal} outputs and a full pool",
         )
-        pids = _worker_pids(node)
-        victim = min(pids)
-        os.kill(victim, signal.SIGKILL)
-        killed += 1
-        wait_for(lambda: victim not in _worker_pids(node), IDLE, "a new pool")  # noqa: B023
+        kill_one()
     for t in senders:
         t.join(IDLE)
     assert node.wait_idle(IDLE)
-    acknowledged = [ds for batch in acked for ds in batch]
-    assert len(acknowledged) == 60 and killed == 2
+    # Killed while idle, a worker may hold the task queue's lock: the other one then waits
+    # on it for good, and its pool with it, unless the node ends them.
+    assert len(_worker_pids(node)) == 2  # the stream's pool: both started, both idle now
+    kill_one()
+    extra = [_with_new_sop_uid(template) for _ in range(2)]
+    assert store(node.address, extra, "CT_SCANNER") == [0, 0]
+    assert node.wait_idle(IDLE)
+    old = seen - _worker_pids(node)
+    wait_for(lambda: not any(_alive(pid) for pid in old), IDLE, "the old pools' workers to end")
+    acknowledged = [ds for batch in acked for ds in batch] + extra
+    assert len(acknowledged) == 62
     expected = expected_output(cfg, "research", acknowledged)
     assert sorted(output_sops(cfg)) == sorted(expected)
     _assert_once(cfg, Counter(expected))

@@ -51,7 +51,7 @@ from deid_node.logs import quiet_libraries
 from deid_node.runtime.linkage import linkage_for
 from deid_node.runtime.receivers import ReceivingProcesses
 from deid_node.runtime.signals import stop_signals_ignored
-from deid_node.runtime.worker import WorkResult, init_worker, pool_context, work
+from deid_node.runtime.worker import WorkResult, init_worker, kill_workers, pool_context, work
 
 log = logging.getLogger(__name__)
 
@@ -616,6 +616,7 @@ class Node:
         with self._lock:
             old, self._pool = self._pool, None
         if old is not None:
+            kill_workers(old)  # a survivor ignores the pool's SIGTERM and may hang its pool
             old.shutdown(wait=False, cancel_futures=True)
         pool = self._new_pool()
         with self._lock:
