@@ -127,6 +127,8 @@ class Node:
         self._pool_broken = False
         self._pool_replacements = 0
         self._next_pool_at = 0.0
+        self._pool_generation = 0  # which pool a call went to: its failures are counted apart
+        self._failed_calls: dict[int, int] = {}  # generation -> calls its break failed so far
         self._key = b""
         self._node_id = ""
         self._db: AuditDB | None = None
@@ -461,6 +463,7 @@ class Node:
             pending = self._pending.get(stem)
             pool = self._pool
             broken = self._pool_broken
+            generation = self._pool_generation
         if pending is None:
             return
         if pool is None or broken:
@@ -473,14 +476,14 @@ class Node:
                 self._pool_broken = True
             self._retry_later(stem, 0.25)
             return
-        future.add_done_callback(functools.partial(self._done, stem))
+        future.add_done_callback(functools.partial(self._done, stem, generation))
 
     def _retry_later(self, stem: str, delay: float) -> None:
         with self._lock:
             heapq.heappush(self._retries, _Retry(time.monotonic() + delay, stem))
         self._wake.set()
 
-    def _done(self, stem: str, future: Future[WorkResult]) -> None:
+    def _done(self, stem: str, generation: int, future: Future[WorkResult]) -> None:
         with self._lock:
             pending = self._pending.get(stem)
         if pending is None:
@@ -488,12 +491,17 @@ class Node:
         try:
             result = future.result()
         except BrokenProcessPool:
-            pending.crashes += 1
-            # Its worker (or another: a broken pool fails every call in flight) may have
-            # written the output before it died.
-            pending.redo = True
             with self._lock:
                 self._pool_broken = True
+                failed = self._failed_calls.get(generation, 0)
+                self._failed_calls[generation] = failed + 1
+            # A broken pool fails every call it holds, in the order they were submitted,
+            # and its workers take them in that order: only the first worker_count can
+            # have been running. The rest waited in its queue; they are not blamed.
+            if failed < self.cfg.node.worker_count:
+                pending.crashes += 1
+            # Its worker (or another) may have written the output before it died.
+            pending.redo = True
             if pending.crashes >= MAX_WORKER_CRASHES:
                 log.error("spool object %s crashed its worker %d times", stem, pending.crashes)
                 self._record(pending, Outcome(Status.QUARANTINED, "de-identification crashed"))
@@ -622,6 +630,10 @@ class Node:
         with self._lock:
             self._pool = pool
             self._pool_broken = False
+            self._pool_generation += 1
+            # A broken pool's failures arrive before it is replaced; older ones are done.
+            for gone in [g for g in self._failed_calls if g < self._pool_generation - 2]:
+                del self._failed_calls[gone]
 
     def _notify(self) -> None:
         with self._changed:
