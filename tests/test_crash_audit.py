@@ -9,6 +9,7 @@ database must not disturb what the console shows of the node's studies.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -281,6 +282,30 @@ def test_kill_9_of_workers_mid_stream_records_each_object_once(
     assert sorted(output_sops(cfg)) == sorted(expected)
     _assert_once(cfg, Counter(expected))
     assert spool_files(cfg) == []
+
+
+def test_kill_9_of_a_receiving_process_closes_its_associations_as_interrupted(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(node_table().replace("workers", "receivers = 1\nworkers") + ONE_SOURCE)
+    node = start_node(cfg)
+    datasets = small_ct(3, seed=9)
+    assoc = associate(node.address, "CT_SCANNER", [CTImageStorage])
+    assert [int(assoc.send_c_store(ds).Status) for ds in datasets] == [0] * 3
+    [receiver] = [p for p in multiprocessing.active_children() if p.name == "deid-receiver-0"]
+    os.kill(receiver.pid or 0, signal.SIGKILL)
+
+    def closed() -> bool:
+        return [(a["outcome"], a["objects"]) for a in audit_associations(cfg)] == [
+            ("interrupted", 3)
+        ]
+
+    wait_for(closed, IDLE, "the cut association to be closed")
+    assoc.abort()
+    assert store(node.address, small_ct(1, seed=10), "CT_SCANNER") == [0]  # a new one serves
+    assert node.wait_idle(IDLE)
+    _assert_once(cfg, Counter(expected_output(cfg, "research", [*datasets, *small_ct(1, seed=10)])))
+    assert [a["outcome"] for a in audit_associations(cfg)] == ["interrupted", "released"]
 
 
 def test_an_offline_run_from_elsewhere_leaves_the_nodes_studies_viewable(

@@ -8,7 +8,7 @@ identifiers are stored only in the ``linkage`` table, for profiles with ``record
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -403,25 +403,32 @@ class AuditDB:
         ):
             conn.execute(insert(ASSOCIATIONS).values(values))
 
-    def close_interrupted(self, node: str) -> int:
-        """Close the associations `node` left open when it died, as ``interrupted``.
+    def close_interrupted(self, node: str, ids: Collection[str] | None = None) -> int:
+        """Close associations a crash left open, as ``interrupted``: those of `node` (and
+        of a node from before schema version 7, which named none), or only `ids`.
 
-        For a node's start, once what it acknowledged before is recorded: each gets the
-        number of its object rows and, as its end, its last object's receipt (or its start).
-        Rows of a node from before schema version 7 (no node) are closed too. Returns how
+        For a node's start, once what it acknowledged before is recorded (or, with `ids`,
+        once what a dead receiving process acknowledged is): each gets the number of its
+        object rows and, as its end, its last object's receipt (or its start). Returns how
         many were closed.
         """
         a, o = ASSOCIATIONS.c, OBJECTS.c
+        only = [a.id.in_(list(ids))] if ids is not None else []
         objects = select(func.count()).where(o.association_id == a.id).scalar_subquery()
         last = select(func.max(o.received_at)).where(o.association_id == a.id).scalar_subquery()
         stmt = (
             update(ASSOCIATIONS)
-            .where(a.ended_at.is_(None), a.outcome.is_(None), (a.node == node) | a.node.is_(None))
+            .where(
+                a.ended_at.is_(None),
+                a.outcome.is_(None),
+                (a.node == node) | a.node.is_(None),
+                *only,
+            )
             .values(
                 ended_at=func.coalesce(last, a.started_at),
                 objects=objects,
                 outcome="interrupted",
-                reason="the node stopped during it (crash or kill); closed at its next start",
+                reason="cut by a crash of the node or of its receiving process",
             )
         )
         with (

@@ -129,6 +129,7 @@ class Node:
         self._next_pool_at = 0.0
         self._pool_generation = 0  # which pool a call went to: its failures are counted apart
         self._failed_calls: dict[int, int] = {}  # generation -> calls its break failed so far
+        self._cut: set[str] = set()  # associations of a dead receiving process, to close
         self._key = b""
         self._node_id = ""
         self._db: AuditDB | None = None
@@ -442,8 +443,9 @@ class Node:
             self._pending[item.stem] = _Pending(item, redo=redo)
         self._retry_later(item.stem, 0.0)
 
-    def _receiver_lost(self, index: int) -> None:
-        """A receiving process died: free what it held, process what it acknowledged."""
+    def _receiver_lost(self, index: int, cut: frozenset[str] = frozenset()) -> None:
+        """A receiving process died: free what it held, process what it acknowledged, and
+        close the associations it cut once their objects are recorded."""
         tag = spool_tag(index)
         self.spool.budget.clear(index)
         self.spool.abandon_incoming(tag)  # never acknowledged: the senders got no Success
@@ -453,6 +455,7 @@ class Node:
             orphans = [i for i in self.spool.published(tag) if i.stem not in self._pending]
             for item in orphans:
                 self._pending[item.stem] = _Pending(item)
+            self._cut.update(cut)
         if orphans:
             log.warning("%d acknowledged object(s) of that receiving process adopted", len(orphans))
         for item in orphans:
@@ -611,7 +614,27 @@ class Node:
                     due.append(heapq.heappop(self._retries).stem)
             for stem in due:
                 self._submit(stem)
+            self._close_cut()
             self._notify()
+
+    def _close_cut(self) -> None:
+        """Close the associations a dead receiving process cut, once none of their objects
+        waits: their rows are committed, or queued to the writer before this call."""
+        with self._lock:
+            if not self._cut:
+                return
+            waiting = {p.item.receipt.association_id for p in self._pending.values()}
+            ready = self._cut - waiting
+            self._cut -= ready
+        if not ready:
+            return
+        node = self._node_id
+
+        def close(db: AuditDB) -> None:
+            closed = db.close_interrupted(node, ready)
+            log.warning("%d association(s) a receiving process cut closed as interrupted", closed)
+
+        self._call("close interrupted associations", close)
 
     def _replace_pool(self) -> None:
         # Back off when pools keep breaking (e.g. workers cannot start): objects stay in
