@@ -195,35 +195,28 @@ def _settle_redone(
     known = {
         i: found[str(values[i]["receipt_id"])] for i in redo if values[i].get("receipt_id") in found
     }
-    duplicate = Status.DUPLICATE.value
-    doubtful = {
-        str(values[i]["output_path"])
-        for i in redo
-        if i not in known and values[i]["status"] == duplicate and values[i]["output_path"]
+    # Profile and pseudonymous SOP Instance UID name an object's output file, whatever
+    # folder the node was started from.
+    outputs = {
+        i: (str(v["profile"]), str(v["pseudo_sop_uid"]))
+        for i, v in enumerate(values)
+        if i not in known and v["output_path"] and v["pseudo_sop_uid"]
     }
+    doubtful = [i for i in redo if i in outputs and values[i]["status"] == Status.DUPLICATE]
     if not doubtful:
         return known
-    stored = set(
-        conn.scalars(
-            select(o.output_path).where(
-                o.output_path.in_(doubtful),
-                o.status == Status.STORED.value,
-                o.origin == Origin.NODE.value,
-            )
-        )
+    stmt = select(o.profile, o.pseudo_sop_uid).where(
+        o.pseudo_sop_uid.in_({outputs[i][1] for i in doubtful}),
+        o.status == Status.STORED.value,
+        o.origin == Origin.NODE.value,
     )
-    # New rows of this batch that stored these paths count too, whatever their order.
-    stored.update(
-        str(v["output_path"])
-        for i, v in enumerate(values)
-        if i not in known and v["status"] == Status.STORED.value and v["output_path"]
-    )
-    for i in redo:
-        path = values[i]["output_path"]
-        if i in known or values[i]["status"] != duplicate or path in stored:
-            continue
-        values[i]["status"] = Status.STORED.value
-        stored.add(str(path))
+    stored = {(str(profile), str(sop)) for profile, sop in conn.execute(stmt)}
+    # New rows of this batch that stored these objects count too, whatever their order.
+    stored.update(key for i, key in outputs.items() if values[i]["status"] == Status.STORED)
+    for i in doubtful:
+        if outputs[i] not in stored:
+            values[i]["status"] = Status.STORED.value
+            stored.add(outputs[i])
     return known
 
 

@@ -55,7 +55,7 @@ class Origin(StrEnum):
 # What the status column may hold: a node quarantines what turns out not to be DICOM.
 STATUSES: Final[tuple[str, ...]] = tuple(s.value for s in Status if s is not Status.SKIPPED)
 # How an association ended, as in the associations.outcome column; "interrupted": the node
-# died during it (closed at its next start); "open" selects rows with no outcome yet.
+# or its receiving process died during it (closed afterwards); "open": no outcome yet.
 ASSOCIATION_OUTCOMES: Final = ("released", "aborted", "closed", "rejected", "interrupted", "open")
 
 
