@@ -29,6 +29,7 @@ from deid_node.audit.records import (
     Filters,
     LinkageRecord,
     ObjectRecord,
+    Origin,
     Status,
     StudySummary,
     format_time,
@@ -624,7 +625,7 @@ def test_threads_write_at_once(db: AuditDB) -> None:
 
 
 def test_association_rows(db: AuditDB) -> None:
-    db.record_association_start("assoc1", T0, "127.0.0.1", "CT_SCANNER", "DEID_NODE")
+    db.record_association_start("assoc1", T0, "127.0.0.1", "CT_SCANNER", "DEID_NODE", "n1")
     started = db.get_association("assoc1")
     assert started == {
         "id": "assoc1",
@@ -636,6 +637,7 @@ def test_association_rows(db: AuditDB) -> None:
         "objects": 0,
         "outcome": None,
         "reason": None,
+        "node": "n1",
     }
     db.record_association_end("assoc1", T0 + HOUR, 12, "aborted", "peer aborted")
     assert db.get_association("assoc1") == {
@@ -659,8 +661,139 @@ def test_association_rows(db: AuditDB) -> None:
         "objects": 0,
         "outcome": "rejected",
         "reason": "calling AE title not recognised",
+        "node": None,
     }
     assert db.get_association("assoc3") is None
+
+
+def test_close_interrupted_closes_this_nodes_open_associations_with_their_counts(
+    db: AuditDB,
+) -> None:
+    db.record_association_start("cut", T0, "127.0.0.1", "CT_SCANNER", "DEID_NODE", "n1")
+    db.record_association_start("legacy", T0, "127.0.0.1", "CT_SCANNER", "DEID_NODE")
+    db.record_association_start("empty", T0, "127.0.0.1", "CT_SCANNER", "DEID_NODE", "n1")
+    db.record_association_start("other", T0, "127.0.0.1", "CT_SCANNER", "DEID_NODE", "n2")
+    db.record_association_start("done", T0, "127.0.0.1", "CT_SCANNER", "DEID_NODE", "n1")
+    db.record_association_end("done", T0 + HOUR, 3, "released")
+    rows = [
+        make_record(association_id="cut", received_at=T0 + i * HOUR, pseudo_sop_uid=f"2.25.{i}")
+        for i in range(1, 4)
+    ]
+    rows.append(make_record(association_id="cut", status="rejected", received_at=T0))
+    rows.append(make_record(association_id="legacy", received_at=T0 + HOUR))
+    rows.append(make_record(association_id="other", received_at=T0 + HOUR))
+    db.record_objects([(r, None) for r in rows])
+
+    assert db.close_interrupted("n1") == 3
+    cut = db.get_association("cut")
+    assert cut is not None
+    assert (cut["outcome"], cut["objects"], cut["ended_at"]) == ("interrupted", 4, T0 + 3 * HOUR)
+    assert "crash" in str(cut["reason"])
+    legacy, empty = db.get_association("legacy"), db.get_association("empty")
+    assert legacy is not None and empty is not None
+    assert (legacy["outcome"], legacy["objects"]) == ("interrupted", 1)
+    assert (empty["outcome"], empty["objects"], empty["ended_at"]) == ("interrupted", 0, T0)
+    other, done = db.get_association("other"), db.get_association("done")
+    assert other is not None and other["outcome"] is None  # another node's, still running
+    assert done is not None and (done["outcome"], done["objects"]) == ("released", 3)
+    assert db.close_interrupted("n1") == 0
+    found = db.iter_associations(AssociationFilters(outcome="interrupted"))
+    assert sorted(str(a["id"]) for a in found) == ["cut", "empty", "legacy"]
+
+
+def test_a_redo_after_a_crash_is_recorded_once_and_stored_once(db: AuditDB) -> None:
+    def obj(n: int, status: str = "duplicate", receipt: str | None = None) -> ObjectRecord:
+        return make_record(
+            status=status,
+            pseudo_sop_uid=f"2.25.{n}",
+            output_path=f"/out/{n}.dcm",
+            receipt_id=receipt or f"r{n}",
+        )
+
+    # Sent once, output written, row lost: the redo finds its own file ("duplicate").
+    [lost] = db.record_objects([(obj(1), make_linkage())], redone=[True])
+    # Sent twice: the first row is there, the second send's redo stays a duplicate.
+    db.record_objects([(obj(2, "stored"), None)])
+    db.record_objects([(obj(2, receipt="r2-again"), None)], redone=[True])
+    # Row committed, spool file left: the redo finds its receipt and adds nothing.
+    [first] = db.record_objects([(obj(3, "stored"), make_linkage())])
+    assert db.record_objects([(obj(3), make_linkage())], redone=[True]) == [first]
+    # Two redone receipts of one object in one batch: one stored, one duplicate.
+    db.record_objects(
+        [(obj(4, receipt="r4a"), None), (obj(4, receipt="r4b"), None)], [], redone=[True, True]
+    )
+    # Not a redo: a duplicate is what the pipeline says.
+    db.record_objects([(obj(5), None)])
+    # An offline row of the same output does not count as the node's stored row.
+    db.record_objects(
+        [(dataclasses.replace(obj(6, "stored"), origin=Origin.OFFLINE, receipt_id=None), None)]
+    )
+    db.record_objects([(obj(6), None)], redone=[True])
+
+    rows = list(db.iter_objects(Filters()))
+    by_sop = [(r["pseudo_sop_uid"], r["status"], r["origin"]) for r in rows]
+    assert by_sop == [
+        ("2.25.1", "stored", "node"),
+        ("2.25.2", "stored", "node"),
+        ("2.25.2", "duplicate", "node"),
+        ("2.25.3", "stored", "node"),
+        ("2.25.4", "stored", "node"),
+        ("2.25.4", "duplicate", "node"),
+        ("2.25.5", "duplicate", "node"),
+        ("2.25.6", "stored", "offline"),
+        ("2.25.6", "stored", "node"),
+    ]
+    assert rows[0]["id"] == lost and rows[0]["receipt_id"] == "r1"
+    assert [r["object_id"] for r in db.iter_linkage(Filters())] == [lost, first]
+
+
+def test_the_console_lists_only_the_nodes_output(db: AuditDB) -> None:
+    node = make_record(output_path="/var/output/a.dcm")
+    offline = make_record(
+        output_path="/elsewhere/a.dcm", origin=Origin.OFFLINE, received_at=T0 + HOUR
+    )
+    db.record_objects([(node, None), (offline, None)])
+    assert [i["output_path"] for i in db.stored_instances(study="2.25.1001")] == [
+        "/var/output/a.dcm"
+    ]
+    only = make_record(
+        pseudo_study_uid="2.25.9", output_path="/elsewhere/b.dcm", origin=Origin.OFFLINE
+    )
+    db.record_objects([(only, None)])
+    assert [s["pseudo_study_uid"] for s in db.stored_studies()] == ["2.25.1001"]
+
+
+def test_version_8_marks_the_rows_of_earlier_offline_runs(db_url: str) -> None:
+    engine = create_audit_engine(db_url)
+    try:
+        assert migrate(engine, MIGRATIONS[:6]) == 6
+        with engine.begin() as conn:
+            for id_, marker, assoc in ((1, "CT_SCANNER", "a1"), (2, "(offline)", None)):
+                conn.execute(
+                    text(
+                        "INSERT INTO objects (id, received_at, association_id, calling_ae, "
+                        "called_ae, peer_address, profile, size_bytes, status) VALUES "
+                        "(:id, '2026-11-22T05:00:00.000000Z', :assoc, :m, :m, :m, 'research', "
+                        "1, 'stored')"
+                    ),
+                    {"id": id_, "m": marker, "assoc": assoc},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO associations (id, started_at, peer_address, calling_ae, "
+                    "called_ae, objects) VALUES ('a1', '2026-11-22T05:00:00.000000Z', "
+                    "'127.0.0.1', 'CT_SCANNER', 'DEID_NODE', 0)"
+                )
+            )
+        assert migrate(engine) == len(MIGRATIONS)
+        db = AuditDB(engine)
+        assert [(r["id"], r["origin"]) for r in db.iter_objects(Filters())] == [
+            (1, "node"),
+            (2, "offline"),
+        ]
+        assert db.close_interrupted("n1") == 1  # opened before version 8: no node named
+    finally:
+        engine.dispose()
 
 
 def test_association_errors(db: AuditDB) -> None:
@@ -817,7 +950,8 @@ def test_a_version_1_database_upgrades_and_keeps_its_linkage(db_url: str) -> Non
         assert migrate(engine, MIGRATIONS[:1]) == 1
         with engine.begin() as conn:
             record = dataclasses.asdict(make_record(processed_at=None))
-            del record["pixels"]  # added in version 3
+            for later in ("pixels", "receipt_id", "origin"):  # added in versions 3 and 7
+                del record[later]
             record["received_at"] = format_time(T0)
             conn.execute(Base.metadata.tables["objects"].insert().values(id=7, **record))
             v2 = ("original_accession_number", "date_shift_days")
@@ -867,7 +1001,8 @@ def test_upgrade_of_an_older_hand_made_database(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     # An older objects table without quarantine_path, stamped version 1, with a row in it.
     with sqlite3.connect(path) as conn:
-        older = [c for c in OBJECT_COLUMNS if c not in ("quarantine_path", "pixels")]
+        newer = ("quarantine_path", "pixels", "receipt_id", "origin")
+        older = [c for c in OBJECT_COLUMNS if c not in newer]
         conn.execute(f"CREATE TABLE objects (id INTEGER PRIMARY KEY, {', '.join(older[1:])})")
         conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY)")
         conn.execute("INSERT INTO schema_version VALUES (1)")
@@ -882,6 +1017,8 @@ def test_upgrade_of_an_older_hand_made_database(tmp_path: Path) -> None:
     def add_quarantine_path(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE objects ADD COLUMN quarantine_path VARCHAR"))
         conn.execute(text("ALTER TABLE objects ADD COLUMN pixels VARCHAR"))
+        conn.execute(text("ALTER TABLE objects ADD COLUMN receipt_id VARCHAR"))
+        conn.execute(text("ALTER TABLE objects ADD COLUMN origin VARCHAR DEFAULT 'node'"))
 
     def must_not_run(conn: Connection) -> None:
         raise AssertionError("version 1 is already applied")

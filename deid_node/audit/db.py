@@ -8,7 +8,7 @@ identifiers are stored only in the ``linkage`` table, for profiles with ``record
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -27,6 +27,7 @@ from deid_node.audit.records import (
     Filters,
     LinkageRecord,
     ObjectRecord,
+    Origin,
     Status,
     StudySummary,
     check_status,
@@ -87,9 +88,13 @@ def object_conditions(filters: Filters) -> list[ColumnElement[bool]]:
 
 
 def _with_output() -> list[ColumnElement[bool]]:
-    """Objects whose de-identified output was written (stored, or stored again)."""
+    """The node's objects whose de-identified output was written (stored, or stored again).
+
+    Offline rows are left out: their output is wherever that run wrote it, not the node's.
+    """
     o = OBJECTS.c
     return [
+        o.origin == Origin.NODE.value,
         o.status.in_((Status.STORED.value, Status.DUPLICATE.value)),
         o.output_path.is_not(None),
         o.pseudo_sop_uid.is_not(None),
@@ -168,6 +173,53 @@ def _forward_jobs(
     ]
 
 
+def _settle_redone(
+    conn: Connection, values: list[dict[str, object]], redone: Sequence[bool]
+) -> dict[int, int]:
+    """Decide the rows of objects processed again after a crash; {index: existing id}.
+
+    A redo (the node died, or a worker, between writing an object's output and
+    committing its row) finds its own earlier output and the pipeline calls it a
+    duplicate. Here, under the write lock, the audit says what it was: a receipt that
+    already has a row is not recorded twice, and a duplicate whose output has no
+    ``stored`` row yet (nor one earlier in this batch) becomes ``stored``. A real second
+    send keeps ``duplicate``: the first send's row is there.
+    """
+    o = OBJECTS.c
+    redo = [i for i, flag in enumerate(redone) if flag and i < len(values)]
+    receipts = {str(values[i]["receipt_id"]) for i in redo if values[i].get("receipt_id")}
+    found: dict[str, int] = {}
+    if receipts:
+        stmt = select(o.receipt_id, func.min(o.id)).where(o.receipt_id.in_(receipts))
+        found = {str(r): int(i) for r, i in conn.execute(stmt.group_by(o.receipt_id))}
+    known = {
+        i: found[str(values[i]["receipt_id"])] for i in redo if values[i].get("receipt_id") in found
+    }
+    # Profile and pseudonymous SOP Instance UID name an object's output file, whatever
+    # folder the node was started from.
+    outputs = {
+        i: (str(v["profile"]), str(v["pseudo_sop_uid"]))
+        for i, v in enumerate(values)
+        if i not in known and v["output_path"] and v["pseudo_sop_uid"]
+    }
+    doubtful = [i for i in redo if i in outputs and values[i]["status"] == Status.DUPLICATE]
+    if not doubtful:
+        return known
+    stmt = select(o.profile, o.pseudo_sop_uid).where(
+        o.pseudo_sop_uid.in_({outputs[i][1] for i in doubtful}),
+        o.status == Status.STORED.value,
+        o.origin == Origin.NODE.value,
+    )
+    stored = {(str(profile), str(sop)) for profile, sop in conn.execute(stmt)}
+    # New rows of this batch that stored these objects count too, whatever their order.
+    stored.update(key for i, key in outputs.items() if values[i]["status"] == Status.STORED)
+    for i in doubtful:
+        if outputs[i] not in stored:
+            values[i]["status"] = Status.STORED.value
+            stored.add(outputs[i])
+    return known
+
+
 class AuditDB:
     """The audit database: one engine, short transactions, streamed reads."""
 
@@ -217,38 +269,48 @@ class AuditDB:
         self,
         items: Sequence[tuple[ObjectRecord, LinkageRecord | None]],
         forwards: Sequence[Forwarding | None] = (),
+        *,
+        redone: Sequence[bool] = (),
     ) -> list[int]:
         """Insert objects (and their linkage rows) in one transaction; return their ids.
 
         `forwards` (parallel to `items`) adds each stored object's forward jobs in that
         same transaction: an object is recorded with its jobs or not at all.
+
+        `redone` (parallel to `items`) marks objects processed again after a crash
+        (:func:`_settle_redone`): one whose receipt already has a row is not recorded
+        again (that row's id is returned), and a ``duplicate`` whose output has no
+        ``stored`` row is recorded as ``stored``.
         """
         object_values = [_object_values(record) for record, _ in items]
         if not object_values:
             return []
         with translate_errors("record objects"), transaction(self._engine, write=True) as conn:
-            ids = list(
-                conn.scalars(
+            known = _settle_redone(conn, object_values, redone) if any(redone) else {}
+            new = [i for i in range(len(object_values)) if i not in known]
+            ids = dict(known)
+            if new:
+                inserted = conn.scalars(
                     insert(OBJECTS).returning(OBJECTS.c.id, sort_by_parameter_order=True),
-                    object_values,
+                    [object_values[i] for i in new],
                 )
-            )
+                ids.update(zip(new, inserted, strict=True))
             linkage_values = [
-                {"object_id": object_id, **_fields(linkage)}
-                for object_id, (_, linkage) in zip(ids, items, strict=True)
-                if linkage is not None
+                {"object_id": ids[i], **_fields(linkage)}
+                for i, (_, linkage) in enumerate(items)
+                if linkage is not None and i not in known
             ]
             if linkage_values:
                 conn.execute(insert(LINKAGE), linkage_values)
             jobs = [
                 job
-                for object_id, values, forwarding in zip(ids, object_values, forwards, strict=False)
-                if forwarding is not None
-                for job in _forward_jobs(conn, object_id, values, forwarding)
+                for i, forwarding in enumerate(forwards)
+                if forwarding is not None and i < len(object_values) and i not in known
+                for job in _forward_jobs(conn, ids[i], object_values[i], forwarding)
             ]
             if jobs:
                 conn.execute(insert(FORWARDS), jobs)
-        return ids
+        return [ids[i] for i in range(len(object_values))]
 
     def record_association_start(
         self,
@@ -257,8 +319,9 @@ class AuditDB:
         peer_address: str,
         calling_ae: str,
         called_ae: str,
+        node: str | None = None,
     ) -> None:
-        """Insert the row of an association that was just accepted."""
+        """Insert the row of an association that was just accepted (by `node`)."""
         values = {
             "id": assoc_id,
             "started_at": _time_to_db(started_at, "started_at"),
@@ -266,6 +329,7 @@ class AuditDB:
             "calling_ae": calling_ae,
             "called_ae": called_ae,
             "objects": 0,
+            "node": node,
         }
         with (
             translate_errors("record an association"),
@@ -310,6 +374,7 @@ class AuditDB:
         calling_ae: str,
         called_ae: str,
         reason: str,
+        node: str | None = None,
     ) -> None:
         """Insert the single row of an association that was rejected (outcome 'rejected')."""
         moment = _time_to_db(at, "at")
@@ -323,12 +388,47 @@ class AuditDB:
             "objects": 0,
             "outcome": "rejected",
             "reason": reason,
+            "node": node,
         }
         with (
             translate_errors("record a rejected association"),
             transaction(self._engine, write=True) as conn,
         ):
             conn.execute(insert(ASSOCIATIONS).values(values))
+
+    def close_interrupted(self, node: str, ids: Collection[str] | None = None) -> int:
+        """Close associations a crash left open, as ``interrupted``: those of `node` (and
+        of a node from before schema version 7, which named none), or only `ids`.
+
+        For a node's start, once what it acknowledged before is recorded (or, with `ids`,
+        once what a dead receiving process acknowledged is): each gets the number of its
+        object rows and, as its end, its last object's receipt (or its start). Returns how
+        many were closed.
+        """
+        a, o = ASSOCIATIONS.c, OBJECTS.c
+        only = [a.id.in_(list(ids))] if ids is not None else []
+        objects = select(func.count()).where(o.association_id == a.id).scalar_subquery()
+        last = select(func.max(o.received_at)).where(o.association_id == a.id).scalar_subquery()
+        stmt = (
+            update(ASSOCIATIONS)
+            .where(
+                a.ended_at.is_(None),
+                a.outcome.is_(None),
+                (a.node == node) | a.node.is_(None),
+                *only,
+            )
+            .values(
+                ended_at=func.coalesce(last, a.started_at),
+                objects=objects,
+                outcome="interrupted",
+                reason="cut by a crash of the node or of its receiving process",
+            )
+        )
+        with (
+            translate_errors("close interrupted associations"),
+            transaction(self._engine, write=True) as conn,
+        ):
+            return int(conn.execute(stmt).rowcount or 0)
 
     def update_object(
         self,

@@ -224,6 +224,22 @@ def _add_session_nonce_v7(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE users ADD COLUMN session_nonce VARCHAR(64)")
 
 
+def _add_receipts_and_origin_v8(conn: Connection) -> None:
+    """Version 8: objects record their spool receipt and their origin (node or offline);
+    associations the node that served them (frozen)."""
+    conn.exec_driver_sql("ALTER TABLE objects ADD COLUMN receipt_id VARCHAR(64)")
+    conn.exec_driver_sql("CREATE INDEX ix_objects_receipt_id ON objects (receipt_id)")
+    conn.exec_driver_sql(
+        "ALTER TABLE objects ADD COLUMN origin VARCHAR(16) DEFAULT 'node' NOT NULL"
+    )
+    # Offline runs marked their rows by calling AE, called AE and peer "(offline)".
+    conn.exec_driver_sql(
+        "UPDATE objects SET origin = 'offline' WHERE association_id IS NULL "
+        "AND calling_ae = '(offline)' AND called_ae = '(offline)' AND peer_address = '(offline)'"
+    )
+    conn.exec_driver_sql("ALTER TABLE associations ADD COLUMN node VARCHAR(64)")
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     (1, _create_v1),
     (2, _add_linkage_columns_v2),
@@ -232,6 +248,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     (5, _create_web_tables_v5),
     (6, _create_jobs_v6),
     (7, _add_session_nonce_v7),
+    (8, _add_receipts_and_origin_v8),
 )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "Filters",
     "LinkageRecord",
     "ObjectRecord",
+    "Origin",
     "Status",
     "StudySummary",
     "check_status",
@@ -44,11 +45,18 @@ class Status(StrEnum):
     SKIPPED = "skipped"  # offline runs only: not a DICOM file; never audited
 
 
+class Origin(StrEnum):
+    """Who wrote an object row, as in the audit ``origin`` column."""
+
+    NODE = "node"  # received over the network (or a quarantine retry of such an object)
+    OFFLINE = "offline"  # `deid-node deidentify` under a profile with record_linkage
+
+
 # What the status column may hold: a node quarantines what turns out not to be DICOM.
 STATUSES: Final[tuple[str, ...]] = tuple(s.value for s in Status if s is not Status.SKIPPED)
-# How an association ended, as in the associations.outcome column; "open" selects rows
-# with no outcome yet (running, or the node died during them).
-ASSOCIATION_OUTCOMES: Final = ("released", "aborted", "closed", "rejected", "open")
+# How an association ended, as in the associations.outcome column; "interrupted": the node
+# or its receiving process died during it (closed afterwards); "open": no outcome yet.
+ASSOCIATION_OUTCOMES: Final = ("released", "aborted", "closed", "rejected", "interrupted", "open")
 
 
 def check_status(value: str, what: str) -> str:
@@ -82,6 +90,8 @@ class ObjectRecord:
     output_path: str | None
     quarantine_path: str | None = None
     pixels: str | None = None  # what was done to burned-in text, counts only
+    receipt_id: str | None = None  # the spool entry (stem) a node row records
+    origin: Origin = Origin.NODE
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,13 @@ class ObjectRow(Base):
     quarantine_path: Mapped[str | None] = mapped_column(String)
     # Added in version 3: what was done to burned-in text (counts, rules, syntax change).
     pixels: Mapped[str | None] = mapped_column(String)
+    # Added in version 8. The spool entry a node row records (its stem): a redo after a
+    # crash finds its own row by it, so an object is recorded once however often it is
+    # processed. Empty for offline rows and refused objects.
+    receipt_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Version 8: who wrote the row, "node" or "offline" (`deid-node deidentify`): the
+    # console shows what the node wrote, never an offline run's output.
+    origin: Mapped[str] = mapped_column(String(16), server_default="node")
 
 
 class AssociationRow(Base):
@@ -92,6 +99,9 @@ class AssociationRow(Base):
     objects: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(String)
+    # Added in version 8: the node that served it (its data_dir's node.id), so that a
+    # node's start closes its own associations a crash left open, not another node's.
+    node: Mapped[str | None] = mapped_column(String(64))
 
 
 class LinkageRow(Base):

@@ -32,6 +32,7 @@ class _ObjectJob:
     linkage: LinkageRecord | None
     after_commit: Callable[[], None] | None = None
     forwarding: Forwarding | None = None
+    redo: bool = False
 
 
 @dataclass
@@ -70,10 +71,13 @@ class AuditWriter(threading.Thread):
         linkage: LinkageRecord | None = None,
         after_commit: Callable[[], None] | None = None,
         forwarding: Forwarding | None = None,
+        *,
+        redo: bool = False,
     ) -> None:
         """Queue an object row (its linkage row, its forward jobs); `after_commit` runs once
-        they are written."""
-        self._put(_ObjectJob(record, linkage, after_commit, forwarding))
+        they are written. `redo`: the object may have been processed before a crash
+        (:meth:`AuditDB.record_objects` records it once)."""
+        self._put(_ObjectJob(record, linkage, after_commit, forwarding, redo))
 
     def put_call(self, what: str, call: Callable[[AuditDB], None]) -> None:
         """Queue another write, e.g. an association row; `what` names it in log lines."""
@@ -141,7 +145,8 @@ class AuditWriter(threading.Thread):
             batch = [b for b in jobs[i:j] if isinstance(b, _ObjectJob)]
             items = [(b.record, b.linkage) for b in batch]
             forwards = [b.forwarding for b in batch]
-            record = functools.partial(self._db.record_objects, items, forwards)
+            redone = [b.redo for b in batch]
+            record = functools.partial(self._db.record_objects, items, forwards, redone=redone)
             if not self._retry("record objects", record):
                 return
             for b in batch:

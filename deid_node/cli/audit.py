@@ -110,7 +110,7 @@ def audit_command(
         str | None,
         typer.Option(
             "--outcome",
-            help="With --associations: released, aborted, closed, rejected or open.",
+            help="With --associations: released, aborted, closed, rejected, interrupted or open.",
             show_default=False,
         ),
     ] = None,

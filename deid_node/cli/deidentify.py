@@ -36,8 +36,8 @@ def deidentify(
 ) -> None:
     """De-identify files into OUTPUT/<profile>/<patient>/<study>/<series>/<sop>.dcm.
 
-    A profile with record_linkage also writes linkage rows (and their audit rows, calling AE
-    "(offline)") into the config's audit database.
+    A profile with record_linkage also writes linkage rows (and their audit rows, origin
+    "offline", calling AE "(offline)", absolute output paths) into the config's audit database.
 
     Example: deid-node deidentify scans/ --output deid/ --profile research
     """
@@ -50,6 +50,7 @@ def deidentify(
         if not p.exists():
             fail(f"{p}: no such file or folder")
     key = load_secret(cfg.node.secret_path)
+    output = output.absolute()  # audit rows and the report name the files wherever one runs
     files = list(iter_files(paths))
     if not files:
         fail("no files found under the given paths")

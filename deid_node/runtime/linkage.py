@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Final
 
 from deid_node.audit.db import AuditDB
-from deid_node.audit.records import LinkageRecord, ObjectRecord
+from deid_node.audit.records import LinkageRecord, ObjectRecord, Origin
 from deid_node.clock import now
 from deid_node.deid.pipeline import Outcome
 
@@ -41,8 +41,10 @@ def linkage_for(name: str, record_linkage: bool, outcome: Outcome) -> LinkageRec
 class OfflineLinkage:
     """Object and linkage rows of an offline run's stored objects, a batch per transaction.
 
-    Rows are marked offline (calling AE, called AE and peer ``(offline)``); what is still
-    pending is written when the block ends, however it ends, then the database is closed.
+    Rows are marked offline (origin ``offline``; calling AE, called AE and peer
+    ``(offline)``) and name their output by its absolute path, whatever the working folder
+    was; what is still pending is written when the block ends, however it ends, then the
+    database is closed.
     """
 
     def __init__(self, db: AuditDB, profile: str, batch: int = OFFLINE_BATCH) -> None:
@@ -91,8 +93,9 @@ class OfflineLinkage:
             pseudo_study_uid=outcome.pseudo_study_uid,
             pseudo_series_uid=outcome.pseudo_series_uid,
             pseudo_sop_uid=outcome.pseudo_sop_uid,
-            output_path=str(outcome.output_path) if outcome.output_path else None,
+            output_path=str(outcome.output_path.absolute()) if outcome.output_path else None,
             pixels=outcome.pixels,
+            origin=Origin.OFFLINE,
         )
         self._pending.append((record, linkage))
         if len(self._pending) >= self._batch:

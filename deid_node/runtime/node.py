@@ -5,8 +5,11 @@ into spool/, acknowledges it and reports it over its pipe; the node submits
 it to a process pool running :func:`deid_node.deid.pipeline.process_file`; the outcome becomes
 an audit row written by the audit writer thread (batched); only once that row is committed
 is the spool file removed (or moved to quarantine/). A crash anywhere in between leaves the
-spool file, which the next start processes again before serving (the output then exists,
-so the pipeline reports ``duplicate``).
+spool file, which the next start processes again before serving. That redo may find the
+output its first attempt wrote (the pipeline then says ``duplicate``) or even the row it
+committed: its row carries the spool stem as ``receipt_id``, and the audit records it
+once, as ``stored`` unless another row stored that output (a real second send). The
+associations a crash cut are closed as ``interrupted`` once the redo is recorded.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import heapq
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -25,6 +29,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Final
 
@@ -35,7 +40,8 @@ from deid_node.clock import now
 from deid_node.config import BurnedInPolicy, Config, Durability
 from deid_node.deid.pipeline import Outcome
 from deid_node.deid.secret import load_secret
-from deid_node.errors import ConfigError, DeidNodeError, StorageError, describe_error
+from deid_node.durable import write_atomic
+from deid_node.errors import AuditError, ConfigError, DeidNodeError, StorageError, describe_error
 from deid_node.intake.process import spool_tag
 from deid_node.intake.receiver import PROGRESS_SECONDS, AssociationInfo, RefusedObject
 from deid_node.intake.shared import Budget, shared_budget_cells
@@ -45,12 +51,13 @@ from deid_node.logs import quiet_libraries
 from deid_node.runtime.linkage import linkage_for
 from deid_node.runtime.receivers import ReceivingProcesses
 from deid_node.runtime.signals import stop_signals_ignored
-from deid_node.runtime.worker import WorkResult, init_worker, pool_context, work
+from deid_node.runtime.worker import WorkResult, init_worker, kill_workers, pool_context, work
 
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG: Final = 128  # connections the kernel holds until a receiving process accepts
 MAX_WORKER_CRASHES: Final = 3  # an object that kills its worker this often is quarantined
+NODE_ID_FILE: Final = "node.id"  # in data_dir: names this node on its association rows
 _STORAGE_RETRY_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -59,6 +66,7 @@ class _Pending:
     item: SpoolItem
     crashes: int = 0
     storage_failures: int = 0
+    redo: bool = False  # may have been processed before (recovered, or its worker died)
 
 
 @dataclass(order=True)
@@ -119,7 +127,11 @@ class Node:
         self._pool_broken = False
         self._pool_replacements = 0
         self._next_pool_at = 0.0
+        self._pool_generation = 0  # which pool a call went to: its failures are counted apart
+        self._failed_calls: dict[int, int] = {}  # generation -> calls its break failed so far
+        self._cut: set[str] = set()  # associations of a dead receiving process, to close
         self._key = b""
+        self._node_id = ""
         self._db: AuditDB | None = None
         self._writer: AuditWriter | None = None
         self._sock: socket.socket | None = None
@@ -158,6 +170,7 @@ class Node:
             raise StorageError(f"cannot create {node.data_dir}: {exc.strerror}") from None
         self.spool.prepare()
         self._key = load_secret(node.secret_path)
+        self._node_id = node_identity(node.data_dir)
         self._db = open_audit(self.cfg.database_url)
         self._started = True
         try:
@@ -173,6 +186,7 @@ class Node:
             )
             self._dispatcher.start()
             self._recover()
+            self._close_interrupted()
             self._sock = self._listen()
             self._receivers = ReceivingProcesses(
                 self.cfg,
@@ -273,7 +287,7 @@ class Node:
             return
         log.info("recovery: %d acknowledged object(s) left in spool, processing first", len(items))
         for item in items:
-            self._schedule(item)
+            self._schedule(item, redo=True)
         last = time.monotonic()
         with self._changed:
             while self._pending:
@@ -282,6 +296,18 @@ class Node:
                     log.info("recovery: %d object(s) to go", len(self._pending))
                     last = time.monotonic()
         log.info("recovery: done")
+
+    def _close_interrupted(self) -> None:
+        """Close the associations a crash of this node left open; their objects are
+        recorded now (recovery), so their counts are right."""
+        assert self._db is not None
+        try:
+            closed = self._db.close_interrupted(self._node_id)
+        except AuditError as exc:  # bookkeeping: the node serves on, the next start retries
+            log.error("cannot close interrupted associations: %s", exc)
+            return
+        if closed:
+            log.warning("%d association(s) cut by a crash closed as interrupted", closed)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop accepting, let associations finish, drain spool/, close; True if drained."""
@@ -411,14 +437,15 @@ class Node:
                 f"cannot start the de-identification worker processes ({describe_error(exc)})"
             ) from None
 
-    def _schedule(self, item: SpoolItem) -> None:
+    def _schedule(self, item: SpoolItem, *, redo: bool = False) -> None:
         # The dispatcher thread submits: an association thread never waits on the pool.
         with self._lock:
-            self._pending[item.stem] = _Pending(item)
+            self._pending[item.stem] = _Pending(item, redo=redo)
         self._retry_later(item.stem, 0.0)
 
-    def _receiver_lost(self, index: int) -> None:
-        """A receiving process died: free what it held, process what it acknowledged."""
+    def _receiver_lost(self, index: int, cut: frozenset[str] = frozenset()) -> None:
+        """A receiving process died: free what it held, process what it acknowledged, and
+        close the associations it cut once their objects are recorded."""
         tag = spool_tag(index)
         self.spool.budget.clear(index)
         self.spool.abandon_incoming(tag)  # never acknowledged: the senders got no Success
@@ -428,6 +455,7 @@ class Node:
             orphans = [i for i in self.spool.published(tag) if i.stem not in self._pending]
             for item in orphans:
                 self._pending[item.stem] = _Pending(item)
+            self._cut.update(cut)
         if orphans:
             log.warning("%d acknowledged object(s) of that receiving process adopted", len(orphans))
         for item in orphans:
@@ -438,6 +466,7 @@ class Node:
             pending = self._pending.get(stem)
             pool = self._pool
             broken = self._pool_broken
+            generation = self._pool_generation
         if pending is None:
             return
         if pool is None or broken:
@@ -450,14 +479,14 @@ class Node:
                 self._pool_broken = True
             self._retry_later(stem, 0.25)
             return
-        future.add_done_callback(functools.partial(self._done, stem))
+        future.add_done_callback(functools.partial(self._done, stem, generation))
 
     def _retry_later(self, stem: str, delay: float) -> None:
         with self._lock:
             heapq.heappush(self._retries, _Retry(time.monotonic() + delay, stem))
         self._wake.set()
 
-    def _done(self, stem: str, future: Future[WorkResult]) -> None:
+    def _done(self, stem: str, generation: int, future: Future[WorkResult]) -> None:
         with self._lock:
             pending = self._pending.get(stem)
         if pending is None:
@@ -465,9 +494,17 @@ class Node:
         try:
             result = future.result()
         except BrokenProcessPool:
-            pending.crashes += 1
             with self._lock:
                 self._pool_broken = True
+                failed = self._failed_calls.get(generation, 0)
+                self._failed_calls[generation] = failed + 1
+            # A broken pool fails every call it holds, in the order they were submitted,
+            # and its workers take them in that order: only the first worker_count can
+            # have been running. The rest waited in its queue; they are not blamed.
+            if failed < self.cfg.node.worker_count:
+                pending.crashes += 1
+            # Its worker (or another) may have written the output before it died.
+            pending.redo = True
             if pending.crashes >= MAX_WORKER_CRASHES:
                 log.error("spool object %s crashed its worker %d times", stem, pending.crashes)
                 self._record(pending, Outcome(Status.QUARANTINED, "de-identification crashed"))
@@ -481,6 +518,7 @@ class Node:
         self._pool_replacements = 0
         if result.outcome is None:
             pending.storage_failures += 1
+            pending.redo = True  # the output may be in place (a failed fsync after the move)
             delay = _STORAGE_RETRY_SECONDS[
                 min(pending.storage_failures, len(_STORAGE_RETRY_SECONDS)) - 1
             ]
@@ -532,6 +570,7 @@ class Node:
             output_path=str(outcome.output_path) if outcome.output_path else None,
             quarantine_path=str(quarantine) if quarantine else None,
             pixels=outcome.pixels,
+            receipt_id=item.stem,
         )
         profile = self.cfg.profiles.get(receipt.profile)
         record_linkage = profile is not None and profile.record_linkage
@@ -557,7 +596,7 @@ class Node:
                     self._changed.notify_all()
 
         assert self._writer is not None
-        self._writer.put_object(record, linkage, finish, forwarding)
+        self._writer.put_object(record, linkage, finish, forwarding, redo=pending.redo)
 
     def _dispatch(self) -> None:
         """Submissions, retries, pool replacement after a crash, association bookkeeping."""
@@ -575,7 +614,27 @@ class Node:
                     due.append(heapq.heappop(self._retries).stem)
             for stem in due:
                 self._submit(stem)
+            self._close_cut()
             self._notify()
+
+    def _close_cut(self) -> None:
+        """Close the associations a dead receiving process cut, once none of their objects
+        waits: their rows are committed, or queued to the writer before this call."""
+        with self._lock:
+            if not self._cut:
+                return
+            waiting = {p.item.receipt.association_id for p in self._pending.values()}
+            ready = self._cut - waiting
+            self._cut -= ready
+        if not ready:
+            return
+        node = self._node_id
+
+        def close(db: AuditDB) -> None:
+            closed = db.close_interrupted(node, ready)
+            log.warning("%d association(s) a receiving process cut closed as interrupted", closed)
+
+        self._call("close interrupted associations", close)
 
     def _replace_pool(self) -> None:
         # Back off when pools keep breaking (e.g. workers cannot start): objects stay in
@@ -588,11 +647,16 @@ class Node:
         with self._lock:
             old, self._pool = self._pool, None
         if old is not None:
+            kill_workers(old)  # a survivor ignores the pool's SIGTERM and may hang its pool
             old.shutdown(wait=False, cancel_futures=True)
         pool = self._new_pool()
         with self._lock:
             self._pool = pool
             self._pool_broken = False
+            self._pool_generation += 1
+            # A broken pool's failures arrive before it is replaced; older ones are done.
+            for gone in [g for g in self._failed_calls if g < self._pool_generation - 2]:
+                del self._failed_calls[gone]
 
     def _notify(self) -> None:
         with self._changed:
@@ -605,7 +669,12 @@ class Node:
         self._call(
             "record an association",
             lambda db: db.record_association_start(
-                info.id, info.started_at, info.peer_address, info.calling_ae, info.called_ae
+                info.id,
+                info.started_at,
+                info.peer_address,
+                info.calling_ae,
+                info.called_ae,
+                self._node_id,
             ),
         )
 
@@ -614,7 +683,13 @@ class Node:
         self._call(
             "record a rejected association",
             lambda db: db.record_rejected_association(
-                info.id, info.started_at, info.peer_address, info.calling_ae, info.called_ae, reason
+                info.id,
+                info.started_at,
+                info.peer_address,
+                info.calling_ae,
+                info.called_ae,
+                reason,
+                self._node_id,
             ),
         )
 
@@ -666,8 +741,28 @@ class Node:
             self._writer.put_call(what, call)
 
 
+def node_identity(data_dir: Path) -> str:
+    """This node's name on its association rows: data_dir/node.id, made at first start.
+
+    Per data_dir, as spool/ is: nodes sharing one database each close only their own
+    interrupted associations, and a restart (new host name, new container) keeps it.
+    """
+    path = data_dir / NODE_ID_FILE
+    try:
+        found = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        found = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StorageError(f"cannot read {path}: {describe_error(exc)}") from None
+    if found:
+        return found[:64]
+    made = secrets.token_hex(8)
+    write_atomic(path, [made.encode("ascii") + b"\n"], fsync=True)  # StorageError if not
+    return made
+
+
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-__all__ = ["Node"]
+__all__ = ["NODE_ID_FILE", "Node", "node_identity"]

@@ -21,7 +21,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import SynchronizedArray
@@ -50,6 +50,7 @@ class _Child:
     active: int = 0
     pong: int = 0
     gone: bool = False
+    associations: set[str] = field(default_factory=set)  # accepted, not yet ended
 
 
 class ReceivingProcesses:
@@ -65,10 +66,11 @@ class ReceivingProcesses:
         progress_seconds: float,
         drain_timeout: float,
         changed: Callable[[], None],
-        lost: Callable[[int], None],
+        lost: Callable[[int, frozenset[str]], None],
     ) -> None:
         """Describe them; :meth:`start` starts them. `changed` is called after each message,
-        `lost` with the index of a process that died, once all it sent was handled."""
+        `lost` with the index of a process that died, once all it sent was handled, and the
+        ids of the associations it cut."""
         self.cfg = cfg
         self._budget_cells = budget_cells
         self._sock = sock
@@ -209,8 +211,10 @@ class ReceivingProcesses:
             name, level, text = args
             logging.getLogger(name).log(level, "%s", text)
         elif kind == "accepted":
+            child.associations.add(args[0].id)
             self._events.association_accepted(*args)
         elif kind == "ended":
+            child.associations.discard(args[0].id)
             self._events.association_ended(*args)
         elif kind == "rejected":
             self._events.association_rejected(*args)
@@ -243,7 +247,7 @@ class ReceivingProcesses:
         )
         # Its pipe is at EOF: every report it sent is handled. What it published and did
         # not report (it died in between) is found by its index, before a new one reuses it.
-        self._lost_cb(child.index)
+        self._lost_cb(child.index, frozenset(child.associations))
         replacement = self._spawn(child.index)
         with self._changed:
             self._children[self._children.index(child)] = replacement

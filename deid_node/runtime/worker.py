@@ -14,6 +14,7 @@ import os
 import signal
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,23 @@ def pool_context(pixels: bool = False) -> multiprocessing.context.BaseContext:
     return ctx
 
 
+def kill_workers(pool: ProcessPoolExecutor) -> int:
+    """SIGKILL what is left of a broken pool's workers; how many were alive.
+
+    A broken pool sends its workers SIGTERM, which they ignore (the node drives their
+    stop). One may then wait for good on the task queue's lock that the killed worker
+    held, and the pool's manager thread waits for it (busy, and again at interpreter
+    exit): only the node can end it. The executor names its processes only in a private
+    attribute (3.11-3.13); missing, nothing is killed.
+    """
+    processes = getattr(pool, "_processes", None) or {}
+    alive = [p for p in list(processes.values()) if p.is_alive()]
+    for process in alive:
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()
+    return len(alive)
+
+
 def _forkserver_running() -> bool:
     # multiprocessing does not say whether its forkserver has started; its private
     # attribute does (3.11-3.13). Unknown counts as started: spawning is the safe side.
@@ -124,4 +142,4 @@ def _forkserver_running() -> bool:
     return getattr(server, "_forkserver_pid", 0) is not None
 
 
-__all__ = ["WorkResult", "init_worker", "pool_context", "work"]
+__all__ = ["WorkResult", "init_worker", "kill_workers", "pool_context", "work"]
