@@ -332,15 +332,18 @@ class TextDetector:
             wide = crop.astype(np.int16)
             saturated = wide.max(axis=2) - wide.min(axis=2) >= MIN_CHROMA
             bright = crop.max(axis=2)
-            # Light colours stay: yellow or light green text over a colour map is as light
-            # as white; a map's reds and blues are darker.
-            saturated &= wide @ np.array([299, 587, 114], dtype=np.int32) < LIGHT * 1000
             # Flat where the colour was, at the level of the grey around it: no edges.
-            level = int(np.median(bright[~saturated])) if (~saturated).any() else 0
-            grey = np.where(saturated, level, bright).astype(np.uint8)
-            kept += self._detect(grey, at)
-            if self.turn:
-                kept += self._detect(grey, at, turned=True)
+            # Then again with light colours kept: yellow or light green text over a
+            # colour map is as light as white, where a map's reds and blues are darker.
+            light = wide @ np.array([299, 587, 114], dtype=np.int32) >= LIGHT * 1000
+            for flat in (saturated, saturated & ~light):
+                level = int(np.median(bright[~flat])) if (~flat).any() else 0
+                grey = np.where(flat, level, bright).astype(np.uint8)
+                kept += self._detect(grey, at)
+                if self.turn:
+                    kept += self._detect(grey, at, turned=True)
+                if not (saturated & light).any():
+                    break  # no light colour: the second view is the first
         return kept
 
     def _enlarged(self, image: np.ndarray, at: Box) -> list[Box]:
