@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from deid_node.pixels.decode import LOSSY_SYNTAXES, Layout, PixelError
-from deid_node.pixels.ocr import Box, merge
+from deid_node.pixels.ocr import Box, merge, to_grey
 
 PAD: Final = 3  # pixels around each box found
 EXTRA_LOOKS: Final = 2  # times text found after blanking is blanked too, before refusing
@@ -130,6 +130,11 @@ def survey(
                 within = changed_parts(first, frame, layout)
                 same = tuple(b for b in on_first if _unchanged(first, frame, b, layout))
                 if within is not None:
+                    # A moving image changes everywhere it is: only parts where strokes
+                    # are drawn in one value (an overlay's) are looked at there, and on
+                    # lossy syntaxes (no exact values) every part.
+                    if layout.transfer_syntax not in LOSSY_SYNTAXES:
+                        within = [p for p in within if drawn_strokes(frame, p, photometric)]
                     gone = (b.padded(BLOCK, rows, columns) for b in on_first if b not in same)
                     within = [*within, *gone]
                 report.looked_whole += within is None
@@ -161,6 +166,8 @@ def survey(
 LOSSY_TOLERANCE: Final = 8 / 255
 BLOCK: Final = 16
 WHOLE_SHARE: Final = 0.9
+STROKE_PIXELS: Final = 12  # stroke pixels of one value: a couple of letters at least
+SOLID: Final = 2  # pixels inside an area of one value, per stroke pixel: a background
 
 
 def changed_parts(first: np.ndarray, frame: np.ndarray, layout: Layout) -> list[Box] | None:
@@ -195,6 +202,28 @@ def changed_parts(first: np.ndarray, frame: np.ndarray, layout: Layout) -> list[
                 )
             )
     return parts
+
+
+def drawn_strokes(frame: np.ndarray, part: Box, photometric: str = "MONOCHROME2") -> bool:
+    """Whether a part of a frame holds strokes drawn in one value: in the numbers a few
+    letters have, pixels with two or three 4-neighbours of their own value (a stroke's
+    run; a solid area's inside has four, a grain none or one), of a value whose pixels are
+    not mostly inside solid areas (a background). Text is drawn so (its anti-aliased
+    edges aside); an image's grains, speckle clipped at white included, are not."""
+    grey = to_grey(frame[part.top : part.bottom, part.left : part.right], photometric)
+    if grey.shape[0] < 3 or grey.shape[1] < 3:
+        return False
+    same = np.zeros(grey.shape, dtype=np.uint8)
+    up = grey[1:] == grey[:-1]
+    left = grey[:, 1:] == grey[:, :-1]
+    same[1:] += up
+    same[:-1] += up
+    same[:, 1:] += left
+    same[:, :-1] += left
+    stroke = np.bincount(grey[(same >= 2) & (same <= 3)], minlength=256)
+    inside = np.bincount(grey[same == 4], minlength=256)
+    # A background's pixels are mostly inside it; a stroke's (up to ~5 pixels wide) not.
+    return bool(((stroke >= STROKE_PIXELS) & (inside <= SOLID * stroke)).any())
 
 
 def _unchanged(first: np.ndarray, frame: np.ndarray, box: Box, layout: Layout) -> bool:
