@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pydicom.config
+from pydicom.charset import decode_bytes
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -24,11 +25,12 @@ from deid_node.config import BurnedInPolicy, Option
 from deid_node.deid.burned_in import burned_in_reason
 from deid_node.deid.decisions import CLEANED_VRS, ID_TAGS, dictionary_vr, op_table
 from deid_node.deid.marks import mark, new_meta, write_trial
+from deid_node.deid.private import Kind, has_shape, kind_for, listed_kinds, whole_units
 from deid_node.deid.profiles import (
     TEXT_VRS,
     CompiledProfile,
     Op,
-    safe_private_elements,
+    safe_private_vrs,
 )
 from deid_node.deid.pseudonym import (
     date_offset_days,
@@ -50,10 +52,12 @@ from deid_node.deid.text import (
 from deid_node.deid.values import (
     DUMMIES,
     DUMMY_TEXT,
+    EAST_ASIAN,
     EMPTY,
     MAX_LENGTH,
     MIN_SCRUB_LEN,
     date_forms,
+    joined_names,
     name_parts,
     text_of,
     values_of,
@@ -77,6 +81,7 @@ _NEEDLEID_TAGS = frozenset({0x00100020, 0x00101000, 0x00080050})
 _PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 _MIN_NEEDLE_LEN = 4
 _MIN_NUMERIC_NEEDLE_LEN = 6
+_MIN_JOINED_NEEDLE_LEN = 6  # names run together: HAZELCOOK, H.COOK
 _MIN_UID_NEEDLE_LEN = 8  # shorter 'UIDs' are junk values, not identifiers
 
 
@@ -180,10 +185,16 @@ class _Walker:
                 value = _elem(ds, t).value
                 if self.ops.get(t, Op.EMPTY) in _REMOVING_OPS:
                     words.update(name_parts(value))
+                    words.update(joined_names(value))  # HAZELCOOK in a kernel name
                 # Only the patient's own names are checked in the output: other names are
                 # emptied anyway, and short common words there give false alarms.
                 if t in _PATIENT_NAME_TAGS and self.ops.get(t) is not Op.KEEP_VERBATIM:
                     self.needles.update(p for p in name_parts(value) if len(p) >= _MIN_NEEDLE_LEN)
+                    self.needles.update(
+                        j
+                        for j in joined_names(value)
+                        if len(j) >= _MIN_JOINED_NEEDLE_LEN or EAST_ASIAN.search(j)
+                    )
             elif vr == "DA":
                 for v in values_of(_elem(ds, t).value):
                     words.update(date_forms(v))
@@ -274,15 +285,37 @@ class _Walker:
         creator_tag = (group << 16) | (elem >> 8)
         creator = ds.get(creator_tag)
         name = text_of(creator.value).strip().lower() if creator is not None else ""
-        if not name or (group, name, elem & 0xFF) not in safe_private_elements():
+        listed = safe_private_vrs().get((group, name, elem & 0xFF)) if name else None
+        if listed is None:
             del ds[t]
             return False
-        vr = _raw_vr(ds, t)
-        if vr == "SQ":
+        sent = _sent_vr(ds, t)
+        if sent == "SQ":
             for item in _elem(ds, t).value or ():
                 self.walk(item, dummy_mode, item=True)
-        elif vr in TEXT_VRS:
-            self._clean(ds, t, free_text=False)
+            return True
+        if self._kept_private(ds, t, sent, listed_kinds(listed)):
+            return True
+        del ds[t]
+        return False
+
+    def _kept_private(self, ds: Dataset, t: int, sent: str, listed: frozenset[str]) -> bool:
+        """Keep a safe-listed value only if it has the listed kind; free text is cleaned."""
+        kind, vr = kind_for(sent, listed)
+        if kind is Kind.NONE:
+            return False
+        if kind is Kind.BINARY:
+            value = ds.get_item(t).value
+            return sent != "UN" or whole_units(vr, len(value) if isinstance(value, bytes) else 0)
+        strings = _strings_of(ds, t)
+        if strings is None:
+            return False  # not text at all
+        if kind is Kind.SHAPED:
+            return has_shape(vr, strings)
+        # Free text: read as the listed VR, then cleaned like any kept free text.
+        value = strings[0] if len(strings) == 1 else strings
+        ds[t] = DataElement(t, vr, value)
+        self._clean(ds, t, free_text=True)
         return True
 
     def apply(self, ds: Dataset, t: int, op: Op, dummy_mode: bool) -> None:
@@ -396,6 +429,31 @@ class _Walker:
     @staticmethod
     def _set(ds: Dataset, t: int, vr: str, value: object) -> None:
         ds[t] = DataElement(t, vr, value)
+
+
+def _sent_vr(ds: Dataset, t: int) -> str:
+    """The VR an element arrived with: "UN" if implicit or unknown."""
+    elem = ds.get_item(t)
+    vr = elem.VR if isinstance(elem, RawDataElement | DataElement) else None
+    return str(vr) if vr and " or " not in vr else "UN"
+
+
+def _strings_of(ds: Dataset, t: int) -> list[str] | None:
+    """The values of a text element as sent, decoded in the object's character set; None
+    if the bytes are no text there."""
+    raw = ds.get_item(t).value
+    if raw is None:
+        return []
+    if not isinstance(raw, bytes):
+        return values_of(str(raw) if isinstance(raw, PersonName) else raw)
+    charset = ds._character_set
+    try:
+        text = decode_bytes(raw, [charset] if isinstance(charset, str) else list(charset), set())
+    except Exception:  # bytes the character set cannot read: no text to trust
+        return None
+    if any(c < " " and c not in "\t\n\r\f" for c in text.rstrip("\0 ")):
+        return None  # binary, not text
+    return text.rstrip("\0 ").split("\\")
 
 
 def _text_at(ds: Dataset, tag: int) -> str:

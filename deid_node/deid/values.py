@@ -53,13 +53,45 @@ def values_of(value: object) -> list[str]:
     return [str(value)]
 
 
+# Scripts written without spaces (ideographs, Hangul, kana): one character can be a
+# whole family name (王, 홍, 洪).
+EAST_ASIAN = re.compile(
+    "[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]"
+)
+
+
 def name_parts(value: object) -> list[str]:
+    """The words of every component group of a PN value (alphabetic, ideographic,
+    phonetic); one-character parts only in scripts where they are whole names."""
     parts: list[str] = []
     for v in values_of(value):
         for piece in re.split(r"[\^=\s,.]+", v):
-            if len(piece) >= MIN_SCRUB_LEN:
+            if len(piece) >= MIN_SCRUB_LEN or (piece and EAST_ASIAN.match(piece)):
                 parts.append(piece)
     return parts
+
+
+_JOINERS = ("", ".", "_", "-", " ", ",", "^")
+
+
+def joined_names(value: object) -> list[str]:
+    """A person's names run together as people and machines write them in technical
+    fields: given+family and family+given, initial+family and family+initial, with or
+    without a separator (HAZELCOOK, COOK_HAZEL, H.COOK, 王小东). Per component group."""
+    out: set[str] = set()
+    for v in values_of(value):
+        for group in v.split("="):
+            comps = [re.sub(r"[\s.,]+", " ", c).strip() for c in group.split("^")]
+            family, given = (comps + ["", ""])[:2]
+            if not family or not given:
+                continue
+            for fam in {family, family.replace(" ", "")}:
+                for giv in {given, given.replace(" ", ""), given[0]}:
+                    for sep in _JOINERS:
+                        out.add(f"{giv}{sep}{fam}")
+                        out.add(f"{fam}{sep}{giv}")
+    return sorted(w for w in out if len(w) >= 3)
 
 
 MONTHS = [
