@@ -82,6 +82,7 @@ _PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 _MIN_NEEDLE_LEN = 4
 _MIN_NUMERIC_NEEDLE_LEN = 6
 _MIN_JOINED_NEEDLE_LEN = 6  # names run together: HAZELCOOK, H.COOK
+_UNSPACED = re.compile(r"[^\W_]+")  # names run together with no separator
 _MIN_UID_NEEDLE_LEN = 8  # shorter 'UIDs' are junk values, not identifiers
 
 
@@ -193,7 +194,8 @@ class _Walker:
                     self.needles.update(
                         j
                         for j in joined_names(value)
-                        if len(j) >= _MIN_JOINED_NEEDLE_LEN or EAST_ASIAN.search(j)
+                        if _UNSPACED.fullmatch(j)
+                        and (len(j) >= _MIN_JOINED_NEEDLE_LEN or EAST_ASIAN.search(j))
                     )
             elif vr == "DA":
                 for v in values_of(_elem(ds, t).value):

@@ -133,7 +133,8 @@ _AGE = re.compile(
     re.IGNORECASE,
 )
 # Titles and roles a name follows ("Dr. Violet Iris", "referred by Will Bridge"): the
-# names after them go, vocabulary words or not. A bare "DR" is not one (digital radiography).
+# names after them go, vocabulary words or not. A bare "DR" is not one (digital radiography),
+# nor a bare "BY" in upper-case text, where a name cannot be told by its capital.
 _TITLE = re.compile(
     r"\b(?i:dr|doctor|prof|professor|mr|mrs|ms|mx|miss|sir|dame|nurse|sister|matron|rn|"
     r"attending|consultant|registrar|resident|fellow|intern|technologist|technician|tech|"
@@ -142,7 +143,7 @@ _TITLE = re.compile(
     r"referrer|referring(?:\s+(?:physician|doctor|clinician|consultant))?|cc|"
     r"(?:referred|reported|read|dictated|signed|performed|seen|reviewed|verified|approved|"
     r"requested|ordered|scanned|transcribed|interpreted|examined|authori[sz]ed|"
-    r"acquired|processed|supervised)\s+by)\b(?P<dot>\.?)[ \t:]*"
+    r"acquired|processed|supervised)\s+by|by)\b(?P<dot>\.?)[ \t:]*"
 )
 _NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*\.?")
 # Words that end a name after a title in upper-case text, where case cannot.
@@ -282,8 +283,9 @@ def _after_titles(text: str) -> str:
     out: list[str] = []
     pos = 0
     for title in _TITLE.finditer(text):
-        if title.start() < pos or title.group(0).rstrip(" \t:") == "DR":
-            continue  # inside the previous title's names; or digital radiography
+        said = title.group(0).rstrip(" \t:")
+        if title.start() < pos or said == "DR" or (upper and said == "BY"):
+            continue  # inside the previous title's names; digital radiography; SORTED BY
         out.append(text[pos : title.end()])
         pos = title.end()
         for _ in range(_MAX_NAME_WORDS):

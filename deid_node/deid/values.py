@@ -66,9 +66,11 @@ def name_parts(value: object) -> list[str]:
     phonetic); one-character parts only in scripts where they are whole names."""
     parts: list[str] = []
     for v in values_of(value):
-        for piece in re.split(r"[\^=\s,.]+", v):
-            if len(piece) >= MIN_SCRUB_LEN or (piece and EAST_ASIAN.match(piece)):
-                parts.append(piece)
+        for whole in re.split(r"[\^=\s,.]+", v):
+            # A double name (Jens-Peter) is scrubbed whole and by its halves.
+            for piece in {whole, *whole.split("-")} if "-" in whole else (whole,):
+                if len(piece) >= MIN_SCRUB_LEN or (piece and EAST_ASIAN.match(piece)):
+                    parts.append(piece)
     return parts
 
 
