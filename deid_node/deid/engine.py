@@ -158,6 +158,8 @@ class _Walker:
         self.written = written_by(profile.config)
         self.table = op_table(profile)
         self.text = cleaner(profile.config.allow_words)
+        # Attributes whose value held a NUL inside (dicom/repair.py): cleaned as free text.
+        self.text_tags: frozenset[int] = frozenset()
 
     # -- identifiers ------------------------------------------------------------
     def collect(self, ds: Dataset) -> None:
@@ -330,7 +332,7 @@ class _Walker:
         if op is Op.KEEP or op is Op.CLEAN:
             vr = _raw_vr(ds, t)
             if vr in TEXT_VRS or (vr in CLEANED_VRS and op is Op.CLEAN):
-                self._clean(ds, t, free_text=op is Op.CLEAN)
+                self._clean(ds, t, free_text=op is Op.CLEAN or t in self.text_tags)
             elif vr == "SQ":
                 self._recurse(ds, t, dummy_mode)
             return
@@ -494,6 +496,7 @@ def deidentify_dataset(
     has_pixels: bool | None = None,
     after_collect: Callable[[re.Pattern[str] | None], None] | None = None,
     cleans_pixels: bool = False,
+    text_tags: frozenset[int] = frozenset(),
 ) -> DeidResult:
     """De-identify ds in place with the profile; raise DeidError if that is not certain.
 
@@ -502,9 +505,11 @@ def deidentify_dataset(
     before anything changes (the stream engine takes back elements it can leave alone).
     `cleans_pixels` says the caller cleans burned-in text when the result asks it to
     (`pixels_to_clean`); without it, a `clean` profile refuses such an object.
+    `text_tags`: attributes cleaned as free text even where the profile keeps text (a
+    repaired NUL showed that their value is text a reader could have hidden).
     """
     try:
-        return _deidentify(ds, profile, key, has_pixels, after_collect, cleans_pixels)
+        return _deidentify(ds, profile, key, has_pixels, after_collect, cleans_pixels, text_tags)
     except DeidError:
         raise
     except Exception as exc:  # fail closed; the message carries no value
@@ -518,6 +523,7 @@ def _deidentify(
     has_pixels: bool | None,
     after_collect: Callable[[re.Pattern[str] | None], None] | None,
     cleans_pixels: bool,
+    text_tags: frozenset[int] = frozenset(),
 ) -> DeidResult:
     sop_class = _required_uid(ds, "SOPClassUID")
     study_uid = _required_uid(ds, "StudyInstanceUID")
@@ -535,6 +541,7 @@ def _deidentify(
 
     identity = patient_identity(ds)
     walker = _Walker(profile, key, identity)
+    walker.text_tags = text_tags
     walker.pseudo_pid = pseudo_patient_id(
         key, profile.config.pseudonym_scope, identity, profile.config.patient_id_prefix
     )
