@@ -206,6 +206,12 @@ def test_safe_private_values_keep_only_their_listed_kind(
 ) -> None:
     case = CASES[0]
     ds, planted = named_text_object("2.25.4242", **case.kwargs)
+    # (0009,xx01) of GEIIS_RA1000 is listed as a code: the patient's name there is none.
+    ds.private_block(0x0009, "GEIIS_RA1000", create=True).add_new(
+        0x01, "CS", case.kwargs["family"].upper()
+    )
+    reference = ds.ReferencedImageSequence[0]
+    reference.private_block(0x0009, "GEIIS_RA1000", create=True).add_new(0x01, "CS", "AXIAL")
     ds.file_meta.TransferSyntaxUID = ts
     src = tmp_path / "in.dcm"
     ds.save_as(src, enforce_file_format=True)
@@ -216,7 +222,7 @@ def test_safe_private_values_keep_only_their_listed_kind(
     if not profile.keep_safe_private:
         assert not any(t.group & 1 for t in out.keys())  # noqa: SIM118
         return
-    assert list(out.private_creators(0x0009)) == [PETD_CREATOR]
+    assert list(out.private_creators(0x0009)) == [PETD_CREATOR]  # GEIIS_RA1000: emptied
     top = out.private_block(0x0009, PETD_CREATOR)
     count = top[0x16].value  # SL: a number, also where implicit VR leaves it as bytes
     assert (int.from_bytes(count, "little") if isinstance(count, bytes) else count) == 3
@@ -228,6 +234,7 @@ def test_safe_private_values_keep_only_their_listed_kind(
     with pytest.raises(KeyError):
         inner[0x7F]  # a name where the list says a number: removed
     assert _text(inner[0x11].value) == f"Tech {PLACEHOLDER} {PLACEHOLDER}"
+    assert _text(item.private_block(0x0009, "GEIIS_RA1000")[0x01].value) == "AXIAL"
     assert _leaks(out, planted) == []
 
 

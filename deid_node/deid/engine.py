@@ -315,7 +315,9 @@ class _Walker:
         if strings is None:
             return False  # not text at all
         if kind is Kind.SHAPED:
-            return has_shape(vr, strings)
+            # A code or a number that is the patient's identifier is no code: removed.
+            scrub = self.scrub
+            return has_shape(vr, strings) and not (scrub and any(map(scrub.search, strings)))
         # Free text: read as the listed VR, then cleaned like any kept free text.
         value = strings[0] if len(strings) == 1 else strings
         ds[t] = DataElement(t, vr, value)

@@ -129,7 +129,7 @@ _AGE = re.compile(
     r"weeks?|wks?|days?))?(?![^\W_])"
     r"|\b[^\W_]+(?:-[^\W_]+)?[\s-]+(?:years?|yrs?|yr|months?|mos?|weeks?|wks?|days?)[\s-]+old\b"
     r"|\b\d{1,3}\s*(?:y/?o|y\.o\.?|yoa|yrs?\s+old|years?\s+of\s+age)(?![^\W_])"
-    r"|\b\d{3}[YMWD]\b",
+    r"|(?-i:\b\d{3}[YMWD]\b)",
     re.IGNORECASE,
 )
 # Titles and roles a name follows ("Dr. Violet Iris", "referred by Will Bridge"): the

@@ -101,6 +101,11 @@ def named_text_object(
     forms = (f"{given}{family}", f"{given[:1]}{family}", family)
     joined = next((f for f in forms if len(f) <= 16), family[:16]).upper()
     ds.ConvolutionKernel = joined
+    initial = f"{given[:1]}.{family}".upper()[:16]
+    ds.FilterType = initial  # kept technical text, an initial and the family name
+    # Kept text (the manufacturer is technical) naming the patient in the other groups.
+    other = " ".join("".join(g) for g in (ideographic, phonetic) if g)
+    ds.Manufacturer = f"ACME {other}".strip()
     ds.ConceptNameCodeSequence = [_local_code(f"{given} {family} report")]
     ds.ContentSequence = [_text_item(note, f"Note on {family}", _SR_DEPTH)]
     context = Dataset()
@@ -116,6 +121,8 @@ def named_text_object(
     reference = Dataset()
     reference.ReferencedSOPClassUID = CTImageStorage
     reference.ReferencedSOPInstanceUID = f"{uid_root}.4"
+    reference.FilterType = initial
+    reference.ConvolutionKernel = joined
     inner = reference.private_block(0x0009, PETD_CREATOR, create=True)
     inner.add_new(0x11, "LO", f"Tech {first} {last}")
     inner.add_new(0x7F, "LO", f"{first} {last}")  # a name where a number is listed
