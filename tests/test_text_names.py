@@ -262,6 +262,8 @@ def _text(value: object) -> str:
         ("referred by Will Bridge for CT", f"referred by {PLACEHOLDER} {PLACEHOLDER} for CT"),
         ("Dr Smithers CT", f"Dr {PLACEHOLDER} CT"),
         ("DR CHEST PA", "DR CHEST PA"),  # digital radiography, not a doctor
+        ("replaced by T2 FLAIR", "replaced by T2 FLAIR"),  # a code is no name
+        ("SORTED BY SLICE", "SORTED BY SLICE"),
         ("the resident on call", "the resident on call"),
         ("王小东 胸部检查", f"{PLACEHOLDER} {PLACEHOLDER}"),
         ("홍 흉부", f"{PLACEHOLDER} {PLACEHOLDER}"),

@@ -54,6 +54,7 @@ from deid_node.deid.values import (
     DUMMY_TEXT,
     EAST_ASIAN,
     EMPTY,
+    JOINER,
     MAX_LENGTH,
     MIN_SCRUB_LEN,
     date_forms,
@@ -165,14 +166,19 @@ class _Walker:
     def collect(self, ds: Dataset) -> None:
         """Gather every identifying value of the object before anything changes."""
         words: set[str] = set()
-        self._collect(ds, words)
+        pairs: set[tuple[str, str]] = set()
+        self._collect(ds, words, pairs)
         words = {w for w in words if self.written.may_identify(w)}
-        if words:
-            ordered = sorted(words, key=lambda w: (-len(w), w))  # same words, same (cached) regex
-            alternatives = "|".join(re.escape(w) for w in ordered)
+        if words or pairs:
+            # Same values, same pattern text: re's cache compiles it once per patient.
+            patterns = {re.escape(w) for w in words}
+            patterns |= {re.escape(a) + JOINER + re.escape(b) for a, b in pairs}
+            alternatives = "|".join(sorted(patterns, key=lambda w: (-len(w), w)))
             self.scrub = re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.I)
 
-    def _collect(self, ds: Dataset, words: set[str], depth: int = 0) -> None:
+    def _collect(
+        self, ds: Dataset, words: set[str], pairs: set[tuple[str, str]], depth: int = 0
+    ) -> None:
         if depth > MAX_SEQUENCE_DEPTH:
             # Nothing real nests this deep, and pydicom's writer degrades badly on it.
             raise DeidError(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
@@ -183,19 +189,20 @@ class _Walker:
             vr = _raw_vr(ds, t)
             if vr == "SQ":
                 for item in _elem(ds, t).value or ():
-                    self._collect(item, words, depth + 1)
+                    self._collect(item, words, pairs, depth + 1)
             elif vr == "PN":
                 value = _elem(ds, t).value
                 if self.ops.get(t, Op.EMPTY) in _REMOVING_OPS:
                     words.update(name_parts(value))
-                    words.update(joined_names(value))  # HAZELCOOK in a kernel name
+                    pairs.update(joined_names(value))  # HAZELCOOK in a kernel name
                 # Only the patient's own names are checked in the output: other names are
                 # emptied anyway, and short common words there give false alarms.
                 if t in _PATIENT_NAME_TAGS and self.ops.get(t) is not Op.KEEP_VERBATIM:
                     self.needles.update(p for p in name_parts(value) if len(p) >= _MIN_NEEDLE_LEN)
+                    joined = {a + b for a, b in joined_names(value)}
                     self.needles.update(
                         j
-                        for j in joined_names(value)
+                        for j in joined
                         if _UNSPACED.fullmatch(j)
                         and (len(j) >= _MIN_JOINED_NEEDLE_LEN or EAST_ASIAN.search(j))
                     )

@@ -145,7 +145,7 @@ _TITLE = re.compile(
     r"requested|ordered|scanned|transcribed|interpreted|examined|authori[sz]ed|"
     r"acquired|processed|supervised)\s+by|by)\b(?P<dot>\.?)[ \t:]*"
 )
-_NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*\.?")
+_NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*(?!\w)\.?")  # no T2
 # Words that end a name after a title in upper-case text, where case cannot.
 _NOT_NAMES = frozenset(
     _block("a an and or the of in on at for to with is was were has had by from as")

@@ -74,14 +74,15 @@ def name_parts(value: object) -> list[str]:
     return parts
 
 
-_JOINERS = ("", ".", "_", "-", " ", ",", "^")
+# What people and machines put between names they run together (or nothing).
+JOINER = r"[ ._,^-]?"
 
 
-def joined_names(value: object) -> list[str]:
-    """A person's names run together as people and machines write them in technical
-    fields: given+family and family+given, initial+family and family+initial, with or
-    without a separator (HAZELCOOK, COOK_HAZEL, H.COOK, 王小东). Per component group."""
-    out: set[str] = set()
+def joined_names(value: object) -> list[tuple[str, str]]:
+    """A person's names as pairs a text may hold run together, for `JOINER` between them:
+    given and family either way round, initial and family either way round, each group
+    (HAZELCOOK, COOK_HAZEL, H.COOK, 王小东). A family name with spaces also without them."""
+    out: set[tuple[str, str]] = set()
     for v in values_of(value):
         for group in v.split("="):
             comps = [re.sub(r"[\s.,]+", " ", c).strip() for c in group.split("^")]
@@ -90,10 +91,8 @@ def joined_names(value: object) -> list[str]:
                 continue
             for fam in {family, family.replace(" ", "")}:
                 for giv in {given, given.replace(" ", ""), given[0]}:
-                    for sep in _JOINERS:
-                        out.add(f"{giv}{sep}{fam}")
-                        out.add(f"{fam}{sep}{giv}")
-    return sorted(w for w in out if len(w) >= 3)
+                    out.update({(giv, fam), (fam, giv)})
+    return sorted(p for p in out if len(p[0]) + len(p[1]) >= 3)
 
 
 MONTHS = [
