@@ -5,7 +5,10 @@ giving the same bytes. What has no sure reading is still refused."""
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,11 +16,15 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from deid_node.audit.records import Status
+from deid_node.config import Config
 from deid_node.deid.pipeline import REPAIRED, Outcome, process_file, process_file_dataset
 from deid_node.deid.profiles import CompiledProfile, compile_profile
 from deid_node.dicom.elements import element_end, read_meta, syntax_of
 from deid_node.dicom.encoding import EncodingError, check_body, check_file
+from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import named_text_object
+from tests.conftest import NODE_AE, STORESCU, audit_objects, node_table
+from tests.test_node import IDLE, ONE_SOURCE
 from tests.test_sweep import shipped_profiles
 from tests.test_text_names import _leaks
 
@@ -190,3 +197,38 @@ def test_what_has_no_sure_reading_is_still_refused(
     src.write_bytes(data)
     outcome = process_file(src, compile_profile(shipped_profiles()["basic"]), KEY, tmp_path)
     assert outcome.status is Status.QUARANTINED, what
+
+
+@pytest.mark.dcmtk
+def test_a_repaired_object_sent_by_dcmtk_is_stored_and_its_audit_row_says_so(
+    dcmtk: None,
+    write_config: Callable[[str], Config],
+    start_node: Callable[..., Node],
+    tmp_path: Path,
+) -> None:
+    cfg = write_config(node_table() + ONE_SOURCE)
+    node = start_node(cfg)
+    host, port = node.address
+    base, implicit = _base(tmp_path, ExplicitVRLittleEndian)
+    src = tmp_path / "faulty.dcm"
+    src.write_bytes(_splice(base, _faults(implicit)["nul-top"]))
+    sent = subprocess.run(
+        [str(STORESCU), "-aet", "CT_SCANNER", "-aec", NODE_AE, host, str(port), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TCP_NODELAY": "1"},
+        check=False,
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert node.wait_idle(IDLE)
+    (row,) = audit_objects(cfg)
+    assert row["status"] == "stored"
+    # dcmtk pads the odd lengths itself and sends the NULs as they are.
+    assert row["reason"] == (
+        f"{REPAIRED}: (0018,1210) ConvolutionKernel: NUL inside a text value, read as a space; "
+        "(0020,4000) ImageComments: NUL inside a text value, read as a space"
+    )
+    assert FAMILY not in str(row) and "Nowakowski" not in str(row)
+    written = Path(str(row["output_path"])).read_bytes()
+    assert b"Nowakowski" not in written and FAMILY.encode() not in written
