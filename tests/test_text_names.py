@@ -18,6 +18,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from deid_node.audit.records import Status
 from deid_node.deid.pipeline import Outcome, process_file, process_file_dataset
+from deid_node.deid.private import Kind, kind_for, listed_kinds
 from deid_node.deid.profiles import CompiledProfile, compile_profile
 from deid_node.deid.text import PLACEHOLDER, TextCleaner, vocabulary
 from deid_node.deid.values import EAST_ASIAN
@@ -272,3 +273,24 @@ def _text(value: object) -> str:
 )
 def test_ages_titles_and_east_asian_runs(text: str, cleaned: str) -> None:
     assert TextCleaner().clean(text) == cleaned
+
+
+@pytest.mark.parametrize(
+    ("sent", "listed", "kind"),
+    [
+        ("UN", "LO", (Kind.TEXT, "LO")),  # implicit VR: read as the listed text, cleaned
+        ("LO", "SH", (Kind.TEXT, "LO")),  # text VRs stand for one another
+        ("LO", "", (Kind.TEXT, "LO")),  # no listed VR: the one it came with
+        ("LO", "DS", (Kind.SHAPED, "DS")),  # a number sent as text must read as one
+        ("UN", "DS or OB", (Kind.SHAPED, "DS")),
+        ("UN", "OB or SL", (Kind.BINARY, "UN")),
+        ("SL", "OB or SL", (Kind.BINARY, "SL")),
+        ("OB", "SL", (Kind.NONE, "OB")),  # bytes where a number is listed
+        ("UN", "", (Kind.NONE, "UN")),  # no kind known: removed
+        ("UN", "PN", (Kind.NONE, "PN")),  # a person name is never kept
+    ],
+)
+def test_the_kind_a_kept_private_value_must_have(
+    sent: str, listed: str, kind: tuple[Kind, str]
+) -> None:
+    assert kind_for(sent, listed_kinds(listed)) == kind

@@ -57,14 +57,20 @@ def kind_for(sent_vr: str, listed: frozenset[str]) -> tuple[Kind, str]:
     """
     vrs = listed or (frozenset({sent_vr}) if sent_vr != "UN" else frozenset())
     if sent_vr != "UN" and sent_vr not in vrs:
+        shaped = vrs & _SHAPES.keys()
         if sent_vr in TEXT_VRS and vrs & TEXT_VRS:
             vrs = frozenset({sent_vr})
+        elif sent_vr in TEXT_VRS and len(shaped) == 1:
+            return Kind.SHAPED, next(iter(shaped))  # "2.5" sent as LO where DS is listed
         else:
             return Kind.NONE, sent_vr
     if len(vrs) != 1:
         # Several listed kinds and nothing to choose by (UN): only all-binary is safe.
         if sent_vr == "UN" and vrs and vrs <= _BINARY:
             return Kind.BINARY, "UN"
+        shaped = vrs & _SHAPES.keys()
+        if sent_vr == "UN" and len(shaped) == 1:
+            return Kind.SHAPED, next(iter(shaped))  # "DS or OB": kept if it reads as DS
         if sent_vr in vrs:
             vrs = frozenset({sent_vr})
         else:
