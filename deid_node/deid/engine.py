@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pydicom.config
-from pydicom.charset import decode_bytes
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -25,7 +24,15 @@ from deid_node.config import BurnedInPolicy, Option
 from deid_node.deid.burned_in import burned_in_reason
 from deid_node.deid.decisions import CLEANED_VRS, ID_TAGS, dictionary_vr, op_table
 from deid_node.deid.marks import mark, new_meta, write_trial
-from deid_node.deid.private import Kind, has_shape, kind_for, listed_kinds, whole_units
+from deid_node.deid.private import (
+    Kind,
+    has_shape,
+    kind_for,
+    listed_kinds,
+    sent_vr,
+    strings_of,
+    whole_units,
+)
 from deid_node.deid.profiles import (
     TEXT_VRS,
     CompiledProfile,
@@ -300,7 +307,7 @@ class _Walker:
         if listed is None:
             del ds[t]
             return False
-        sent = _sent_vr(ds, t)
+        sent = sent_vr(ds, t)
         if sent == "SQ":
             for item in _elem(ds, t).value or ():
                 self.walk(item, dummy_mode, item=True)
@@ -318,7 +325,7 @@ class _Walker:
         if kind is Kind.BINARY:
             value = ds.get_item(t).value
             return sent != "UN" or whole_units(vr, len(value) if isinstance(value, bytes) else 0)
-        strings = _strings_of(ds, t)
+        strings = strings_of(ds, t)
         if strings is None:
             return False  # not text at all
         if kind is Kind.SHAPED:
@@ -442,31 +449,6 @@ class _Walker:
     @staticmethod
     def _set(ds: Dataset, t: int, vr: str, value: object) -> None:
         ds[t] = DataElement(t, vr, value)
-
-
-def _sent_vr(ds: Dataset, t: int) -> str:
-    """The VR an element arrived with: "UN" if implicit or unknown."""
-    elem = ds.get_item(t)
-    vr = elem.VR if isinstance(elem, RawDataElement | DataElement) else None
-    return str(vr) if vr and " or " not in vr else "UN"
-
-
-def _strings_of(ds: Dataset, t: int) -> list[str] | None:
-    """The values of a text element as sent, decoded in the object's character set; None
-    if the bytes are no text there."""
-    raw = ds.get_item(t).value
-    if raw is None:
-        return []
-    if not isinstance(raw, bytes):
-        return values_of(str(raw) if isinstance(raw, PersonName) else raw)
-    charset = ds._character_set
-    try:
-        text = decode_bytes(raw, [charset] if isinstance(charset, str) else list(charset), set())
-    except Exception:  # bytes the character set cannot read: no text to trust
-        return None
-    if any(c < " " and c not in "\t\n\r\f" for c in text.rstrip("\0 ")):
-        return None  # binary, not text
-    return text.rstrip("\0 ").split("\\")
 
 
 def _text_at(ds: Dataset, tag: int) -> str:

@@ -14,7 +14,13 @@ from __future__ import annotations
 import re
 from enum import Enum
 
+from pydicom.charset import decode_bytes
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.valuerep import PersonName
+
 from deid_node.deid.profiles import TEXT_VRS
+from deid_node.deid.values import values_of
 
 
 class Kind(Enum):
@@ -94,3 +100,28 @@ def has_shape(vr: str, values: list[str]) -> bool:
 def whole_units(vr: str, length: int) -> bool:
     """Whether a binary value of this length is a whole number of the VR's units."""
     return length % _UNIT.get(vr, 1) == 0
+
+
+def sent_vr(ds: Dataset, t: int) -> str:
+    """The VR an element arrived with: "UN" if implicit or unknown."""
+    elem = ds.get_item(t)
+    vr = elem.VR if isinstance(elem, RawDataElement | DataElement) else None
+    return str(vr) if vr and " or " not in vr else "UN"
+
+
+def strings_of(ds: Dataset, t: int) -> list[str] | None:
+    """The values of a text element as sent, decoded in the object's character set; None
+    if the bytes are no text there."""
+    raw = ds.get_item(t).value
+    if raw is None:
+        return []
+    if not isinstance(raw, bytes):
+        return values_of(str(raw) if isinstance(raw, PersonName) else raw)
+    charset = ds._character_set
+    try:
+        text = decode_bytes(raw, [charset] if isinstance(charset, str) else list(charset), set())
+    except Exception:  # bytes the character set cannot read: no text to trust
+        return None
+    if any(c < " " and c not in "\t\n\r\f" for c in text.rstrip("\0 ")):
+        return None  # binary, not text
+    return text.rstrip("\0 ").split("\\")
