@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -266,11 +267,19 @@ def process_file_dataset(
         size = os.path.getsize(path)
     except OSError as exc:
         return Outcome(Status.QUARANTINED, f"cannot read file: {exc.strerror}")
+    # The check before pydicom reads anything: what it would repair, pydicom must not read
+    # as sent. A file it refuses is read below, so that what is no DICOM is skipped.
+    repairs: tuple[str, ...] = ()
+    checked = not check_encoding
+    if check_encoding:
+        with contextlib.suppress(Exception):
+            repairs, checked = check_file(path).repairs, True
+    if repairs:
+        return _process_repaired(path, repairs, profile, key, output_root, fsync=fsync)
     try:
         ds, pixels = read_header(path)
-        repairs = check_file(path).repairs if check_encoding else ()
-        if repairs:
-            return _process_repaired(path, repairs, profile, key, output_root, fsync=fsync)
+        if not checked:
+            check_file(path)  # refuses it again, with the reason
     except NotDicomError as exc:
         return Outcome(Status.SKIPPED, str(exc), size_bytes=size)
     except DeidError as exc:
