@@ -135,7 +135,6 @@ PN = 0x00100010
     ("extra", "match"),
     [
         ([(0x00300000, el(0x00100010, "PN", b"LATE^NAME"))], "out of ascending"),
-        ([(0x00100010, el(0x00100010, "PN", b"ODD", length=3))], "odd value length"),
         ([(0x00100010, el(0x00100010, "XX", b"NAME"))], "invalid VR"),
         ([(0x00100010, el(0x00100010, "US", b"\x01\x00"))], "dictionary has another"),
         ([(0x00100010, el(0x00100010, "LO", b"NAME^A"))], "dictionary has another"),  # PN
@@ -143,8 +142,6 @@ PN = 0x00100010
         ([(0x00280010, el(0x00280010, "US", b"\x01\x00\x02\x00"))], "more values than"),
         ([(0x00100040, el(0x00100040, "CS", b"M\\F\\"))], "more values than"),
         ([(0x00189345, el(0x00189345, "FD", b"\x01" * 6))], "whole number of values"),
-        ([(0x00081030, el(0x00081030, "LO", b"CT\0JOHN "))], "NUL byte inside"),
-        ([(0x00081030, el(0x00081030, "LO", b"\0" * 4))], "NUL byte inside"),
         ([(0x00081030, el(0x00081030, "LO", b"CT\x07AB"))], "control character"),
         ([(0x00081030, el(0x00081030, "LO", b"CT\x1b$BAB"))], "control character"),
         ([(0x00200010, el(0x00200010, "SH", b"AB\x0bC"))], "control character"),
@@ -165,12 +162,37 @@ def test_ambiguous_encodings_are_refused_by_rule(
     assert "NAME" not in message and "JOHN" not in message  # rules and tags, never values
 
 
-def test_a_repeated_tag_is_refused() -> None:
-    # pydicom keeps the last of two: the engine would never see the first name.
+def test_a_repeated_tag_with_another_value_is_refused() -> None:
+    # pydicom keeps the last of two: the engine would never see the first UID.
+    uid = el(0x00080018, "UI", b"1.2.3.4.5.6.7.99")
+    data = body()
+    at = data.index(el(0x00080018, "UI", UIDS[0x00080018]))
+    assert "(0008,0018) SOPInstanceUID is repeated" in refused(data[:at] + uid + data[at:])
+
+
+@pytest.mark.parametrize(
+    ("extra", "note"),
+    [
+        ([(PN, el(PN, "PN", b"ODD", length=3))], "(0010,0010) PatientName: odd value length"),
+        ([(0x00081030, el(0x00081030, "LO", b"CT\0JOHN "))], "NUL inside a text value"),
+        ([(0x00081030, el(0x00081030, "LO", b"\0" * 4))], "NUL inside a text value"),
+    ],
+)
+def test_faults_with_one_reading_pass_with_a_repair_note(
+    extra: list[tuple[int, bytes]], note: str
+) -> None:
+    (repair,) = check_body(body(*extra), 0, EXPLICIT).repairs
+    assert note in repair and "JOHN" not in repair  # tags and faults, never values
+
+
+def test_a_repeated_tag_passes_with_a_repair_note() -> None:
+    # Both copies are read and de-identified (dicom/repair.py), one is written.
     name = el(PN, "PN", b"REAL^NAME ")
     data = body((PN, name))
     at = data.index(name)
-    assert "(0010,0010) PatientName is repeated" in refused(data[:at] + name + data[at:])
+    assert check_body(data[:at] + name + data[at:], 0, EXPLICIT).repairs == (
+        "(0010,0010) PatientName: present twice, the copies equal; one written",
+    )
 
 
 def test_structure_of_sequences_and_items() -> None:

@@ -1,8 +1,9 @@
 """The stream engine and the dataset engine agree, object by object and element by element.
 
 Inputs: every pydicom test file that passes the encoding check, and the synthetic corpus
-(CT, US multi-frame, secondary capture, SR, RT structure set, phi_everywhere) in each
-native transfer syntax and deflated; each under every profile the sweep uses. Outcomes
+(CT, US multi-frame, secondary capture, SR, RT structure set, phi_everywhere, and text
+that names the patient in every way of issue 22) in each native transfer syntax and
+deflated; each under every profile the sweep uses. Outcomes
 must be equal (status, reason, UIDs); stored outputs must be equal byte for byte, and
 where they are not, the first element that differs is named.
 """
@@ -32,6 +33,7 @@ from deid_node.testing.synthetic import (
     PhiTokens,
     SyntheticPatient,
     ct_series,
+    named_text_object,
     phi_everywhere,
     rt_structure_set,
     secondary_capture,
@@ -80,6 +82,10 @@ def _synthetic(folder: Path, ts: str) -> list[Path]:
         secondary_capture(patient),
         sr_document(patient),
         phi_everywhere(tokens),
+        # Names that are words, run together, in three PN groups; ages; safe private text.
+        named_text_object(
+            "2.25.2202", "Bridge", "Will", ideographic=("王", "小东"), phonetic=("ワン", "シャオ")
+        )[0],
     ]
     for ds in objects:
         ds.file_meta.TransferSyntaxUID = ts

@@ -24,11 +24,20 @@ from deid_node.config import BurnedInPolicy, Option
 from deid_node.deid.burned_in import suspicion
 from deid_node.deid.decisions import CLEANED_VRS, ID_TAGS, dictionary_vr, op_table
 from deid_node.deid.marks import mark, new_meta, write_trial
+from deid_node.deid.private import (
+    Kind,
+    has_shape,
+    kind_for,
+    listed_kinds,
+    sent_vr,
+    strings_of,
+    whole_units,
+)
 from deid_node.deid.profiles import (
     TEXT_VRS,
     CompiledProfile,
     Op,
-    safe_private_elements,
+    safe_private_vrs,
 )
 from deid_node.deid.pseudonym import (
     date_offset_days,
@@ -50,10 +59,13 @@ from deid_node.deid.text import (
 from deid_node.deid.values import (
     DUMMIES,
     DUMMY_TEXT,
+    EAST_ASIAN,
     EMPTY,
+    JOINER,
     MAX_LENGTH,
     MIN_SCRUB_LEN,
     date_forms,
+    joined_names,
     name_parts,
     text_of,
     values_of,
@@ -77,6 +89,8 @@ _NEEDLEID_TAGS = frozenset({0x00100020, 0x00101000, 0x00080050})
 _PATIENT_NAME_TAGS = frozenset({0x00100010, 0x00101001, 0x00101005, 0x00101060})
 _MIN_NEEDLE_LEN = 4
 _MIN_NUMERIC_NEEDLE_LEN = 6
+_MIN_JOINED_NEEDLE_LEN = 6  # names run together: HAZELCOOK, H.COOK
+_UNSPACED = re.compile(r"[^\W_]+")  # names run together with no separator
 _MIN_UID_NEEDLE_LEN = 8  # shorter 'UIDs' are junk values, not identifiers
 
 
@@ -155,19 +169,26 @@ class _Walker:
         self.written = written_by(profile.config)
         self.table = op_table(profile)
         self.text = cleaner(profile.config.allow_words)
+        # Attributes whose value held a NUL inside (dicom/repair.py): cleaned as free text.
+        self.text_tags: frozenset[int] = frozenset()
 
     # -- identifiers ------------------------------------------------------------
     def collect(self, ds: Dataset) -> None:
         """Gather every identifying value of the object before anything changes."""
         words: set[str] = set()
-        self._collect(ds, words)
+        pairs: set[tuple[str, str]] = set()
+        self._collect(ds, words, pairs)
         words = {w for w in words if self.written.may_identify(w)}
-        if words:
-            ordered = sorted(words, key=lambda w: (-len(w), w))  # same words, same (cached) regex
-            alternatives = "|".join(re.escape(w) for w in ordered)
+        if words or pairs:
+            # Same values, same pattern text: re's cache compiles it once per patient.
+            patterns = {re.escape(w) for w in words}
+            patterns |= {re.escape(a) + JOINER + re.escape(b) for a, b in pairs}
+            alternatives = "|".join(sorted(patterns, key=lambda w: (-len(w), w)))
             self.scrub = re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.I)
 
-    def _collect(self, ds: Dataset, words: set[str], depth: int = 0) -> None:
+    def _collect(
+        self, ds: Dataset, words: set[str], pairs: set[tuple[str, str]], depth: int = 0
+    ) -> None:
         if depth > MAX_SEQUENCE_DEPTH:
             # Nothing real nests this deep, and pydicom's writer degrades badly on it.
             raise DeidError(f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels")
@@ -178,15 +199,23 @@ class _Walker:
             vr = _raw_vr(ds, t)
             if vr == "SQ":
                 for item in _elem(ds, t).value or ():
-                    self._collect(item, words, depth + 1)
+                    self._collect(item, words, pairs, depth + 1)
             elif vr == "PN":
                 value = _elem(ds, t).value
                 if self.ops.get(t, Op.EMPTY) in _REMOVING_OPS:
                     words.update(name_parts(value))
+                    pairs.update(joined_names(value))  # HAZELCOOK in a kernel name
                 # Only the patient's own names are checked in the output: other names are
                 # emptied anyway, and short common words there give false alarms.
                 if t in _PATIENT_NAME_TAGS and self.ops.get(t) is not Op.KEEP_VERBATIM:
                     self.needles.update(p for p in name_parts(value) if len(p) >= _MIN_NEEDLE_LEN)
+                    joined = {a + b for a, b in joined_names(value)}
+                    self.needles.update(
+                        j
+                        for j in joined
+                        if _UNSPACED.fullmatch(j)
+                        and (len(j) >= _MIN_JOINED_NEEDLE_LEN or EAST_ASIAN.search(j))
+                    )
             elif vr == "DA":
                 for v in values_of(_elem(ds, t).value):
                     words.update(date_forms(v))
@@ -277,15 +306,39 @@ class _Walker:
         creator_tag = (group << 16) | (elem >> 8)
         creator = ds.get(creator_tag)
         name = text_of(creator.value).strip().lower() if creator is not None else ""
-        if not name or (group, name, elem & 0xFF) not in safe_private_elements():
+        listed = safe_private_vrs().get((group, name, elem & 0xFF)) if name else None
+        if listed is None:
             del ds[t]
             return False
-        vr = _raw_vr(ds, t)
-        if vr == "SQ":
+        sent = sent_vr(ds, t)
+        if sent == "SQ":
             for item in _elem(ds, t).value or ():
                 self.walk(item, dummy_mode, item=True)
-        elif vr in TEXT_VRS:
-            self._clean(ds, t, free_text=False)
+            return True
+        if self._kept_private(ds, t, sent, listed_kinds(listed)):
+            return True
+        del ds[t]
+        return False
+
+    def _kept_private(self, ds: Dataset, t: int, sent: str, listed: frozenset[str]) -> bool:
+        """Keep a safe-listed value only if it has the listed kind; free text is cleaned."""
+        kind, vr = kind_for(sent, listed)
+        if kind is Kind.NONE:
+            return False
+        if kind is Kind.BINARY:
+            value = ds.get_item(t).value
+            return sent != "UN" or whole_units(vr, len(value) if isinstance(value, bytes) else 0)
+        strings = strings_of(ds, t)
+        if strings is None:
+            return False  # not text at all
+        if kind is Kind.SHAPED:
+            # A code or a number that is the patient's identifier is no code: removed.
+            scrub = self.scrub
+            return has_shape(vr, strings) and not (scrub and any(map(scrub.search, strings)))
+        # Free text: read as the listed VR, then cleaned like any kept free text.
+        value = strings[0] if len(strings) == 1 else strings
+        ds[t] = DataElement(t, vr, value)
+        self._clean(ds, t, free_text=True)
         return True
 
     def apply(self, ds: Dataset, t: int, op: Op, dummy_mode: bool) -> None:
@@ -298,7 +351,7 @@ class _Walker:
         if op is Op.KEEP or op is Op.CLEAN:
             vr = _raw_vr(ds, t)
             if vr in TEXT_VRS or (vr in CLEANED_VRS and op is Op.CLEAN):
-                self._clean(ds, t, free_text=op is Op.CLEAN)
+                self._clean(ds, t, free_text=op is Op.CLEAN or t in self.text_tags)
             elif vr == "SQ":
                 self._recurse(ds, t, dummy_mode)
             return
@@ -437,6 +490,7 @@ def deidentify_dataset(
     has_pixels: bool | None = None,
     after_collect: Callable[[re.Pattern[str] | None], None] | None = None,
     cleans_pixels: bool = False,
+    text_tags: frozenset[int] = frozenset(),
 ) -> DeidResult:
     """De-identify ds in place with the profile; raise DeidError if that is not certain.
 
@@ -445,9 +499,11 @@ def deidentify_dataset(
     before anything changes (the stream engine takes back elements it can leave alone).
     `cleans_pixels` says the caller cleans burned-in text when the result asks it to
     (`pixels_to_clean`); without it, a `clean` profile refuses such an object.
+    `text_tags`: attributes cleaned as free text even where the profile keeps text (a
+    repaired NUL showed that their value is text a reader could have hidden).
     """
     try:
-        return _deidentify(ds, profile, key, has_pixels, after_collect, cleans_pixels)
+        return _deidentify(ds, profile, key, has_pixels, after_collect, cleans_pixels, text_tags)
     except DeidError:
         raise
     except Exception as exc:  # fail closed; the message carries no value
@@ -461,6 +517,7 @@ def _deidentify(
     has_pixels: bool | None,
     after_collect: Callable[[re.Pattern[str] | None], None] | None,
     cleans_pixels: bool,
+    text_tags: frozenset[int] = frozenset(),
 ) -> DeidResult:
     sop_class = _required_uid(ds, "SOPClassUID")
     study_uid = _required_uid(ds, "StudyInstanceUID")
@@ -480,6 +537,7 @@ def _deidentify(
 
     identity = patient_identity(ds)
     walker = _Walker(profile, key, identity)
+    walker.text_tags = text_tags
     walker.pseudo_pid = pseudo_patient_id(
         key, profile.config.pseudonym_scope, identity, profile.config.patient_id_prefix
     )

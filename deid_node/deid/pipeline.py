@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,8 +27,9 @@ from deid_node.deid.profiles import CompiledProfile
 from deid_node.deid.stream import StreamRefused, StreamUnsupported, deidentify_file
 from deid_node.deid.verify import verify_clean
 from deid_node.dicom.encoding import check_file
-from deid_node.dicom.part10 import NotDicomError, encode_instance, read_header
+from deid_node.dicom.part10 import NotDicomError, encode_instance, read_dataset, read_header
 from deid_node.dicom.pixel_bits import clear_dataset_pixels, pixel_element
+from deid_node.dicom.repair import repair_file
 from deid_node.durable import FileRange, write_atomic
 from deid_node.errors import DeidError, StorageError
 
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from deid_node.pixels.release import Given
 
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._-]")
+REPAIRED = "repaired"  # the reason of a stored object that was repaired first
 
 
 def output_path(root: Path, profile: str, patient: str, study: str, series: str, sop: str) -> Path:
@@ -69,6 +73,7 @@ def deidentify_to_output(
     fsync: bool = False,
     pixels: FileRange | None = None,
     source: Path | None = None,
+    text_tags: frozenset[int] = frozenset(),
 ) -> tuple[DeidResult, Path, bool, str | None]:
     """De-identify ds and write it (pixel bytes copied from `pixels`, if given).
 
@@ -82,7 +87,12 @@ def deidentify_to_output(
 
         known = given(ds, profile.config)  # region rules match on the header as sent
     result = deidentify_dataset(
-        ds, profile, key, has_pixels=True if pixels else None, cleans_pixels=known is not None
+        ds,
+        profile,
+        key,
+        has_pixels=True if pixels else None,
+        cleans_pixels=known is not None,
+        text_tags=text_tags,
     )
     target = _target(output_root, profile, result)
     body, cleared = _native_pixels(pixels, result)
@@ -164,15 +174,17 @@ def process_file(
 ) -> Outcome:
     """De-identify one file into the output layout; never raises for bad input.
 
-    `check_encoding=False` skips the strict encoding check, for files that passed it
-    already (the node checks every object before acknowledging it). Checked objects go
-    through the stream engine; what it does not handle, through the dataset engine.
+    The strict encoding check runs on every file, also with `check_encoding=False` (a file
+    that passed it before it was acknowledged): what it notes as repairable must be
+    repaired before an engine reads the object. Checked objects go through the stream
+    engine; what it does not handle, and repaired objects, through the dataset engine.
     """
-    if check_encoding:
-        try:
-            check_file(path)
-        except Exception:  # the dataset engine's path says why, in its own words
-            return process_file_dataset(path, profile, key, output_root, fsync=fsync)
+    try:
+        repairs = check_file(path).repairs
+    except Exception:  # the dataset engine's path says why, in its own words
+        return process_file_dataset(path, profile, key, output_root, fsync=fsync)
+    if repairs:
+        return _process_repaired(path, repairs, profile, key, output_root, fsync=fsync)
     try:
         return _process_stream(path, profile, key, output_root, fsync=fsync)
     except StreamUnsupported:
@@ -279,10 +291,19 @@ def process_file_dataset(
         size = os.path.getsize(path)
     except OSError as exc:
         return Outcome(Status.QUARANTINED, f"cannot read file: {exc.strerror}")
+    # The check before pydicom reads anything: what it would repair, pydicom must not read
+    # as sent. A file it refuses is read below, so that what is no DICOM is skipped.
+    repairs: tuple[str, ...] = ()
+    checked = not check_encoding
+    if check_encoding:
+        with contextlib.suppress(Exception):
+            repairs, checked = check_file(path).repairs, True
+    if repairs:
+        return _process_repaired(path, repairs, profile, key, output_root, fsync=fsync)
     try:
         ds, pixels = read_header(path)
-        if check_encoding:
-            check_file(path)
+        if not checked:
+            check_file(path)  # refuses it again, with the reason
     except NotDicomError as exc:
         return Outcome(Status.SKIPPED, str(exc), size_bytes=size)
     except DeidError as exc:
@@ -292,6 +313,42 @@ def process_file_dataset(
     return process_dataset(
         ds, profile, key, output_root, size=size, fsync=fsync, pixels=pixels, source=path
     )
+
+
+def _process_repaired(
+    path: Path,
+    notes: tuple[str, ...],
+    profile: CompiledProfile,
+    key: bytes,
+    output_root: Path,
+    *,
+    fsync: bool,
+) -> Outcome:
+    """Repair an object the check found repairable, then de-identify it in memory with
+    the dataset engine; a stored outcome's reason lists the repairs (for the audit)."""
+    try:
+        size = os.path.getsize(path)
+        repaired = repair_file(path, notes)
+        ds = read_dataset(BytesIO(repaired.data))
+    except DeidError as exc:
+        return Outcome(Status.QUARANTINED, str(exc), size_bytes=_size(path))
+    except OSError as exc:
+        return Outcome(Status.QUARANTINED, f"cannot read file: {exc.strerror}")
+    except Exception as exc:  # fail closed; the type names no value
+        return Outcome(Status.QUARANTINED, f"cannot repair ({type(exc).__name__})", _size(path))
+    outcome = process_dataset(
+        ds, profile, key, output_root, size=size, fsync=fsync, text_tags=repaired.text_tags
+    )
+    if outcome.status is Status.QUARANTINED:
+        return outcome
+    return replace(outcome, reason=f"{REPAIRED}: {'; '.join(notes)}")
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def process_dataset(
@@ -304,10 +361,12 @@ def process_dataset(
     fsync: bool = False,
     pixels: FileRange | None = None,
     source: Path | None = None,
+    text_tags: frozenset[int] = frozenset(),
 ) -> Outcome:
     """De-identify an already-read dataset; quarantine outcome on any doubt.
 
     `source`: the file it was read from, which pixel cleaning reads its frames from.
+    `text_tags`: attributes cleaned as free text wherever they are (engine.py).
     """
     sop_class = str(ds.get("SOPClassUID", "") or "") or None
     ts = None
@@ -316,7 +375,14 @@ def process_dataset(
         ts = str(meta.TransferSyntaxUID)
     try:
         result, target, existed, summary = deidentify_to_output(
-            ds, profile, key, output_root, fsync=fsync, pixels=pixels, source=source
+            ds,
+            profile,
+            key,
+            output_root,
+            fsync=fsync,
+            pixels=pixels,
+            source=source,
+            text_tags=text_tags,
         )
     except DeidError as exc:
         return Outcome(

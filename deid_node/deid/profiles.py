@@ -373,13 +373,21 @@ def describe(profile: CompiledProfile, *, unlisted: bool = True) -> list[RuleLin
 
 @lru_cache(maxsize=1)
 def safe_private_elements() -> frozenset[tuple[int, str, int]]:
-    """(group, lower-case private creator, element byte) known safe to keep.
+    """(group, lower-case private creator, element byte) known safe to keep (see below)."""
+    return frozenset(safe_private_vrs())
+
+
+@lru_cache(maxsize=1)
+def safe_private_vrs() -> Mapping[tuple[int, str, int], str]:
+    """(group, lower-case private creator, element byte) known safe to keep -> its listed
+    VR ("" if unknown; "A or B" if several).
 
     From PS3.15 Table E.3.10-1 and TCIA's private tag knowledge base (`k` rows
     with no conflicting disposition); see data/README.md.
     """
     text = resources.files("deid_node").joinpath("data/safe_private.csv").read_text("utf-8")
-    out = set()
+    out: dict[tuple[int, str, int], str] = {}
     for rec in csv.DictReader(text.splitlines()):
-        out.add((int(rec["group"], 16), rec["creator"].strip().lower(), int(rec["element"], 16)))
-    return frozenset(out)
+        key = (int(rec["group"], 16), rec["creator"].strip().lower(), int(rec["element"], 16))
+        out[key] = rec["vr"].strip()
+    return out

@@ -20,6 +20,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import cast
 
+from deid_node.deid.values import EAST_ASIAN as _EAST_ASIAN
+
 PLACEHOLDER = "[removed]"
 # Coding schemes whose codes and meanings are standard (PS3.16 Table 8-1 and the
 # designators it has replaced): items of these are kept as sent.
@@ -120,6 +122,42 @@ _STREET = re.compile(
 _UNIT = re.compile(
     r"\b(?:apt|apartment|suite|ste|unit|flat)\.?\s*#?\s*\d+[A-Za-z]?\b", re.IGNORECASE
 )
+# Ages and age phrases ("aged 93", "age: 45", "7-year-old", "ninety years old", "61 yo",
+# "47y/o", "093Y"): an age over 89 identifies on its own, and the cleaner cannot tell.
+_AGE = re.compile(
+    r"\b(?:at\s+)?(?:aged?|age\s+of|ages)\s*[:=]?\s*\d{1,3}(?:\s*(?:years?|yrs?|y|months?|mos?|"
+    r"weeks?|wks?|days?))?(?![^\W_])"
+    r"|\b[^\W_]+(?:-[^\W_]+)?[\s-]+(?:years?|yrs?|yr|months?|mos?|weeks?|wks?|days?)[\s-]+old\b"
+    r"|\b\d{1,3}\s*(?:y/?o|y\.o\.?|yoa|yrs?\s+old|years?\s+of\s+age)(?![^\W_])"
+    r"|(?-i:\b\d{3}[YMWD]\b)",
+    re.IGNORECASE,
+)
+# Titles and roles a name follows ("Dr. Violet Iris", "referred by Will Bridge"): the
+# names after them go, vocabulary words or not. A bare "DR" is not one (digital radiography),
+# nor a bare "BY" in upper-case text, where a name cannot be told by its capital.
+_TITLE = re.compile(
+    r"\b(?i:dr|doctor|prof|professor|mr|mrs|ms|mx|miss|sir|dame|nurse|sister|matron|rn|"
+    r"attending|consultant|registrar|resident|fellow|intern|technologist|technician|tech|"
+    r"radiographer|sonographer|physician|surgeon|radiologist|cardiologist|oncologist|"
+    r"anaesthetist|anesthetist|anesthesiologist|midwife|physicist|therapist|clinician|"
+    r"referrer|referring(?:\s+(?:physician|doctor|clinician|consultant))?|cc|"
+    r"(?:referred|reported|read|dictated|signed|performed|seen|reviewed|verified|approved|"
+    r"requested|ordered|scanned|transcribed|interpreted|examined|authori[sz]ed|"
+    r"acquired|processed|supervised)\s+by|by)\b(?P<dot>\.?)[ \t:]*"
+)
+_NAME_WORD = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*(?!\w)\.?")  # no T2
+# Words that end a name after a title in upper-case text, where case cannot.
+_NOT_NAMES = frozenset(
+    _block("a an and or the of in on at for to with is was were has had by from as")
+)
+# Modalities and other abbreviations that end a name ("Dr Smithers CT").
+_NOT_NAMES |= frozenset(
+    _block(
+        "ct mr mri pet us cr dx xa rf nm mg pt ot sr ecg ekg eeg iv po er ed icu spect pacs "
+        "ris his wo re cc mrn dob id"
+    )
+)
+_MAX_NAME_WORDS = 3
 # A British postcode ("SW1A 1AA"), whose halves would pass as short codes.
 _POSTCODE = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b")
 # A token: letters and digits, with inner dots, commas, dashes, slashes, colons, apostrophes.
@@ -184,6 +222,8 @@ class TextCleaner:
         out = _STREET.sub(PLACEHOLDER, out)
         out = _POSTCODE.sub(PLACEHOLDER, out)
         out = _UNIT.sub(PLACEHOLDER, out)
+        out = _AGE.sub(PLACEHOLDER, out)
+        out = _after_titles(out)
         out = _DIGIT_RUN.sub(self._digit_run, out)
         out = _TOKEN.sub(self._token, out)
         if len(self._memo) < 4096:  # descriptions repeat across a series
@@ -208,6 +248,8 @@ class TextCleaner:
         """Whether one token (no spaces) is recognised."""
         if token.endswith(("'s", "’s")):
             token = token[:-2]
+        if _EAST_ASIAN.search(token):
+            return token.lower() in self.words  # no single-letter rule: 王 is a name
         if _LETTERS.match(token):
             return len(token) == 1 or token.lower() in self.words
         if token.isdigit():
@@ -229,6 +271,51 @@ class TextCleaner:
         return all(p and self.keeps(p) for p in parts)
 
 
+def _after_titles(text: str) -> str:
+    """text with the names that follow a title or a role replaced by PLACEHOLDER.
+
+    Up to three words after the title, each capitalised (in upper-case text: any word but
+    a few function words); an initial keeps its dot, a name's full stop stays text.
+    """
+    if not _TITLE.search(text):
+        return text
+    upper = not any(c.islower() for c in text)
+    out: list[str] = []
+    pos = 0
+    for title in _TITLE.finditer(text):
+        said = title.group(0).rstrip(" \t:")
+        if title.start() < pos or said == "DR" or (upper and said == "BY"):
+            continue  # inside the previous title's names; digital radiography; SORTED BY
+        out.append(text[pos : title.end()])
+        pos = title.end()
+        for _ in range(_MAX_NAME_WORDS):
+            name = _NAME_WORD.match(text, pos)
+            if name is None:
+                break
+            word = name.group(0)
+            if len(word) > 2 and word.endswith("."):
+                word = word[:-1]  # the end of a sentence, not an initial
+            if (
+                (not upper and not word[0].isupper())
+                or word.lower() in _NOT_NAMES
+                or _TITLE.fullmatch(word + " ")
+            ):
+                break  # not a name, or another title with its own names
+            out.append(text[pos : name.start()] + PLACEHOLDER)
+            pos = name.start() + len(word)
+            gap = _GAP.match(text, pos)
+            if gap is None:
+                break
+            pos_next = gap.end()
+            if _NAME_WORD.match(text, pos_next) is None:
+                break
+            out.append(gap.group(0))
+            pos = pos_next
+    out.append(text[pos:])
+    return "".join(out)
+
+
+_GAP = re.compile(r"[ \t]+")
 _PLACEHOLDER_RUN = re.compile(
     re.escape(PLACEHOLDER) + r"(?:[\s,.;:/^-]+" + re.escape(PLACEHOLDER) + ")+"
 )

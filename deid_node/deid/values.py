@@ -53,13 +53,46 @@ def values_of(value: object) -> list[str]:
     return [str(value)]
 
 
+# Scripts written without spaces (ideographs, Hangul, kana): one character can be a
+# whole family name (王, 홍, 洪).
+EAST_ASIAN = re.compile(
+    "[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]"
+)
+
+
 def name_parts(value: object) -> list[str]:
+    """The words of every component group of a PN value (alphabetic, ideographic,
+    phonetic); one-character parts only in scripts where they are whole names."""
     parts: list[str] = []
     for v in values_of(value):
-        for piece in re.split(r"[\^=\s,.]+", v):
-            if len(piece) >= MIN_SCRUB_LEN:
-                parts.append(piece)
+        for whole in re.split(r"[\^=\s,.]+", v):
+            # A double name (Jens-Peter) is scrubbed whole and by its halves.
+            for piece in {whole, *whole.split("-")} if "-" in whole else (whole,):
+                if len(piece) >= MIN_SCRUB_LEN or (piece and EAST_ASIAN.match(piece)):
+                    parts.append(piece)
     return parts
+
+
+# What people and machines put between names they run together (or nothing).
+JOINER = r"[ ._,^-]?"
+
+
+def joined_names(value: object) -> list[tuple[str, str]]:
+    """A person's names as pairs a text may hold run together, for `JOINER` between them:
+    given and family either way round, initial and family either way round, each group
+    (HAZELCOOK, COOK_HAZEL, H.COOK, 王小东). A family name with spaces also without them."""
+    out: set[tuple[str, str]] = set()
+    for v in values_of(value):
+        for group in v.split("="):
+            comps = [re.sub(r"[\s.,]+", " ", c).strip() for c in group.split("^")]
+            family, given = (comps + ["", ""])[:2]
+            if not family or not given:
+                continue
+            for fam in {family, family.replace(" ", "")}:
+                for giv in {given, given.replace(" ", ""), given[0]}:
+                    out.update({(giv, fam), (fam, giv)})
+    return sorted(p for p in out if len(p[0]) + len(p[1]) >= 3)
 
 
 MONTHS = [

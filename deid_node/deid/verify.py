@@ -66,8 +66,14 @@ def _encodings(values: Iterable[str]) -> list[bytes]:
         for form in ((v,) if v.isascii() else (v, v.upper(), v.lower()))
         for codec in ("utf-8", "latin-1")
     }
-    encoded.discard(b"")
-    return sorted(encoded, key=lambda v: (-len(v), v))
+    # Latin-1 drops what it cannot encode: what is left of "И.Федотова" is a lone dot.
+    return sorted(
+        (e for e in encoded if not e.isascii() or _ASCII_WORD.search(e)),
+        key=lambda v: (-len(v), v),
+    )
+
+
+_ASCII_WORD = re.compile(rb"[A-Za-z0-9]")
 
 
 _UID_RUN = re.compile(rb"[0-9](?:[0-9.]*[0-9])?")

@@ -7,15 +7,16 @@ set. An identifier the engine never sees is one it never removes. So every objec
 walked here element by element, on the raw bytes (pixel data is skipped, never read),
 and refused unless its encoding has exactly one reading:
 
-- element headers complete; every length even and inside its enclosing item or sequence;
-- tags strictly ascending in every data set (no repeats); no file meta or command group
-  in the body; items and delimiters only where PS3.5 7.5 allows them;
+- element headers complete; every length inside its enclosing item or sequence;
+- tags strictly ascending in every data set; no file meta or command group in the body;
+  items and delimiters only where PS3.5 7.5 allows them;
 - explicit VRs valid and agreeing with the dictionary (or UN; plain text VRs may stand
   for one another, PN, dates, times and UIDs may not); binary values a whole
   number of units; no more values than the dictionary's VM allows (binary, UID and the
   other ASCII VRs; free text often carries a stray backslash, which hides nothing);
 - undefined lengths only on sequences and encapsulated pixel data;
-- text: no NUL inside a value (one NUL of padding is tolerated), no control characters
+- text: no NUL inside a UID or a code, nor in text in a two-byte encoding (UTF-16), no
+  control characters
   but TAB, LF, FF and CR (PS3.5 6.1.3), bytes valid in the declared Specific Character
   Set, ISO 2022 escape sequences only for the declared terms and back to the initial set
   at the end of each value. 8-bit bytes with no character set declared are read as Latin-1, as
@@ -23,6 +24,14 @@ and refused unless its encoding has exactly one reading:
   output check see the same characters);
 - sequences nested at most MAX_SEQUENCE_DEPTH deep; the four UIDs the layout needs
   present at the top level.
+
+Three faults real archives hold have one sure reading, so they pass with a note in
+`EncodingInfo.repairs` and are repaired before any engine reads the object (repair.py):
+a NUL inside a text value or a name (read as a space: the whole value is text), a value or
+an item of odd length (padded), an element present twice (the same bytes; or two texts,
+kept as one element with both values, so each gets the attribute's action). Two different
+copies of anything else (UIDs, numbers, codes, the patient ID, the character set) are
+refused.
 
 Error messages name a tag and a rule, never a value.
 """
@@ -97,6 +106,9 @@ class EncodingInfo:
     study_instance_uid: str
     series_instance_uid: str
     transfer_syntax_uid: str
+    # Faults with one sure reading, to be repaired before anything reads the object
+    # (dicom/repair.py): one note each, naming a tag and the fault, never a value.
+    repairs: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=8192)
@@ -301,6 +313,7 @@ class _Walker:
         self.buf = buf
         self.encapsulated = encapsulated
         self.top: dict[int, str] = {}
+        self.repairs: dict[str, None] = {}  # ordered, each note once
 
     def dataset(
         self,
@@ -314,8 +327,10 @@ class _Walker:
         """Walk one data set from pos; return where it ends (after its item delimiter)."""
         buf = self.buf
         read_header = syntax.read_header
-        prev = -1
+        prev = prev_start = prev_end = -1
+        prev_vr: str | None = None
         while pos < end:
+            start = pos
             tag, vr, length, vpos = read_header(buf, pos, end)
             group = tag >> 16
             if group == 0xFFFE:
@@ -324,9 +339,11 @@ class _Walker:
                         raise EncodingError("item delimiter with a non-zero length")
                     return vpos
                 raise EncodingError("an item or delimiter tag stands where an element belongs")
-            if tag <= prev:
+            twice = tag == prev
+            if tag < prev or (twice and prev_end < 0):
                 raise EncodingError(f"{tag_name(tag)} is repeated or out of ascending order")
-            prev = tag
+            first = (prev_start, prev_end)
+            prev, prev_end = tag, -1
             if group == 0x0002 or group == 0x0000:
                 raise EncodingError(f"{tag_name(tag)}: a file meta or command element in the body")
             allowed, max_vm = _dictionary(tag)
@@ -340,9 +357,12 @@ class _Walker:
                 raise EncodingError(f"{tag_name(tag)}: VR {vr} where the dictionary has another")
             if length == UNDEFINED:
                 pos = self._undefined(tag, vr, allowed, vpos, end, depth, charset, syntax)
+                if twice:
+                    self._twice(tag, first, (start, pos), None, None)
+                prev_start, prev_end, prev_vr = start, pos, None
                 continue
             if length & 1:
-                raise EncodingError(f"{tag_name(tag)}: odd value length")
+                self.repair(f"{tag_name(tag)}: odd value length, padded")
             vend = vpos + length
             if vend > end:
                 raise EncodingError(f"truncated data set: {tag_name(tag)} ends past the data")
@@ -377,9 +397,34 @@ class _Walker:
                 if max_vm is not None and count > max_vm:
                     raise EncodingError(f"{tag_name(tag)}: more values than the dictionary allows")
             pos = vend
+            if twice:
+                self._twice(tag, first, (start, pos), prev_vr, eff)
+            prev_start, prev_end, prev_vr = start, pos, eff
         if undefined:
             raise EncodingError("truncated data set: an item has no item delimiter")
         return pos
+
+    def repair(self, note: str) -> None:
+        """Record a fault with one sure reading (the object is repaired, not refused)."""
+        self.repairs[note] = None
+
+    def _twice(
+        self,
+        tag: int,
+        first: tuple[int, int],
+        second: tuple[int, int],
+        first_vr: str | None,
+        second_vr: str | None,
+    ) -> None:
+        """An element present twice: the same bytes, or two texts both can be read as
+        (merged, so every value gets the element's action); anything else is refused."""
+        buf = self.buf
+        if buf[first[0] : first[1]] == buf[second[0] : second[1]]:
+            self.repair(f"{tag_name(tag)}: present twice, the copies equal; one written")
+        elif first_vr == second_vr and first_vr in MERGEABLE_VRS and tag not in _UNMERGED:
+            self.repair(f"{tag_name(tag)}: present twice; both values kept in one element")
+        else:
+            raise EncodingError(f"{tag_name(tag)} is repeated with another value")
 
     def _undefined(
         self,
@@ -434,21 +479,26 @@ class _Walker:
             if length == UNDEFINED:
                 pos = self.dataset(pos + 8, end, depth, charset, syntax, True)
                 continue
-            if length & 1:
-                raise EncodingError("an item of odd length")
+            if length & 1:  # holds an odd-length value: repaired with it
+                self.repair("an item of odd length, its length recomputed")
             item_end = pos + 8 + length
             if item_end > end:
                 raise EncodingError("truncated data set: an item runs past its sequence")
             self.dataset(pos + 8, item_end, depth, charset, syntax, False)
             pos = item_end
 
-    @staticmethod
-    def text(tag: int, vr: str, data: bytes, charset: Charset) -> int:
+    def text(self, tag: int, vr: str, data: bytes, charset: Charset) -> int:
         """Check one text value; return the number of values the VM rule counts."""
         if data[-1:] == b"\0":
             data = data[:-1]  # one NUL of padding (UI's own; some writers use it elsewhere)
         if b"\0" in data:
-            raise EncodingError(f"{tag_name(tag)}: NUL byte inside a text value")
+            if vr not in NUL_REPAIRED_VRS or _WIDE_TEXT.search(data):
+                # A UID or a code with a NUL, or text in a two-byte encoding (UTF-16:
+                # every other byte NUL, "N A M E" once the NULs are spaces): no sure reading.
+                raise EncodingError(f"{tag_name(tag)}: NUL byte inside a text value")
+            # A reader that stops at the NUL would hide the rest: the whole value is text.
+            self.repair(f"{tag_name(tag)}: NUL inside a text value, read as a space")
+            data = data.replace(b"\0", b" ")
         if vr in _ASCII_VRS:
             if not _PRINTABLE.fullmatch(data):
                 raise EncodingError(f"{tag_name(tag)}: character outside the {vr} repertoire")
@@ -461,6 +511,15 @@ class _Walker:
         return 1
 
 
+_WIDE_TEXT = re.compile(rb"\x00[^\x00]\x00")
+# Text VRs whose inner NULs become spaces (a UID or a code with a NUL has no sure reading).
+NUL_REPAIRED_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
+# Text VRs whose two differing copies are kept as one element with both values.
+MERGEABLE_VRS = NUL_REPAIRED_VRS
+# Elements whose value decides identity or decoding: two different copies are refused.
+_UNMERGED = frozenset({0x00100020, SPECIFIC_CHARSET})
+
+
 def _info(walker: _Walker, ts: str) -> EncodingInfo:
     for tag, keyword in _REQUIRED.items():
         if not walker.top.get(tag):
@@ -471,6 +530,7 @@ def _info(walker: _Walker, ts: str) -> EncodingInfo:
         study_instance_uid=walker.top[0x0020000D],
         series_instance_uid=walker.top[0x0020000E],
         transfer_syntax_uid=ts,
+        repairs=tuple(walker.repairs),
     )
 
 

@@ -198,7 +198,14 @@ def mut_duplicate_tag(rng: random.Random, base: Base, uid: str) -> Mutation:
         content = patient_elements(d) + pid_el
         tag = kw("OtherPatientIDsSequence")
         d.put_raw(tag, sequence(tag, [item(content)], explicit=d.explicit, defined=False))
-    return Mutation(d.body(), variant, MALFORMED, explicit=d.explicit, extra_uids=extra)
+    # Two names are both read and scrubbed and equal copies written once (dicom/repair.py);
+    # two patient IDs, UIDs, character sets or numbers have no sure reading: refused.
+    repaired = variant.startswith("PatientName") or variant in (
+        "PixelData-twice",
+        "in-sequence-item",
+    )
+    expect = WELL_FORMED if repaired else MALFORMED
+    return Mutation(d.body(), variant, expect, explicit=d.explicit, extra_uids=extra)
 
 
 def mut_out_of_order(rng: random.Random, base: Base, uid: str) -> Mutation:
@@ -290,7 +297,9 @@ def mut_odd_length(rng: random.Random, base: Base, uid: str) -> Mutation:
         d.put(
             kw("RedPaletteColorLookupTableData"), "OW", rng.randbytes(rng.randrange(0, 64) * 2 + 1)
         )
-    return Mutation(d.body(), variant, MALFORMED, explicit=d.explicit, extra_uids=extra)
+    # An odd length is padded (dicom/repair.py): stored, or quarantined for what the
+    # padded value means (pixel data a byte too long, a date of seven digits).
+    return Mutation(d.body(), variant, WELL_FORMED, explicit=d.explicit, extra_uids=extra)
 
 
 def mut_embedded_nul(rng: random.Random, base: Base, uid: str) -> Mutation:
@@ -321,7 +330,11 @@ def mut_embedded_nul(rng: random.Random, base: Base, uid: str) -> Mutation:
         d.put(kw("InstitutionName"), "LO", b"\0" * 16)
     else:
         d.put(kw("ImageType"), "CS", text(b"ORIGINAL\0PRIMARY\0AXIAL"))
-    return Mutation(d.body(), variant, MALFORMED, explicit=d.explicit, extra_uids=extra)
+    # A NUL inside free text or a name is a space (dicom/repair.py); in a UID or a code
+    # it has no sure reading.
+    repaired = variant not in ("SOPInstanceUID-inner-nul", "ImageType-nul-separator")
+    expect = WELL_FORMED if repaired else MALFORMED
+    return Mutation(d.body(), variant, expect, explicit=d.explicit, extra_uids=extra)
 
 
 def mut_huge_vm(rng: random.Random, base: Base, uid: str) -> Mutation:

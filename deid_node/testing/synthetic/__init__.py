@@ -18,6 +18,7 @@ from deid_node.testing.synthetic.everywhere import (
     phi_everywhere,
 )
 from deid_node.testing.synthetic.files import write_bad_files, write_files
+from deid_node.testing.synthetic.named import PETD_CREATOR, Planted, named_text_object
 from deid_node.testing.synthetic.patient import SyntheticPatient
 from deid_node.testing.synthetic.tokens import KINDS, TOKEN_RE, UID_PREFIX, PhiTokens, PlantedToken
 
@@ -25,16 +26,19 @@ __all__ = [
     "ACME_CREATOR",
     "GEMS_CREATOR",
     "KINDS",
+    "PETD_CREATOR",
     "SAFE_PRIVATE_VALUE",
     "TOKEN_RE",
     "UID_PREFIX",
     "PhiTokens",
+    "Planted",
     "PlantedToken",
     "SyntheticPatient",
     "annex_e_tags",
     "beyond_table_tags",
     "ct_series",
     "iter_ct_series",
+    "named_text_object",
     "phi_beyond_table",
     "phi_everywhere",
     "rt_structure_set",
