@@ -127,14 +127,15 @@ def survey(
             else:
                 # What was found on the first frame and is still there unchanged is
                 # blanked without looking; where it changed, it is looked at again.
-                within = changed_parts(first, frame, layout)
+                diff = moved(first, frame, layout)
+                within = parts_of(diff)
                 same = tuple(b for b in on_first if _unchanged(first, frame, b, layout))
                 if within is not None:
                     # A moving image changes everywhere it is: only parts where strokes
                     # are drawn in one value (an overlay's) are looked at there, and on
                     # lossy syntaxes (no exact values) every part.
                     if layout.transfer_syntax not in LOSSY_SYNTAXES:
-                        within = [p for p in within if drawn_strokes(frame, p, photometric)]
+                        within = [p for p in within if drawn_strokes(frame, p, photometric, diff)]
                     gone = (b.padded(BLOCK, rows, columns) for b in on_first if b not in same)
                     within = [*within, *gone]
                 report.looked_whole += within is None
@@ -170,11 +171,24 @@ STROKE_PIXELS: Final = 12  # stroke pixels of one value: a couple of letters at 
 SOLID: Final = 2  # pixels inside an area of one value, per stroke pixel: a background
 
 
+def moved(first: np.ndarray, frame: np.ndarray, layout: Layout) -> np.ndarray:
+    """Pixels where `frame` differs from `first` by more than a lossy codec's noise."""
+    tolerance = _tolerance(layout)
+    if tolerance == 0:
+        diff = frame != first
+    else:
+        wide = np.int32 if layout.bits_allocated > 8 else np.int16
+        diff = np.abs(frame.astype(wide) - first.astype(wide)) > tolerance
+    return np.asarray(diff.any(axis=2) if diff.ndim == 3 else diff)
+
+
 def changed_parts(first: np.ndarray, frame: np.ndarray, layout: Layout) -> list[Box] | None:
     """Where `frame` differs from `first`: boxes to look in; None: look at it whole."""
-    tolerance = _tolerance(layout)
-    delta = np.abs(frame.astype(np.int32) - first.astype(np.int32))
-    diff = np.asarray(delta.max(axis=2) if delta.ndim == 3 else delta) > tolerance
+    return parts_of(moved(first, frame, layout))
+
+
+def parts_of(diff: np.ndarray) -> list[Box] | None:
+    """Boxes around the set pixels of `diff`, in grown blocks; None: most of the frame."""
     rows, columns = diff.shape
     br, bc = -(-rows // BLOCK), -(-columns // BLOCK)
     padded = np.zeros((br * BLOCK, bc * BLOCK), dtype=bool)
@@ -204,13 +218,21 @@ def changed_parts(first: np.ndarray, frame: np.ndarray, layout: Layout) -> list[
     return parts
 
 
-def drawn_strokes(frame: np.ndarray, part: Box, photometric: str = "MONOCHROME2") -> bool:
+def drawn_strokes(
+    frame: np.ndarray, part: Box, photometric: str = "MONOCHROME2", diff: np.ndarray | None = None
+) -> bool:
     """Whether a part of a frame holds strokes drawn in one value: in the numbers a few
     letters have, pixels with two or three 4-neighbours of their own value (a stroke's
-    run; a solid area's inside has four, a grain none or one), of a value whose pixels are
+    run; a solid area's inside has four, a grain none or one) and that are set in `diff`
+    (where the frame differs from the first), of a value whose pixels are
     not mostly inside solid areas (a background). Text is drawn so (its anti-aliased
     edges aside); an image's grains, speckle clipped at white included, are not."""
-    grey = to_grey(frame[part.top : part.bottom, part.left : part.right], photometric)
+    window = (slice(part.top, part.bottom), slice(part.left, part.right))
+    crop = frame[window]
+    if crop.dtype == np.uint8 and photometric.strip() != "MONOCHROME1":
+        grey = crop.max(axis=2) if crop.ndim == 3 else crop  # to_grey's view, cheaper
+    else:
+        grey = to_grey(crop, photometric)
     if grey.shape[0] < 3 or grey.shape[1] < 3:
         return False
     same = np.zeros(grey.shape, dtype=np.uint8)
@@ -220,7 +242,10 @@ def drawn_strokes(frame: np.ndarray, part: Box, photometric: str = "MONOCHROME2"
     same[:-1] += up
     same[:, 1:] += left
     same[:, :-1] += left
-    stroke = np.bincount(grey[(same >= 2) & (same <= 3)], minlength=256)
+    strokes = (same >= 2) & (same <= 3)
+    if diff is not None:  # what the first frame showed there was looked at on it
+        strokes &= diff[window]
+    stroke = np.bincount(grey[strokes], minlength=256)
     inside = np.bincount(grey[same == 4], minlength=256)
     # A background's pixels are mostly inside it; a stroke's (up to ~5 pixels wide) not.
     return bool(((stroke >= STROKE_PIXELS) & (inside <= SOLID * stroke)).any())
