@@ -195,3 +195,13 @@ def test_signed_words_keep_their_sign_extension(little: bool) -> None:
     stray = (values.view(np.uint16) | 0x4000).astype(order + "u2").tobytes()
     cleared = clear_chunk(stray, bits)
     assert cleared is not None and np.array_equal(np.frombuffer(cleared, order + "i2"), values)
+
+
+@pytest.mark.parametrize("angle", [90, 180, 270])
+def test_turned_text_is_found_and_blanked(tmp_path: Path, angle: int) -> None:
+    who = patient(seed=angle)
+    ds, drawn = annotated_slice(who, burned_in="NO", angle=angle)
+    assert run(ds, tmp_path, BASIC).status is Status.QUARANTINED
+    cleaned = run(ds, tmp_path, CLEAN)
+    assert cleaned.status is Status.STORED and cleaned.output_path is not None, cleaned.reason
+    assert_unreadable(cleaned.output_path, [d.box for d in drawn])
