@@ -69,3 +69,41 @@ def test_burned_in_text_sent_by_storescu_is_blanked_before_anything_is_written(
         photometric = str(written.PhotometricInterpretation)
         for frame in iter_frames(out):
             assert text_finder.find(frame, photometric) == []
+
+
+QUARANTINE_ONLY = """
+[[sources]]
+ae_title = "CT_SCANNER"
+profile = "basic"
+
+[profiles.basic]
+"""
+
+
+@pytest.mark.usefixtures("dcmtk")
+def test_a_node_that_only_quarantines_looks_at_derived_images(
+    tmp_path: Path, write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    # Its workers must be able to look at pixels: a screen capture saved as CT, claiming
+    # no text, is withheld; a reformatted slice without text is released, not withheld
+    # because its pixels could not be looked at.
+    from deid_node.testing.synthetic import ct_series
+    from deid_node.testing.synthetic.annotated import annotated_slice
+
+    cfg = write_config(node_table() + QUARANTINE_ONLY)
+    node = start_node(cfg)
+    patient = SyntheticPatient.make(PhiTokens(), seed=12)
+    capture, _ = annotated_slice(patient, burned_in="NO", size=128)
+    reformat = ct_series(1, patient=patient, rows=128, cols=128, seed=4)[0]
+    reformat.ImageType = ["DERIVED", "SECONDARY", "MPR"]
+    files = write_files([capture, reformat], tmp_path / "send")
+    host, port = node.address
+    done = _dcmtk(
+        STORESCU, "-aet", "CT_SCANNER", "-aec", "DEID_NODE", host, str(port), *map(str, files)
+    )
+    assert done.returncode == 0, done.stderr
+    assert node.wait_idle(120)
+    rows = sorted(audit_objects(cfg), key=lambda r: str(r["status"]))
+    assert [r["status"] for r in rows] == ["quarantined", "stored"], rows
+    assert "text-like content" in str(rows[0]["reason"])
+    assert str(rows[1]["pixels"]).startswith("checked: no text")

@@ -102,8 +102,10 @@ class Node:
             else cfg.node.network_timeout + cfg.node.dimse_timeout
         )
         self._fsync = cfg.node.durability is Durability.FSYNC
+        # Any policy but `allow` looks at pixels (a derived image is looked at even under
+        # `quarantine`), so workers then need the pixel libraries.
         self._cleans_pixels = any(
-            p.burned_in_annotation is BurnedInPolicy.CLEAN for p in cfg.profiles.values()
+            p.burned_in_annotation is not BurnedInPolicy.ALLOW for p in cfg.profiles.values()
         )
         self._progress_seconds = progress_seconds
         # Shared with the receiving processes: they reserve, we release once processed.

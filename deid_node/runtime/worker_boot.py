@@ -1,9 +1,10 @@
 """Forkserver preload for header-only worker processes: pixel libraries kept out.
 
-Workers of a node without a cleaning profile do header-only work and never touch pixel
-values, yet pydicom imports numpy, Pillow and GDCM whenever it can (deid_node/lean.py).
-Keeping them out here, in the forkserver only, keeps them out of every worker; the node
-process itself is unaffected. A node with a profile that cleans burned-in text preloads
+Workers of a node whose profiles all say `burned_in_annotation = "allow"` never look at
+pixel values, yet pydicom imports numpy, Pillow and GDCM whenever it can
+(deid_node/lean.py). Keeping them out here, in the forkserver only, keeps them out of
+every worker; the node process itself is unaffected. Any other policy looks at some
+objects' pixels (derived images even under `quarantine`), so such a node preloads
 worker_boot_pixels instead.
 """
 
