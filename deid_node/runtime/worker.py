@@ -100,8 +100,9 @@ _preloaded: str | None = None  # what this process's forkserver was told to prel
 def pool_context(pixels: bool = False) -> multiprocessing.context.BaseContext:
     """The start method for worker pools: a forkserver that preloads only the worker side.
 
-    `pixels`: some profile looks at pixels (any policy but allow), so workers need numpy. A process has
-    one forkserver; if it already runs without numpy, pixel workers are spawned instead.
+    `pixels`: some profile looks at pixels (any policy but allow), so workers need numpy.
+    A process has one forkserver; if it already runs without numpy, pixel workers are
+    spawned instead.
     """
     global _preloaded
     # fork from a process with pynetdicom, SQLAlchemy and writer threads risks copying
