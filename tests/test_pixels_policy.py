@@ -27,6 +27,7 @@ from deid_node.testing.synthetic.annotated import (
     annotated_capture,
     annotated_slice,
     overlay_in_high_bits,
+    text_mask,
 )
 
 KEY = b"k" * 32
@@ -205,3 +206,44 @@ def test_turned_text_is_found_and_blanked(tmp_path: Path, angle: int) -> None:
     cleaned = run(ds, tmp_path, CLEAN)
     assert cleaned.status is Status.STORED and cleaned.output_path is not None, cleaned.reason
     assert_unreadable(cleaned.output_path, [d.box for d in drawn])
+
+
+def test_palette_text_is_found_in_its_colours_not_its_indices(tmp_path: Path) -> None:
+    # The name is drawn with index 10 on index 11: one apart as numbers, white on black as
+    # shown. Looked at as indices it cannot be seen.
+    who = patient(seed=21)
+    ds = ct_series(1, patient=who, rows=128, cols=256)[0]
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.BurnedInAnnotation = "NO"
+    rng = np.random.default_rng(3)
+    indices = rng.integers(20, 256, size=(128, 256)).astype(np.uint8)
+    indices[4:40, 4:250] = 11
+    mask, drawn = text_mask((128, 256), [((8, 10), f"{who.family} {who.patient_id}", 16)])
+    indices[mask] = 10
+    ramp = np.linspace(0, 65535, 256).astype("<u2")
+    ramp[10], ramp[11] = 65535, 0
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    for keyword in (
+        "RescaleIntercept",
+        "RescaleSlope",
+        "RescaleType",
+        "WindowCenter",
+        "WindowWidth",
+    ):
+        delattr(ds, keyword)
+    for colour in ("Red", "Green", "Blue"):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", ramp.tobytes())
+    ds.PixelData = indices.tobytes()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SC
+    ds.Modality = "OT"
+    withheld = run(ds, tmp_path, BASIC)
+    assert withheld.status is Status.QUARANTINED and "text-like" in (withheld.reason or "")
+    cleaned = run(ds, tmp_path, CLEAN)
+    assert cleaned.status is Status.STORED and cleaned.output_path is not None, cleaned.reason
+    (frame,) = iter_frames(cleaned.output_path)
+    for d in drawn:
+        left, top, right, bottom = d.box
+        assert len(set(frame[top:bottom, left:right].ravel().tolist())) == 1

@@ -9,7 +9,7 @@ the object cannot be released: :class:`TextRemains`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -94,6 +94,7 @@ def survey(
     fixed: Sequence[Box] = (),
     pad: int = PAD,
     check_only: bool = False,
+    view: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Report:
     """Look at every distinct frame: what to blank in it, checked by looking again.
 
@@ -103,13 +104,14 @@ def survey(
     looked at whole, every later one only where it differs from the first (the text
     found on the first is blanked in all), so text on one frame of sixty is still seen.
     `check_only`: the object is withheld if anything is found, so the first frame with
-    text ends the survey, and nothing is looked at again.
+    text ends the survey, and nothing is looked at again. `view`: what a frame looks like
+    (a palette applied); the finder looks at that, in RGB, as well as at the frame.
     """
     photometric = "RGB" if layout.photometric.startswith("YBR") else layout.photometric
     rows, columns = layout.rows, layout.columns
     given = [b for b in (box.padded(0, rows, columns) for box in fixed) if b.right > b.left]
     given = [b for b in given if b.bottom > b.top]
-    looker = _Looker(layout, finder, photometric, pad, check_only)
+    looker = _Looker(layout, finder, photometric, pad, check_only, view)
     report = Report(by_rule=len(given), regions=len(given))
     first: np.ndarray | None = None
     on_first: tuple[Box, ...] = ()
@@ -281,10 +283,16 @@ class _Looker:
     """Looks at frames (whole or in parts) and again after blanking; counts its passes."""
 
     def __init__(
-        self, layout: Layout, finder: Finder, photometric: str, pad: int, check_only: bool
+        self,
+        layout: Layout,
+        finder: Finder,
+        photometric: str,
+        pad: int,
+        check_only: bool,
+        view: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.layout, self.finder, self.photometric = layout, finder, photometric
-        self.pad, self.check_only = pad, check_only
+        self.pad, self.check_only, self.view = pad, check_only, view
         self.passes = 0
 
     def find(
@@ -294,6 +302,8 @@ class _Looker:
         rows, columns = self.layout.rows, self.layout.columns
         self.passes += 1 if within is None else len(within)
         found = self.finder.find(frame, self.photometric, blanked, within)
+        if self.view is not None:  # the colours shown too: indices may hide what they show
+            found += self.finder.find(self.view(frame), "RGB", blanked, within)
         return [b.padded(self.pad, rows, columns) for b in found]
 
     def look(

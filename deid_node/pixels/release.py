@@ -9,7 +9,7 @@ byte is written, and an object of any size is never held whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -138,9 +138,30 @@ def plan_pixels(
         finder or shared_finder(),
         fixed=known.boxes,
         check_only=check_only,
+        view=_palette(source) if layout.photometric == "PALETTE COLOR" else None,
     )
     output = output_layout(layout) if report.regions else None
     return PixelPlan(source, layout, report, known.rules if report.regions else [], output)
+
+
+def _palette(source: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """PALETTE COLOR frames as displayed: text is in the colours, not in the indices (two
+    indices side by side may be white and black)."""
+    from pydicom import dcmread
+    from pydicom.pixels.processing import apply_color_lut
+
+    ds = dcmread(source, stop_before_pixels=True)
+
+    def shown(frame: np.ndarray) -> np.ndarray:
+        try:
+            rgb = np.asarray(apply_color_lut(frame, ds))
+        except Exception as exc:  # a palette pydicom cannot apply: nothing can be judged
+            raise PixelError(f"the palette cannot be applied ({type(exc).__name__})") from None
+        if rgb.dtype == np.uint8 or int(rgb.max(initial=0)) <= 255:  # 8-bit entries
+            return rgb.astype(np.uint8)
+        return (rgb >> 8).astype(np.uint8)
+
+    return shown
 
 
 def rewrite_header(ds: Dataset, plan: PixelPlan) -> UID:
