@@ -171,6 +171,9 @@ BLOCK: Final = 16
 WHOLE_SHARE: Final = 0.9
 STROKE_PIXELS: Final = 12  # stroke pixels of one value: a couple of letters at least
 SOLID: Final = 2  # pixels inside an area of one value, per stroke pixel: a background
+INK: Final = 24  # 8-bit levels from a box's typical value: drawn, not background
+MIN_INK: Final = 8  # pixels: fewer is no text to follow
+INK_KEPT: Final = 0.98  # of the ink unchanged: the text is still there
 
 
 def moved(first: np.ndarray, frame: np.ndarray, layout: Layout) -> np.ndarray:
@@ -237,13 +240,7 @@ def drawn_strokes(
         grey = to_grey(crop, photometric)
     if grey.shape[0] < 3 or grey.shape[1] < 3:
         return False
-    same = np.zeros(grey.shape, dtype=np.uint8)
-    up = grey[1:] == grey[:-1]
-    left = grey[:, 1:] == grey[:, :-1]
-    same[1:] += up
-    same[:-1] += up
-    same[:, 1:] += left
-    same[:, :-1] += left
+    same = _same_neighbours(grey)
     strokes = (same >= 2) & (same <= 3)
     if diff is not None:  # what the first frame showed there was looked at on it
         strokes &= diff[window]
@@ -253,12 +250,47 @@ def drawn_strokes(
     return bool(((stroke >= STROKE_PIXELS) & (inside <= SOLID * stroke)).any())
 
 
+def _same_neighbours(grey: np.ndarray) -> np.ndarray:
+    """For each pixel, how many of its 4-neighbours have its value."""
+    same = np.zeros(grey.shape, dtype=np.uint8)
+    up = grey[1:] == grey[:-1]
+    left = grey[:, 1:] == grey[:, :-1]
+    same[1:] += up
+    same[:-1] += up
+    same[:, 1:] += left
+    same[:, :-1] += left
+    return same
+
+
 def _unchanged(first: np.ndarray, frame: np.ndarray, box: Box, layout: Layout) -> bool:
-    """Whether the frame shows inside `box` what the first frame did (a lossy codec's
-    noise aside). Where anything changed the box is looked at again instead."""
+    """Whether the frame shows inside `box` the text the first frame did.
+
+    The whole box unchanged (a lossy codec's noise aside) says so; on lossless syntaxes so
+    does the ink alone: text drawn in one value over a moving image keeps every pixel of
+    that value (its stroke pixels: grains of one value stand alone) while the image
+    around its strokes changes. Anything else is looked at
+    again instead.
+    """
     a = first[box.top : box.bottom, box.left : box.right].astype(np.int32)
     b = frame[box.top : box.bottom, box.left : box.right].astype(np.int32)
-    return int(np.abs(a - b).max(initial=0)) <= _tolerance(layout)
+    tolerance = _tolerance(layout)
+    if int(np.abs(a - b).max(initial=0)) <= tolerance:
+        return True
+    if tolerance or a.size == 0:
+        return False  # lossy: the ink's exact values do not survive coding
+    grey = a.max(axis=2) if a.ndim == 3 else a
+    far = np.abs(grey - int(np.median(grey))) > INK << max(0, layout.bits_stored - 8)
+    if int(far.sum()) < MIN_INK:
+        return False
+    strokes = far & (_same_neighbours(grey) >= 2)  # grains of one value stand alone
+    if int(strokes.sum()) < MIN_INK:
+        return False
+    values, counts = np.unique(grey[strokes], return_counts=True)
+    ink = strokes & (grey == values[int(np.argmax(counts))])
+    if int(ink.sum()) < STROKE_PIXELS:
+        return False  # not drawn in one value (an image's grains): look again
+    same = (a == b).all(axis=2) if a.ndim == 3 else a == b
+    return float(same[ink].mean()) >= INK_KEPT
 
 
 def _tolerance(layout: Layout) -> int:
