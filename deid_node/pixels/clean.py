@@ -282,13 +282,18 @@ def _unchanged(first: np.ndarray, frame: np.ndarray, box: Box, layout: Layout) -
     far = np.abs(grey - int(np.median(grey))) > INK << max(0, layout.bits_stored - 8)
     if int(far.sum()) < MIN_INK:
         return False
-    strokes = far & (_same_neighbours(grey) >= 2)  # grains of one value stand alone
+    neighbours = _same_neighbours(grey)
+    # A stroke's pixels have two or three neighbours of their value: grains stand alone,
+    # a background's inside has four.
+    strokes = far & (neighbours >= 2) & (neighbours <= 3)
     if int(strokes.sum()) < MIN_INK:
         return False
     values, counts = np.unique(grey[strokes], return_counts=True)
-    ink = strokes & (grey == values[int(np.argmax(counts))])
-    if int(ink.sum()) < STROKE_PIXELS:
-        return False  # not drawn in one value (an image's grains): look again
+    value = values[int(np.argmax(counts))]
+    ink = strokes & (grey == value)
+    inside = int(((grey == value) & (neighbours == 4)).sum())
+    if int(ink.sum()) < STROKE_PIXELS or inside > SOLID * int(ink.sum()):
+        return False  # not drawn in one value (grains, or a background): look again
     same = (a == b).all(axis=2) if a.ndim == 3 else a == b
     return float(same[ink].mean()) >= INK_KEPT
 
