@@ -178,6 +178,95 @@ def test_raw_sender_puts_the_exact_bytes_on_the_wire(
     assert sender.associations_opened >= 2
 
 
+class _LateReactorSender(Sender):
+    """A Sender whose associations replay, every time, the interleaving a loaded machine
+    produces now and then: the requestor's reactor thread passes its pause checkpoint just
+    before send_c_store() pauses it (so the sender believes it paused), and is scheduled
+    again only once the C-STORE-RSP is queued, ahead of the sender's waiting thread."""
+
+    def _associate(self, ae: Any) -> Any | None:
+        assoc = super()._associate(ae)
+        if assoc is not None:
+            _replay_late_reactor(assoc)
+        return assoc
+
+
+def _replay_late_reactor(assoc: Any) -> None:
+    checkpoint, messages, dimse = assoc._reactor_checkpoint, assoc.dimse.msg_queue, assoc.dimse
+    held = threading.Event()  # the reactor is past its checkpoint, not yet at its poll
+    polled = threading.Event()  # the reactor polled while a response was queued
+    once = threading.Event()
+
+    class LateCheckpoint:
+        def wait(self, timeout: float | None = None) -> bool:
+            flag = checkpoint.wait(timeout)
+            if threading.current_thread() is assoc and not once.is_set():
+                held.set()
+                end = time.monotonic() + 5  # descheduled until the response is queued
+                while messages.empty() and time.monotonic() < end:
+                    time.sleep(0.001)
+                once.set()
+            return flag
+
+        def clear(self) -> None:
+            if not once.is_set():  # send_c_store() pauses the reactor just too late
+                held.wait(5)
+            checkpoint.clear()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(checkpoint, name)
+
+    blocking_get = dimse.get_msg
+
+    def get_msg(block: bool = False) -> Any:
+        if block:  # the sender's thread wakes after the reactor polled
+            polled.wait(5)
+        queued = not messages.empty()
+        got = blocking_get(block)
+        if not block and queued:
+            polled.set()
+        return got
+
+    assoc._reactor_checkpoint = LateCheckpoint()
+    dimse.get_msg = get_msg
+
+
+def test_a_response_is_never_taken_by_the_senders_reactor(
+    gen: Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pynetdicom's requestor reactor may poll the DIMSE queue after send_c_store() paused
+    it: the fuzzer's associations must leave every response to the sender (else the
+    object counts as no-response and every_object_accounted fails one run in several)."""
+    from pynetdicom import AE, _config, evt
+
+    monkeypatch.setattr(_config, "STORE_RECV_CHUNKED_DATASET", False)
+    scp = AE(ae_title="STUB")
+    for sop_class in STORAGE_CLASSES:
+        scp.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+    server = scp.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda event: 0xC210)]
+    )
+    assert server is not None
+    try:
+        install_raw_sender()
+        target = Target("127.0.0.1", server.server_address[1], "STUB", "FUZZER")
+        sender = _LateReactorSender(
+            gen,
+            target,
+            [0, 1],
+            associations=1,
+            per_association=1,
+            request_timeout=3,
+            deadline=time.monotonic() + 60,
+            workdir=tmp_path,
+            progress=False,
+        )
+        sender.run()
+    finally:
+        server.shutdown()
+    assert [r.status for r in sender.results.values()] == ["0xC210", "0xC210"]
+
+
 def _serve_unavailable() -> str | None:
     """Why `deid-node serve` cannot run here, or None if it can."""
     cmd = [*deid_node_command(), "serve", "--help"]

@@ -38,6 +38,7 @@ from deid_node.testing.fuzz.report import check_invariants, per_kind_table, pseu
 from deid_node.testing.fuzz.sender import (
     Result,
     Sender,
+    associate,
     echo,
     forget_raw_meta,
     install_raw_sender,
@@ -320,7 +321,7 @@ def final_store(gen: Generator, target: Target, workdir: Path, limit: float) -> 
     )
     since = datetime.now(UTC)
     ae = make_ae(target.calling_ae, 30)
-    assoc = ae.associate(target.host, target.port, ae_title=target.called_ae)
+    assoc = associate(ae, target.host, target.port, target.called_ae)
     if not assoc.is_established:
         out["status"] = "association-failed"
         return out

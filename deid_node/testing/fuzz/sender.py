@@ -15,6 +15,7 @@ from typing import Any
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID
 
+from deid_node.intake.pynetdicom_compat import only_senders_take_responses
 from deid_node.testing.fuzz.draft import STORAGE_CLASSES, TRANSFER_SYNTAXES
 from deid_node.testing.fuzz.generator import FuzzObject, Generator
 from deid_node.testing.fuzz.target import Target
@@ -22,6 +23,7 @@ from deid_node.testing.fuzz.target import Target
 __all__ = [
     "Result",
     "Sender",
+    "associate",
     "echo",
     "forget_raw_meta",
     "install_raw_sender",
@@ -75,6 +77,19 @@ def make_ae(calling_ae: str, request_timeout: float) -> Any:
     return ae
 
 
+def associate(ae: Any, host: str, port: int, called_ae: str) -> Any:
+    """ae.associate(), its reactor kept off the responses the send_*() calls wait for.
+
+    pynetdicom's requestor reactor can poll the DIMSE queue just after send_c_store()
+    believed it paused, and take the C-STORE-RSP: the send then waits out its timeout and
+    the object counts as no-response. Fast answers (refusals) on a loaded machine hit it.
+    """
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if assoc.is_established:
+        only_senders_take_responses(assoc)
+    return assoc
+
+
 def echo(host: str, port: int, called_ae: str, calling_ae: str, timeout: float = 10) -> bool:
     """One C-ECHO on a fresh association."""
     from pynetdicom import AE
@@ -83,7 +98,7 @@ def echo(host: str, port: int, called_ae: str, calling_ae: str, timeout: float =
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.connection_timeout = timeout
     ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate(host, port, ae_title=called_ae)
+    assoc = associate(ae, host, port, called_ae)
     if not assoc.is_established:
         return False
     try:
@@ -198,7 +213,7 @@ class Sender:
             for attempt in range(5):
                 if self.stop.is_set() or time.monotonic() > self.deadline:
                     return None
-                assoc = ae.associate(t.host, t.port, ae_title=t.called_ae)
+                assoc = associate(ae, t.host, t.port, t.called_ae)
                 if assoc.is_established:
                     with self.lock:
                         self.associations_opened += 1
