@@ -206,6 +206,7 @@ class PduReader:
         self._body: int | None = None  # the length a header declared, until its body is read
         self._first = True
         self.error: str | None = None
+        self.refused_type = 0  # the type of the PDU refused, once one is
 
     def __call__(self, nr_bytes: int) -> memoryview:
         """The next nr_bytes (fewer if the connection broke; none after a protocol error)."""
@@ -221,6 +222,7 @@ class PduReader:
             if pdu_type in _PDU_TYPES:
                 self.error = self._check(pdu_type, length)
                 if self.error is not None:
+                    self.refused_type = pdu_type
                     self._buf = bytearray()
                     self._refused(self.error)
                     return memoryview(b"")  # too short to be a header: pynetdicom closes
@@ -286,6 +288,20 @@ def protocol_error(assoc: Association) -> str | None:
     """Why the association's reader refused a PDU (and aborted), if it did."""
     value = getattr(assoc, _PROTOCOL_ERROR_ATTR, None)
     return value if isinstance(value, str) else None
+
+
+# PDUs a peer sends only once its association was accepted: P-DATA-TF, A-RELEASE-RQ/RP.
+_AFTER_ACCEPTANCE: Final = frozenset({0x04, 0x05, 0x06})
+
+
+def refused_after_acceptance(assoc: Association) -> bool:
+    """Whether the PDU the reader refused is one only an accepted association sends.
+
+    The peer may send it the moment our A-ASSOCIATE-AC arrives, and the DUL thread may
+    refuse it and report the close before the association thread reports the acceptance.
+    """
+    reader = getattr(getattr(assoc.dul, "socket", None), "recv", None)
+    return isinstance(reader, PduReader) and reader.refused_type in _AFTER_ACCEPTANCE
 
 
 # --------------------------------------------------------------------------------------------

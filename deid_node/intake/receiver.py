@@ -276,10 +276,12 @@ class Receiver:
 
     def accepted(self, assoc: Association) -> None:
         """The association is established."""
-        info = self.info(assoc)
-        if info is not None:
+        with self._lock:  # closed() may report it first (see there)
+            info = self._states.get(assoc)
+            if info is None or info.accepted:
+                return
             info.accepted = True
-            self.events.association_accepted(info)
+        self.events.association_accepted(info)
 
     def ended(self, assoc: Association, outcome: str) -> None:
         """Note how an association ended (released, aborted); its slot is free again."""
@@ -291,15 +293,23 @@ class Receiver:
 
     def closed(self, assoc: Association) -> None:
         """The connection closed: report the association once, drop half-received files."""
+        after_acceptance = compat.refused_after_acceptance(assoc)
         with self._lock:
             info = self._states.pop(assoc, None)
             self._free_slot(assoc)
+            unreported = False
+            if info is not None and not info.accepted and after_acceptance:
+                info.accepted = unreported = True  # under the lock: accepted() won't
         dropped = self.spool.discard_owner(assoc)
         error = compat.protocol_error(assoc)
         if info is None:
             if error is not None:  # refused before its request was read: no titles known
                 self._rejected(self._unnamed(assoc), error)
             return
+        if unreported:
+            # Accepted, and cut by a PDU only an accepted association sends before the
+            # association thread could report it: its row must exist before its end.
+            self.events.association_accepted(info)
         if not info.accepted:
             if error is not None:
                 self._rejected(info, error)
