@@ -11,11 +11,13 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 
@@ -23,6 +25,7 @@ from deid_node.audit.db import open_audit
 from deid_node.audit.records import AssociationFilters, Filters
 from deid_node.config import Config, load_config
 from deid_node.intake.pynetdicom_compat import only_senders_take_responses
+from deid_node.intake.spool import Receipt, Spool, SpoolItem
 from deid_node.pixels.detect import DetectorUnavailable, TextDetector
 from deid_node.pixels.ocr import OcrUnavailable, TextFinder
 from deid_node.runtime.node import Node
@@ -248,3 +251,23 @@ def readable_in(
                 left_over.append((left, top, right, bottom))
                 break
     return left_over
+
+
+def publish_in_spool(spool: Spool, path: Path, profile: str = "research") -> SpoolItem:
+    """Put a file into spool/ exactly as the SCP does after a C-STORE (as a crash leaves
+    it: acknowledged, not yet processed); the entry."""
+    incoming = spool.open_incoming(owner=None)
+    incoming.write(path.read_bytes())
+    incoming.flush()
+    receipt = Receipt(
+        received_at=datetime.now(UTC),
+        association_id="before-the-crash",
+        calling_ae="CT_SCANNER",
+        called_ae=NODE_AE,
+        peer_address="127.0.0.1",
+        profile=profile,
+        size_bytes=incoming.size,
+        sop_class_uid=CTImageStorage,
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+    )
+    return spool.publish(incoming, receipt)

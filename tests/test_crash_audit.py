@@ -17,13 +17,12 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage
 from typer.testing import CliRunner
 
 from deid_node.audit.records import Status
@@ -33,12 +32,11 @@ from deid_node.deid.pipeline import process_file
 from deid_node.deid.profiles import compile_profile
 from deid_node.deid.pseudonym import pseudo_uid
 from deid_node.deid.secret import load_secret
-from deid_node.intake.spool import Receipt, Spool, SpoolItem
+from deid_node.intake.spool import Spool
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens, phi_everywhere, write_files
 from deid_node.web.app import create_app
 from tests.conftest import (
-    NODE_AE,
     associate,
     audit_associations,
     audit_objects,
@@ -46,6 +44,7 @@ from tests.conftest import (
     echo,
     free_port,
     node_table,
+    publish_in_spool,
     store,
     wait_for,
 )
@@ -61,25 +60,6 @@ from tests.test_node import (
     small_ct,
     spool_files,
 )
-
-
-def _publish(spool: Spool, path: Path) -> SpoolItem:
-    """Put a file into spool/ as the SCP does after a C-STORE; the entry."""
-    incoming = spool.open_incoming(owner=None)
-    incoming.write(path.read_bytes())
-    incoming.flush()
-    receipt = Receipt(
-        received_at=datetime.now(UTC),
-        association_id="before-the-crash",
-        calling_ae="CT_SCANNER",
-        called_ae=NODE_AE,
-        peer_address="127.0.0.1",
-        profile="research",
-        size_bytes=incoming.size,
-        sop_class_uid=CTImageStorage,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-    )
-    return spool.publish(incoming, receipt)
 
 
 def _statuses(cfg: Config) -> Counter[tuple[str, str]]:
@@ -105,7 +85,7 @@ def test_a_redo_at_start_records_stored_once_and_a_second_send_duplicate(
     datasets = small_ct(4)
     spool = Spool(cfg.node.spool, cfg.node.quarantine, max_bytes=10**9, max_object_bytes=10**8)
     spool.prepare()
-    items = [_publish(spool, p) for p in write_files(datasets, tmp_path / "in")]
+    items = [publish_in_spool(spool, p) for p in write_files(datasets, tmp_path / "in")]
     # What kill -9 leaves when it comes after a worker wrote the output of the first three
     # and before their rows were committed: output there, spool entries there, no rows.
     key = load_secret(cfg.node.secret_path)

@@ -15,7 +15,6 @@ import threading
 import tracemalloc
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from deid_node.dicom.status import (
     STATUS_OUT_OF_RESOURCES,
 )
 from deid_node.intake.receiver import UnreadableObject, check_header
-from deid_node.intake.spool import Receipt, Spool
+from deid_node.intake.spool import Spool
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import (
     PhiTokens,
@@ -59,6 +58,7 @@ from tests.conftest import (
     files_under,
     free_port,
     node_table,
+    publish_in_spool,
     store,
     wait_for,
     which_deid_node,
@@ -658,25 +658,6 @@ burned_in_annotation = "quarantine"
     assert output_sops(cfg) == [] and spool_files(cfg) == []
 
 
-def _publish(spool: Spool, path: Path, profile: str) -> None:
-    """Put a file into spool/ exactly as the SCP does after a C-STORE."""
-    incoming = spool.open_incoming(owner=None)
-    incoming.write(path.read_bytes())
-    incoming.flush()
-    receipt = Receipt(
-        received_at=datetime.now(UTC),
-        association_id="before-the-crash",
-        calling_ae="CT_SCANNER",
-        called_ae=NODE_AE,
-        peer_address="127.0.0.1",
-        profile=profile,
-        size_bytes=incoming.size,
-        sop_class_uid=CTImageStorage,
-        transfer_syntax_uid=ExplicitVRLittleEndian,
-    )
-    spool.publish(incoming, receipt)
-
-
 def test_start_processes_what_a_crash_left_in_spool_before_serving(
     write_config: Callable[[str], Config], tmp_path: Path
 ) -> None:
@@ -685,7 +666,7 @@ def test_start_processes_what_a_crash_left_in_spool_before_serving(
     spool = Spool(cfg.node.spool, cfg.node.quarantine, max_bytes=10**9, max_object_bytes=10**8)
     spool.prepare()
     for path in write_files(datasets, tmp_path / "in"):
-        _publish(spool, path, "research")
+        publish_in_spool(spool, path)
     # Debris of a crash: a half-received file, a temp sidecar, a sidecar whose object
     # was never published. None of them was acknowledged.
     (spool.incoming_dir / "rx-half.part").write_bytes(b"partial")

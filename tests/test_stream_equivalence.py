@@ -23,8 +23,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from deid_node.config import BurnedInPolicy
-from deid_node.deid.burned_in import burned_in_reason
+from deid_node.deid.burned_in import looks_at_pixels
 from deid_node.deid.pipeline import Outcome, process_file, process_file_dataset
 from deid_node.deid.profiles import CompiledProfile, compile_profile
 from deid_node.deid.stream import StreamRefused, StreamUnsupported, deidentify_file
@@ -170,8 +169,8 @@ def test_synthetic_corpus_same_outputs(tmp_path: Path, ts: str) -> None:
 
 
 def _pixels_to_clean(src: Path, profile: CompiledProfile) -> bool:
-    clean = profile.config.burned_in_annotation is BurnedInPolicy.CLEAN
-    return clean and burned_in_reason(dcmread(src, stop_before_pixels=True), True) is not None
+    """Whether the profile has the object's pixels looked at (the dataset engine's work)."""
+    return looks_at_pixels(profile.config, dcmread(src, stop_before_pixels=True), True)
 
 
 def test_pydicom_test_files_same_outcomes(tmp_path: Path) -> None:

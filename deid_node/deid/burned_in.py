@@ -128,12 +128,6 @@ def _image_type(ds: Dataset) -> list[str]:
     return [text_of(v).strip().upper() for v in values]
 
 
-def burned_in_reason(ds: Dataset, has_pixels: bool | None = None) -> str | None:
-    """Why this object is expected to carry burned-in text (withheld under quarantine)."""
-    found = suspicion(ds, has_pixels)
-    return found.reason if found is not None and found.known else None
-
-
 def looks_at_pixels(profile: ProfileConfig, ds: Dataset, has_pixels: bool | None = None) -> bool:
     """Whether this profile has this object's pixels looked at (and cleaned, or checked)."""
     policy = profile.burned_in_annotation

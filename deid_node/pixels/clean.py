@@ -187,11 +187,6 @@ def moved(first: np.ndarray, frame: np.ndarray, layout: Layout) -> np.ndarray:
     return np.asarray(diff.any(axis=2) if diff.ndim == 3 else diff)
 
 
-def changed_parts(first: np.ndarray, frame: np.ndarray, layout: Layout) -> list[Box] | None:
-    """Where `frame` differs from `first`: boxes to look in; None: look at it whole."""
-    return parts_of(moved(first, frame, layout))
-
-
 def parts_of(diff: np.ndarray) -> list[Box] | None:
     """Boxes around the set pixels of `diff`, in grown blocks; None: most of the frame."""
     rows, columns = diff.shape

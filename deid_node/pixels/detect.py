@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 from deid_node.errors import DeidError
-from deid_node.pixels.ocr import Box, merge, to_grey
+from deid_node.pixels.ocr import Box, merge, to_grey, without_lone_pixels
 from deid_node.pixels.strokes import (
     BLOCK,
     MARGIN,
@@ -130,15 +130,7 @@ def _drawn_in(grey: np.ndarray, value: int) -> np.ndarray:
     """White where the image is within NEAR_VALUE of `value` with two such neighbours
     (strokes drawn in it, their anti-aliased edges too; lone speckle grains not)."""
     near = np.abs(grey.astype(np.int16) - value) <= NEAR_VALUE
-    padded = np.pad(near, 1).astype(np.uint8)
-    h, w = near.shape
-    count = sum(
-        padded[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-        for dy in (-1, 0, 1)
-        for dx in (-1, 0, 1)
-        if dy or dx
-    )
-    return np.where(near & (count >= 2), 255, 0).astype(np.uint8)
+    return np.where(without_lone_pixels(near, least=2), 255, 0).astype(np.uint8)
 
 
 def colour_flow(rgb: np.ndarray) -> bool:

@@ -140,11 +140,11 @@ def masks(grey: np.ndarray, colours: np.ndarray | None = None) -> Iterator[tuple
         # stroke pixel has at least two set neighbours, a grain seldom does. Lossy
         # compression breaks strokes apart: a lower threshold and a thickened copy
         # join them again.
-        bright = _without_lone_pixels(pixels >= top * 0.85, 2)
+        bright = without_lone_pixels(pixels >= top * 0.85, 2)
         yield bright, PLAIN
         yield _grey_filter(bright.astype(np.int16), 2, np.maximum) > 0, PLAIN
         # Lower, a threshold takes in whole bright areas: only their thin parts count.
-        yield _without_lone_pixels(_thin(pixels >= top * 0.7), 2), NOISY
+        yield without_lone_pixels(_thin(pixels >= top * 0.7), 2), NOISY
         # Overlay text is drawn in one exact value; the image around it varies. Values far
         # more frequent than their neighbours (but the brightest, which clipping makes
         # frequent) are text drawn as bright as the image or dimmer: grey on speckle.
@@ -152,7 +152,7 @@ def masks(grey: np.ndarray, colours: np.ndarray | None = None) -> Iterator[tuple
         # bright as most of it, are taken in too. One page for all such values.
         drawn = np.zeros(pixels.shape, dtype=bool)
         for value in _spikes(grey, below=top):
-            core = _without_lone_pixels(_thin(pixels == value), 1)  # strokes, not areas
+            core = without_lone_pixels(_thin(pixels == value), 1)  # strokes, not areas
             near = _grey_filter(core.astype(np.int16), 3, np.maximum) > 0
             drawn |= near & (pixels >= 0.6 * value) & (pixels <= value + 8)
         if drawn.any():
@@ -167,7 +167,7 @@ def masks(grey: np.ndarray, colours: np.ndarray | None = None) -> Iterator[tuple
     for detail in (pixels - opened, closed - pixels):
         spread = float(detail.std())
         if spread > 0:
-            yield _without_lone_pixels(detail > detail.mean() + 4 * spread), PLAIN
+            yield without_lone_pixels(detail > detail.mean() + 4 * spread), PLAIN
 
 
 def drawn_in_colour(frame: np.ndarray, most: int = 4) -> np.ndarray | None:
@@ -277,7 +277,7 @@ def _grey_filter(a: np.ndarray, size: int, op: Any) -> np.ndarray:
     return np.asarray(op.reduce([rows[:, i : i + a.shape[1]] for i in range(size)]))
 
 
-def _without_lone_pixels(mask: np.ndarray, least: int = 1) -> np.ndarray:
+def without_lone_pixels(mask: np.ndarray, least: int = 1) -> np.ndarray:
     """The mask without set pixels that have fewer than `least` set neighbours (speckle,
     not strokes)."""
     padded = np.pad(mask, 1).astype(np.uint8)

@@ -7,9 +7,6 @@ quarantine) are never rendered or downloaded.
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
-import stat
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
@@ -24,7 +21,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from deid_node.audit.db import AuditDB, open_audit
 from deid_node.config import Config
-from deid_node.errors import ConfigError
+from deid_node.deid.secret import key_file
 from deid_node.web import audit, dashboard, jobs, login, quarantine, studies, viewer
 from deid_node.web.auth import NeedsLogin
 from deid_node.web.limiter import LoginLimiter
@@ -54,28 +51,7 @@ def session_key_path(cfg: Config) -> Path:
 def _session_key(cfg: Config) -> str:
     # Its own random key, so that rotating it (delete the file: every session ends) leaves
     # pseudonyms alone, and a new pseudonym key leaves sessions alone.
-    path = session_key_path(cfg)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staged = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(32))
-            fh.flush()
-            os.fsync(fh.fileno())
-        with contextlib.suppress(FileExistsError):  # another console made it first
-            os.link(staged, path)
-        staged.unlink()
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"{path}: session key is readable by others (mode {stat.S_IMODE(mode):04o}); "
-            f"fix with: chmod 600 {path}"
-        )
-    key = path.read_bytes()
-    if len(key) < 16:
-        raise ConfigError(f"{path}: session key is too short ({len(key)} bytes, expected 32)")
-    return key.hex()
+    return key_file(session_key_path(cfg), "session key").hex()
 
 
 def create_app(cfg: Config, db: AuditDB | None = None) -> FastAPI:
