@@ -25,10 +25,11 @@ from tests.conftest import (
     audit_objects,
     echo,
     node_table,
+    publish_in_spool,
     store,
     wait_for,
 )
-from tests.test_node import IDLE, ONE_SOURCE, _publish, expected_output, output_sops, small_ct
+from tests.test_node import IDLE, ONE_SOURCE, expected_output, output_sops, small_ct
 
 IMPORT_CHECK = """
 import pickle, sys
@@ -165,7 +166,7 @@ def test_what_a_dead_receiving_process_acknowledged_but_never_reported_is_proces
     spool = Spool(
         cfg.node.spool, cfg.node.quarantine, max_bytes=10**9, max_object_bytes=10**8, tag="r1-"
     )
-    _publish(spool, sent, "research")
+    publish_in_spool(spool, sent)
     cut_off = spool.open_incoming(owner=None)  # and one it was still receiving
     cut_off.write(b"\0" * 1000)
     cut_off.flush()
