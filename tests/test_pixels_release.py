@@ -234,8 +234,12 @@ def test_profile_rules_and_ultrasound_regions_blank_what_they_name(
     assert (after[outside] == 0).all()
 
 
-class _SeesTextEverywhere:
-    """A finder that finds text in every frame, blanked or not (never satisfied)."""
+class _SeesTheNameLast:
+    """A finder that keeps finding something after blanking: a corner three times, then
+    the patient's name (never satisfied, and what it finds last is text)."""
+
+    def __init__(self, name: Box) -> None:
+        self.name, self.calls = name, 0
 
     def find(
         self,
@@ -244,14 +248,16 @@ class _SeesTextEverywhere:
         blanked: Sequence[Box] = (),
         within: Sequence[Box] | None = None,
     ) -> list[Box]:
-        return [Box(0, 0, 8, 8)]
+        self.calls += 1
+        return [Box(0, 0, 8, 8)] if self.calls < 4 else [self.name]
 
 
 def test_text_still_found_after_blanking_quarantines_and_writes_nothing(
     tmp_path: Path, patient: SyntheticPatient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(release, "shared_finder", _SeesTextEverywhere)
-    ds, _ = annotated_capture(patient, rows=64, cols=64, burned_in="YES")
+    ds, drawn = annotated_capture(patient, burned_in="YES")
+    finder = _SeesTheNameLast(Box(*drawn[0].box))
+    monkeypatch.setattr(release, "shared_finder", lambda: finder)
     out = clean(save(ds, tmp_path / "in" / "sc.dcm"), tmp_path)
     assert out.status is Status.QUARANTINED
     assert out.reason == "burned-in text remains after blanking (frame 1)"

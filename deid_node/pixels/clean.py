@@ -16,7 +16,9 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from deid_node.pixels.decode import LOSSY_SYNTAXES, Layout, PixelError
+from deid_node.pixels.detect import stretch
 from deid_node.pixels.ocr import Box, merge, to_grey
+from deid_node.pixels.reader import Reading, names_one_of
 
 PAD: Final = 3  # pixels around each box found
 EXTRA_LOOKS: Final = 2  # times text found after blanking is blanked too, before refusing
@@ -41,6 +43,15 @@ class Finder(Protocol):
         ...
 
 
+class Reader(Protocol):
+    """What reads a box of text (reader.TextReader): only to tell text from texture and
+    to compare it with the object's own identifiers."""
+
+    def read_any_way(self, image: np.ndarray) -> Reading:
+        """The best reading of a crop in any of its orientations."""
+        ...
+
+
 @dataclass
 class Report:
     """What cleaning did, for the audit: counts only, never what the text said.
@@ -53,6 +64,8 @@ class Report:
     distinct: int = 0
     regions: int = 0  # boxes blanked, each counted once
     by_rule: int = 0  # of those, given beforehand (region rules, ultrasound regions)
+    by_header: int = 0  # of those, small or faint lines that spell a header identifier
+    texture: int = 0  # boxes still found after blanking that read as no text: left as is
     frames_changed: int = 0
     looked_whole: int = 0  # frames the finder looked at whole
     looked_in_part: int = 0  # frames looked at only where they differ from the first
@@ -61,8 +74,8 @@ class Report:
 
     @property
     def by_detector(self) -> int:
-        """Boxes found by looking."""
-        return self.regions - self.by_rule
+        """Boxes found by the detector."""
+        return max(0, self.regions - self.by_rule - self.by_header)
 
 
 def fill_value(layout: Layout, frame: np.ndarray) -> int:
@@ -95,6 +108,8 @@ def survey(
     pad: int = PAD,
     check_only: bool = False,
     view: Callable[[np.ndarray], np.ndarray] | None = None,
+    reader: Reader | None = None,
+    words: frozenset[str] = frozenset(),
 ) -> Report:
     """Look at every distinct frame: what to blank in it, checked by looking again.
 
@@ -106,12 +121,16 @@ def survey(
     `check_only`: the object is withheld if anything is found, so the first frame with
     text ends the survey, and nothing is looked at again. `view`: what a frame looks like
     (a palette applied); the finder looks at that, in RGB, as well as at the frame.
+    `reader`: reads what is still found after blanking (and, under `check_only`, what is
+    found), so only text withholds an object, never texture; with `words` (the object's
+    own identifiers, folded) it also reads the lines the finder left unexplained, and a
+    line that spells one of them is blanked.
     """
     photometric = "RGB" if layout.photometric.startswith("YBR") else layout.photometric
     rows, columns = layout.rows, layout.columns
     given = [b for b in (box.padded(0, rows, columns) for box in fixed) if b.right > b.left]
     given = [b for b in given if b.bottom > b.top]
-    looker = _Looker(layout, finder, photometric, pad, check_only, view)
+    looker = _Looker(layout, finder, photometric, pad, check_only, view, reader, words)
     report = Report(by_rule=len(given), regions=len(given))
     first: np.ndarray | None = None
     on_first: tuple[Box, ...] = ()
@@ -159,6 +178,7 @@ def survey(
             if check_only:
                 break
     report.passes = looker.passes
+    report.by_header, report.texture = looker.by_header, looker.texture
     return report
 
 
@@ -311,6 +331,10 @@ def _runs(present: Any) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
+MAX_READ: Final = 6  # unexplained lines read per look (for text, the header's identifiers)
+READ_PAD: Final = 2  # pixels around a line read
+
+
 class _Looker:
     """Looks at frames (whole or in parts) and again after blanking; counts its passes."""
 
@@ -322,10 +346,15 @@ class _Looker:
         pad: int,
         check_only: bool,
         view: Callable[[np.ndarray], np.ndarray] | None = None,
+        reader: Reader | None = None,
+        words: frozenset[str] = frozenset(),
     ) -> None:
         self.layout, self.finder, self.photometric = layout, finder, photometric
         self.pad, self.check_only, self.view = pad, check_only, view
+        self.reader, self.words = reader, words
         self.passes = 0
+        self.by_header = 0  # unexplained lines blanked because they spell a header identifier
+        self.texture = 0  # boxes found after blanking that read as no text
 
     def find(
         self, frame: np.ndarray, within: Sequence[Box] | None, blanked: Sequence[Box] = ()
@@ -334,9 +363,12 @@ class _Looker:
         rows, columns = self.layout.rows, self.layout.columns
         self.passes += 1 if within is None else len(within)
         found = self.finder.find(frame, self.photometric, blanked, within)
+        unexplained = list(getattr(self.finder, "unexplained", ()))
         if self.view is not None:  # the colours shown too: indices may hide what they show
             found += self.finder.find(self.view(frame), "RGB", blanked, within)
-        return [b.padded(self.pad, rows, columns) for b in found]
+            unexplained += getattr(self.finder, "unexplained", ())
+        found = [b.padded(self.pad, rows, columns) for b in found]
+        return found + self._read_unexplained(frame, unexplained)
 
     def look(
         self, frame: np.ndarray, given: Sequence[Box], within: Sequence[Box] | None, index: int
@@ -345,23 +377,126 @@ class _Looker:
 
         `given` is blanked before the first look. Then looked for again: what a first
         look half-saw (strokes broken by lossy compression) is found once its neighbours
-        are gone, and blanked too, a bounded number of times; then nothing may be found
-        any more. Pieces of one line found in different looks become one box, so no
-        letter is left standing between them.
+        are gone, and blanked too, a bounded number of times; then what is still found
+        must read as no text (texture), else the object is refused. Pieces of one line
+        found in different looks become one box, so no letter is left standing between
+        them.
         """
         fill = fill_value(self.layout, frame)
-        found = self.find(blank(frame, given, fill) if given else frame, within, given)
-        if self.check_only or not found:
-            return tuple(found)
+        start = blank(frame, given, fill) if given else frame
+        found = self.find(start, within, given)
+        if self.check_only:
+            return tuple(found) if self._any_text(start, found) else ()
+        if not found:
+            return ()
         for looks in range(1 + EXTRA_LOOKS):
             boxes = (*given, *merge(found))
-            more = self.find(blank(frame, boxes, fill), within, boxes)
+            blanked = blank(frame, boxes, fill)
+            more = self.find(blanked, within, boxes)
             if not more:
                 return tuple(merge(found))
             if looks == EXTRA_LOOKS:
-                raise TextRemains(f"burned-in text remains after blanking (frame {index})")
+                if self._any_text(blanked, more):
+                    raise TextRemains(f"burned-in text remains after blanking (frame {index})")
+                self.texture += len(more)
+                return tuple(merge(found))
             found += more
         return tuple(merge(found))
+
+    def _shown(self, frame: np.ndarray) -> np.ndarray:
+        """The frame as 8-bit grey or RGB, as text is read in it."""
+        if self.view is not None:
+            return self.view(frame)
+        if frame.ndim == 3 and frame.dtype == np.uint8 and self.photometric == "RGB":
+            return frame
+        return to_grey(frame, self.photometric)
+
+    def _readings(self, shown: np.ndarray, box: Box) -> Iterator[Reading]:
+        """What each line of a box says (a box may hold several lines)."""
+        assert self.reader is not None
+        rows, columns = shown.shape[0], shown.shape[1]
+        at = box.padded(READ_PAD, rows, columns)
+        crop: np.ndarray | None = shown[at.top : at.bottom, at.left : at.right]
+        if crop is not None and crop.ndim == 2:  # faint text read as plainly as bright
+            crop = stretch(crop) if crop.size else None
+        if crop is None:  # flat: nothing written
+            return
+        for line in _lines(crop):
+            yield self.reader.read_any_way(line)
+
+    def _any_text(self, frame: np.ndarray, boxes: Sequence[Box]) -> bool:
+        """Whether any box reads as text; without a reader, every box counts as text."""
+        if self.reader is None:
+            return bool(boxes)
+        shown = self._shown(frame)
+        return any(
+            r.is_text or names_one_of(r, self.words)
+            for box in merge(boxes)
+            for r in self._readings(shown, box)
+        )
+
+    def _read_unexplained(self, frame: np.ndarray, parts: Sequence[Box]) -> list[Box]:
+        """The lines the finder left unexplained that read as text or spell one of the
+        object's identifiers (small or faint lines DBNet does not box)."""
+        if self.reader is None or not parts:
+            return []
+        shown = self._shown(frame)
+        rows, columns = self.layout.rows, self.layout.columns
+        found = []
+        for part in _joined_lines(parts)[:MAX_READ]:
+            readings = list(self._readings(shown, part))
+            if any(names_one_of(r, self.words) for r in readings):
+                self.by_header += 1
+            elif not any(r.is_text for r in readings):
+                continue
+            found.append(part.padded(self.pad, rows, columns))
+        return found
+
+
+LINE_GAP: Final = 48  # pixels between two pieces of one line (a faint line breaks up)
+
+
+def _joined_lines(parts: Sequence[Box]) -> list[Box]:
+    """Pieces side by side on one band of rows (gaps up to LINE_GAP) as one box, read
+    whole: a name broken into pieces spells nothing piece by piece."""
+    out: list[Box] = []
+    for part in sorted(merge(parts), key=lambda b: (b.top, b.left)):
+        for i, line in enumerate(out):
+            same_rows = part.top < line.bottom and line.top < part.bottom
+            if same_rows and part.left - line.right <= LINE_GAP:
+                out[i] = line.union(part)
+                break
+        else:
+            out.append(part)
+    return out
+
+
+LINE_INK: Final = 0.4  # of the strongest row's ink: a row of a line of text
+MIN_INK_LEVELS: Final = 24  # 8-bit levels off the background for anything to be written
+
+
+def _lines(crop: np.ndarray) -> list[np.ndarray]:
+    """A crop cut down to its lines of text (rows far off the background, between rows
+    that are not; each to the columns its ink spans), so a small line fills the reader's
+    height; whole when nothing stands out."""
+    grey = crop if crop.ndim == 2 else crop.max(axis=2)
+    if min(grey.shape) < 5:
+        return [crop]
+    off = np.abs(grey.astype(np.int16) - int(np.median(grey)))
+    per_row = np.percentile(off, 90, axis=1)
+    strongest = float(per_row.max())
+    if strongest < MIN_INK_LEVELS:
+        return [crop]
+    lines = []
+    for a, b in _runs(per_row >= LINE_INK * strongest):
+        columns = _runs(off[a:b].max(axis=0) >= LINE_INK * strongest)
+        if b - a < 3 or not columns:
+            continue
+        left, right = columns[0][0], columns[-1][1]
+        lines.append(
+            crop[max(0, a - READ_PAD) : b + READ_PAD, max(0, left - READ_PAD) : right + READ_PAD]
+        )
+    return lines or [crop]
 
 
 def apply(frames: Iterable[np.ndarray], layout: Layout, report: Report) -> Iterator[np.ndarray]:

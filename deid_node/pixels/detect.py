@@ -27,7 +27,8 @@ reads any mask it is given. Each region is looked at:
 A box in saturated, widely spread hues is a Doppler colour map, not text; it is looked
 at again with the colour flattened to grey (white text written over the map).
 
-Only where, never what: boxes leave this module, no words are read.
+Only where, never what: boxes leave this module, no words are read here (what a box
+says is asked of :mod:`deid_node.pixels.reader`, and only to compare it with the header).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from deid_node.pixels.strokes import (
     MARGIN,
     candidate_blocks,
     components,
+    faint_blocks,
     regions,
+    ridge_strength,
     ridges,
     speckled,
 )
@@ -83,19 +86,24 @@ class DetectorUnavailable(DeidError):
 
 
 def model_path() -> Path:
-    """The DBNet model file inside the installed rapidocr-onnxruntime package.
+    """The DBNet model file inside the installed rapidocr-onnxruntime package."""
+    return package_model(MODEL_FILE)
+
+
+def package_model(name: str) -> Path:
+    """A model file inside the installed rapidocr-onnxruntime package.
 
     Found without importing the package: its ``__init__`` imports OpenCV, which is not
-    installed (only the model file is used).
+    installed (only the model files are used).
     """
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     for folder in locations:
-        path = Path(folder) / MODEL_FILE
+        path = Path(folder) / name
         if path.is_file():
             return path
     raise DetectorUnavailable(
-        f"{MODEL_FILE} not found: install rapidocr-onnxruntime (./scripts/setup-venv does)"
+        f"{name} not found: install rapidocr-onnxruntime (./scripts/setup-venv does)"
     )
 
 
@@ -183,6 +191,9 @@ class TextDetector:
         self.turn = turn
         self.prefilter = prefilter
         self.passes = 0  # DBNet runs so far (for the audit's counts)
+        # Line-shaped groups of candidate blocks the last find() left unexplained even at
+        # twice the size (frame pixels): where a small or faint line may still be.
+        self.unexplained: list[Box] = []
 
     def find(
         self,
@@ -198,6 +209,7 @@ class TextDetector:
         more). `within`: look only inside these boxes.
         """
         rows, columns = frame.shape[0], frame.shape[1]
+        self.unexplained = []
         grey = to_grey(frame, photometric)
         if blanked:
             grey = grey.copy()
@@ -217,7 +229,8 @@ class TextDetector:
             if a.right - a.left < 4 or a.bottom - a.top < 4:
                 continue
             crop = grey[a.top : a.bottom, a.left : a.right]
-            cells = candidate_blocks(crop)
+            strength = ridge_strength(crop)
+            cells = candidate_blocks(crop, strength)
             if self.prefilter:
                 parts = regions(cells, crop.shape[0], crop.shape[1])
             else:
@@ -226,6 +239,7 @@ class TextDetector:
             for part in parts:
                 here += self._look(frame, grey, photometric, _offset(part, a))
             here += self._look_closer(frame, grey, photometric, a, cells, here)
+            here += self._look_faint(grey, a, faint_blocks(strength, cells))
             found += here
         return merge(found)
 
@@ -275,6 +289,46 @@ class TextDetector:
             plain = self._plain(frame, grey, photometric, at)
             boxes = self._enlarged(plain, at)
             out += self._without_colour_flow(frame, boxes) if plain.ndim == 3 else boxes
+            if not boxes:
+                self.unexplained.append(at)
+        return out
+
+    def _look_faint(self, grey: np.ndarray, area: Box, faint: np.ndarray) -> list[Box]:
+        """Faint lines (dim grey on a dark flat area, a few levels of contrast): each
+        line-shaped group of faint blocks, its contrast stretched to the full range, at
+        twice the size. What DBNet does not box there stays unexplained (the header's
+        identifiers are looked for in it)."""
+        out: list[Box] = []
+        parts = []
+        rows, columns = area.bottom - area.top, area.right - area.left
+        # Letters of a faint line pass the first look in pieces: pieces a block apart
+        # are one line.
+        joined = faint.copy()
+        joined[:, 1:-1] |= faint[:, :-2] & faint[:, 2:]
+        for top, first, bottom, last, _ in components(joined):
+            if min(bottom - top, last - first) <= LINE_BLOCKS:
+                line = _offset(Box(first * BLOCK, top * BLOCK, last * BLOCK, bottom * BLOCK), area)
+                parts.append((line, line.padded(BLOCK // 2, area.bottom, area.right)))
+        if sum(p.area for _, p in parts) > CLOSER * rows * columns:
+            return []  # faint texture over much of the frame, not a few labels
+        for line, at in parts:
+            stretched = stretch(grey[at.top : at.bottom, at.left : at.right])
+            if stretched is None:
+                continue
+            boxes = self._enlarged(stretched, at)
+            if not boxes:
+                self.unexplained.append(at)
+                continue
+            # A faint line is boxed in pieces, and a piece left over may be too faint to
+            # be found again once the rest is blanked: the line is blanked along its
+            # whole length.
+            found = merge(boxes)
+            top, bottom = min(b.top for b in found), max(b.bottom for b in found)
+            left, right = min(b.left for b in found), max(b.right for b in found)
+            if line.right - line.left >= line.bottom - line.top:
+                out.append(Box(min(left, line.left), top, max(right, line.right), bottom))
+            else:
+                out.append(Box(left, min(top, line.top), right, max(bottom, line.bottom)))
         return out
 
     def _look(self, frame: np.ndarray, grey: np.ndarray, photometric: str, at: Box) -> list[Box]:
@@ -374,6 +428,16 @@ class TextDetector:
         x = (x - MEAN) / STD
         prob = self._session.run(None, {self._input: x})[0][0, 0, :h, :w]
         return list(_text_boxes(prob))
+
+
+def stretch(grey: np.ndarray) -> np.ndarray | None:
+    """An 8-bit crop with its contrast stretched to the full range (1st to 99th
+    percentile), or None when it is flat."""
+    crop = grey.astype(np.float32)
+    low, high = np.percentile(crop, (1, 99))
+    if high - low < 2:
+        return None
+    return np.asarray(np.clip((crop - low) * (255.0 / (high - low)), 0, 255), dtype=np.uint8)
 
 
 def _text_boxes(prob: np.ndarray) -> Iterator[Box]:

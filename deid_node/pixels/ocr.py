@@ -66,6 +66,11 @@ class Box:
     right: int
     bottom: int
 
+    @property
+    def area(self) -> int:
+        """Pixels inside the box."""
+        return max(0, self.right - self.left) * max(0, self.bottom - self.top)
+
     def padded(self, pad: int, rows: int, columns: int) -> Box:
         """This box grown by `pad` pixels on every side, within the frame."""
         return Box(

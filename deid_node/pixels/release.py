@@ -20,11 +20,12 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from deid_node.config import ProfileConfig
-from deid_node.pixels.clean import Finder, Report, apply, survey
+from deid_node.pixels.clean import Finder, Reader, Report, apply, survey
 from deid_node.pixels.decode import Layout, PixelError, iter_frames
 from deid_node.pixels.detect import TextDetector
 from deid_node.pixels.encode import output_layout, pixel_data_element
 from deid_node.pixels.ocr import Box
+from deid_node.pixels.reader import TextReader, identifier_words
 from deid_node.pixels.rules import given_boxes
 
 # Lossy transfer syntaxes, and the LossyImageCompressionMethod each one means.
@@ -43,6 +44,12 @@ _OFFSET_TABLES: Final = (0x7FE00001, 0x7FE00002)  # extended offset table and it
 def shared_finder() -> TextDetector:
     """This process's text detector, started on first use and kept."""
     return TextDetector()
+
+
+@cache
+def shared_reader() -> TextReader:
+    """This process's text reader, started on first use and kept."""
+    return TextReader()
 
 
 @dataclass
@@ -88,11 +95,13 @@ class PixelPlan:
         r = self.report
         frames = f"{r.frames} frame{'s' if r.frames != 1 else ''}"
         looked = f"looked at {r.looked_whole} whole, {r.looked_in_part} in part; {r.passes} passes"
+        kept = f"; {r.texture} texture boxes read as no text, kept" if r.texture else ""
         if self.output is None:
-            return f"checked: no text in {frames} ({r.distinct} distinct; {looked})"
+            return f"checked: no text in {frames} ({r.distinct} distinct; {looked}){kept}"
         how = [
             f"{r.by_rule} by rule" * bool(r.by_rule),
             f"{r.by_detector} by detector" * bool(r.by_detector),
+            f"{r.by_header} matching a header value" * bool(r.by_header),
         ]
         text = (
             f"cleaned: {r.regions} region{'s' if r.regions != 1 else ''} "
@@ -100,6 +109,7 @@ class PixelPlan:
         )
         if self.output.transfer_syntax != self.layout.transfer_syntax:
             text += f"; {self.layout.transfer_syntax.name} -> {self.output.transfer_syntax.name}"
+        text += kept
         if self.rules:
             text += f"; rules: {', '.join(self.rules)}"
         return text[:500]
@@ -112,19 +122,104 @@ class Given:
     layout: Layout
     boxes: list[Box]
     rules: list[str]
+    words: frozenset[str] = frozenset()  # the object's identifiers, folded (reader.folded)
 
 
 def given(original: Dataset, profile: ProfileConfig) -> Given:
-    """Layout and region-rule boxes of an object, from its header as it arrived."""
+    """Layout, region-rule boxes and identifiers of an object, from its header as it
+    arrived."""
     if any(t in original for t in _FLOAT_PIXELS):
         raise PixelError("float pixel data is not cleaned")
     layout = Layout.of(original)
     boxes, names = given_boxes(original, profile)
-    return Given(layout, boxes, names)
+    return Given(layout, boxes, names, identifier_words(header_identifiers(original)))
+
+
+# Values that name or number the patient, the visit or the place, as burned-in text
+# repeats them; dates in the spellings screens use.
+_IDENTIFIER_KEYWORDS: Final = (
+    "PatientID",
+    "OtherPatientIDs",
+    "IssuerOfPatientID",
+    "AccessionNumber",
+    "StudyID",
+    "RequestedProcedureID",
+    "MedicalRecordLocator",
+    "InstitutionName",
+    "InstitutionAddress",
+    "PatientAddress",
+    "StationName",
+)
+_DATE_KEYWORDS: Final = (
+    "PatientBirthDate",
+    "StudyDate",
+    "SeriesDate",
+    "AcquisitionDate",
+    "ContentDate",
+)
+_MONTHS: Final = [
+    "JAN",
+    "FEB",
+    "MAR",
+    "APR",
+    "MAY",
+    "JUN",
+    "JUL",
+    "AUG",
+    "SEP",
+    "OCT",
+    "NOV",
+    "DEC",
+]
+_MAX_DEPTH: Final = 4  # sequences walked for person names
+
+
+def header_identifiers(ds: Dataset) -> list[str]:
+    """The header's names (every person name, all groups, in sequences too), IDs,
+    places and dates (YYYYMMDD, DDMMYYYY, MMDDYYYY, DDMONYYYY, two-digit years too)."""
+    values: list[str] = []
+    _person_names(ds, values, 0)
+    for keyword in _IDENTIFIER_KEYWORDS:
+        value = ds.get(keyword)
+        if value is not None and not isinstance(value, bytes):
+            values += [str(v) for v in value] if _multi(value) else [str(value)]
+    for item in ds.get("OtherPatientIDsSequence", None) or []:
+        values.append(str(item.get("PatientID", "")))
+    for keyword in _DATE_KEYWORDS:
+        values += _date_spellings(str(ds.get(keyword, "") or ""))
+    return [v for v in values if v]
+
+
+def _multi(value: object) -> bool:
+    return isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+
+
+def _person_names(ds: Dataset, out: list[str], depth: int) -> None:
+    for element in ds:
+        if element.VR == "PN" and element.value is not None:
+            value = element.value
+            out += [str(v) for v in value] if _multi(value) else [str(value)]
+        elif element.VR == "SQ" and depth < _MAX_DEPTH:
+            for item in element.value or []:
+                _person_names(item, out, depth + 1)
+
+
+def _date_spellings(date: str) -> list[str]:
+    digits = "".join(c for c in date if c.isdigit())
+    if len(digits) != 8:
+        return []
+    y, m, d = digits[:4], digits[4:6], digits[6:]
+    month = _MONTHS[int(m) - 1] if 1 <= int(m) <= 12 else m
+    return [y + m + d, d + m + y, m + d + y, d + month + y, d + m + y[2:], m + d + y[2:]]
 
 
 def plan_pixels(
-    source: Path, known: Given, finder: Finder | None = None, *, check_only: bool = False
+    source: Path,
+    known: Given,
+    finder: Finder | None = None,
+    *,
+    check_only: bool = False,
+    reader: Reader | None = None,
 ) -> PixelPlan:
     """Look at every frame of the object at `source` (up to the first text, `check_only`).
 
@@ -139,6 +234,8 @@ def plan_pixels(
         fixed=known.boxes,
         check_only=check_only,
         view=_palette(source) if layout.photometric == "PALETTE COLOR" else None,
+        reader=reader or shared_reader(),
+        words=known.words,
     )
     output = output_layout(layout) if report.regions else None
     return PixelPlan(source, layout, report, known.rules if report.regions else [], output)

@@ -23,6 +23,8 @@ BUSY_LINES: Final = 3  # such rows in a block: a line of text (6 px high letters
 MARGIN: Final = 24  # frame pixels of context around the candidate blocks given to DBNet
 WHOLE_FRAME: Final = 0.5  # candidate share of the frame above which all of it is looked at
 SPECKLED: Final = 0.5  # share of a block's pixels on ridges above which it is speckle
+FAINT_CONTRAST: Final = 6  # 8-bit levels of a faint stroke (dim grey on dark, on a flat area)
+FAINT_SPECKLED: Final = 0.2  # share of a block on faint ridges: an image's fine texture
 
 
 def ridges(grey: np.ndarray, contrast: int = RIDGE_CONTRAST) -> tuple[np.ndarray, np.ndarray]:
@@ -33,21 +35,30 @@ def ridges(grey: np.ndarray, contrast: int = RIDGE_CONTRAST) -> tuple[np.ndarray
     One-pixel strokes and strokes up to three wide alike; a step (the edge of a body, a
     bar) is brighter than one side only and is not a ridge.
     """
+    across_columns, across_rows = ridge_strength(grey)
+    return across_columns >= contrast, across_rows >= contrast
+
+
+def ridge_strength(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """By how much each pixel stands out of both its neighbours one or two away, across
+    columns and across rows (see :func:`ridges`; thresholds of this at any contrast)."""
     g = grey.astype(np.int16)
-    across_columns = np.zeros(g.shape, dtype=bool)
-    across_rows = np.zeros(g.shape, dtype=bool)
     rows, columns = g.shape
+    across_columns = np.zeros(g.shape, dtype=np.int16)
+    across_rows = np.zeros(g.shape, dtype=np.int16)
     for d in (1, 2):
         if columns > 4:
             core = g[:, 2:-2]
             before, after = g[:, 2 - d : -2 - d], g[:, 2 + d : columns - 2 + d]
-            across_columns[:, 2:-2] |= core - np.maximum(before, after) >= contrast
-            across_columns[:, 2:-2] |= np.minimum(before, after) - core >= contrast
+            out = across_columns[:, 2:-2]
+            np.maximum(out, core - np.maximum(before, after), out=out)
+            np.maximum(out, np.minimum(before, after) - core, out=out)
         if rows > 4:
             core = g[2:-2]
             before, after = g[2 - d : -2 - d], g[2 + d : rows - 2 + d]
-            across_rows[2:-2] |= core - np.maximum(before, after) >= contrast
-            across_rows[2:-2] |= np.minimum(before, after) - core >= contrast
+            out = across_rows[2:-2]
+            np.maximum(out, core - np.maximum(before, after), out=out)
+            np.maximum(out, np.minimum(before, after) - core, out=out)
     return across_columns, across_rows
 
 
@@ -69,15 +80,19 @@ def _crossings(across: np.ndarray, h: int, w: int, axis: int) -> np.ndarray:
     return np.asarray((pair >= CROSSINGS).reshape(h, w, BLOCK).sum(axis=2))
 
 
-def candidate_blocks(grey: np.ndarray) -> np.ndarray:
+def candidate_blocks(
+    grey: np.ndarray, strength: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
     """The first pass: a boolean grid, one cell per BLOCK x BLOCK block of the frame, set
     where a line of text may be: several rows (or columns) that each cross several thin
     strokes within two blocks. A letter is a stroke or two across; a vessel, a bone's
     edge or an outline is one, wherever it runs; texture and speckle are many (and pass).
+    `strength`: the grey image's ridge_strength, when already computed.
     """
     rows, columns = grey.shape
     h, w = -(-rows // BLOCK), -(-columns // BLOCK)
-    across_columns, across_rows = ridges(grey)
+    by_columns, by_rows = strength if strength is not None else ridge_strength(grey)
+    across_columns, across_rows = by_columns >= RIDGE_CONTRAST, by_rows >= RIDGE_CONTRAST
     out = _busy_blocks(across_columns, across_rows, h, w)
     # Large text has strokes wider than a ridge: halved and quartered, they are thin. Only
     # strokes that were not thin already count there: a vessel, a ridge at full size, is
@@ -200,3 +215,25 @@ def speckled(grey: np.ndarray, h: int, w: int) -> np.ndarray:
     padded = np.zeros((h * BLOCK, w * BLOCK), dtype=np.float32)
     padded[: grey.shape[0], : grey.shape[1]] = across_columns | across_rows
     return np.asarray(padded.reshape(h, BLOCK, w, BLOCK).mean(axis=(1, 3)) > SPECKLED)
+
+
+def faint_blocks(strength: tuple[np.ndarray, np.ndarray], cells: np.ndarray) -> np.ndarray:
+    """Blocks where a faint line of text may be that the first pass left out: busy with
+    strokes of FAINT_CONTRAST on an otherwise flat area (not the fine texture of an image,
+    where faint ridges are everywhere), away from the candidate blocks (already looked at).
+    `strength` is the grey image's ridge_strength, `cells` its candidate_blocks."""
+    h, w = cells.shape
+    by_columns, by_rows = strength
+    across_columns, across_rows = by_columns >= FAINT_CONTRAST, by_rows >= FAINT_CONTRAST
+    busy = _busy_blocks(across_columns, across_rows, h, w)
+    if not busy.any():
+        return busy
+    padded = np.zeros((h * BLOCK, w * BLOCK), dtype=np.float32)
+    padded[: by_columns.shape[0], : by_columns.shape[1]] = across_columns | across_rows
+    textured = padded.reshape(h, BLOCK, w, BLOCK).mean(axis=(1, 3)) > FAINT_SPECKLED
+    near = cells.copy()
+    near[1:] |= cells[:-1]
+    near[:-1] |= cells[1:]
+    near[:, 1:] |= near[:, :-1].copy()
+    near[:, :-1] |= near[:, 1:].copy()
+    return np.asarray(busy & ~textured & ~near)
