@@ -355,11 +355,17 @@ class _Looker:
         self.passes = 0
         self.by_header = 0  # unexplained lines blanked because they spell a header identifier
         self.texture = 0  # boxes found after blanking that read as no text
+        self._said: dict[bytes, str] = {}  # unexplained lines read: "", "text", "identifier"
 
     def find(
-        self, frame: np.ndarray, within: Sequence[Box] | None, blanked: Sequence[Box] = ()
+        self,
+        frame: np.ndarray,
+        within: Sequence[Box] | None,
+        blanked: Sequence[Box] = (),
+        read: bool = False,
     ) -> list[Box]:
-        """What the finder sees in the frame, or only inside `within`, padded."""
+        """What the finder sees in the frame, or only inside `within`, padded; `read`:
+        with the unexplained lines that read as text or spell an identifier."""
         rows, columns = self.layout.rows, self.layout.columns
         self.passes += 1 if within is None else len(within)
         found = self.finder.find(frame, self.photometric, blanked, within)
@@ -368,6 +374,11 @@ class _Looker:
             found += self.finder.find(self.view(frame), "RGB", blanked, within)
             unexplained += getattr(self.finder, "unexplained", ())
         found = [b.padded(self.pad, rows, columns) for b in found]
+        if within is not None or not read:
+            # Parts of a later frame of a cine are where the image moved: what is left
+            # unexplained there is the moving image, read in vain on every frame. After
+            # blanking, the edges of what was blanked are left unexplained: not read.
+            return found
         return found + self._read_unexplained(frame, unexplained)
 
     def look(
@@ -384,7 +395,7 @@ class _Looker:
         """
         fill = fill_value(self.layout, frame)
         start = blank(frame, given, fill) if given else frame
-        found = self.find(start, within, given)
+        found = self.find(start, within, given, read=True)
         if self.check_only:
             return tuple(found) if self._any_text(start, found) else ()
         if not found:
@@ -444,13 +455,26 @@ class _Looker:
         rows, columns = self.layout.rows, self.layout.columns
         found = []
         for part in _joined_lines(parts)[:MAX_READ]:
-            readings = list(self._readings(shown, part))
-            if any(names_one_of(r, self.words) for r in readings):
-                self.by_header += 1
-            elif not any(r.is_text for r in readings):
-                continue
-            found.append(part.padded(self.pad, rows, columns))
+            # The same line is unexplained again in every look after blanking and on every
+            # frame of a cine it stays on: read once.
+            crop = np.ascontiguousarray(shown[part.top : part.bottom, part.left : part.right])
+            key = hashlib.blake2b(crop.data, digest_size=16, person=_key(part)).digest()
+            said = self._said.get(key)
+            if said is None:
+                readings = list(self._readings(shown, part))
+                if any(names_one_of(r, self.words) for r in readings):
+                    said = "identifier"
+                else:
+                    said = "text" if any(r.is_clear_text for r in readings) else ""
+                self._said[key] = said
+                self.by_header += said == "identifier"
+            if said:
+                found.append(part.padded(self.pad, rows, columns))
         return found
+
+
+def _key(box: Box) -> bytes:
+    return b"%d,%d,%d,%d" % (box.left, box.top, box.right, box.bottom)
 
 
 LINE_GAP: Final = 48  # pixels between two pieces of one line (a faint line breaks up)

@@ -78,6 +78,7 @@ FLOW_HUES: Final = 10.0  # degrees of hue spread above which it is a colour map,
 NEAR_VALUE: Final = 16  # grey levels around an overlay's value taken as drawn in it
 
 
+FAINT_BLOCKS: Final = 32  # faint candidate blocks at most: a few dim lines, not texture
 LIGHT: Final = 200  # luminance (8-bit) of colours text is drawn in, kept over a colour map
 
 
@@ -239,7 +240,8 @@ class TextDetector:
             for part in parts:
                 here += self._look(frame, grey, photometric, _offset(part, a))
             here += self._look_closer(frame, grey, photometric, a, cells, here)
-            here += self._look_faint(grey, a, faint_blocks(strength, cells))
+            if within is None:  # parts of a cine's later frames: its moving image
+                here += self._look_faint(grey, a, faint_blocks(strength, cells))
             found += here
         return merge(found)
 
@@ -301,6 +303,8 @@ class TextDetector:
         out: list[Box] = []
         parts = []
         rows, columns = area.bottom - area.top, area.right - area.left
+        if faint.sum() > FAINT_BLOCKS:
+            return []  # an image's faint texture, not a few dim labels
         # Letters of a faint line pass the first look in pieces: pieces a block apart
         # are one line.
         joined = faint.copy()
@@ -325,9 +329,13 @@ class TextDetector:
             found = merge(boxes)
             top, bottom = min(b.top for b in found), max(b.bottom for b in found)
             left, right = min(b.left for b in found), max(b.right for b in found)
+            # Across the line no further than its blocks (and a little): a stretched
+            # speckled edge beside a line may be boxed with it.
             if line.right - line.left >= line.bottom - line.top:
+                top, bottom = max(top, line.top - 4), min(bottom, line.bottom + 4)
                 out.append(Box(min(left, line.left), top, max(right, line.right), bottom))
             else:
+                left, right = max(left, line.left - 4), min(right, line.right + 4)
                 out.append(Box(left, min(top, line.top), right, max(bottom, line.bottom)))
         return out
 

@@ -32,6 +32,8 @@ PIECE: Final = 960  # width of those pieces, overlapping by a character or two
 OVERLAP: Final = 64
 TEXT_CONFIDENCE: Final = 0.6  # mean probability of the characters read: text, not texture
 TEXT_CHARS: Final = 2  # letters or digits at least, read with that confidence
+CLEAR_CONFIDENCE: Final = 0.8  # the same for a line no detector boxed
+CLEAR_CHARS: Final = 3
 MIN_IDENTIFIER: Final = 3  # shorter header values (initials, 'M') would match anything
 FUZZY: Final = 5  # words this long match with one character misread
 
@@ -48,6 +50,12 @@ class Reading:
         """Letters or digits read with confidence (texture reads as a few stray marks)."""
         alnum = sum(c.isalnum() for c in self.text)
         return alnum >= TEXT_CHARS and self.confidence >= TEXT_CONFIDENCE
+
+    @property
+    def is_clear_text(self) -> bool:
+        """Text beyond doubt (what no detector boxed is blanked only on this)."""
+        alnum = sum(c.isalnum() for c in self.text)
+        return alnum >= CLEAR_CHARS and self.confidence >= CLEAR_CONFIDENCE
 
 
 class TextReader:
@@ -102,9 +110,14 @@ class TextReader:
         wide, a line turned a quarter) turned either way."""
         views = [image, np.rot90(image, 2)]
         if image.shape[0] > image.shape[1]:
-            views += [np.rot90(image, 1), np.rot90(image, 3)]
-        readings = [self.read(np.ascontiguousarray(v)) for v in views]
-        return max(readings, key=lambda r: (r.is_text, r.confidence * len(r.text)))
+            views = [np.rot90(image, 1), np.rot90(image, 3), *views]
+        readings = []
+        for view in views:
+            reading = self.read(np.ascontiguousarray(view))
+            if reading.is_text:
+                return reading  # text one way: what it says is enough to compare
+            readings.append(reading)
+        return max(readings, key=lambda r: r.confidence * len(r.text))
 
     def _recognise(self, scaled: np.ndarray) -> tuple[str, list[float]]:
         self.passes += 1
