@@ -232,3 +232,31 @@ def test_a_repaired_object_sent_by_dcmtk_is_stored_and_its_audit_row_says_so(
     assert FAMILY not in str(row) and "Nowakowski" not in str(row)
     written = Path(str(row["output_path"])).read_bytes()
     assert b"Nowakowski" not in written and FAMILY.encode() not in written
+
+
+def test_a_repaired_capture_has_its_burned_in_text_cleaned(tmp_path: Path) -> None:
+    # Repaired objects are cleaned like any other: their pixels are looked at too.
+    from deid_node.config import BurnedInPolicy, ProfileConfig
+    from deid_node.testing.synthetic import PhiTokens, SyntheticPatient
+    from deid_node.testing.synthetic.annotated import annotated_capture
+
+    patient = SyntheticPatient.make(PhiTokens(), seed=11)
+    ds, drawn = annotated_capture(patient, burned_in="YES")
+    base = tmp_path / "capture.dcm"
+    ds.save_as(base, enforce_file_format=True)
+    implicit = False
+    src = tmp_path / "faulty.dcm"
+    src.write_bytes(_splice(base.read_bytes(), _faults(implicit)["odd-top"]))
+    assert check_file(src).repairs
+    profile = compile_profile(ProfileConfig("clean", burned_in_annotation=BurnedInPolicy.CLEAN))
+    outcome = process_file(src, profile, KEY, tmp_path / "out")
+    assert outcome.status is Status.STORED, outcome.reason
+    assert outcome.reason is not None and outcome.reason.startswith(REPAIRED)
+    assert outcome.pixels is not None and outcome.pixels.startswith("cleaned: ")
+    assert outcome.output_path is not None
+    frame = dcmread(outcome.output_path).pixel_array
+    for text in drawn:
+        left, top, right, bottom = text.box
+        inside = frame[top:bottom, left:right]
+        assert int(inside.max()) - int(inside.min()) < 25  # the contrast of 250 is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["capture.dcm", "faulty.dcm", "out"]

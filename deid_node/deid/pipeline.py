@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import os
 import re
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from io import BytesIO
@@ -336,9 +337,28 @@ def _process_repaired(
         return Outcome(Status.QUARANTINED, f"cannot read file: {exc.strerror}")
     except Exception as exc:  # fail closed; the type names no value
         return Outcome(Status.QUARANTINED, f"cannot repair ({type(exc).__name__})", _size(path))
-    outcome = process_dataset(
-        ds, profile, key, output_root, size=size, fsync=fsync, text_tags=repaired.text_tags
-    )
+    # The pixels are looked at from a file: the repaired one, beside the original (the
+    # spool's own folder, private to the node), gone once written.
+    try:
+        fd, name = tempfile.mkstemp(prefix=".repaired-", suffix=".dcm", dir=path.parent)
+    except OSError:  # a read-only input folder (offline runs): a private file elsewhere
+        fd, name = tempfile.mkstemp(prefix=".repaired-", suffix=".dcm")
+    source = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(repaired.data)
+        outcome = process_dataset(
+            ds,
+            profile,
+            key,
+            output_root,
+            size=size,
+            fsync=fsync,
+            source=source,
+            text_tags=repaired.text_tags,
+        )
+    finally:
+        source.unlink(missing_ok=True)
     if outcome.status is Status.QUARANTINED:
         return outcome
     return replace(outcome, reason=f"{REPAIRED}: {'; '.join(notes)}")
