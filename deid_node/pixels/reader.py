@@ -143,8 +143,13 @@ _LOOKALIKE: Final = str.maketrans("0Q1L5826", "OOIISBZG")
 def folded(text: str) -> str:
     """Letters and digits only, upper case, accents dropped, look-alikes as one: how
     readings and header values are compared."""
+    if text.isascii():
+        return _NOT_ALNUM.sub("", text.upper()).translate(_LOOKALIKE)
     plain = unicodedata.normalize("NFKD", text)
     return "".join(c for c in plain if c.isalnum()).upper().translate(_LOOKALIKE)
+
+
+_NOT_ALNUM: Final = re.compile(r"[^0-9A-Z]+")
 
 
 _SEPARATORS: Final = re.compile(r"[\^=\s,.\-/]+")
@@ -154,7 +159,7 @@ def identifier_words(values: Iterable[str]) -> frozenset[str]:
     """The folded words (and whole values) of header identifiers worth looking for:
     at least MIN_IDENTIFIER characters, not all one character."""
     words: set[str] = set()
-    for value in values:
+    for value in set(values):
         for piece in [value, *_SEPARATORS.split(value)]:
             word = folded(piece)
             if len(word) >= MIN_IDENTIFIER and len(set(word)) > 1:

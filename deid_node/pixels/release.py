@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 import numpy as np
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
@@ -195,13 +196,27 @@ def _multi(value: object) -> bool:
 
 
 def _person_names(ds: Dataset, out: list[str], depth: int) -> None:
-    for element in ds:
-        if element.VR == "PN" and element.value is not None:
-            value = element.value
+    # Raw elements first: only names and sequences are decoded (a whole header decoded
+    # costs a CT slice's budget).
+    for raw in ds.elements():
+        vr = raw.VR or _dictionary_vr(raw.tag)
+        if vr not in ("PN", "SQ") or (vr == "SQ" and depth >= _MAX_DEPTH):
+            continue
+        value = ds[raw.tag].value
+        if value is None:
+            continue
+        if vr == "PN":
             out += [str(v) for v in value] if _multi(value) else [str(value)]
-        elif element.VR == "SQ" and depth < _MAX_DEPTH:
-            for item in element.value or []:
+        else:
+            for item in value:
                 _person_names(item, out, depth + 1)
+
+
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:  # private or unknown: not a name we can tell
+        return ""
 
 
 def _date_spellings(date: str) -> list[str]:
