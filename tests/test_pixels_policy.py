@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
 
 from deid_node.audit.records import Status
 from deid_node.config import BurnedInPolicy, ProfileConfig
@@ -172,7 +177,8 @@ def test_overlay_bits_in_the_pixel_words_are_cleared(
     assert outcome.status is Status.STORED and outcome.output_path is not None
     out = dcmread(outcome.output_path)
     assert not any(elem.tag.group == 0x6000 for elem in out)  # the overlay group is gone
-    words = np.frombuffer(out.PixelData, ">u2" if ts == ExplicitVRBigEndian else "<u2")
+    big = out.file_meta.TransferSyntaxUID == ExplicitVRBigEndian  # looked at: re-encoded
+    words = np.frombuffer(out.PixelData, ">u2" if big else "<u2")
     assert not (words & 0xF000).any()  # no bit outside BitsStored
     assert np.array_equal(words.reshape(kept.shape), kept)  # every value inside unchanged
 
@@ -247,3 +253,25 @@ def test_palette_text_is_found_in_its_colours_not_its_indices(tmp_path: Path) ->
     for d in drawn:
         left, top, right, bottom = d.box
         assert len(set(frame[top:bottom, left:right].ravel().tolist())) == 1
+
+
+@pytest.mark.parametrize("cfg", [BASIC, CLEAN], ids=lambda c: c.name)
+def test_overlay_bits_inside_compressed_pixel_data_are_cleared(
+    tmp_path: Path, cfg: ProfileConfig
+) -> None:
+    # RLE words that hold a name in bit 15 (encoded as 16 bits stored, then declared 12).
+    ds, kept = overlay_in_high_bits(patient(), bit=15)
+    words = np.frombuffer(ds.PixelData, "<u2").reshape(kept.shape)
+    assert (words & 0x8000).any()
+    ds.BitsStored, ds.HighBit = 16, 15
+    ds.compress(RLELossless, words, encoding_plugin="pydicom")
+    ds.BitsStored, ds.HighBit = 12, 11
+    outcome = run(ds, tmp_path, cfg)
+    assert outcome.status is Status.STORED, outcome.reason
+    assert outcome.pixels is not None and "bits outside BitsStored cleared" in outcome.pixels
+    assert outcome.output_path is not None
+    out = dcmread(outcome.output_path)
+    assert out.file_meta.TransferSyntaxUID == RLELossless
+    [frame] = list(iter_frames(outcome.output_path, as_stored=True))
+    assert not (frame.astype(np.uint16) & 0xF000).any()  # no bit outside BitsStored
+    assert np.array_equal(frame, kept)  # every value inside unchanged

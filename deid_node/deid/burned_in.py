@@ -106,6 +106,8 @@ def suspicion(
         )
     if sop_class in TEXT_PRONE_CLASSES or modality in TEXT_PRONE_MODALITIES:
         return Suspicion(f"{what} often carries text", known=False)
+    if _overlay_in_compressed_words(ds):
+        return Suspicion("an overlay plane may be kept in the compressed pixel words", False)
     kind = _image_type(ds)
     # An absent ImageType claims nothing (CT and MR must have one; screen captures saved
     # as such say DERIVED or SECONDARY): such images are looked at only on request.
@@ -115,6 +117,25 @@ def suspicion(
     if every_image:
         return Suspicion("the profile looks at every image", known=False)
     return None
+
+
+def _overlay_in_compressed_words(ds: Dataset) -> bool:
+    """Whether compressed pixel data may hold an overlay plane in its unused high bits:
+    an overlay group without OverlayData (the retired form) and BitsStored short of
+    BitsAllocated. Native words are cleared without decoding (dicom/pixel_bits.py);
+    compressed ones only when decoded, so such an object is looked at."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = text_of(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if not syntax or not UID(syntax.strip()).is_compressed:
+        return False
+    try:
+        if int(ds.get("BitsStored") or 0) >= int(ds.get("BitsAllocated") or 0):
+            return False
+    except (TypeError, ValueError):
+        return True  # unreadable bit depths: looked at
+    tags = ds.keys()  # tags only: iterating a Dataset decodes every element
+    groups = {t.group for t in tags if 0x6000 <= t.group <= 0x601E and not t.group & 1}
+    return any((g << 16 | 0x3000) not in ds for g in groups)
 
 
 def _image_type(ds: Dataset) -> list[str]:

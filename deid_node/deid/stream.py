@@ -136,6 +136,7 @@ class _Sorted:
     cleanable: list[tuple[int, int, int, int]]  # with the value offset
     decoded: list[tuple[int, int, int]]
     pixels: tuple[int, int, int, int] | None = None  # tag, start, end, value length
+    overlays: bool = False  # a 60xx overlay group is present (burned_in.py may look)
 
 
 def _sort(buf: mmap.mmap, pos: int, syntax: Syntax, profile: CompiledProfile) -> _Sorted:
@@ -162,6 +163,7 @@ def _sort(buf: mmap.mmap, pos: int, syntax: Syntax, profile: CompiledProfile) ->
         if not vr or as_un:  # implicit VR or unknown: what the dataset engine reads
             vr = dictionary_vr(tag) or vr or "UN"
         group, start, pos = tag >> 16, pos, stop
+        out.overlays |= 0x6000 <= group <= 0x601E
         if group & 1:
             privates.append((tag, start, stop))
         elif (tag & 0xFFFF) == 0 or group == 0x0002:
@@ -241,6 +243,8 @@ def _deidentify(buf: mmap.mmap, path: Path, profile: CompiledProfile, key: bytes
     ds, taken = prep.ds, []
     if looks_at_pixels(profile.config, ds, prep.pixels is not None):
         raise StreamUnsupported  # pixel cleaning matches rules on the whole header
+    if prep.parts.overlays and prep.ts.is_compressed:
+        raise StreamUnsupported  # an overlay may be kept in the compressed words
 
     def take_back(scrub: re.Pattern[str] | None) -> None:
         for tag, start, vpos, stop in prep.parts.cleanable:

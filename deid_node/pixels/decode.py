@@ -139,14 +139,15 @@ def read_layout(path: Path) -> Layout:
     return Layout.of(ds)
 
 
-def iter_frames(path: Path) -> Iterator[np.ndarray]:
+def iter_frames(path: Path, *, as_stored: bool = False) -> Iterator[np.ndarray]:
     """Each frame of the object at `path`, decoded, in order; one in memory at a time.
 
     Shapes are (rows, columns) or (rows, columns, samples) whatever the planar
     configuration; YBR_FULL, YBR_FULL_422 and (JPEG 2000's) YBR_RCT and YBR_ICT come out
     as RGB; other photometric interpretations (MONOCHROME1, PALETTE COLOR) as stored.
     PixelError when the syntax has no plugin here or the data does not decode (the
-    message names the syntax).
+    message names the syntax). Bits outside BitsStored are cleared (signed values sign-
+    extended from HighBit), unless `as_stored`: then they come as they are stored.
     """
     layout = read_layout(path)
     ts = layout.transfer_syntax
@@ -157,7 +158,7 @@ def iter_frames(path: Path) -> Iterator[np.ndarray]:
         # A deflated body is one zlib stream: pydicom inflates it whole, then decodes.
         source: Path | Dataset = dcmread(path) if ts.is_deflated else path
         # pydicom tries each installed plugin in turn until one decodes the frame.
-        for frame in iter_pixels(source):
+        for frame in iter_pixels(source, correct_unused_bits=not as_stored):
             produced += 1
             yield frame
     except Exception as exc:

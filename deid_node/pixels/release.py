@@ -62,6 +62,7 @@ class PixelPlan:
     report: Report
     rules: list[str]
     output: Layout | None  # None: the pixel data is written as it came
+    stray_bits: bool = False  # bits outside BitsStored were set (cleared when written)
 
     @property
     def found_text(self) -> bool:
@@ -75,7 +76,7 @@ class PixelPlan:
 
     def cleaned_frames(self) -> Iterator[np.ndarray]:
         """The frames again, decoded, with what was found blanked."""
-        return apply(iter_frames(self.source), self.layout, self.report)
+        return apply(_frames_as_looked_at(self.source, self.layout), self.layout, self.report)
 
     def element(self) -> Iterator[bytes]:
         """The cleaned Pixel Data element, encoded frame by frame (only when changed)."""
@@ -99,6 +100,11 @@ class PixelPlan:
         kept = f"; {r.texture} texture boxes read as no text, kept" if r.texture else ""
         if self.output is None:
             return f"checked: no text in {frames} ({r.distinct} distinct; {looked}){kept}"
+        if not r.regions:
+            return (
+                f"checked: no text in {frames} ({r.distinct} distinct; {looked}){kept}; "
+                f"bits outside BitsStored cleared, re-encoded as {self.output.transfer_syntax.name}"
+            )[:500]
         how = [
             f"{r.by_rule} by rule" * bool(r.by_rule),
             f"{r.by_detector} by detector" * bool(r.by_detector),
@@ -242,8 +248,9 @@ def plan_pixels(
     pixels do not decode or could not be re-encoded.
     """
     layout = known.layout
+    stray: list[bool] = []
     report = survey(
-        iter_frames(source),
+        _frames_as_looked_at(source, layout, stray),
         layout,
         finder or shared_finder(),
         fixed=known.boxes,
@@ -252,8 +259,9 @@ def plan_pixels(
         reader=reader or shared_reader(),
         words=known.words,
     )
-    output = output_layout(layout) if report.regions else None
-    return PixelPlan(source, layout, report, known.rules if report.regions else [], output)
+    output = output_layout(layout) if report.regions or any(stray) else None
+    rules = known.rules if report.regions else []
+    return PixelPlan(source, layout, report, rules, output, stray_bits=any(stray))
 
 
 def _palette(source: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -296,3 +304,36 @@ def rewrite_header(ds: Dataset, plan: PixelPlan) -> UID:
         if method is not None and "LossyImageCompressionMethod" not in ds:
             ds.LossyImageCompressionMethod = method
     return out.transfer_syntax
+
+
+def _frames_as_looked_at(
+    source: Path, layout: Layout, stray: list[bool] | None = None
+) -> Iterator[np.ndarray]:
+    """The frames decoded as stored, then cleared here of bits outside BitsStored: what a
+    compressed stream holds there (a retired overlay) is seen (noted in `stray`), and the
+    frames are re-encoded without it. Both passes over the frames read them so."""
+    for frame in iter_frames(source, as_stored=True):
+        frame, found = without_stray_bits(frame, layout)
+        if stray is not None and found:
+            stray.append(True)
+        yield frame
+
+
+def without_stray_bits(frame: np.ndarray, layout: Layout) -> tuple[np.ndarray, bool]:
+    """A frame decoded `as_stored` with the bits outside BitsStored cleared (signed values
+    sign-extended), and whether any was set: a retired overlay kept in the high bits."""
+    stored = layout.bits_stored
+    if frame.dtype.kind not in "iu" or stored >= frame.dtype.itemsize * 8:
+        return frame, False
+    if not frame.dtype.isnative:  # big endian words: compared and cleared as numbers
+        frame = frame.astype(frame.dtype.newbyteorder("="))
+    unsigned = frame.view(np.dtype(f"u{frame.dtype.itemsize}"))
+    mask = (1 << stored) - 1
+    kept = unsigned & mask
+    if layout.signed:
+        sign = 1 << (stored - 1)
+        corrected = ((kept ^ sign).astype(np.int64) - sign).astype(frame.dtype)
+    else:
+        corrected = kept.astype(frame.dtype)
+    stray = not np.array_equal(corrected, frame)
+    return (corrected if stray else frame), stray
