@@ -49,6 +49,7 @@ from deid_node.pixels.strokes import (
     candidate_blocks,
     components,
     faint_blocks,
+    may_be_turned,
     regions,
     ridge_strength,
     ridges,
@@ -344,9 +345,9 @@ class TextDetector:
         sl = (slice(at.top, at.bottom), slice(at.left, at.right))
         plain = self._plain(frame, grey, photometric, at)
         out = list(self._detect(plain, at))
-        if self.turn:
-            out += self._detect(plain, at, turned=True)
         crop = grey[sl]
+        if self.turn and may_be_turned(crop):
+            out += self._detect(plain, at, turned=True)
         if max(m.mean() for m in ridges(crop)) > NOISY:
             for value in _spike_values(crop):
                 out += self._detect(_drawn_in(crop, value), at)

@@ -237,3 +237,23 @@ def faint_blocks(strength: tuple[np.ndarray, np.ndarray], cells: np.ndarray) -> 
     near[:, 1:] |= near[:, :-1].copy()
     near[:, :-1] |= near[:, 1:].copy()
     return np.asarray(busy & ~textured & ~near)
+
+
+def may_be_turned(grey: np.ndarray) -> bool:
+    """Whether a region may hold a line turned a quarter: some block where several
+    columns each cross several thin strokes (an upright line's letters are crossed so by
+    rows; its columns cross two or three strokes, a letter's bars)."""
+    rows, columns = grey.shape
+    if min(rows, columns) < BLOCK:
+        return True
+    h, w = -(-rows // BLOCK), -(-columns // BLOCK)
+    _, across_rows = ridges(grey)
+    if bool((_crossings(across_rows, h, w, axis=0) >= BUSY_LINES).any()):
+        return True
+    # Wide strokes of large turned text are thin at half size.
+    small = _shrunk(grey, 2)
+    if min(small.shape) < BLOCK:
+        return False
+    sh, sw = -(-small.shape[0] // BLOCK), -(-small.shape[1] // BLOCK)
+    _, wide_rows = ridges(small, COARSE_CONTRAST)
+    return bool((_crossings(wide_rows, sh, sw, axis=0) >= BUSY_LINES).any())
