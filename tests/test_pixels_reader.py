@@ -147,6 +147,13 @@ def test_check_only_withholds_text_and_not_texture(reader: TextReader) -> None:
     assert survey([frame], layout(120, 320), texture, check_only=True, reader=reader).regions == 0
     text = _Finds([Box(*drawn.box)])
     assert survey([frame], layout(120, 320), text, check_only=True, reader=reader).regions == 1
+    # Scripts the recognizer does not know read as look-alikes: text all the same.
+    for name in ("Иванов Пётр", "כהן דוד", "محمد علي"):
+        other = speckle(120, 320)
+        other[10:40, 10:310] = 0
+        other, [drawn] = draw_text(other, [((14, 14), name, 16, 255)])
+        found = _Finds([Box(*drawn.box)])
+        assert survey([other], layout(120, 320), found, check_only=True, reader=reader).regions
 
 
 def test_a_faint_name_in_a_capture_is_blanked_as_a_header_match(

@@ -436,12 +436,13 @@ class _Looker:
             yield self.reader.read_any_way(line)
 
     def _any_text(self, frame: np.ndarray, boxes: Sequence[Box]) -> bool:
-        """Whether any box reads as text; without a reader, every box counts as text."""
+        """Whether any box reads as anything but blank; without a reader, every box
+        counts as text."""
         if self.reader is None:
             return bool(boxes)
         shown = self._shown(frame)
         return any(
-            r.is_text or names_one_of(r, self.words)
+            not r.is_blank or names_one_of(r, self.words)
             for box in merge(boxes)
             for r in self._readings(shown, box)
         )

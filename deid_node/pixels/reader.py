@@ -6,8 +6,8 @@ recognizer of PP-OCR (CRNN, the ``ch_PP-OCRv4_rec`` model in the same
 questions only, and what it reads never leaves the process (no log, no audit, no error
 message):
 
-- is what the detector still finds after blanking *text* (letters or digits read with
-  confidence) or texture (nothing readable): only text withholds an object;
+- is what the detector still finds after blanking *text* (any letter or digit read) or
+  texture (nothing readable at all): only text withholds an object;
 - does a faint or small line the detector does not box spell one of the object's own
   identifiers (its header's names, IDs, dates as they arrived): then it is blanked.
 """
@@ -32,6 +32,7 @@ PIECE: Final = 960  # width of those pieces, overlapping by a character or two
 OVERLAP: Final = 64
 TEXT_CONFIDENCE: Final = 0.6  # mean probability of the characters read: text, not texture
 TEXT_CHARS: Final = 2  # letters or digits at least, read with that confidence
+BLANK_CONFIDENCE: Final = 0.3  # below this, what is read is noise
 CLEAR_CONFIDENCE: Final = 0.8  # the same for a line no detector boxed
 CLEAR_CHARS: Final = 3
 MIN_IDENTIFIER: Final = 3  # shorter header values (initials, 'M') would match anything
@@ -50,6 +51,12 @@ class Reading:
         """Letters or digits read with confidence (texture reads as a few stray marks)."""
         alnum = sum(c.isalnum() for c in self.text)
         return alnum >= TEXT_CHARS and self.confidence >= TEXT_CONFIDENCE
+
+    @property
+    def is_blank(self) -> bool:
+        """Nothing written: no letter or digit read with any confidence (texture reads
+        so; text in a script the recognizer does not know reads as look-alikes)."""
+        return self.confidence < BLANK_CONFIDENCE or not any(c.isalnum() for c in self.text)
 
     @property
     def is_clear_text(self) -> bool:
