@@ -4,9 +4,12 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -22,6 +25,7 @@ from deid_node.config import (
     WebConfig,
     parse_config,
 )
+from deid_node.config_keys import KEYS, TABLES, Key, with_readme_tables
 from deid_node.errors import ConfigError
 
 PROFILE = "[profiles.p]\n"
@@ -520,3 +524,77 @@ def test_the_dataclass_defaults_are_the_parsed_ones() -> None:
     assert cfg.profiles["p"] == ProfileConfig("p")
     assert cfg.destinations["d"] == DestinationConfig("d", "D", "h", 104)
     assert DestinationConfig("d", "D", "h", 104).retry == RetryConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# One declaration: the parser reads every declared key, the README lists every one of them
+
+
+def _valid() -> dict[str, Any]:
+    """A document with every required key, every table present once."""
+    return {
+        "node": {"tls": {"certificate": "c.pem", "key": "k.pem"}},
+        "database": {},
+        "sources": [{"ae_title": "A", "profile": "p"}],
+        "unknown_sources": {},
+        "profiles": {
+            "p": {
+                "forward_to": ["d"],
+                "trial": {"sponsor": "S", "protocol_id": "P"},
+                "pixel_rules": [{"match": {"Modality": "US"}, "regions": [[0, 0, 1, 1]]}],
+            }
+        },
+        "destinations": [
+            {"name": "d", "ae_title": "D", "host": "h", "retry": {}, "tls": {}},
+        ],
+        "web": {"tls": {"certificate": "c.pem", "key": "k.pem"}},
+    }
+
+
+# Where each declared table sits in that document.
+PLACES: dict[str, tuple[str | int, ...]] = {
+    "node": ("node",),
+    "node.tls": ("node", "tls"),
+    "database": ("database",),
+    "sources": ("sources", 0),
+    "unknown_sources": ("unknown_sources",),
+    "profiles.NAME": ("profiles", "p"),
+    "profiles.NAME.trial": ("profiles", "p", "trial"),
+    "profiles.NAME.pixel_rules": ("profiles", "p", "pixel_rules", 0),
+    "destinations": ("destinations", 0),
+    "destinations.retry": ("destinations", 0, "retry"),
+    "destinations.tls": ("destinations", 0, "tls"),
+    "web": ("web",),
+    "web.tls": ("web", "tls"),
+}
+
+
+def test_every_declared_table_has_a_place() -> None:
+    assert set(PLACES) == set(TABLES)
+
+
+@pytest.mark.parametrize("key", KEYS, ids=lambda k: k.dotted)
+def test_the_parser_reads_every_declared_key(key: Key) -> None:
+    document = _valid()
+    table: Any = document
+    spelled = ""
+    for step in PLACES[key.table]:
+        table = table[step]
+        spelled += f"[{step}]" if isinstance(step, int) else f".{step}" if spelled else step
+    table[key.name] = date(1979, 5, 27)  # no kind takes a date
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, base_dir=Path("/base"), source=Path("c.toml"))
+    message = str(caught.value)
+    assert message.startswith(f"c.toml: {spelled}.{key.name}: expected "), message
+    assert message.endswith("got date"), message
+
+
+def test_the_valid_document_is_valid() -> None:
+    parse_config(_valid(), base_dir=Path("/base"))
+
+
+def test_the_readme_tables_are_the_declared_keys() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert with_readme_tables(readme) == readme, "run scripts/config_table.py --write"
+    documented = re.findall(r"^\| `([a-z_.A-Z]+)` \| ", readme, flags=re.M)
+    assert sorted(k for k in documented if "." in k) == sorted(k.dotted for k in KEYS)
