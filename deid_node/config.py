@@ -23,8 +23,7 @@ from deid_node.config_keys import BurnedInPolicy as BurnedInPolicy
 from deid_node.config_keys import Durability as Durability
 from deid_node.config_keys import Option as Option
 from deid_node.config_keys import check_unknown, default, read_table
-from deid_node.config_kinds import IPNetwork as IPNetwork
-from deid_node.config_kinds import TableReader
+from deid_node.config_kinds import IPNetwork, TableReader
 from deid_node.config_kinds import parse_tag as parse_tag
 from deid_node.errors import ConfigError
 
