@@ -1,62 +1,42 @@
 """Load and validate the TOML configuration into frozen dataclasses.
 
-Every error names the file and the key, says what was expected, and never echoes
-a value that could be PHI (config files hold none, but we stay strict anyway).
+Each key is declared once in config_keys.py (kind, bounds, default, meaning): the
+dataclass defaults below and the reading in parse_config come from there. Every error
+names the file and the key, says what was expected, and never echoes a value that could
+be PHI (config files hold none, but we stay strict anyway).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import keyword_for_tag
 
+from deid_node.config_keys import BurnedInPolicy as BurnedInPolicy
+from deid_node.config_keys import Durability as Durability
+from deid_node.config_keys import Option as Option
+from deid_node.config_keys import check_unknown, default, read_table
+from deid_node.config_kinds import IPNetwork, TableReader
+from deid_node.config_kinds import parse_tag as parse_tag
 from deid_node.errors import ConfigError
 
 DEFAULT_CONFIG = Path("config/deid-node.toml")
 CONFIG_ENV = "DEID_NODE_CONFIG"
 
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, no control chars
-_TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
-
-
-class Option(StrEnum):
-    """PS3.15 Annex E profile options, by the names users write in the config."""
-
-    RETAIN_SAFE_PRIVATE = "retain-safe-private"
-    RETAIN_UIDS = "retain-uids"
-    RETAIN_DEVICE_IDENTITY = "retain-device-identity"
-    RETAIN_INSTITUTION_IDENTITY = "retain-institution-identity"
-    RETAIN_PATIENT_CHARACTERISTICS = "retain-patient-characteristics"
-    RETAIN_LONGITUDINAL_FULL_DATES = "retain-longitudinal-full-dates"
-    RETAIN_LONGITUDINAL_MODIFIED_DATES = "retain-longitudinal-modified-dates"
-    CLEAN_DESCRIPTORS = "clean-descriptors"
-    CLEAN_STRUCTURED_CONTENT = "clean-structured-content"
-    CLEAN_GRAPHICS = "clean-graphics"
-    CLEAN_PIXEL_DATA = "clean-pixel-data"
-
-
-class BurnedInPolicy(StrEnum):
-    """What to do with an object that may carry burned-in text."""
-
-    QUARANTINE = "quarantine"
-    CLEAN = "clean"
-    ALLOW = "allow"
-
-
-class Durability(StrEnum):
-    """How hard an acknowledged object is pushed to disk before Success is sent."""
-
-    OS = "os"  # survives kill -9 of the node (page cache)
-    FSYNC = "fsync"  # survives power loss
+_PROFILE = "profiles.NAME"
+_TRIAL = "profiles.NAME.trial"
+_RULE = "profiles.NAME.pixel_rules"
+_DEST = "destinations"
+_RETRY = "destinations.retry"
+_CLIENT_TLS = "destinations.tls"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -65,10 +45,10 @@ class TrialConfig:
 
     sponsor: str
     protocol_id: str
-    protocol_name: str = ""
-    site_id: str = ""
-    site_name: str = ""
-    coordinating_center: str = ""
+    protocol_name: str = default(_TRIAL, "protocol_name")
+    site_id: str = default(_TRIAL, "site_id")
+    site_name: str = default(_TRIAL, "site_name")
+    coordinating_center: str = default(_TRIAL, "coordinating_center")
 
 
 @dataclass(frozen=True)
@@ -90,30 +70,28 @@ class ProfileConfig:
     """One named de-identification profile."""
 
     name: str
-    options: frozenset[Option] = frozenset()
-    patient_id_prefix: str = ""
-    record_linkage: bool = False
-    burned_in_annotation: BurnedInPolicy = BurnedInPolicy.QUARANTINE
-    keep: tuple[int, ...] = ()
-    remove: tuple[int, ...] = ()
-    replace: tuple[tuple[int, str], ...] = ()  # (tag, value) pairs; a tuple keeps it hashable
-    scope: str = ""
-    trial: TrialConfig | None = None
-    pixel_rules: tuple[RegionRule, ...] = ()
-    shipped_pixel_rules: bool = True  # the rules in deid_node/data/pixel_rules.toml apply too
-    ultrasound_regions: bool = False  # blank all outside the ultrasound data regions
-    look_at_every_image: bool = False  # also ORIGINAL\\PRIMARY images of text-free kinds
-    allow_words: tuple[str, ...] = ()  # kept by the free-text cleaner, lower case, sorted
-    forward_to: tuple[str, ...] = ()  # destination names: every stored object is sent there
-    keep_output: bool = True  # False: the output file goes once every destination has it
+    options: frozenset[Option] = default(_PROFILE, "options")
+    patient_id_prefix: str = default(_PROFILE, "patient_id_prefix")
+    record_linkage: bool = default(_PROFILE, "record_linkage")
+    burned_in_annotation: BurnedInPolicy = default(_PROFILE, "burned_in_annotation")
+    keep: tuple[int, ...] = default(_PROFILE, "keep")
+    remove: tuple[int, ...] = default(_PROFILE, "remove")
+    # (tag, value) pairs; a tuple keeps it hashable
+    replace: tuple[tuple[int, str], ...] = default(_PROFILE, "replace")
+    scope: str = default(_PROFILE, "scope")
+    trial: TrialConfig | None = None  # no [profiles.NAME.trial] table
+    pixel_rules: tuple[RegionRule, ...] = default(_PROFILE, "pixel_rules")
+    shipped_pixel_rules: bool = default(_PROFILE, "shipped_pixel_rules")
+    ultrasound_regions: bool = default(_PROFILE, "ultrasound_regions")
+    look_at_every_image: bool = default(_PROFILE, "look_at_every_image")
+    allow_words: tuple[str, ...] = default(_PROFILE, "allow_words")  # lower case, sorted
+    forward_to: tuple[str, ...] = default(_PROFILE, "forward_to")  # destination names
+    keep_output: bool = default(_PROFILE, "keep_output")
 
     @property
     def pseudonym_scope(self) -> str:
         """The HMAC scope: two scopes give unlinkable pseudonyms."""
         return self.scope or self.name
-
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -122,7 +100,7 @@ class SourceConfig:
 
     ae_title: str
     profile: str
-    hosts: tuple[IPNetwork, ...] = ()
+    hosts: tuple[IPNetwork, ...] = default("sources", "hosts")
 
     def allows(self, address: str) -> bool:
         """True if the peer address may use this AE title (no hosts = any)."""
@@ -141,8 +119,8 @@ class TlsConfig:
 
     certificate: Path
     key: Path
-    ca_bundle: Path | None = None
-    require_client_cert: bool = False
+    ca_bundle: Path | None = default("node.tls", "ca_bundle")
+    require_client_cert: bool = default("node.tls", "require_client_cert")
 
 
 @dataclass(frozen=True)
@@ -155,10 +133,10 @@ class RetryConfig:
     after `max_retries` attempts.
     """
 
-    delay: float = 2.0
-    multiplier: float = 2.0
-    max_delay: float = 120.0
-    max_retries: int = 3
+    delay: float = default(_RETRY, "delay")
+    multiplier: float = default(_RETRY, "multiplier")
+    max_delay: float = default(_RETRY, "max_delay")
+    max_retries: int = default(_RETRY, "max_retries")
 
     def pause(self, attempts: int) -> float:
         """Seconds to wait after the given number of failed attempts."""
@@ -170,10 +148,10 @@ class RetryConfig:
 class ClientTlsConfig:
     """[destinations.tls]: DICOM TLS towards a destination."""
 
-    ca_bundle: Path | None = None  # None: the system's trusted certificates
-    certificate: Path | None = None  # our certificate, for destinations that ask for one
-    key: Path | None = None
-    server_name: str = ""  # the name its certificate must carry; default: host
+    ca_bundle: Path | None = default(_CLIENT_TLS, "ca_bundle")  # None: the system's
+    certificate: Path | None = default(_CLIENT_TLS, "certificate")
+    key: Path | None = default(_CLIENT_TLS, "key")
+    server_name: str = default(_CLIENT_TLS, "server_name")  # "": host
 
 
 @dataclass(frozen=True)
@@ -183,29 +161,28 @@ class DestinationConfig:
     name: str
     ae_title: str
     host: str
-    port: int
-    calling_ae: str = ""  # our AE title towards it; default node.ae_title
-    max_associations: int = 1
-    accept_warnings: bool = True  # a C-STORE warning (0xB000, 0xB006, 0xB007) counts as sent
+    port: int = default(_DEST, "port")
+    calling_ae: str = default(_DEST, "calling_ae")  # "": node.ae_title
+    max_associations: int = default(_DEST, "max_associations")
+    accept_warnings: bool = default(_DEST, "accept_warnings")
     retry: RetryConfig = RetryConfig()
-    tls: ClientTlsConfig | None = None
-    timeout: float = 30.0  # connection, ACSE and DIMSE timeout, seconds
-    idle_release: float = 5.0  # an association with nothing to send is released after this
+    tls: ClientTlsConfig | None = None  # no [destinations.tls] table
+    timeout: float = default(_DEST, "timeout")
+    idle_release: float = default(_DEST, "idle_release")
 
 
 @dataclass(frozen=True)
 class WebConfig:
     """[web]: the web console's own address (`deid-node web`), HTTPS with [web.tls]."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    certificate: Path | None = None
+    host: str = default("web", "host")
+    port: int = default("web", "port")
+    certificate: Path | None = None  # no [web.tls] table
     key: Path | None = None
-    session_hours: float = 8.0
-    max_upload_bytes: int = 2 * 1024**3  # one job's upload; ZIPs unpacked count too
-    max_files: int = 10000  # files in one job, ZIP members included
-    # Peers whose X-Forwarded-For names the client; no one's by default.
-    trusted_proxies: tuple[IPNetwork, ...] = ()
+    session_hours: float = default("web", "session_hours")
+    max_upload_bytes: int = default("web", "max_upload_bytes")
+    max_files: int = default("web", "max_files")
+    trusted_proxies: tuple[IPNetwork, ...] = default("web", "trusted_proxies")
 
     @property
     def https(self) -> bool:
@@ -217,22 +194,22 @@ class WebConfig:
 class NodeConfig:
     """The [node] table."""
 
-    ae_title: str = "DEID_NODE"
-    host: str = "127.0.0.1"
-    port: int = 11112
-    data_dir: Path = Path("var")
-    output_dir: Path | None = None
-    max_associations: int = 16
-    durability: Durability = Durability.OS
-    workers: int = 0  # 0 = CPU count
-    receivers: int = 0  # receiving processes; 0 = min(2, CPU count)
-    max_object_bytes: int = 4 * 1024**3
-    spool_max_bytes: int = 20 * 1024**3
-    network_timeout: float = 60.0
-    acse_timeout: float = 30.0
-    dimse_timeout: float = 120.0
-    request_timeout: float = 5.0  # a new connection's time to send its A-ASSOCIATE-RQ
-    tls: TlsConfig | None = None
+    ae_title: str = default("node", "ae_title")
+    host: str = default("node", "host")
+    port: int = default("node", "port")
+    data_dir: Path = default("node", "data_dir")
+    output_dir: Path | None = default("node", "output_dir")
+    max_associations: int = default("node", "max_associations")
+    durability: Durability = default("node", "durability")
+    workers: int = default("node", "workers")  # 0 = CPU count
+    receivers: int = default("node", "receivers")  # 0 = min(2, CPU count)
+    max_object_bytes: int = default("node", "max_object_bytes")
+    spool_max_bytes: int = default("node", "spool_max_bytes")
+    network_timeout: float = default("node", "network_timeout")
+    acse_timeout: float = default("node", "acse_timeout")
+    dimse_timeout: float = default("node", "dimse_timeout")
+    request_timeout: float = default("node", "request_timeout")
+    tls: TlsConfig | None = None  # no [node.tls] table
 
     @property
     def output(self) -> Path:
@@ -325,191 +302,25 @@ def load_config(path: Path | None = None) -> Config:
     return parse_config(raw, base_dir=cfg_path.resolve().parent, source=cfg_path)
 
 
-class _Reader:
-    """Typed access to one TOML table with errors naming the dotted key."""
-
-    def __init__(self, table: Mapping[str, Any], prefix: str, source: Path | None) -> None:
-        self.table = table
-        self.prefix = prefix
-        self.source = source
-        self.used: set[str] = set()
-
-    def error(self, key: str, message: str) -> ConfigError:
-        where = f"{self.source}: " if self.source else ""
-        dotted = f"{self.prefix}.{key}" if self.prefix else key
-        return ConfigError(f"{where}{dotted}: {message}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any, expected: str) -> Any:
-        self.used.add(key)
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        # bool is an int subclass; never accept true where a number is expected
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise self.error(key, f"expected {expected}, got a boolean")
-        if not isinstance(value, kind):
-            raise self.error(key, f"expected {expected}, got {type(value).__name__}")
-        return value
-
-    def string(self, key: str, default: str | None = None) -> str:
-        value = self.get(key, str, default, "a string")
-        if value is None:
-            raise self.error(key, "is required (a string)")
-        return str(value)
-
-    def integer(self, key: str, default: int, low: int, high: int) -> int:
-        value = int(self.get(key, int, default, "an integer"))
-        if not low <= value <= high:
-            raise self.error(key, f"expected an integer from {low} to {high}, got {value}")
-        return value
-
-    def number(self, key: str, default: float, low: float) -> float:
-        value = float(self.get(key, (int, float), default, "a number"))
-        if not value >= low or math.isinf(value):  # NaN compares false
-            raise self.error(key, f"expected a number >= {low}, got {value}")
-        return value
-
-    def boolean(self, key: str, default: bool) -> bool:
-        return bool(self.get(key, bool, default, "true or false"))
-
-    def strings(self, key: str) -> list[str]:
-        value = self.get(key, list, [], "a list of strings")
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise self.error(f"{key}[{i}]", f"expected a string, got {type(item).__name__}")
-        return list(value)
-
-    def table_of(self, key: str) -> Mapping[str, Any]:
-        return dict(self.get(key, dict, {}, "a table"))
-
-    def check_unknown(self, allowed_extra: tuple[str, ...] = ()) -> None:
-        for key in self.table:
-            if key not in self.used and key not in allowed_extra:
-                raise self.error(
-                    key, "unknown key (check the spelling; see README 'Configuration')"
-                )
-
-
-def _choice(reader: _Reader, key: str, enum: type[StrEnum], default: StrEnum) -> Any:
-    value = reader.string(key, str(default))
-    try:
-        return enum(value)
-    except ValueError:
-        allowed = ", ".join(f"'{m.value}'" for m in enum)
-        raise reader.error(key, f"expected one of {allowed}, got '{value}'") from None
-
-
-def _ae_title(reader: _Reader, key: str, default: str | None = None) -> str:
-    value = reader.string(key, default)
-    if not _AE_RE.match(value) or not value.strip():
-        raise reader.error(key, "expected an AE title: 1 to 16 printable characters, no backslash")
-    return value.strip()
-
-
-def parse_tag(text: str) -> int:
-    """A DICOM keyword or "(gggg,eeee)" as an integer tag; ValueError if neither."""
-    match = _TAG_RE.match(text.strip())
-    if match:
-        return int(match.group(1) + match.group(2), 16)
-    tag = tag_for_keyword(text.strip())
-    if tag is None:
-        raise ValueError(text)
-    return int(tag)
-
-
-def _tags(reader: _Reader, key: str) -> tuple[int, ...]:
-    tags = []
-    for i, item in enumerate(reader.strings(key)):
-        try:
-            tags.append(parse_tag(item))
-        except ValueError:
-            raise reader.error(
-                f"{key}[{i}]", f"'{item}' is not a DICOM keyword or a tag like \"(0010,0010)\""
-            ) from None
-    return tuple(tags)
-
-
-def _replacements(reader: _Reader, key: str) -> tuple[tuple[int, str], ...]:
-    out: dict[int, str] = {}
-    for name, value in reader.table_of(key).items():
-        try:
-            tag = parse_tag(name)
-        except ValueError:
-            raise reader.error(
-                f"{key}.{name}", 'not a DICOM keyword or a tag like "(0010,0010)"'
-            ) from None
-        if not isinstance(value, str):
-            raise reader.error(f"{key}.{name}", "expected a string value")
-        try:
-            vr = dictionary_VR(tag)
-        except KeyError:
-            vr = ""
-        if vr in ("SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN", ""):
-            what = keyword_for_tag(tag) or name
-            raise reader.error(f"{key}.{name}", f"cannot replace {what} (VR {vr or '?'}) by text")
-        out[tag] = value
-    return tuple(sorted(out.items()))
-
-
-def _profile(name: str, table: Mapping[str, Any], source: Path | None) -> ProfileConfig:
-    reader = _Reader(table, f"profiles.{name}", source)
-    options: set[Option] = set()
-    for i, opt in enumerate(reader.strings("options")):
-        try:
-            options.add(Option(opt))
-        except ValueError:
-            allowed = ", ".join(o.value for o in Option)
-            raise reader.error(
-                f"options[{i}]", f"unknown option '{opt}'; expected one of: {allowed}"
-            ) from None
-    if {
-        Option.RETAIN_LONGITUDINAL_FULL_DATES,
-        Option.RETAIN_LONGITUDINAL_MODIFIED_DATES,
-    } <= options:
+def _profile(name: str, table: Mapping[str, Any], top: TableReader) -> ProfileConfig:
+    reader = TableReader(table, f"profiles.{name}", top.source, top.base_dir)
+    values = read_table(reader, _PROFILE)
+    dates = {Option.RETAIN_LONGITUDINAL_FULL_DATES, Option.RETAIN_LONGITUDINAL_MODIFIED_DATES}
+    if dates <= values["options"]:
         raise reader.error(
             "options",
             "retain-longitudinal-full-dates and retain-longitudinal-modified-dates exclude "
             "each other; keep one",
         )
-    prefix = reader.string("patient_id_prefix", "")
-    if len(prefix) > 32 or "\\" in prefix:
-        raise reader.error("patient_id_prefix", "expected at most 32 characters, no backslash")
-    policy = _choice(reader, "burned_in_annotation", BurnedInPolicy, BurnedInPolicy.QUARANTINE)
     trial = None
     if "trial" in table:
-        treader = _Reader(reader.table_of("trial"), f"profiles.{name}.trial", source)
-        trial = TrialConfig(
-            sponsor=treader.string("sponsor"),
-            protocol_id=treader.string("protocol_id"),
-            protocol_name=treader.string("protocol_name", ""),
-            site_id=treader.string("site_id", ""),
-            site_name=treader.string("site_name", ""),
-            coordinating_center=treader.string("coordinating_center", ""),
-        )
-        treader.check_unknown()
-    profile = ProfileConfig(
-        name=name,
-        options=frozenset(options),
-        patient_id_prefix=prefix,
-        record_linkage=reader.boolean("record_linkage", False),
-        burned_in_annotation=policy,
-        look_at_every_image=reader.boolean("look_at_every_image", False),
-        keep=_tags(reader, "keep"),
-        remove=_tags(reader, "remove"),
-        replace=_replacements(reader, "replace"),
-        scope=reader.string("scope", ""),
-        trial=trial,
-        pixel_rules=parse_region_rules(
-            reader.get("pixel_rules", list, [], "a list of tables ([[profiles.NAME.pixel_rules]])"),
-            f"profiles.{name}.pixel_rules",
-            source,
-        ),
-        shipped_pixel_rules=reader.boolean("shipped_pixel_rules", True),
-        ultrasound_regions=reader.boolean("ultrasound_regions", False),
-        allow_words=_allow_words(reader),
-        forward_to=tuple(dict.fromkeys(reader.strings("forward_to"))),
-        keep_output=reader.boolean("keep_output", True),
+        treader = reader.sub("trial", f"profiles.{name}.trial")
+        trial = TrialConfig(**read_table(treader, _TRIAL))
+        check_unknown(treader, _TRIAL)
+    rules = parse_region_rules(
+        values.pop("pixel_rules"), f"profiles.{name}.pixel_rules", top.source
     )
+    profile = ProfileConfig(name=name, trial=trial, pixel_rules=rules, **values)
     if not profile.keep_output and not profile.forward_to:
         raise reader.error(
             "keep_output", "false deletes output once forwarded: it needs forward_to"
@@ -520,21 +331,8 @@ def _profile(name: str, table: Mapping[str, Any], source: Path | None) -> Profil
         raise reader.error(
             "keep", f"{keyword_for_tag(tag) or f'{tag:08X}'} is also in remove or replace"
         )
-    reader.check_unknown(("trial",))
+    check_unknown(reader, _PROFILE)
     return profile
-
-
-def _allow_words(reader: _Reader) -> tuple[str, ...]:
-    words = set()
-    for i, word in enumerate(reader.strings("allow_words")):
-        w = word.strip().lower()
-        if not w or not all(c.isalnum() for c in w):
-            raise reader.error(f"allow_words[{i}]", "expected one word of letters and digits")
-        words.add(w)
-    return tuple(sorted(words))
-
-
-_MAX_SIDE = 65535  # Rows and Columns are US (16-bit)
 
 
 def parse_region_rules(
@@ -546,45 +344,11 @@ def parse_region_rules(
         if not isinstance(item, dict):
             where = f"{source}: " if source else ""
             raise ConfigError(f"{where}{prefix}[{i}]: expected a table with match and regions")
-        reader = _Reader(item, f"{prefix}[{i}]", source)
-        name = reader.string("name", f"rule {i + 1}")
-        match = []
-        for keyword, value in reader.table_of("match").items():
-            if tag_for_keyword(keyword) is None:
-                raise reader.error(f"match.{keyword}", "not a DICOM keyword")
-            patterns = value if isinstance(value, list) else [value]
-            kinds_ok = all(isinstance(v, str | int) and not isinstance(v, bool) for v in patterns)
-            if not patterns or not kinds_ok:
-                raise reader.error(
-                    f"match.{keyword}", "expected a pattern, a number or a list of them"
-                )
-            match.append((keyword, tuple(str(v) for v in patterns)))
-        if not match:
-            raise reader.error("match", "is required: at least one attribute to match on")
-        regions = []
-        raw_regions = reader.get("regions", list, [], "a list of [left, top, width, height]")
-        for j, region in enumerate(raw_regions):
-            ok = isinstance(region, list) and len(region) == 4
-            ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in region)
-            if not ok or not all(-_MAX_SIDE <= v <= _MAX_SIDE for v in region):
-                raise reader.error(
-                    f"regions[{j}]", "expected [left, top, width, height] as integers"
-                )
-            if region[2] <= 0 or region[3] <= 0:
-                raise reader.error(f"regions[{j}]", "width and height must be positive")
-            regions.append((region[0], region[1], region[2], region[3]))
-        if not regions:
-            raise reader.error("regions", "is required: at least one rectangle")
-        reader.check_unknown()
-        rules.append(RegionRule(name, tuple(sorted(match)), tuple(regions)))
+        reader = TableReader(item, f"{prefix}[{i}]", source)
+        values = read_table(reader, _RULE, defaults={"name": f"rule {i + 1}"})
+        check_unknown(reader, _RULE)
+        rules.append(RegionRule(**values))
     return tuple(rules)
-
-
-def _path(base_dir: Path, value: str) -> Path:
-    # normpath, not resolve(): "config/../var" reads badly in audit rows, but symlinks an
-    # operator set up are theirs to keep.
-    p = Path(value).expanduser()
-    return Path(os.path.normpath(p if p.is_absolute() else base_dir / p))
 
 
 def _database_url(url: str, base_dir: Path) -> str:
@@ -600,85 +364,28 @@ def _database_url(url: str, base_dir: Path) -> str:
 
 def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
     """Validate an already-parsed TOML document."""
-    top = _Reader(raw, "", source)
-    nraw = top.table_of("node")
-    n = _Reader(nraw, "node", source)
-    data_dir = _path(base_dir, n.string("data_dir", "var"))
-    output_dir = n.string("output_dir", "") or None
-    node = NodeConfig(
-        ae_title=_ae_title(n, "ae_title", "DEID_NODE"),
-        host=n.string("host", "127.0.0.1"),
-        port=n.integer("port", 11112, 0, 65535),
-        data_dir=data_dir,
-        output_dir=_path(base_dir, output_dir) if output_dir else None,
-        max_associations=n.integer("max_associations", 16, 1, 1000),
-        durability=_choice(n, "durability", Durability, Durability.OS),
-        workers=n.integer("workers", 0, 0, 256),
-        receivers=n.integer("receivers", 0, 0, 64),
-        max_object_bytes=n.integer("max_object_bytes", 4 * 1024**3, 1024, 2**50),
-        spool_max_bytes=n.integer("spool_max_bytes", 20 * 1024**3, 1024**2, 2**60),
-        network_timeout=n.number("network_timeout", 60.0, 1.0),
-        acse_timeout=n.number("acse_timeout", 30.0, 1.0),
-        dimse_timeout=n.number("dimse_timeout", 120.0, 1.0),
-        request_timeout=n.number("request_timeout", 5.0, 0.5),
-    )
-    if "tls" in nraw:
-        t = _Reader(n.table_of("tls"), "node.tls", source)
-        ca = t.string("ca_bundle", "")
-        tls = TlsConfig(
-            certificate=_path(base_dir, t.string("certificate")),
-            key=_path(base_dir, t.string("key")),
-            ca_bundle=_path(base_dir, ca) if ca else None,
-            require_client_cert=t.boolean("require_client_cert", False),
-        )
-        if tls.require_client_cert and tls.ca_bundle is None:
-            raise t.error("ca_bundle", "is required when require_client_cert = true")
-        t.check_unknown()
-        node = replace(node, tls=tls)
-    try:
-        ipaddress.ip_address(node.host)
-    except ValueError:
-        if node.host != "localhost":
-            raise n.error("host", "expected an IP address to bind, such as 127.0.0.1") from None
-    n.check_unknown(("tls",))
+    top = TableReader(raw, "", source, base_dir)
+    node = _node(top)
 
     from deid_node.audit.url import sqlite_url  # see _database_url
 
-    d = _Reader(top.table_of("database"), "database", source)
-    default_url = sqlite_url((data_dir / "audit.db").resolve())
-    database_url = _database_url(d.string("url", default_url), base_dir)
-    d.check_unknown()
+    d = top.sub("database", "database")
+    default_url = sqlite_url((node.data_dir / "audit.db").resolve())
+    database_url = _database_url(read_table(d, "database", {"url": default_url})["url"], base_dir)
+    check_unknown(d, "database")
 
     profiles: dict[str, ProfileConfig] = {}
     for name, table in top.table_of("profiles").items():
         if not isinstance(table, dict):
             raise top.error(f"profiles.{name}", "expected a table [profiles.NAME]")
-        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
+        if not _NAME_RE.match(name):
             raise top.error(
                 f"profiles.{name}", "profile names use letters, digits, '-' and '_' only"
             )
-        profiles[name] = _profile(name, table, source)
+        profiles[name] = _profile(name, table, top)
 
-    srcs = top.get("sources", list, [], "an array of tables [[sources]]")
-    sources: list[SourceConfig] = []
-    seen: set[str] = set()
-    for i, entry in enumerate(srcs):
-        if not isinstance(entry, dict):
-            raise top.error(f"sources[{i}]", "expected a table [[sources]]")
-        s = _Reader(entry, f"sources[{i}]", source)
-        ae = _ae_title(s, "ae_title")
-        if ae in seen:
-            raise s.error("ae_title", f"'{ae}' is configured twice")
-        seen.add(ae)
-        profile = s.string("profile")
-        if profile not in profiles:
-            known = ", ".join(sorted(profiles)) or "none"
-            raise s.error("profile", f"unknown profile '{profile}'; configured profiles: {known}")
-        hosts = _networks(s, "hosts")
-        s.check_unknown()
-        sources.append(SourceConfig(ae_title=ae, profile=profile, hosts=hosts))
-
-    destinations = _destinations(top, base_dir, source)
+    sources = _sources(top, profiles)
+    destinations = _destinations(top)
     for name, prof in profiles.items():
         for i, dest in enumerate(prof.forward_to):
             if dest not in destinations:
@@ -688,19 +395,19 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
                     f"unknown destination '{dest}'; configured destinations: {known}",
                 )
 
-    web = _web(top, base_dir, source)
+    web = _web(top)
 
-    u = _Reader(top.table_of("unknown_sources"), "unknown_sources", source)
-    unknown_action = u.string("action", "reject")
+    u = top.sub("unknown_sources", "unknown_sources")
+    unknown_action = read_table(u, "unknown_sources")["action"]
     if unknown_action != "reject" and unknown_action not in profiles:
         raise u.error("action", f"expected 'reject' or a profile name, got '{unknown_action}'")
-    u.check_unknown()
+    check_unknown(u, "unknown_sources")
     top.check_unknown()
     return Config(
         path=source,
         node=node,
         database_url=database_url,
-        sources=tuple(sources),
+        sources=sources,
         unknown_action=unknown_action,
         profiles=profiles,
         destinations=destinations,
@@ -708,103 +415,75 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
     )
 
 
-def _networks(r: _Reader, key: str) -> tuple[IPNetwork, ...]:
-    out: list[IPNetwork] = []
-    for j, h in enumerate(r.strings(key)):
-        try:
-            out.append(ipaddress.ip_network(h, strict=False))
-        except ValueError:
-            raise r.error(
-                f"{key}[{j}]", f"'{h}' is not an IP address or CIDR like 10.0.0.0/8"
-            ) from None
-    return tuple(out)
+def _node(top: TableReader) -> NodeConfig:
+    n = top.sub("node", "node")
+    node = NodeConfig(**read_table(n, "node"))
+    if "tls" in n.table:
+        t = n.sub("tls", "node.tls")
+        tls = TlsConfig(**read_table(t, "node.tls"))
+        if tls.require_client_cert and tls.ca_bundle is None:
+            raise t.error("ca_bundle", "is required when require_client_cert = true")
+        check_unknown(t, "node.tls")
+        node = replace(node, tls=tls)
+    check_unknown(n, "node")
+    return node
 
 
-def _web(top: _Reader, base_dir: Path, source: Path | None) -> WebConfig:
-    raw = top.table_of("web")
-    w = _Reader(raw, "web", source)
-    web = WebConfig(
-        host=w.string("host", "127.0.0.1"),
-        port=w.integer("port", 8080, 0, 65535),
-        session_hours=w.number("session_hours", 8.0, 0.01),
-        max_upload_bytes=w.integer("max_upload_bytes", 2 * 1024**3, 1024, 2**50),
-        max_files=w.integer("max_files", 10000, 1, 10**7),
-        trusted_proxies=_networks(w, "trusted_proxies"),
-    )
-    try:
-        ipaddress.ip_address(web.host)
-    except ValueError:
-        if web.host != "localhost":
-            raise w.error("host", "expected an IP address to bind, such as 127.0.0.1") from None
-    if "tls" in raw:
-        t = _Reader(w.table_of("tls"), "web.tls", source)
-        web = replace(
-            web,
-            certificate=_path(base_dir, t.string("certificate")),
-            key=_path(base_dir, t.string("key")),
-        )
-        t.check_unknown()
-    w.check_unknown(("tls",))
+def _sources(top: TableReader, profiles: Mapping[str, ProfileConfig]) -> tuple[SourceConfig, ...]:
+    entries = top.get("sources", list, [], "an array of tables [[sources]]")
+    sources: list[SourceConfig] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise top.error(f"sources[{i}]", "expected a table [[sources]]")
+        s = TableReader(entry, f"sources[{i}]", top.source, top.base_dir)
+        src = SourceConfig(**read_table(s, "sources"))
+        if src.ae_title in seen:
+            raise s.error("ae_title", f"'{src.ae_title}' is configured twice")
+        seen.add(src.ae_title)
+        if src.profile not in profiles:
+            known = ", ".join(sorted(profiles)) or "none"
+            raise s.error(
+                "profile", f"unknown profile '{src.profile}'; configured profiles: {known}"
+            )
+        check_unknown(s, "sources")
+        sources.append(src)
+    return tuple(sources)
+
+
+def _web(top: TableReader) -> WebConfig:
+    w = top.sub("web", "web")
+    web = WebConfig(**read_table(w, "web"))
+    if "tls" in w.table:
+        t = w.sub("tls", "web.tls")
+        web = replace(web, **read_table(t, "web.tls"))
+        check_unknown(t, "web.tls")
+    check_unknown(w, "web")
     return web
 
 
-def _destinations(
-    top: _Reader, base_dir: Path, source: Path | None
-) -> dict[str, DestinationConfig]:
+def _destinations(top: TableReader) -> dict[str, DestinationConfig]:
     out: dict[str, DestinationConfig] = {}
     entries = top.get("destinations", list, [], "an array of tables [[destinations]]")
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise top.error(f"destinations[{i}]", "expected a table [[destinations]]")
-        d = _Reader(entry, f"destinations[{i}]", source)
-        name = d.string("name")
-        if not re.match(r"^[A-Za-z0-9_-]{1,64}$", name):
-            raise d.error("name", "destination names use letters, digits, '-' and '_' only")
-        if name in out:
-            raise d.error("name", f"'{name}' is configured twice")
-        host = d.string("host")
-        if not host.strip() or any(c.isspace() for c in host):
-            raise d.error("host", "expected a host name or an IP address")
-        calling = _ae_title(d, "calling_ae", "DEID_NODE") if "calling_ae" in entry else ""
-        r = _Reader(d.table_of("retry"), f"destinations[{i}].retry", source)
-        retry = RetryConfig(
-            delay=r.number("delay", 2.0, 0.01),
-            multiplier=r.number("multiplier", 2.0, 1.0),
-            max_delay=r.number("max_delay", 120.0, 0.01),
-            max_retries=r.integer("max_retries", 3, 1, 1000),
-        )
+        d = TableReader(entry, f"destinations[{i}]", top.source, top.base_dir)
+        values = read_table(d, _DEST)
+        if values["name"] in out:
+            raise d.error("name", f"'{values['name']}' is configured twice")
+        r = d.sub("retry", f"destinations[{i}].retry")
+        retry = RetryConfig(**read_table(r, _RETRY))
         if retry.max_delay < retry.delay:
             raise r.error("max_delay", f"must be at least delay ({retry.delay:g} s)")
-        r.check_unknown()
+        check_unknown(r, _RETRY)
         tls = None
         if "tls" in entry:
-            t = _Reader(d.table_of("tls"), f"destinations[{i}].tls", source)
-
-            def path_or_none(key: str, t: _Reader = t) -> Path | None:
-                value = t.string(key, "")
-                return _path(base_dir, value) if value else None
-
-            tls = ClientTlsConfig(
-                ca_bundle=path_or_none("ca_bundle"),
-                certificate=path_or_none("certificate"),
-                key=path_or_none("key"),
-                server_name=t.string("server_name", ""),
-            )
+            t = d.sub("tls", f"destinations[{i}].tls")
+            tls = ClientTlsConfig(**read_table(t, _CLIENT_TLS))
             if (tls.certificate is None) != (tls.key is None):
                 raise t.error("key", "certificate and key go together: give both or neither")
-            t.check_unknown()
-        out[name] = DestinationConfig(
-            name=name,
-            ae_title=_ae_title(d, "ae_title"),
-            host=host.strip(),
-            port=d.integer("port", 104, 1, 65535),
-            calling_ae=calling,
-            max_associations=d.integer("max_associations", 1, 1, 16),
-            accept_warnings=d.boolean("accept_warnings", True),
-            retry=retry,
-            tls=tls,
-            timeout=d.number("timeout", 30.0, 0.1),
-            idle_release=d.number("idle_release", 5.0, 0.0),
-        )
-        d.check_unknown(("retry", "tls"))
+            check_unknown(t, _CLIENT_TLS)
+        out[values["name"]] = DestinationConfig(retry=retry, tls=tls, **values)
+        check_unknown(d, _DEST)
     return out

@@ -372,6 +372,63 @@ def test_audit_tables_show_studies_and_objects(sent: Sent) -> None:
     assert out.count("stored") == 10 and "quarantined" not in out
 
 
+# The views as subcommands, and the flag forms scripts in the field call
+
+SAME_VIEW = [
+    (["studies"], []),
+    (["studies", "--calling-ae", "TRIAL_PACS", "--limit", "2"],
+     ["--limit", "2", "--calling-ae", "TRIAL_PACS"]),
+    (["objects"], ["--objects"]),
+    (["objects", "--status", "stored", "--limit", "3"],
+     ["--status", "stored", "--objects", "--limit", "3"]),
+    (["associations"], ["--associations"]),
+    (["associations", "--outcome", "rejected"], ["--outcome", "rejected", "--associations"]),
+    (["forwards", "--calling-ae", "CT_SCANNER"], ["--calling-ae", "CT_SCANNER", "--forwards"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("as_json", [[], ["--json"]], ids=["table", "json"])
+@pytest.mark.parametrize(("subcommand", "flags"), SAME_VIEW)
+def test_each_view_and_its_flag_form_print_the_same(
+    sent: Sent, subcommand: list[str], flags: list[str], as_json: list[str]
+) -> None:
+    config = ["--config", str(sent.config)]
+    code, out, err = run("audit", *subcommand, *config, *as_json)
+    assert code == 0, err
+    assert out != "0 rows\n" or subcommand[0] == "forwards"  # no destinations here
+    assert run("audit", *flags, *config, *as_json) == (0, out, "")
+    assert run("audit", *config, *flags, *as_json) == (0, out, "")  # options in any order
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["associations", "--status", "stored"],
+         "--status does not apply to audit associations "
+         "(use --since, --until, --calling-ae or --outcome)"),
+        (["objects", "--outcome", "rejected"], "--outcome applies to audit associations only"),
+        (["studies", "--forwards"],
+         "--forwards is the flag form of 'audit forwards': use it without a subcommand"),
+        (["--forwards", "--objects"], "choose one of --objects, --associations and --forwards"),
+        (["--outcome=rejected"], "--outcome applies to --associations only"),
+    ],
+)  # fmt: skip
+def test_a_filter_of_another_view_is_one_error_line(
+    sent: Sent, args: list[str], message: str
+) -> None:
+    code, out, err = run("audit", *args, "--config", str(sent.config))
+    assert (code, out, err) == (1, "", f"Error: {message}\n")
+
+
+def test_audit_help_lists_the_views() -> None:
+    code, out, _ = run("audit", "--help")
+    assert code == 0 and "Example: deid-node audit objects" in out
+    for view in ("studies", "objects", "associations", "forwards"):
+        assert view in out
+    code, out, _ = run("audit", "--associations", "--help")
+    assert code == 0 and "--outcome" in out and "--status" not in out
+
+
 # --------------------------------------------------------------------------------------------
 # Errors and docs
 
@@ -450,7 +507,10 @@ COMMANDS = [
     "check-config",
     "deidentify",
     "serve",
-    "audit",
+    "audit studies",
+    "audit objects",
+    "audit associations",
+    "audit forwards",
     "export-csv",
     "profiles list",
     "profiles show",

@@ -351,6 +351,11 @@ def test_forward_commands_status_retry_and_purge(
         assert {r["last_error"] for r in json.loads(listed.output)} == {
             "C-STORE status 0xC001 (cannot understand)"
         }
+        for form in (["audit", "forwards"], ["audit", "--forwards"]):  # the flag form: scripts
+            again = runner.invoke(app, [*form, "--json", "-c", config])
+            assert (again.exit_code, again.output) == (0, listed.output)
+            table = runner.invoke(app, [*form, "--calling-ae", "CT_SCANNER", "-c", config])
+            assert table.exit_code == 0 and table.output.count("0xC001") == 2
         dest.status = lambda ds: 0x0000
         retried = runner.invoke(app, ["forward", "retry", "--failed", "-c", config])
         assert retried.exit_code == 0 and "2 job(s)" in retried.output

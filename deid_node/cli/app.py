@@ -20,7 +20,7 @@ app = typer.Typer(
 app.command("check-config")(node.check_config)
 app.command("deidentify")(deidentify.deidentify)
 app.command("serve")(node.serve)
-app.command("audit")(audit.audit_command)
+app.add_typer(audit.app, name="audit")
 app.command("export-csv")(audit.export_csv)
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(quarantine.app, name="quarantine")

@@ -6,10 +6,11 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
 
 from deid_node.config import Config
 
@@ -80,8 +81,114 @@ def _filters(
     return parse_filters(since, until, calling_ae, profile, status, study)
 
 
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="A JSON array, one object per row, for scripts.")
+]
+LimitOption = Annotated[
+    int | None, typer.Option("--limit", min=1, help="At most N rows.", show_default=False)
+]
+OutcomeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--outcome",
+        help="released, aborted, closed, rejected, interrupted or open.",
+        show_default=False,
+    ),
+]
+
+
+_ALIASES = {"--objects": "objects", "--associations": "associations", "--forwards": "forwards"}
+_NOT_FILTERS = ("--config", "-c", "--json", "--limit", "--help")
+
+
+class _AuditGroup(TyperGroup):
+    """`audit VIEW [filters]`; the older `audit [--objects|--associations|--forwards]` too.
+
+    Scripts in the field call the flag forms, so they stay: a flag becomes its subcommand
+    before parsing, and no flag means `studies`. A filter the view does not take, or two
+    views at once, is one `Error:` line and exit 1 in either form, as it always was.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: click's Context
+        return super().parse_args(ctx, self._as_subcommand(args))
+
+    def _as_subcommand(self, args: list[str]) -> list[str]:
+        alias_form = not args or args[0].startswith("-")
+        if not alias_form:
+            if args[0] not in self.commands:
+                return args  # click names it: no such command
+            view, rest = args[0], args[1:]
+        elif "--help" in args and not _ALIASES.keys() & set(args):
+            return args  # the group's own help
+        else:
+            flags = list(dict.fromkeys(a for a in self._options_in(args) if a in _ALIASES))
+            if len(flags) > 1:
+                fail("choose one of --objects, --associations and --forwards")
+            view = _ALIASES[flags[0]] if flags else "studies"
+            rest = [a for a in args if a not in _ALIASES]
+        self._check_filters(view, rest, alias_form)
+        return [view, *rest]
+
+    @staticmethod
+    def _options_in(args: list[str]) -> list[str]:
+        """The option names given (click never takes a word starting with '-' as a value)."""
+        names = []
+        for arg in args:
+            if arg == "--":
+                break
+            if arg.startswith("-"):
+                names.append(arg.split("=", 1)[0])
+        return names
+
+    def _check_filters(self, view: str, args: list[str], alias_form: bool) -> None:
+        """Refuse a filter that belongs to another view, saying which views take it."""
+        options = {
+            name: [o for param in command.params for o in param.opts]
+            for name, command in self.commands.items()
+        }
+        for given in self._options_in(args):
+            if given in options[view]:
+                continue
+            if given in _ALIASES:
+                fail(
+                    f"{given} is the flag form of 'audit {_ALIASES[given]}': "
+                    "use it without a subcommand"
+                )
+            owners = [name for name in self.commands if given in options[name]]
+            if len(owners) == 1:
+                fail(f"{given} applies to {_spelled(owners[0], alias_form)} only")
+            if owners:
+                filters = [o for o in options[view] if o not in _NOT_FILTERS]
+                fail(
+                    f"{given} does not apply to {_spelled(view, alias_form)} "
+                    f"(use {', '.join(filters[:-1])} or {filters[-1]})"
+                )
+            # an option no view knows: click's own message
+
+
+def _spelled(view: str, alias_form: bool) -> str:
+    """A view as the user called it: `--associations`, or `audit associations`."""
+    flag = {name: flag for flag, name in _ALIASES.items()}.get(view)
+    return flag if alias_form and flag else f"audit {view}"
+
+
+app = typer.Typer(cls=_AuditGroup, no_args_is_help=False)
+
+
+@app.callback()
+def audit() -> None:
+    """Show what the node received, newest first: per study, object, association or forward.
+
+    `deid-node audit` alone lists studies. The older flags --objects, --associations and
+    --forwards still work, as aliases of the subcommands.
+
+    Example: deid-node audit objects --since 2026-11-01 --calling-ae CT_SCANNER --limit 5
+    """
+
+
+@app.command("studies")
 @errors_as_lines
-def audit_command(
+def studies(
     config: ConfigOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
@@ -89,91 +196,22 @@ def audit_command(
     profile: ProfileOption = None,
     status: StatusOption = None,
     study: StudyOption = None,
-    objects: Annotated[
-        bool, typer.Option("--objects", help="One line per object instead of per study.")
-    ] = False,
-    associations: Annotated[
-        bool,
-        typer.Option(
-            "--associations",
-            help="One line per association, rejected ones included, instead of per study.",
-        ),
-    ] = False,
-    forwards: Annotated[
-        bool,
-        typer.Option(
-            "--forwards",
-            help="One line per object and destination: state, attempts, last error, sent at.",
-        ),
-    ] = False,
-    outcome: Annotated[
-        str | None,
-        typer.Option(
-            "--outcome",
-            help="With --associations: released, aborted, closed, rejected, interrupted or open.",
-            show_default=False,
-        ),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="A JSON array, one object per row, for scripts.")
-    ] = False,
-    limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="At most N rows.", show_default=False)
-    ] = None,
+    as_json: JsonOption = False,
+    limit: LimitOption = None,
 ) -> None:
-    """Show what the node received, newest first: one line per study, object or association.
+    """One line per study, newest first: patient, sender, profile, counts per status.
 
     Objects that never got a study (quarantined or refused before de-identification) are
-    summarised per association.
+    summarised per association. `deid-node audit` alone does the same.
 
-    Example: deid-node audit --since 2026-11-01 --calling-ae CT_SCANNER --objects --limit 5
+    Example: deid-node audit studies --since 2026-11-01 --calling-ae CT_SCANNER --limit 5
     """
-    if objects + associations + forwards > 1:
-        fail("choose one of --objects, --associations and --forwards")
-    if outcome is not None and not associations:
-        fail("--outcome applies to --associations only (objects have --status)")
     cfg = load(config)
-    if associations:
-        for name, value in (("--profile", profile), ("--status", status), ("--study", study)):
-            if value is not None:
-                fail(
-                    f"{name} does not apply to --associations (use --since, --until, "
-                    "--calling-ae or --outcome)"
-                )
-        _audit_associations(cfg, since, until, calling_ae, outcome, as_json, limit)
-        return
     filters = _filters(cfg, since, until, calling_ae, profile, status, study)
-    if forwards:
-        _audit_forwards(cfg, filters, as_json, limit)
-        return
     with open_existing_audit(cfg) as db:
-        if objects:
-            with closed_after(db.iter_objects(filters, limit, newest_first=True)) as rows:
-                if as_json:
-                    write_json_array(rows)
-                    return
-                table = Table(
-                    "id", "received (UTC)", "calling AE", "profile", "status", title="objects"
-                )
-                table.add_column("study", overflow="fold")
-                table.add_column("SOP instance", overflow="fold")
-                table.add_column("reason", overflow="fold")
-                for row in rows:
-                    table.add_row(
-                        str(row["id"]),
-                        text_time(row["received_at"]),
-                        str(row["calling_ae"]),
-                        str(row["profile"]),
-                        str(row["status"]),
-                        text_time(row["pseudo_study_uid"]),
-                        text_time(row["pseudo_sop_uid"]),
-                        text_time(row["reason"]),
-                    )
-            print_table(table)
-            return
-        studies = db.study_summaries(filters, limit)
+        rows = db.study_summaries(filters, limit)
     if as_json:
-        write_json_array(dataclasses.asdict(s) for s in studies)
+        write_json_array(dataclasses.asdict(s) for s in rows)
         return
     table = Table(title="studies")
     table.add_column("study", overflow="fold")
@@ -182,7 +220,7 @@ def audit_command(
         table.add_column(name)
     for name in ("stored", "quarantined", "duplicate", "rejected"):
         table.add_column(name, justify="right")
-    for s in studies:
+    for s in rows:
         study_cell = s.pseudo_study_uid or (
             f"- (association {s.association_id[:8]})" if s.association_id else "-"
         )
@@ -199,6 +237,96 @@ def audit_command(
             str(s.rejected),
         )
     print_table(table)
+
+
+@app.command("objects")
+@errors_as_lines
+def objects(
+    config: ConfigOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    calling_ae: CallingAeOption = None,
+    profile: ProfileOption = None,
+    status: StatusOption = None,
+    study: StudyOption = None,
+    as_json: JsonOption = False,
+    limit: LimitOption = None,
+) -> None:
+    """One line per object, newest first, with its status and reason (alias: audit --objects).
+
+    Example: deid-node audit objects --status quarantined --since 2026-11-01 --limit 20
+    """
+    cfg = load(config)
+    filters = _filters(cfg, since, until, calling_ae, profile, status, study)
+    with (
+        open_existing_audit(cfg) as db,
+        closed_after(db.iter_objects(filters, limit, newest_first=True)) as rows,
+    ):
+        if as_json:
+            write_json_array(rows)
+            return
+        table = Table("id", "received (UTC)", "calling AE", "profile", "status", title="objects")
+        table.add_column("study", overflow="fold")
+        table.add_column("SOP instance", overflow="fold")
+        table.add_column("reason", overflow="fold")
+        for row in rows:
+            table.add_row(
+                str(row["id"]),
+                text_time(row["received_at"]),
+                str(row["calling_ae"]),
+                str(row["profile"]),
+                str(row["status"]),
+                text_time(row["pseudo_study_uid"]),
+                text_time(row["pseudo_sop_uid"]),
+                text_time(row["reason"]),
+            )
+    print_table(table)
+
+
+@app.command("associations")
+@errors_as_lines
+def associations(
+    config: ConfigOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    calling_ae: CallingAeOption = None,
+    outcome: OutcomeOption = None,
+    as_json: JsonOption = False,
+    limit: LimitOption = None,
+) -> None:
+    """Every association, newest first, rejected ones included, with the reason.
+
+    Alias: audit --associations.
+
+    Example: deid-node audit associations --outcome rejected --since 2026-11-01
+    """
+    cfg = load(config)
+    _audit_associations(cfg, since, until, calling_ae, outcome, as_json, limit)
+
+
+@app.command("forwards")
+@errors_as_lines
+def forwards(
+    config: ConfigOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    calling_ae: CallingAeOption = None,
+    profile: ProfileOption = None,
+    status: StatusOption = None,
+    study: StudyOption = None,
+    as_json: JsonOption = False,
+    limit: LimitOption = None,
+) -> None:
+    """One line per object and destination: state, attempts, sent at, last error.
+
+    The filters choose the objects (alias: audit --forwards).
+
+    Example: deid-node audit forwards --calling-ae CT_SCANNER --limit 20
+    """
+    cfg = load(config)
+    _audit_forwards(
+        cfg, _filters(cfg, since, until, calling_ae, profile, status, study), as_json, limit
+    )
 
 
 def _audit_forwards(cfg: Config, filters: Filters, as_json: bool, limit: int | None) -> None:
