@@ -47,8 +47,9 @@ class Reader(Protocol):
     """What reads a box of text (reader.TextReader): only to tell text from texture and
     to compare it with the object's own identifiers."""
 
-    def read_any_way(self, image: np.ndarray) -> Reading:
-        """The best reading of a crop in any of its orientations."""
+    def read_any_way(self, image: np.ndarray, *, flipped: bool = True) -> Reading:
+        """The best reading of a crop in any of its orientations (upside down too unless
+        not `flipped`)."""
         ...
 
 
@@ -331,7 +332,7 @@ def _runs(present: Any) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
-MAX_READ: Final = 6  # unexplained lines read per look (for text, the header's identifiers)
+MAX_READ: Final = 4  # unexplained lines read per look (for text, the header's identifiers)
 READ_PAD: Final = 2  # pixels around a line read
 
 
@@ -422,7 +423,7 @@ class _Looker:
             return frame
         return to_grey(frame, self.photometric)
 
-    def _readings(self, shown: np.ndarray, box: Box) -> Iterator[Reading]:
+    def _readings(self, shown: np.ndarray, box: Box, flipped: bool = True) -> Iterator[Reading]:
         """What each line of a box says (a box may hold several lines)."""
         assert self.reader is not None
         rows, columns = shown.shape[0], shown.shape[1]
@@ -433,7 +434,7 @@ class _Looker:
         if crop is None:  # flat: nothing written
             return
         for line in _lines(crop):
-            yield self.reader.read_any_way(line)
+            yield self.reader.read_any_way(line, flipped=flipped)
 
     def _any_text(self, frame: np.ndarray, boxes: Sequence[Box]) -> bool:
         """Whether any box reads as anything but blank; without a reader, every box
@@ -462,7 +463,9 @@ class _Looker:
             key = hashlib.blake2b(crop.data, digest_size=16, person=_key(part)).digest()
             said = self._said.get(key)
             if said is None:
-                readings = list(self._readings(shown, part))
+                # Upright or turned a quarter: labels are not drawn upside down, and
+                # reading each line twice would double the cost of every frame.
+                readings = list(self._readings(shown, part, flipped=False))
                 if any(names_one_of(r, self.words) for r in readings):
                     said = "identifier"
                 else:

@@ -112,10 +112,10 @@ class TextReader:
         confidence = float(np.mean(probs)) if probs else 0.0
         return Reading("".join(texts), confidence)
 
-    def read_any_way(self, image: np.ndarray) -> Reading:
-        """The best reading of a crop as it is, upside down, and (when it is taller than
-        wide, a line turned a quarter) turned either way."""
-        views = [image, np.rot90(image, 2)]
+    def read_any_way(self, image: np.ndarray, *, flipped: bool = True) -> Reading:
+        """The best reading of a crop as it is, upside down (unless not `flipped`), and
+        (when it is taller than wide, a line turned a quarter) turned either way."""
+        views = [image, np.rot90(image, 2)] if flipped else [image]
         if image.shape[0] > image.shape[1]:
             views = [np.rot90(image, 1), np.rot90(image, 3), *views]
         readings = []
