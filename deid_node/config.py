@@ -590,7 +590,7 @@ def _path(base_dir: Path, value: str) -> Path:
 def _database_url(url: str, base_dir: Path) -> str:
     # Relative SQLite paths resolve against the config folder, like every other path.
     # Imported here: the receiving processes unpickle a Config and must not import audit/.
-    from deid_node.audit.url import sqlite_file, with_sqlite_file
+    from deid_node.database_url import sqlite_file, with_sqlite_file
 
     path = sqlite_file(url)
     if path is None or path.is_absolute():
@@ -642,7 +642,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
             raise n.error("host", "expected an IP address to bind, such as 127.0.0.1") from None
     n.check_unknown(("tls",))
 
-    from deid_node.audit.url import sqlite_url  # see _database_url
+    from deid_node.database_url import sqlite_url  # see _database_url
 
     d = _Reader(top.table_of("database"), "database", source)
     default_url = sqlite_url((data_dir / "audit.db").resolve())

@@ -115,9 +115,9 @@ def quarantine_retry(
 
     Example: deid-node quarantine retry 17 18
     """
-    from deid_node.audit.records import Status
     from deid_node.deid.pipeline import Outcome
     from deid_node.deid.secret import load_secret
+    from deid_node.object_status import Status
     from deid_node.runtime.quarantine import list_quarantine, retry
 
     wanted = _parse_ids(ids)

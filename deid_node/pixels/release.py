@@ -106,7 +106,7 @@ class PixelPlan:
 
 
 @dataclass(frozen=True)
-class Given:
+class PixelsAsSent:
     """What the header as it arrived says about its pixels (read before it is changed)."""
 
     layout: Layout
@@ -114,34 +114,34 @@ class Given:
     rules: list[str]
 
 
-def given(original: Dataset, profile: ProfileConfig) -> Given:
+def pixels_as_sent(original: Dataset, profile: ProfileConfig) -> PixelsAsSent:
     """Layout and region-rule boxes of an object, from its header as it arrived."""
     if any(t in original for t in _FLOAT_PIXELS):
         raise PixelError("float pixel data is not cleaned")
     layout = Layout.of(original)
     boxes, names = given_boxes(original, profile)
-    return Given(layout, boxes, names)
+    return PixelsAsSent(layout, boxes, names)
 
 
 def plan_pixels(
-    source: Path, known: Given, finder: Finder | None = None, *, check_only: bool = False
+    source: Path, as_sent: PixelsAsSent, finder: Finder | None = None, *, check_only: bool = False
 ) -> PixelPlan:
     """Look at every frame of the object at `source` (up to the first text, `check_only`).
 
     Raises TextRemains when text is still found after blanking, PixelError when the
     pixels do not decode or could not be re-encoded.
     """
-    layout = known.layout
+    layout = as_sent.layout
     report = survey(
         iter_frames(source),
         layout,
         finder or shared_finder(),
-        fixed=known.boxes,
+        fixed=as_sent.boxes,
         check_only=check_only,
         view=_palette(source) if layout.photometric == "PALETTE COLOR" else None,
     )
     output = output_layout(layout) if report.regions else None
-    return PixelPlan(source, layout, report, known.rules if report.regions else [], output)
+    return PixelPlan(source, layout, report, as_sent.rules if report.regions else [], output)
 
 
 def _palette(source: Path) -> Callable[[np.ndarray], np.ndarray]:

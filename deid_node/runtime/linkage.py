@@ -10,9 +10,10 @@ from types import TracebackType
 from typing import Final
 
 from deid_node.audit.db import AuditDB
-from deid_node.audit.records import LinkageRecord, ObjectRecord, Origin
+from deid_node.audit.records import LinkageRecord, ObjectRecord
 from deid_node.clock import now
 from deid_node.deid.pipeline import Outcome
+from deid_node.object_status import Origin
 
 OFFLINE: Final = "(offline)"  # calling AE, called AE and peer of offline objects
 OFFLINE_BATCH: Final = 500  # objects per transaction

@@ -33,8 +33,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Final
 
-from deid_node.audit.db import AuditDB, Forwarding, open_audit
-from deid_node.audit.records import ObjectRecord, Status
+from deid_node.audit.db import AuditDB, open_audit
+from deid_node.audit.records import Forwarding, ObjectRecord
 from deid_node.audit.writer import AuditWriter
 from deid_node.clock import now
 from deid_node.config import BurnedInPolicy, Config, Durability
@@ -42,12 +42,13 @@ from deid_node.deid.pipeline import Outcome
 from deid_node.deid.secret import load_secret
 from deid_node.durable import write_atomic
 from deid_node.errors import AuditError, ConfigError, DeidNodeError, StorageError, describe_error
+from deid_node.intake.capacity import Budget, shared_budget_cells
 from deid_node.intake.process import spool_tag
 from deid_node.intake.receiver import PROGRESS_SECONDS, AssociationInfo, RefusedObject
-from deid_node.intake.shared import Budget, shared_budget_cells
 from deid_node.intake.spool import Spool, SpoolItem
 from deid_node.intake.tls import server_context
 from deid_node.logs import quiet_libraries
+from deid_node.object_status import Status
 from deid_node.runtime.linkage import linkage_for
 from deid_node.runtime.receivers import ReceivingProcesses
 from deid_node.runtime.signals import stop_signals_ignored
@@ -394,10 +395,6 @@ class Node:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-
-    def request_stop(self) -> None:
-        """Ask :meth:`serve_forever` to stop (thread-safe)."""
-        self._stop_requested.set()
 
     def __enter__(self) -> Node:
         """Start the node."""

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from deid_node.audit.db import AuditDB, Forwarding
-from deid_node.audit.records import Status
+from deid_node.audit.db import AuditDB
+from deid_node.audit.records import Forwarding
 from deid_node.clock import now
 from deid_node.config import Config, Durability
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
 from deid_node.errors import DeidNodeError
 from deid_node.intake.spool import set_quarantine_reason
+from deid_node.object_status import Status
 from deid_node.runtime.linkage import linkage_for
 
 
