@@ -193,7 +193,7 @@ def test_kill_9_of_the_supervisor_after_outputs_before_rows_then_restart(tmp_pat
 
 
 def _worker_pids(node: Node) -> set[int]:
-    pool = node._pool  # the test kills what the node runs; nothing is replaced or faked
+    pool = node.scheduler.pool  # the test kills what the node runs; nothing is replaced or faked
     processes = getattr(pool, "_processes", None) or {}
     # The pool's management thread replaces workers while we look: copy before iterating
     # (dict.copy is atomic under the GIL; iterating a live dict is not).

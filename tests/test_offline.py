@@ -22,7 +22,8 @@ from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
 from deid_node.deid.pseudonym import date_offset_days
 from deid_node.object_status import Status
-from deid_node.runtime.linkage import OFFLINE, OfflineLinkage
+from deid_node.ops.linkage import OfflineLinkage
+from deid_node.ops.records import OFFLINE
 from deid_node.testing.synthetic import (
     PhiTokens,
     SyntheticPatient,

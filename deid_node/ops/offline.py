@@ -69,7 +69,7 @@ def deidentify_paths(
     """De-identify files into `output` with a process pool; progress(n) after each batch.
 
     `record` gets every outcome in this process, e.g. to write linkage rows
-    (:class:`deid_node.runtime.linkage.OfflineLinkage`); workers never touch the database.
+    (:class:`deid_node.ops.linkage.OfflineLinkage`); workers never touch the database.
     """
     summary = Summary()
     workers = workers or (os.cpu_count() or 1)
