@@ -354,7 +354,7 @@ def parse_region_rules(
 def _database_url(url: str, base_dir: Path) -> str:
     # Relative SQLite paths resolve against the config folder, like every other path.
     # Imported here: the receiving processes unpickle a Config and must not import audit/.
-    from deid_node.audit.url import sqlite_file, with_sqlite_file
+    from deid_node.database_url import sqlite_file, with_sqlite_file
 
     path = sqlite_file(url)
     if path is None or path.is_absolute():
@@ -367,7 +367,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
     top = TableReader(raw, "", source, base_dir)
     node = _node(top)
 
-    from deid_node.audit.url import sqlite_url  # see _database_url
+    from deid_node.database_url import sqlite_url  # see _database_url
 
     d = top.sub("database", "database")
     default_url = sqlite_url((node.data_dir / "audit.db").resolve())

@@ -24,8 +24,8 @@ ROWS = 1_000_000
 
 def _fill(cfg: Any, rows: int) -> None:
     from deid_node.audit.db import open_audit
-    from deid_node.audit.engine import transaction
     from deid_node.audit.schema import OBJECTS
+    from deid_node.audit.sql_engine import transaction
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
     statuses = ("stored", "stored", "stored", "quarantined", "duplicate", "rejected")
@@ -90,9 +90,10 @@ def run(rows: int = ROWS, reps: int = 30) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     from deid_node.audit.db import open_audit
-    from deid_node.audit.records import ObjectRecord, Status
+    from deid_node.audit.records import ObjectRecord
     from deid_node.clock import now
     from deid_node.config import parse_config
+    from deid_node.object_status import Status
     from deid_node.web.app import create_app
 
     work = Path(tempfile.mkdtemp(prefix="deid-bench-web-"))

@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy import Connection, inspect, text
 
 from deid_node.audit.db import AuditDB, open_audit
-from deid_node.audit.engine import SQLITE_BUSY_TIMEOUT_MS, create_audit_engine
 from deid_node.audit.export import write_csv
 from deid_node.audit.migrations import MIGRATIONS, migrate
 from deid_node.audit.records import (
@@ -29,14 +28,14 @@ from deid_node.audit.records import (
     Filters,
     LinkageRecord,
     ObjectRecord,
-    Origin,
-    Status,
     StudySummary,
     format_time,
     parse_time,
 )
 from deid_node.audit.schema import LINKAGE_COLUMNS, OBJECT_COLUMNS, Base
+from deid_node.audit.sql_engine import SQLITE_BUSY_TIMEOUT_MS, create_audit_engine
 from deid_node.errors import AuditError
+from deid_node.object_status import Origin, Status
 
 T0 = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -9,9 +9,9 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from deid_node.audit.db import open_audit
-from deid_node.audit.url import sqlite_file, sqlite_memory, sqlite_url, with_sqlite_file
 from deid_node.cli.app import app
 from deid_node.config import load_config
+from deid_node.database_url import sqlite_file, sqlite_memory, sqlite_url, with_sqlite_file
 
 URLS = [
     "sqlite://",

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from deid_node.audit.db import open_audit
-from deid_node.audit.records import AssociationFilters, Filters, ObjectRecord, Status
+from deid_node.audit.records import AssociationFilters, Filters, ObjectRecord
 from deid_node.audit.writer import AuditWriter
 from deid_node.errors import StorageError
+from deid_node.object_status import Status
 
 T0 = datetime(2026, 11, 22, 5, 0, tzinfo=UTC)
 

@@ -25,7 +25,6 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
 from typer.testing import CliRunner
 
-from deid_node.audit.records import Status
 from deid_node.cli.app import app
 from deid_node.config import Config, load_config
 from deid_node.deid.pipeline import process_file
@@ -33,6 +32,7 @@ from deid_node.deid.profiles import compile_profile
 from deid_node.deid.pseudonym import pseudo_uid
 from deid_node.deid.secret import load_secret
 from deid_node.intake.spool import Spool
+from deid_node.object_status import Status
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens, phi_everywhere, write_files
 from deid_node.web.app import create_app
@@ -193,7 +193,7 @@ def test_kill_9_of_the_supervisor_after_outputs_before_rows_then_restart(tmp_pat
 
 
 def _worker_pids(node: Node) -> set[int]:
-    pool = node._pool  # the test kills what the node runs; nothing is replaced or faked
+    pool = node.scheduler.pool  # the test kills what the node runs; nothing is replaced or faked
     processes = getattr(pool, "_processes", None) or {}
     # The pool's management thread replaces workers while we look: copy before iterating
     # (dict.copy is atomic under the GIL; iterating a live dict is not).

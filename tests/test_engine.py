@@ -20,7 +20,7 @@ from pydicom.uid import (
 )
 
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig, TrialConfig
-from deid_node.deid.engine import deidentify_dataset
+from deid_node.deid.dataset import deidentify_dataset
 from deid_node.deid.pipeline import Outcome, process_file, process_file_dataset
 from deid_node.deid.profiles import OPTION_CODES, Op, compile_profile, describe
 from deid_node.deid.pseudonym import date_offset_days, pseudo_uid, shift_date

@@ -375,7 +375,7 @@ def test_pending_connections_bookkeeping(caplog: pytest.LogCaptureFixture) -> No
 FRAGMENTED = """
 import sys
 from pathlib import Path
-from deid_node.heap import give_back_freed_memory, hold_freed_memory
+from deid_node.allocator import give_back_freed_memory, hold_freed_memory
 
 def resident():
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -15,13 +15,15 @@ from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from deid_node.audit.db import open_audit
-from deid_node.audit.records import Filters, Status
+from deid_node.audit.records import Filters
 from deid_node.cli.app import app
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig, load_config
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
 from deid_node.deid.pseudonym import date_offset_days
-from deid_node.runtime.linkage import OFFLINE, OfflineLinkage
+from deid_node.object_status import Status
+from deid_node.ops.linkage import OfflineLinkage
+from deid_node.ops.records import OFFLINE
 from deid_node.testing.synthetic import (
     PhiTokens,
     SyntheticPatient,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from deid_node.audit.records import Status
 from deid_node.config import BurnedInPolicy, ProfileConfig
 from deid_node.deid.pipeline import process_file
 from deid_node.deid.profiles import compile_profile
+from deid_node.object_status import Status
 from deid_node.pixels.decode import Layout, iter_frames
-from deid_node.pixels.release import Given, plan_pixels, shared_finder
+from deid_node.pixels.release import PixelsAsSent, plan_pixels, shared_finder
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, us_multiframe
 from deid_node.testing.synthetic.annotated import Drawn, draw_text
 
@@ -74,7 +74,7 @@ def test_a_static_overlay_is_looked_at_once(tmp_path: Path) -> None:
     ds, static, _ = cine(120, seed=1)
     src = save(ds, tmp_path / "in" / "cine.dcm")
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
-    plan = plan_pixels(src, Given(Layout.of(ds), [], []))
+    plan = plan_pixels(src, PixelsAsSent(Layout.of(ds), [], []))
     report = plan.report
     assert report.frames == 120 and report.distinct == 120
     assert report.looked_whole == 1  # the first; the others only where they moved

@@ -12,10 +12,10 @@ from pydicom import dcmread
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEGExtended12Bit
 
-from deid_node.audit.records import Status
 from deid_node.config import BurnedInPolicy, ProfileConfig
 from deid_node.deid.pipeline import process_file
 from deid_node.deid.profiles import compile_profile
+from deid_node.object_status import Status
 from deid_node.pixels.decode import can_decode, iter_frames
 from deid_node.pixels.release import shared_finder
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient

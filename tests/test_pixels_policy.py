@@ -19,12 +19,12 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from deid_node.audit.records import Status
 from deid_node.config import BurnedInPolicy, ProfileConfig
 from deid_node.deid.burned_in import looks_at_pixels, suspicion
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
 from deid_node.dicom.pixel_bits import WordBits, clear_chunk
+from deid_node.object_status import Status
 from deid_node.pixels.decode import iter_frames
 from deid_node.pixels.release import shared_finder
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series

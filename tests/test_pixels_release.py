@@ -25,10 +25,10 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from deid_node.audit.records import Status
 from deid_node.config import BurnedInPolicy, ProfileConfig, RegionRule
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
+from deid_node.object_status import Status
 from deid_node.pixels import release
 from deid_node.pixels.decode import iter_frames
 from deid_node.pixels.ocr import Box, TextFinder

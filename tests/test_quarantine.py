@@ -11,7 +11,7 @@ import pytest
 from deid_node.audit.db import open_audit
 from deid_node.audit.records import Filters, ObjectRecord
 from deid_node.config import load_config
-from deid_node.runtime.quarantine import QuarantineError, list_quarantine, purge, retry
+from deid_node.ops.quarantine import QuarantineError, list_quarantine, purge, retry
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, us_multiframe, write_files
 
 KEY = b"\x33" * 32

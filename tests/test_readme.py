@@ -81,3 +81,18 @@ def test_the_readme_session_gives_the_readme_figures(tmp_path: Path) -> None:
     assert f"{sum(statuses.values())} row(s) written" in proc.stderr
     assert exported.count(b"\r\n") == sum(statuses.values()) + 1  # and a header
     assert "released" in proc.stdout  # the associations table
+
+
+def test_no_merge_conflict_is_left_in_any_text() -> None:
+    # A merge once left its markers in the README; docs and code alike are checked.
+    root = Path(__file__).resolve().parent.parent
+    texts = [root / "README.md", *root.glob("deid_node/**/*.py"), *root.glob("tests/**/*.py")]
+    marked = [
+        str(p.relative_to(root))
+        for p in texts
+        if any(
+            line.startswith(("<<<<<<< ", ">>>>>>> ")) or line == "======="
+            for line in p.read_text(encoding="utf-8").splitlines()
+        )
+    ]
+    assert marked == []

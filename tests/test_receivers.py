@@ -15,7 +15,7 @@ from pathlib import Path
 from pydicom.uid import CTImageStorage
 
 from deid_node.config import Config
-from deid_node.intake.shared import Budget, Slots, shared_budget_cells, shared_slot_counts
+from deid_node.intake.capacity import Budget, Slots, shared_budget_cells, shared_slot_counts
 from deid_node.intake.spool import Spool
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens

@@ -15,12 +15,12 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from deid_node.audit.records import Status
 from deid_node.config import Config
 from deid_node.deid.pipeline import REPAIRED, Outcome, process_file, process_file_dataset
 from deid_node.deid.profiles import CompiledProfile, compile_profile
 from deid_node.dicom.elements import element_end, read_meta, syntax_of
 from deid_node.dicom.encoding import EncodingError, check_body, check_file
+from deid_node.object_status import Status
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import named_text_object
 from tests.conftest import NODE_AE, STORESCU, audit_objects, node_table

@@ -15,11 +15,11 @@ import pytest
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from deid_node.audit.records import Status
 from deid_node.config import Option, ProfileConfig, load_config
 from deid_node.deid.decisions import STRING_VRS, is_curve_or_overlay
 from deid_node.deid.pipeline import process_file
 from deid_node.deid.profiles import TEXT_VRS, CompiledProfile, Op, compile_profile, unlisted_ops
+from deid_node.object_status import Status
 from deid_node.testing.synthetic import PhiTokens, phi_beyond_table, phi_everywhere, write_files
 from deid_node.testing.synthetic.beyond import LOCAL_CODE_SEQUENCE, STANDARD_CODE
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
     "modules",
     [
         ("deid_node",),
-        ("deid_node.cli.app", "deid_node.runtime.node", "deid_node.runtime.offline"),
+        ("deid_node.cli.app", "deid_node.runtime.node", "deid_node.ops.offline"),
         ("deid_node.runtime.worker_boot",),  # what every worker process imports
     ],
 )

@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from deid_node.config import BurnedInPolicy, Option, ProfileConfig, parse_config
+from deid_node.deid.dataset import deidentify_dataset
 from deid_node.deid.decisions import op_table
-from deid_node.deid.engine import deidentify_dataset
 from deid_node.deid.profiles import (
     TEXT_VRS,
     Op,

@@ -16,12 +16,12 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from deid_node.audit.records import Status
 from deid_node.deid.pipeline import Outcome, process_file, process_file_dataset
 from deid_node.deid.private import Kind, kind_for, listed_kinds
 from deid_node.deid.profiles import CompiledProfile, compile_profile
 from deid_node.deid.text import PLACEHOLDER, TextCleaner, vocabulary
 from deid_node.deid.values import EAST_ASIAN
+from deid_node.object_status import Status
 from deid_node.testing.synthetic import PETD_CREATOR, Planted, named_text_object
 from tests.test_sweep import shipped_profiles
 

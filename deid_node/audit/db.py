@@ -9,7 +9,6 @@ identifiers are stored only in the ``linkage`` table, for profiles with ``record
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
@@ -18,17 +17,16 @@ from sqlalchemy import ColumnElement, Connection, Engine, case, func, insert, se
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql import Executable
 
-from deid_node.audit.engine import create_audit_engine, transaction, translate_errors
+from deid_node.audit.conditions import object_conditions
 from deid_node.audit.migrations import migrate
 from deid_node.audit.outbox import Outbox
 from deid_node.audit.records import (
     STATUSES,
     AssociationFilters,
     Filters,
+    Forwarding,
     LinkageRecord,
     ObjectRecord,
-    Origin,
-    Status,
     StudySummary,
     check_status,
     format_time,
@@ -42,13 +40,15 @@ from deid_node.audit.schema import (
     OBJECTS,
     TIME_COLUMNS,
 )
+from deid_node.audit.sql_engine import create_audit_engine, transaction, translate_errors
 from deid_node.errors import AuditError
+from deid_node.object_status import Origin, Status
 
 if TYPE_CHECKING:
     from deid_node.audit.jobs import Jobs
     from deid_node.audit.users import Users
 
-__all__ = ["AuditDB", "Forwarding", "object_conditions", "open_audit"]
+__all__ = ["AuditDB", "open_audit"]
 
 STREAM_BATCH: Final = 1000
 
@@ -66,25 +66,6 @@ def _time_to_db(value: object, field: str) -> str:
 def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 1:
         raise AuditError(f"invalid limit {limit}: expected a positive integer")
-
-
-def object_conditions(filters: Filters) -> list[ColumnElement[bool]]:
-    """WHERE conditions on objects for the filters (shared with the outbox's reads)."""
-    o = OBJECTS.c
-    conditions: list[ColumnElement[bool]] = []
-    if filters.since is not None:
-        conditions.append(o.received_at >= format_time(filters.since))
-    if filters.until is not None:
-        conditions.append(o.received_at < format_time(filters.until))
-    if filters.calling_ae is not None:
-        conditions.append(o.calling_ae == filters.calling_ae)
-    if filters.profile is not None:
-        conditions.append(o.profile == filters.profile)
-    if filters.status is not None:
-        conditions.append(o.status == filters.status)
-    if filters.study is not None:
-        conditions.append(o.pseudo_study_uid == filters.study)
-    return conditions
 
 
 def _with_output() -> list[ColumnElement[bool]]:
@@ -121,14 +102,6 @@ def _object_values(record: ObjectRecord) -> dict[str, object]:
         values["processed_at"] = _time_to_db(record.processed_at, "processed_at")
     values["status"] = check_status(record.status, "object status")
     return values
-
-
-@dataclass(frozen=True)
-class Forwarding:
-    """Where a stored object goes: its profile's destinations and keep_output."""
-
-    destinations: tuple[str, ...]
-    keep_output: bool = True
 
 
 def _forward_jobs(

@@ -7,9 +7,9 @@ from datetime import datetime
 
 from sqlalchemy import Engine, insert, select, update
 
-from deid_node.audit.engine import transaction, translate_errors
 from deid_node.audit.records import format_time
 from deid_node.audit.schema import JOBS
+from deid_node.audit.sql_engine import transaction, translate_errors
 from deid_node.errors import AuditError
 
 __all__ = ["JOB_STATES", "Jobs"]

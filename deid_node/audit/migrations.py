@@ -27,8 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from deid_node.audit.engine import transaction, translate_errors
 from deid_node.audit.schema import SCHEMA_VERSION
+from deid_node.audit.sql_engine import transaction, translate_errors
 from deid_node.errors import AuditError
 
 __all__ = ["MIGRATIONS", "Migration", "MigrationStep", "migrate"]

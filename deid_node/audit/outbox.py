@@ -14,9 +14,10 @@ from typing import Final
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, or_, select, update
 
-from deid_node.audit.engine import transaction, translate_errors
+from deid_node.audit.conditions import object_conditions
 from deid_node.audit.records import Filters, format_time
 from deid_node.audit.schema import FORWARDS, OBJECTS
+from deid_node.audit.sql_engine import transaction, translate_errors
 
 __all__ = [
     "FORWARD_COLUMNS",
@@ -198,8 +199,6 @@ class Outbox:
         limit: int | None = None,
     ) -> Iterator[dict[str, object]]:
         """Stream jobs with their object's receipt, as FORWARD_COLUMNS, in job order."""
-        from deid_node.audit.db import object_conditions
-
         f, o = FORWARDS.c, OBJECTS.c
         where = object_conditions(filters)
         if destination is not None:

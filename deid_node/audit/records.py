@@ -1,7 +1,7 @@
-"""What goes into the audit and what selects from it: records, filters, statuses, times.
+"""What goes into the audit and what selects from it: records, filters, times.
 
-No SQLAlchemy here: the pipeline and worker processes import :class:`Status` from this
-module, and they must stay light.
+No SQLAlchemy here: the web console's routes and the CLI read filters and times from it
+without opening a database. The statuses themselves are in :mod:`deid_node.object_status`.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Final
 
 from deid_node.errors import AuditError
+from deid_node.object_status import Origin, Status
 
 __all__ = [
     "ASSOCIATION_OUTCOMES",
@@ -20,10 +20,9 @@ __all__ = [
     "STUDY_COLUMNS",
     "AssociationFilters",
     "Filters",
+    "Forwarding",
     "LinkageRecord",
     "ObjectRecord",
-    "Origin",
-    "Status",
     "StudySummary",
     "check_status",
     "format_time",
@@ -33,23 +32,6 @@ __all__ = [
 ]
 
 _TIME_HINT: Final = "expected ISO 8601 such as 2026-11-22 or 2026-11-22T05:00:00Z"
-
-
-class Status(StrEnum):
-    """What became of an object, as in the audit ``status`` column (all but SKIPPED)."""
-
-    STORED = "stored"
-    QUARANTINED = "quarantined"
-    REJECTED = "rejected"
-    DUPLICATE = "duplicate"
-    SKIPPED = "skipped"  # offline runs only: not a DICOM file; never audited
-
-
-class Origin(StrEnum):
-    """Who wrote an object row, as in the audit ``origin`` column."""
-
-    NODE = "node"  # received over the network (or a quarantine retry of such an object)
-    OFFLINE = "offline"  # `deid-node deidentify` under a profile with record_linkage
 
 
 # What the status column may hold: a node quarantines what turns out not to be DICOM.
@@ -113,6 +95,14 @@ class LinkageRecord:
     pseudo_study_uid: str | None
     pseudo_sop_uid: str | None
     date_shift_days: int | None
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """Where a stored object goes: its profile's destinations and keep_output."""
+
+    destinations: tuple[str, ...]
+    keep_output: bool = True
 
 
 @dataclass(frozen=True)

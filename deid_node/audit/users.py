@@ -20,9 +20,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Engine, delete, insert, select, update
 
-from deid_node.audit.engine import transaction, translate_errors
 from deid_node.audit.records import format_time
 from deid_node.audit.schema import API_TOKENS, USERS, WEB_EVENTS
+from deid_node.audit.sql_engine import transaction, translate_errors
 from deid_node.errors import AuditError
 
 __all__ = ["MIN_PASSWORD_LENGTH", "User", "Users", "check_user_name"]

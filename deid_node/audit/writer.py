@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from deid_node.audit.db import AuditDB, Forwarding
-from deid_node.audit.records import LinkageRecord, ObjectRecord
+from deid_node.audit.db import AuditDB
+from deid_node.audit.records import Forwarding, LinkageRecord, ObjectRecord
 from deid_node.errors import AuditError, describe_error
 
 __all__ = ["WRITER_BATCH", "WRITER_LINGER_SECONDS", "AuditWriter"]

@@ -42,7 +42,7 @@ def deidentify(
     Example: deid-node deidentify scans/ --output deid/ --profile research
     """
     from deid_node.deid.secret import load_secret
-    from deid_node.runtime.offline import deidentify_paths, iter_files
+    from deid_node.ops.offline import deidentify_paths, iter_files
 
     cfg = load(config)
     prof = cfg.profile(profile)
@@ -58,7 +58,7 @@ def deidentify(
         record = None
         if prof.record_linkage:  # SQLAlchemy only for the profiles that need it
             from deid_node.audit.db import open_audit
-            from deid_node.runtime.linkage import OfflineLinkage
+            from deid_node.ops.linkage import OfflineLinkage
 
             # Opened before the first file: a database that cannot be written stops the
             # run before any output exists without its linkage.

@@ -73,7 +73,7 @@ def quarantine_list(
 
     Example: deid-node quarantine list --config config/deid-node.toml
     """
-    from deid_node.runtime.quarantine import list_quarantine
+    from deid_node.ops.quarantine import list_quarantine
 
     cfg = load(config)
     with open_existing_audit(cfg) as db:
@@ -115,10 +115,10 @@ def quarantine_retry(
 
     Example: deid-node quarantine retry 17 18
     """
-    from deid_node.audit.records import Status
     from deid_node.deid.pipeline import Outcome
     from deid_node.deid.secret import load_secret
-    from deid_node.runtime.quarantine import list_quarantine, retry
+    from deid_node.object_status import Status
+    from deid_node.ops.quarantine import list_quarantine, retry
 
     wanted = _parse_ids(ids)
     if bool(wanted) == retry_all:
@@ -183,7 +183,7 @@ def quarantine_purge(
 
     Example: deid-node quarantine purge --older-than 30
     """
-    from deid_node.runtime.quarantine import purge
+    from deid_node.ops.quarantine import purge
 
     wanted = _parse_ids(ids)
     if bool(wanted) == (older_than is not None):

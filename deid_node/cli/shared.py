@@ -66,7 +66,7 @@ def load(path: Path | None) -> Config:
 def open_existing_audit(cfg: Config) -> AuditDB:
     """Open the audit database for reading; an SQLite file must already exist."""
     from deid_node.audit.db import open_audit
-    from deid_node.audit.url import sqlite_file
+    from deid_node.database_url import sqlite_file
 
     path = sqlite_file(cfg.database_url)
     if path is not None and not path.is_file():

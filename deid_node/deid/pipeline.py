@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from deid_node.audit.records import Status
 from deid_node.deid.burned_in import looks_at_pixels
-from deid_node.deid.engine import (
+from deid_node.deid.dataset import (
     DeidResult,
     Originals,
     deidentify_dataset,
@@ -33,9 +32,10 @@ from deid_node.dicom.pixel_bits import clear_dataset_pixels, pixel_element
 from deid_node.dicom.repair import repair_file
 from deid_node.durable import FileRange, write_atomic
 from deid_node.errors import DeidError, StorageError
+from deid_node.object_status import Status
 
 if TYPE_CHECKING:
-    from deid_node.pixels.release import Given
+    from deid_node.pixels.release import PixelsAsSent
 
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._-]")
 REPAIRED = "repaired"  # the reason of a stored object that was repaired first
@@ -82,17 +82,17 @@ def deidentify_to_output(
     pixels where the profile says `clean`. Returns (result, path, was it already there,
     what was done to the pixels or None).
     """
-    known = None
+    as_sent = None
     if source is not None and looks_at_pixels(profile.config, ds, True if pixels else None):
-        from deid_node.pixels.release import given  # numpy: only where pixels are cleaned
+        from deid_node.pixels.release import pixels_as_sent  # numpy: only where pixels are cleaned
 
-        known = given(ds, profile.config)  # region rules match on the header as sent
+        as_sent = pixels_as_sent(ds, profile.config)  # region rules match on the header as sent
     result = deidentify_dataset(
         ds,
         profile,
         key,
         has_pixels=True if pixels else None,
-        cleans_pixels=known is not None,
+        cleans_pixels=as_sent is not None,
         text_tags=text_tags,
     )
     target = _target(output_root, profile, result)
@@ -101,8 +101,8 @@ def deidentify_to_output(
         cleared = clear_dataset_pixels(result.dataset, UID(result.transfer_syntax_uid))
     summary = BITS_CLEARED if cleared else None
     if result.pixels_to_clean:
-        assert source is not None and known is not None
-        body, summary = _clean_pixels(result, source, known, body)
+        assert source is not None and as_sent is not None
+        body, summary = _clean_pixels(result, source, as_sent, body)
         summary = f"{summary}; {BITS_CLEARED}" if cleared else summary
 
     def check(header: bytes) -> None:
@@ -135,13 +135,13 @@ def _native_pixels(
 
 
 def _clean_pixels(
-    result: DeidResult, source: Path, known: Given, pixels: Iterable[bytes | FileRange]
+    result: DeidResult, source: Path, as_sent: PixelsAsSent, pixels: Iterable[bytes | FileRange]
 ) -> tuple[Iterable[bytes | FileRange], str]:
     """Look at the pixels, mark the header; what to write as the pixel data element."""
     from deid_node.pixels.release import plan_pixels, rewrite_header
 
     ds = result.dataset
-    plan = plan_pixels(source, known, check_only=result.pixels_check_only)
+    plan = plan_pixels(source, as_sent, check_only=result.pixels_check_only)
     if plan.found_text and result.pixels_check_only:
         r = plan.report
         raise DeidError(

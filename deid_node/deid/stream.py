@@ -34,6 +34,7 @@ from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import UID
 
 from deid_node.deid.burned_in import looks_at_pixels
+from deid_node.deid.dataset import DeidResult, deidentify_dataset
 from deid_node.deid.decisions import (
     COLLECTED_VRS,
     ID_TAGS,
@@ -42,7 +43,6 @@ from deid_node.deid.decisions import (
     leaves_unchanged,
     op_table,
 )
-from deid_node.deid.engine import DeidResult, deidentify_dataset
 from deid_node.deid.profiles import CompiledProfile, Op
 from deid_node.dicom.element_writer import encode_meta, write_text
 from deid_node.dicom.elements import UNDEFINED, Syntax, element_end, read_meta, syntax_of

@@ -308,7 +308,7 @@ def parse_charset(raw: bytes) -> Charset:
 # The walk
 
 
-class _Walker:
+class _EncodingChecker:
     def __init__(self, buf: bytes | mmap.mmap, encapsulated: bool) -> None:
         self.buf = buf
         self.encapsulated = encapsulated
@@ -520,7 +520,7 @@ MERGEABLE_VRS = NUL_REPAIRED_VRS
 _UNMERGED = frozenset({0x00100020, SPECIFIC_CHARSET})
 
 
-def _info(walker: _Walker, ts: str) -> EncodingInfo:
+def _info(walker: _EncodingChecker, ts: str) -> EncodingInfo:
     for tag, keyword in _REQUIRED.items():
         if not walker.top.get(tag):
             raise EncodingError(f"data set lacks {keyword}")
@@ -552,7 +552,7 @@ def check_body(buf: bytes | mmap.mmap, start: int, transfer_syntax: str) -> Enco
     encapsulated = ts.is_transfer_syntax and ts.is_compressed
     if len(buf) <= start:
         raise EncodingError("empty data set")
-    walker = _Walker(buf, encapsulated)
+    walker = _EncodingChecker(buf, encapsulated)
     walker.dataset(start, len(buf), 0, DEFAULT_CHARSET, syntax_of(ts), False)
     return _info(walker, str(ts))
 

@@ -26,14 +26,14 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any, Final
 
+from deid_node.allocator import give_back_freed_memory, hold_freed_memory
 from deid_node.config import Config, Durability
-from deid_node.heap import give_back_freed_memory, hold_freed_memory
+from deid_node.intake.capacity import Budget, Slots
 from deid_node.intake.connections import PendingConnections
 from deid_node.intake.handlers import event_handlers
 from deid_node.intake.pynetdicom_compat import GuardedAssociationServer, start_server
 from deid_node.intake.receiver import AssociationInfo, Receiver, RefusedObject
 from deid_node.intake.scp import attach_spool, build_ae
-from deid_node.intake.shared import Budget, Slots
 from deid_node.intake.spool import Spool, SpoolItem
 from deid_node.intake.tls import log_handshake_failure, server_context
 from deid_node.lifeline import watch_parent

@@ -45,8 +45,8 @@ from deid_node.dicom.status import (
 )
 from deid_node.errors import StorageError
 from deid_node.intake import pynetdicom_compat as compat
+from deid_node.intake.capacity import Slots
 from deid_node.intake.policy import decide, printable
-from deid_node.intake.shared import Slots
 from deid_node.intake.spool import Receipt, Spool, SpoolFullError, SpoolItem
 
 log = logging.getLogger(__name__)

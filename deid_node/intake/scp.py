@@ -54,8 +54,3 @@ def attach_spool(ae: ApplicationEntity, spool: Spool) -> None:
         return spool.open_incoming(assoc)
 
     compat.route_datasets(ae, incoming)
-
-
-def detach_spool(ae: ApplicationEntity) -> None:
-    """Undo :func:`attach_spool`."""
-    compat.unroute_datasets(ae)

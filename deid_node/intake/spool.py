@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, Final
 
 from deid_node.durable import fsync_dir, make_private_dir, write_atomic
 from deid_node.errors import StorageError
-from deid_node.intake.shared import Budget
+from deid_node.intake.capacity import Budget
 
 log = logging.getLogger(__name__)
 

@@ -123,7 +123,7 @@ class PixelPlan:
 
 
 @dataclass(frozen=True)
-class Given:
+class PixelsAsSent:
     """What the header as it arrived says about its pixels (read before it is changed)."""
 
     layout: Layout
@@ -132,14 +132,14 @@ class Given:
     words: frozenset[str] = frozenset()  # the object's identifiers, folded (reader.folded)
 
 
-def given(original: Dataset, profile: ProfileConfig) -> Given:
+def pixels_as_sent(original: Dataset, profile: ProfileConfig) -> PixelsAsSent:
     """Layout, region-rule boxes and identifiers of an object, from its header as it
     arrived."""
     if any(t in original for t in _FLOAT_PIXELS):
         raise PixelError("float pixel data is not cleaned")
     layout = Layout.of(original)
     boxes, names = given_boxes(original, profile)
-    return Given(layout, boxes, names, identifier_words(header_identifiers(original)))
+    return PixelsAsSent(layout, boxes, names, identifier_words(header_identifiers(original)))
 
 
 # Values that name or number the patient, the visit or the place, as burned-in text
@@ -236,7 +236,7 @@ def _date_spellings(date: str) -> list[str]:
 
 def plan_pixels(
     source: Path,
-    known: Given,
+    as_sent: PixelsAsSent,
     finder: Finder | None = None,
     *,
     check_only: bool = False,
@@ -247,20 +247,20 @@ def plan_pixels(
     Raises TextRemains when text is still found after blanking, PixelError when the
     pixels do not decode or could not be re-encoded.
     """
-    layout = known.layout
+    layout = as_sent.layout
     stray: list[bool] = []
     report = survey(
         _frames_as_looked_at(source, layout, stray),
         layout,
         finder or shared_finder(),
-        fixed=known.boxes,
+        fixed=as_sent.boxes,
         check_only=check_only,
         view=_palette(source) if layout.photometric == "PALETTE COLOR" else None,
         reader=reader or shared_reader(),
-        words=known.words,
+        words=as_sent.words,
     )
     output = output_layout(layout) if report.regions or any(stray) else None
-    rules = known.rules if report.regions else []
+    rules = as_sent.rules if report.regions else []
     return PixelPlan(source, layout, report, rules, output, stray_bits=any(stray))
 
 

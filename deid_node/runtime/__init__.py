@@ -1,3 +1,3 @@
-"""Running things: the node's life cycle (node), its receiving processes (receivers,
-signals), its de-identification processes (worker, worker_boot), quarantine retry and
-purge (quarantine), offline runs (offline, linkage)."""
+"""The long-running node only: its life cycle (node), the work it schedules (scheduler),
+what it records (recorder), its child processes (receivers, forwarding, worker,
+worker_boot, signals)."""

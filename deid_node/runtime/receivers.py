@@ -30,9 +30,9 @@ from typing import Any, Final
 from deid_node.config import Config
 from deid_node.errors import DeidNodeError
 from deid_node.intake import boot
+from deid_node.intake.capacity import clear_slots, shared_slot_counts
 from deid_node.intake.process import ReceiverSpec
 from deid_node.intake.receiver import ReceiverEvents
-from deid_node.intake.shared import clear_slots, shared_slot_counts
 from deid_node.runtime.signals import stop_signals_ignored
 
 log = logging.getLogger(__name__)

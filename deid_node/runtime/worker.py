@@ -18,13 +18,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from deid_node.audit.records import Status
 from deid_node.config import ProfileConfig
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import CompiledProfile, compile_profile
 from deid_node.errors import StorageError
 from deid_node.lifeline import watch_parent
 from deid_node.logs import quiet_libraries
+from deid_node.object_status import Status
 
 WORKER_NICENESS = 10
 

@@ -7,8 +7,9 @@ from pathlib import Path
 from types import TracebackType
 
 from deid_node.audit.db import AuditDB, open_audit
-from deid_node.audit.records import Filters, Status
+from deid_node.audit.records import Filters
 from deid_node.errors import AuditError
+from deid_node.object_status import Status
 
 __all__ = ["NodeAudit"]
 

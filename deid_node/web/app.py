@@ -22,6 +22,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from deid_node.audit.db import AuditDB, open_audit
 from deid_node.config import Config
 from deid_node.deid.secret import key_file
+from deid_node.ops.jobs import clean_interrupted
 from deid_node.web import audit, dashboard, jobs, login, quarantine, studies, viewer
 from deid_node.web.auth import NeedsLogin
 from deid_node.web.limiter import LoginLimiter
@@ -59,7 +60,7 @@ def create_app(cfg: Config, db: AuditDB | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        jobs.clean_interrupted(cfg, app.state.db)
+        clean_interrupted(cfg, app.state.db)
         yield
         runner = getattr(app.state, "jobs", None)
         if runner is not None:

@@ -16,7 +16,7 @@ from deid_node.audit.users import User
 from deid_node.clock import now
 from deid_node.deid.secret import load_secret
 from deid_node.errors import DeidNodeError
-from deid_node.runtime.quarantine import list_quarantine, purge, retry
+from deid_node.ops.quarantine import list_quarantine, purge, retry
 from deid_node.web.auth import api_user, check_csrf, csrf_token, page_user, peer_of
 from deid_node.web.params import RowId
 from deid_node.web.state import config_of, db_of, render, users_of

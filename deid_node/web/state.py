@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
 from deid_node.audit.db import AuditDB
+from deid_node.audit.users import Users
 from deid_node.config import Config
-
-if TYPE_CHECKING:
-    from deid_node.audit.users import Users
-    from deid_node.web.limiter import LoginLimiter
+from deid_node.web.limiter import LoginLimiter
 
 __all__ = ["config_of", "db_of", "limiter_of", "render", "users_of"]
 
@@ -35,7 +33,7 @@ def config_of(request: Request) -> Config:
 
 def limiter_of(request: Request) -> LoginLimiter:
     """The failed-login counter."""
-    return cast("LoginLimiter", request.app.state.limiter)
+    return cast(LoginLimiter, request.app.state.limiter)
 
 
 def render(request: Request, template: str, context: dict[str, Any], status: int = 200) -> Response:

@@ -116,10 +116,6 @@ def _seg(tag: int) -> str:
     return f"({group:04X},{tag & 0xFFFF:04X})"
 
 
-def _join(prefix: str, tag: int) -> str:
-    return f"{prefix}.{_seg(tag)}" if prefix else _seg(tag)
-
-
 def _token_bytes(token: str, length: int = 0) -> bytes:
     """An even-length binary value that contains ``token``."""
     value = b"\xfe\xed" + token.encode("ascii") + b"\x00"

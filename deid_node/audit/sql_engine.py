@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError, StatementError
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
-from deid_node.audit.url import sqlite_file, sqlite_memory
+from deid_node.database_url import sqlite_file, sqlite_memory
 from deid_node.errors import AuditError
 
 __all__ = [

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from deid_node.audit.db import AuditDB, Forwarding
-from deid_node.audit.records import Status
+from deid_node.audit.db import AuditDB
 from deid_node.clock import now
 from deid_node.config import Config, Durability
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
 from deid_node.errors import DeidNodeError
 from deid_node.intake.spool import set_quarantine_reason
-from deid_node.runtime.linkage import linkage_for
+from deid_node.object_status import Status
+from deid_node.ops.records import forwarding_for, linkage_for, object_record, outcome_columns
 
 
 class QuarantineError(DeidNodeError):
@@ -104,25 +104,16 @@ def retry(
         )
         moment = now()
         if outcome.status in (Status.STORED, Status.DUPLICATE):
-            forward_to = profile.config.forward_to
+            config = profile.config
+            record = object_record(outcome, profile=entry.profile, processed_at=moment)
+            note = f"retried from quarantine ({entry.reason})"[:500]
+            changes = outcome_columns(record) | {"reason": note, "quarantine_path": None}
             db.update_object(
                 entry.id,
-                linkage=linkage_for(entry.profile, profile.config.record_linkage, outcome),
-                forwarding=Forwarding(forward_to, profile.config.keep_output)
-                if forward_to
-                else None,
-                status=outcome.status,
-                reason=f"retried from quarantine ({entry.reason})"[:500],
+                linkage=linkage_for(entry.profile, config.record_linkage, outcome),
+                forwarding=forwarding_for(config, outcome),
                 processed_at=moment,
-                sop_class_uid=outcome.sop_class_uid,
-                transfer_syntax_uid=outcome.transfer_syntax_uid,
-                pseudo_patient_id=outcome.pseudo_patient_id,
-                pseudo_study_uid=outcome.pseudo_study_uid,
-                pseudo_series_uid=outcome.pseudo_series_uid,
-                pseudo_sop_uid=outcome.pseudo_sop_uid,
-                output_path=str(outcome.output_path) if outcome.output_path else None,
-                quarantine_path=None,
-                pixels=outcome.pixels,
+                **changes,
             )
             _remove(entry.path)
         else:

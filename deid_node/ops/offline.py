@@ -9,10 +9,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deid_node.audit.records import Status
 from deid_node.config import ProfileConfig
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import compile_profile
+from deid_node.object_status import Status
 
 _CHUNK = 16  # files per task: amortises inter-process overhead, keeps progress smooth
 
@@ -69,7 +69,7 @@ def deidentify_paths(
     """De-identify files into `output` with a process pool; progress(n) after each batch.
 
     `record` gets every outcome in this process, e.g. to write linkage rows
-    (:class:`deid_node.runtime.linkage.OfflineLinkage`); workers never touch the database.
+    (:class:`deid_node.ops.linkage.OfflineLinkage`); workers never touch the database.
     """
     summary = Summary()
     workers = workers or (os.cpu_count() or 1)

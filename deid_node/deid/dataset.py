@@ -149,7 +149,7 @@ def _tag_name(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X}){' ' + kw if kw else ''}"
 
 
-class _Walker:
+class _Deidentifier:
     """One object's walk: keyed context, identifier scrubber and needles."""
 
     def __init__(self, profile: CompiledProfile, key: bytes, patient_identity: str) -> None:
@@ -536,7 +536,7 @@ def _deidentify(
     ts = transfer_syntax_of(ds)
 
     identity = patient_identity(ds)
-    walker = _Walker(profile, key, identity)
+    walker = _Deidentifier(profile, key, identity)
     walker.text_tags = text_tags
     walker.pseudo_pid = pseudo_patient_id(
         key, profile.config.pseudonym_scope, identity, profile.config.patient_id_prefix
