@@ -46,8 +46,8 @@ from deid_node.intake.process import spool_tag
 from deid_node.intake.receiver import PROGRESS_SECONDS, AssociationInfo, RefusedObject
 from deid_node.intake.shared import Budget, shared_budget_cells
 from deid_node.intake.spool import Spool, SpoolItem
-from deid_node.intake.tls import server_context
 from deid_node.logs import quiet_libraries
+from deid_node.net.server_tls import server_context
 from deid_node.runtime.linkage import linkage_for
 from deid_node.runtime.receivers import ReceivingProcesses
 from deid_node.runtime.signals import stop_signals_ignored
@@ -235,7 +235,7 @@ class Node:
     def _start_forwarder(self) -> None:
         """Start the forwarding process (forward/process.py): it sends from the outbox."""
         from deid_node.forward.process import run
-        from deid_node.forward.tls import client_context
+        from deid_node.net.client_tls import client_context
 
         for dest in self.cfg.destinations.values():
             if dest.tls is not None:
