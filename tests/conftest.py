@@ -24,8 +24,8 @@ from pynetdicom.association import Association
 from deid_node.audit.db import open_audit
 from deid_node.audit.records import AssociationFilters, Filters
 from deid_node.config import Config, load_config
-from deid_node.intake.pynetdicom_compat import only_senders_take_responses
 from deid_node.intake.spool import Receipt, Spool, SpoolItem
+from deid_node.net.pynetdicom_compat import only_senders_take_responses
 from deid_node.pixels.detect import DetectorUnavailable, TextDetector
 from deid_node.pixels.ocr import OcrUnavailable, TextFinder
 from deid_node.runtime.node import Node

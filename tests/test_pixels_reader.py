@@ -14,10 +14,10 @@ import pydicom
 import pytest
 from pydicom.uid import UID
 
-from deid_node.audit.records import Status
 from deid_node.config import BurnedInPolicy, ProfileConfig
 from deid_node.deid.pipeline import process_file
 from deid_node.deid.profiles import compile_profile
+from deid_node.object_status import Status
 from deid_node.pixels.clean import TextRemains, survey
 from deid_node.pixels.decode import Layout, iter_frames
 from deid_node.pixels.detect import TextDetector

@@ -1,5 +1,5 @@
 """Each reach into pynetdicom's internals still works: a failure here names the one an
-upgrade broke (deid_node/intake/pynetdicom_compat.py)."""
+upgrade broke (deid_node/net/pynetdicom_compat.py)."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from deid_node.intake import pynetdicom_compat as compat
 from deid_node.intake.connections import PendingConnections
 from deid_node.intake.spool import Spool
+from deid_node.net import pynetdicom_compat as compat
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 
 UNKNOWN_CLASS = "1.2.826.0.1.3680043.10.1234.99.1"  # a private SOP class no dictionary has
@@ -51,7 +51,7 @@ def scp(tmp_path: Path) -> Iterator[Callable[..., tuple[compat.GuardedAssociatio
     started: list[tuple[AE, compat.GuardedAssociationServer]] = []
 
     def start(on_request: Callable[[Association], None] = lambda assoc: None) -> Any:
-        compat.configure()
+        compat.configure_receiving()
         ae = AE(ae_title="COMPAT_SCP")
         ae.network_timeout = 7
         ae.add_supported_context(CTImageStorage, [ExplicitVRLittleEndian])
@@ -102,7 +102,7 @@ def associate(
 
 
 def test_the_flags_configure_sets_are_still_read_by_pynetdicom() -> None:
-    compat.configure()
+    compat.configure_receiving()
     assert _config.STORE_RECV_CHUNKED_DATASET is True
     assert "STORE_RECV_CHUNKED_DATASET" in inspect.getsource(dimse_messages)
     assert "_config.LOG_HANDLER_LEVEL" in inspect.getsource(association)
@@ -174,7 +174,7 @@ def test_an_unknown_class_can_be_registered_and_accepted_for_one_association(
 
 def test_two_servers_serve_one_adopted_listening_socket() -> None:
     # The receiving processes all accept on the one socket the node bound (port 0 too).
-    compat.configure()
+    compat.configure_receiving()
     listening = socket.create_server(("127.0.0.1", 0))
     servers = []
     for _ in range(2):
@@ -205,6 +205,8 @@ def test_the_forwarders_flag_and_response_reads_are_still_where_pynetdicom_has_t
         assert _config.STORE_SEND_CHUNKED_DATASET is True
         send = inspect.getsource(Association.send_c_store)
         assert "_config.STORE_SEND_CHUNKED_DATASET" in send
+        # send_files_with_meta replaces the name send_c_store() finds a file's meta with.
+        assert "file_meta, offset = split_dataset(fpath)" in send
         # send_c_store() reads its response with a blocking get_msg; the reactor polls.
         assert "self.dimse.get_msg(block=True)" in send
         assert "self.dimse.get_msg(block=False)" in inspect.getsource(Association._run_reactor)
@@ -221,7 +223,7 @@ def test_reactor_sleeps_and_pdu_reads_are_still_where_the_node_replaces_them() -
     # The PDU body is read with one socket.recv(length) whose result is copied at once.
     read = inspect.getsource(dul.DULServiceProvider._read_pdu_data)
     assert "bytestream += self.socket.recv(pdu_length)" in read
-    compat.configure()
+    compat.configure_receiving()
     assert isinstance(dul.time, compat._ReactorTime)
     assert isinstance(association.time, compat._ReactorTime)
     assert compat._REACTOR_TIME.monotonic is __import__("time").monotonic

@@ -33,17 +33,23 @@ from tests.test_node import IDLE, ONE_SOURCE, expected_output, output_sops, smal
 
 IMPORT_CHECK = """
 import pickle, sys
-import deid_node.intake.boot
-deid_node.intake.boot.keep_numpy_out()  # as boot.run does first
+import deid_node.intake.boot  # the entry: imports no pydicom before the prologue has run
+assert "pydicom" not in sys.modules and "pynetdicom" not in sys.modules
+from deid_node.child_process import keep_pixels_out
+keep_pixels_out()  # as boot.run's prologue (start_child) does first
 import deid_node.intake.process
 pickle.loads(sys.stdin.buffer.read())  # the Config, as the process receives it
 loaded = [m for m, mod in sys.modules.items() if mod is not None]
 pixels = ("numpy", "PIL", "gdcm", "pylibjpeg", "jpeg_ls", "openjpeg", "tesserocr")
+packages = [m for m in loaded if m.startswith("deid_node.") and hasattr(sys.modules[m], "__path__")]
 print(" ".join(sorted(m for m in loaded if m.startswith("deid_node") or m in pixels)))
+print(" ".join(sorted(packages)))
 """
+# The receiving process's packages; top-level modules (config, clock, errors, ...) too.
+RECEIVING_PACKAGES = ("deid_node.intake", "deid_node.net", "deid_node.dicom", "deid_node.config")
 
 
-def test_the_receiving_process_imports_only_intake_and_dicom(
+def test_the_receiving_process_imports_only_intake_net_and_dicom(
     write_config: Callable[[str], Config],
 ) -> None:
     cfg = write_config(node_table() + ONE_SOURCE)
@@ -53,12 +59,21 @@ def test_the_receiving_process_imports_only_intake_and_dicom(
         capture_output=True,
         check=True,
     )
-    modules = done.stdout.decode().split()
+    lines = done.stdout.decode().splitlines()
+    modules, packages = lines[0].split(), lines[1].split()
     assert "deid_node.intake.process" in modules
+    assert "deid_node.net.pynetdicom_compat" in modules
     for library in ("numpy", "PIL", "gdcm", "pylibjpeg", "jpeg_ls", "openjpeg", "tesserocr"):
         assert library not in modules  # pydicom runs without them here
-    for banned in ("deid_node.audit", "deid_node.deid", "deid_node.runtime", "deid_node.cli"):
-        assert not [m for m in modules if m == banned or m.startswith(banned + ".")]
+    outside = [
+        m
+        for m in modules
+        if m.startswith("deid_node.")
+        and not m.startswith(tuple(p + "." for p in RECEIVING_PACKAGES))
+        and (m in packages or m.count(".") > 1)
+        and m not in RECEIVING_PACKAGES
+    ]
+    assert outside == []  # no audit/, deid/, runtime/, forward/, pixels/, cli/, ...
 
 
 def _take_two(counts: object, cells: object, results: object) -> None:

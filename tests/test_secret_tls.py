@@ -12,7 +12,7 @@ import pytest
 from deid_node.config import load_config
 from deid_node.deid.secret import SECRET_ENV, load_secret
 from deid_node.errors import ConfigError
-from deid_node.intake.tls import server_context
+from deid_node.net.server_tls import server_context
 
 
 def test_key_created_once_with_mode_0600(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,7 +25,7 @@ from pynetdicom.association import Association
 
 from deid_node.config import Config
 from deid_node.deid.pseudonym import pseudo_uid
-from deid_node.intake.pynetdicom_compat import only_senders_take_responses
+from deid_node.net.pynetdicom_compat import only_senders_take_responses
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series, write_files
 from tests.conftest import (

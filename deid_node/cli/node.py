@@ -37,7 +37,7 @@ def check_config(config: ConfigOption = None) -> None:
             highlight=False,
             soft_wrap=True,
         )
-    from deid_node.forward.tls import client_context
+    from deid_node.net.client_tls import client_context
 
     for dest in cfg.destinations.values():
         if dest.tls is not None:

@@ -21,6 +21,7 @@ from pydicom.valuerep import PersonName
 
 from deid_node.deid.profiles import TEXT_VRS
 from deid_node.deid.values import values_of
+from deid_node.dicom.pydicom_compat import character_set
 
 
 class Kind(Enum):
@@ -117,7 +118,7 @@ def strings_of(ds: Dataset, t: int) -> list[str] | None:
         return []
     if not isinstance(raw, bytes):
         return values_of(str(raw) if isinstance(raw, PersonName) else raw)
-    charset = ds._character_set
+    charset = character_set(ds)
     try:
         text = decode_bytes(raw, [charset] if isinstance(charset, str) else list(charset), set())
     except Exception:  # bytes the character set cannot read: no text to trust

@@ -47,7 +47,7 @@ from deid_node.deid.profiles import CompiledProfile, Op
 from deid_node.dicom.element_writer import encode_meta, write_text
 from deid_node.dicom.elements import UNDEFINED, Syntax, element_end, read_meta, syntax_of
 from deid_node.dicom.part10 import check_pixel_length
-from deid_node.dicom.pydicom_compat import element_dict, read_file_meta
+from deid_node.dicom.pydicom_compat import character_set, element_dict, read_file_meta
 from deid_node.durable import FileRange
 from deid_node.errors import DeidError
 
@@ -259,7 +259,7 @@ def _deidentify(buf: mmap.mmap, path: Path, profile: CompiledProfile, key: bytes
     except DeidError as exc:
         sop_class = str(ds.get("SOPClassUID", "") or "") or None
         raise StreamRefused(str(exc), sop_class, str(prep.ts)) from None
-    if ds.original_character_set != ds._character_set:
+    if ds.original_character_set != character_set(ds):
         raise StreamUnsupported  # pydicom would re-encode every element: so would we
     try:
         copied = sorted(prep.parts.copied + taken)

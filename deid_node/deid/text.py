@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
-from typing import cast
 
 from deid_node.deid.values import EAST_ASIAN as _EAST_ASIAN
+from deid_node.dicom.pydicom_compat import sr_concepts
 
 PLACEHOLDER = "[removed]"
 # Coding schemes whose codes and meanings are standard (PS3.16 Table 8-1 and the
@@ -181,13 +181,9 @@ def vocabulary() -> frozenset[str]:
 
 @lru_cache(maxsize=1)
 def _meanings() -> dict[tuple[str, str], frozenset[str]]:
-    # Imported here: the concept tables are large, and only an unusual meaning needs them.
-    from pydicom.sr import _concepts_dict
-
-    # pydicom types the inner level as object: {code: (meaning, [context group ids])}.
-    concepts = cast(dict[str, dict[str, dict[str, tuple[str, list[int]]]]], _concepts_dict.concepts)
+    # Read on first use: the concept tables are large, and only an unusual meaning needs them.
     out: dict[tuple[str, str], set[str]] = {}
-    for scheme, by_keyword in concepts.items():
+    for scheme, by_keyword in sr_concepts().items():
         for entries in by_keyword.values():
             for code, (meaning, _cids) in entries.items():
                 out.setdefault((scheme.upper(), code), set()).add(meaning.casefold())

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 from multiprocessing.synchronize import Event
 
 from deid_node.audit.db import open_audit
+from deid_node.child_process import start_child
 from deid_node.config import Config
 from deid_node.errors import describe_error
 from deid_node.forward.forwarder import Forwarder
-from deid_node.lifeline import watch_parent
-from deid_node.logs import quiet_libraries, setup_logging
+from deid_node.net.pynetdicom_compat import configure_sending
 
 __all__ = ["node_owner", "run"]
 
@@ -31,11 +30,8 @@ def node_owner(cfg: Config) -> str:
 
 def run(cfg: Config, parent_pid: int, wake: Event, stop: Event, level: int) -> None:
     """The process's main: forward until `stop` is set or the node dies."""
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, signal.SIG_IGN)  # sent to the whole group; the node decides
-    watch_parent(parent_pid)
-    setup_logging(level)
-    quiet_libraries()
+    start_child(parent_pid, pixels=True, log_level=level)  # decodes what must go uncompressed
+    configure_sending()
     # pynetdicom logs every refused connection at ERROR; the batch line says it once.
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     try:

@@ -27,23 +27,20 @@ from pynetdicom.association import Association
 from deid_node.audit.outbox import ForwardJob, ForwardResult
 from deid_node.clock import now
 from deid_node.config import DestinationConfig
-from deid_node.forward.tls import client_context
-from deid_node.intake.pynetdicom_compat import (
-    configure,
+from deid_node.net.client_tls import client_context
+from deid_node.net.pynetdicom_compat import (
     install_wakeups,
     only_senders_take_responses,
     set_no_delay,
-    stream_sent_files,
 )
 
 __all__ = ["Sender"]
 
 log = logging.getLogger(__name__)
 
-# A file is streamed from disk as it is (no decoding) whenever its own syntax was accepted;
-# the reactor threads of our associations wait for work instead of polling.
-configure()
-stream_sent_files()
+# The forwarding process configures pynetdicom at its start (configure_sending): a file is
+# streamed from disk as it is (no decoding) whenever its own syntax was accepted, and the
+# reactor threads of our associations wait for work instead of polling.
 _UNCOMPRESSED: Final = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _MAX_CONTEXTS: Final = 128  # PS3.8: presentation context IDs are odd numbers 1..255
 _WARNINGS: Final = frozenset({0xB000, 0xB006, 0xB007})

@@ -1,4 +1,5 @@
-"""Receiving: a receiving process (process) with its AE (scp), who may call (policy),
+"""Receiving: a receiving process (boot, process) with its AE (scp), who may call (policy),
 per-association state and C-STORE intake (receiver), pynetdicom's event handlers
 (handlers), the durable spool (spool), limits shared across receiving processes (shared),
-DICOM TLS (tls), and every reach into pynetdicom internals (pynetdicom_compat)."""
+connections not yet associated (connections), and the typed messages it exchanges with
+the supervisor (messages). The network layer it stands on is deid_node.net."""

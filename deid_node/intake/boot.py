@@ -1,28 +1,26 @@
-"""Where a receiving process starts: pixel libraries kept out, then the receiving side.
+"""Where a receiving process starts: the children's prologue, then the receiving side.
 
 A receiving process never touches pixel values, yet pydicom (under pynetdicom and the
-config) imports numpy, Pillow and GDCM whenever it can (deid_node/lean.py). The
+config) imports numpy, Pillow and GDCM whenever it can (deid_node/child_process.py). The
 supervisor starts each with :func:`run` as its target and the ReceiverSpec pickled to
-bytes, so the child imports nothing but this module before :func:`keep_numpy_out` runs.
+bytes, so the child imports nothing but this module (standard library, the prologue and
+the pipe's messages) before :func:`~deid_node.child_process.start_child` has kept them out.
 """
 
 from __future__ import annotations
 
 import pickle
+from multiprocessing.connection import Connection
 from typing import Any
 
-
-def keep_numpy_out() -> None:
-    """Make numpy and the other pixel libraries unimportable in this process (before
-    anything imports pydicom)."""
-    from deid_node.lean import keep_pixels_out
-
-    keep_pixels_out()
+from deid_node.child_process import start_child
+from deid_node.intake.messages import Channel, ForwardLogs
 
 
-def run(spec: bytes, *args: Any) -> None:
-    """The receiving process's target: `spec` is the pickled ReceiverSpec."""
-    keep_numpy_out()
+def run(spec: bytes, supervisor_pid: int, conn: Connection, *args: Any) -> None:
+    """The receiving process's target: `spec` is the pickled ReceiverSpec, `conn` its pipe."""
+    channel = Channel(conn)
+    start_child(supervisor_pid, pixels=False, log_handler=ForwardLogs(channel))
     from deid_node.intake.process import run as serve
 
-    serve(pickle.loads(spec), *args)
+    serve(pickle.loads(spec), conn, channel, *args)

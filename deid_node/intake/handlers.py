@@ -19,8 +19,8 @@ from deid_node.dicom.status import (
     STATUS_PROCESSING_FAILURE,
     STATUS_SUCCESS,
 )
-from deid_node.intake import pynetdicom_compat as compat
 from deid_node.intake.receiver import Receiver, failure
+from deid_node.net import pynetdicom_compat as compat
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,10 @@
 
 The supervisor (:mod:`deid_node.runtime.receivers`) starts several, all accepting on the
 one listening socket it bound. Each runs the AE, the :class:`Receiver` and the spool
-intake, and reports over its pipe in small pickled tuples (names below); the supervisor
-audits and schedules. Imports only intake/ and dicom/ (and the top-level config, clock,
-errors, logs), never audit/, deid/ or runtime/: what this process imports is what it
-carries through every association.
-
-Messages to the supervisor: ``ready``, ``accepted``, ``rejected``, ``ended``,
-``refused``, ``received``, ``active``, ``log``, ``pong``. From it: ``refusing``,
-``stop``, ``abort``, ``ping``.
+intake, and reports over its pipe in typed messages (deid_node.intake.messages); the
+supervisor audits and schedules. Imports only intake/, net/ and dicom/ (and the
+top-level config, clock, errors, logs, child_process), never audit/, deid/ or runtime/:
+what this process imports is what it carries through every association.
 """
 
 from __future__ import annotations
@@ -17,27 +13,39 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import SynchronizedArray
-from typing import Any, Final
+from typing import Final, assert_never
 
 from deid_node.allocator import give_back_freed_memory, hold_freed_memory
 from deid_node.config import Config, Durability
 from deid_node.intake.capacity import Budget, Slots
 from deid_node.intake.connections import PendingConnections
 from deid_node.intake.handlers import event_handlers
-from deid_node.intake.pynetdicom_compat import GuardedAssociationServer, start_server
-from deid_node.intake.receiver import AssociationInfo, Receiver, RefusedObject
+from deid_node.intake.messages import (
+    Abort,
+    Channel,
+    Command,
+    Ping,
+    Pong,
+    Ready,
+    Refusing,
+    Stop,
+)
+from deid_node.intake.receiver import Receiver
 from deid_node.intake.scp import attach_spool, build_ae
-from deid_node.intake.spool import Spool, SpoolItem
-from deid_node.intake.tls import log_handshake_failure, server_context
-from deid_node.lifeline import watch_parent
+from deid_node.intake.spool import Spool
 from deid_node.logs import quiet_libraries
+from deid_node.net.pynetdicom_compat import (
+    GuardedAssociationServer,
+    configure_receiving,
+    start_server,
+)
+from deid_node.net.server_tls import log_handshake_failure, server_context
 
 REAP_SECONDS: Final = 0.5  # how often associations whose thread died are closed
 ABORT_GRACE_SECONDS: Final = 2.0  # for aborted associations to report their end
@@ -52,83 +60,20 @@ class ReceiverSpec:
     index: int
     progress_seconds: float
     drain_timeout: float
-    supervisor_pid: int
-
-
-class Channel:
-    """This process's end of the pipe: the ReceiverEvents, sent to the supervisor."""
-
-    def __init__(self, conn: Connection) -> None:
-        """Send on `conn` (association threads share it: one send at a time)."""
-        self._conn = conn
-        self._lock = threading.Lock()
-
-    def send(self, *message: Any) -> None:
-        """Send one message; the supervisor gone means this process ends too."""
-        try:
-            with self._lock:
-                self._conn.send(message)
-        except (OSError, EOFError):
-            os._exit(0)
-
-    def association_accepted(self, info: AssociationInfo) -> None:
-        """Report an accepted association."""
-        self.send("accepted", info)
-
-    def association_rejected(self, info: AssociationInfo, reason: str) -> None:
-        """Report a rejected association."""
-        self.send("rejected", info, reason)
-
-    def association_ended(self, info: AssociationInfo) -> None:
-        """Report an association's end."""
-        self.send("ended", info)
-
-    def object_refused(self, refused: RefusedObject) -> None:
-        """Report a refused C-STORE."""
-        self.send("refused", refused)
-
-    def object_received(self, item: SpoolItem) -> None:
-        """Report an object durable in spool/ (sent before the C-STORE-RSP goes out)."""
-        self.send("received", item)
-
-    def associations_changed(self, active: int) -> None:
-        """Report how many associations are open."""
-        self.send("active", active)
-
-
-class ForwardLogs(logging.Handler):
-    """Send each log record's message (PHI-free by construction) to the supervisor."""
-
-    def __init__(self, channel: Channel) -> None:
-        """Forward through `channel`."""
-        super().__init__(logging.INFO)
-        self._channel = channel
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """One ``log`` message: logger name, level, the message's first line."""
-        try:
-            message = record.getMessage().split("\n", 1)[0]
-        except Exception:
-            message = f"unformattable log record ({record.name})"
-        self._channel.send("log", record.name, record.levelno, message)
 
 
 def run(
     spec: ReceiverSpec,
-    sock: socket.socket,
     conn: Connection,
+    channel: Channel,
+    sock: socket.socket,
     budget_cells: SynchronizedArray[int],
     slot_counts: SynchronizedArray[int],
 ) -> None:
-    """The receiving process's main: serve on `sock` until told to stop."""
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, signal.SIG_IGN)  # sent to the whole group; the supervisor decides
-    watch_parent(spec.supervisor_pid)
+    """The receiving process's main, after the prologue (deid_node.intake.boot): serve on
+    `sock` until told to stop."""
+    configure_receiving()
     hold_freed_memory()
-    channel = Channel(conn)
-    root = logging.getLogger()
-    root.handlers[:] = [ForwardLogs(channel)]
-    root.setLevel(logging.INFO)
     try:
         server, receiver = _start(spec, sock, channel, budget_cells, slot_counts)
     except Exception as exc:  # one line in the node's log, never a traceback on stderr
@@ -136,10 +81,9 @@ def run(
             "receiving process %d cannot start (%s)", spec.index, type(exc).__name__
         )
         os._exit(1)
-    channel.send("ready", os.getpid())
+    channel.send(Ready(os.getpid()))
     _serve(spec, conn, channel, receiver, server)
-    channel.send("stopped")
-    conn.close()
+    conn.close()  # the supervisor, stopping, reads its end of the pipe at EOF: we are done
     os._exit(0)  # association threads that linger must not hold the process
 
 
@@ -186,7 +130,7 @@ def _serve(
     receiver: Receiver,
     server: GuardedAssociationServer,
 ) -> None:
-    """Obey the supervisor; after ``stop``, let open associations finish, then return."""
+    """Obey the supervisor; after :class:`Stop`, let open associations finish, then return."""
     drain_until: float | None = None
     aborted = False
     last_reap = time.monotonic()
@@ -194,20 +138,24 @@ def _serve(
     while True:
         if conn.poll(0.05):
             try:
-                message = conn.recv()
+                command: Command = conn.recv()
             except (EOFError, OSError):
                 os._exit(0)  # the supervisor is gone: so are we (spool/ keeps what we took)
-            kind = message[0]
-            if kind == "refusing":
-                receiver.refusing = message[1]
-            elif kind == "ping":
-                channel.send("pong", message[1])
-            elif kind == "stop" and drain_until is None:
-                server.shutdown()  # no new associations here; the running ones go on
-                server.server_close()
-                drain_until = time.monotonic() + spec.drain_timeout
-            elif kind == "abort" and drain_until is not None:
-                drain_until = min(drain_until, time.monotonic())
+            match command:
+                case Refusing(reason):
+                    receiver.refusing = reason
+                case Ping(number):
+                    channel.send(Pong(number))
+                case Stop():
+                    if drain_until is None:
+                        server.shutdown()  # no new associations here; the running ones go on
+                        server.server_close()
+                        drain_until = time.monotonic() + spec.drain_timeout
+                case Abort():
+                    if drain_until is not None:
+                        drain_until = min(drain_until, time.monotonic())
+                case _:
+                    assert_never(command)
         if time.monotonic() - last_reap >= REAP_SECONDS:
             receiver.reap()
             last_reap = time.monotonic()

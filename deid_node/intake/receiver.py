@@ -44,10 +44,10 @@ from deid_node.dicom.status import (
     STATUS_SUCCESS,
 )
 from deid_node.errors import StorageError
-from deid_node.intake import pynetdicom_compat as compat
 from deid_node.intake.capacity import Slots
 from deid_node.intake.policy import decide, printable
 from deid_node.intake.spool import Receipt, Spool, SpoolFullError, SpoolItem
+from deid_node.net import pynetdicom_compat as compat
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import AllStoragePresentationContexts
 
 from deid_node.config import Config
-from deid_node.intake import pynetdicom_compat as compat
 from deid_node.intake.spool import IncomingFile, Spool
+from deid_node.net import pynetdicom_compat as compat
 
 VERIFICATION: Final = UID("1.2.840.10008.1.1")
 # Largest PDU we accept. pynetdicom reads each PDU whole into memory (about 4 copies):
@@ -25,8 +25,8 @@ PYNETDICOM_ASSOCIATIONS_CAP: Final = 1_000_000  # never reached: see build_ae
 
 def build_ae(cfg: Config) -> ApplicationEntity:
     """An AE with our title, limits and timeouts, every storage SOP class in every
-    transfer syntax pynetdicom knows, and Verification."""
-    compat.configure()
+    transfer syntax pynetdicom knows, and Verification (the process called
+    :func:`~deid_node.net.pynetdicom_compat.configure_receiving` first)."""
     ae = ApplicationEntity(ae_title=cfg.node.ae_title)
     # The Receiver enforces max_associations itself: pynetdicom counts association threads,
     # and the thread of a released association lives on for a while, so a sender that

@@ -1,5 +1,5 @@
-"""Pixel data: decoding every transfer syntax frame by frame (more to come: finding and
-blanking burned-in text, re-encoding, verifying; issue 10).
+"""Pixel data: decoding every transfer syntax frame by frame, region rules, finding
+burned-in text (OCR and the text detector), blanking it, re-encoding and verifying.
 
 Imported only by the processes that work on pixels, never by a receiving process.
 """

@@ -34,7 +34,7 @@ class ForwardingChild:
     def start(self) -> None:
         """Start the forwarding process: it sends from the outbox."""
         from deid_node.forward.process import run
-        from deid_node.forward.tls import client_context
+        from deid_node.net.client_tls import client_context
 
         for dest in self.cfg.destinations.values():
             if dest.tls is not None:

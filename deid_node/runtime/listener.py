@@ -7,7 +7,7 @@ from typing import Final
 
 from deid_node.config import Config
 from deid_node.errors import ConfigError
-from deid_node.intake.tls import server_context
+from deid_node.net.server_tls import server_context
 
 LISTEN_BACKLOG: Final = 128  # connections the kernel holds until a receiving process accepts
 

@@ -4,8 +4,9 @@ The node binds the listening socket once and hands it to every receiving process
 (:mod:`deid_node.intake.process`), which all accept on it: associations run in parallel
 across cores, port 0 works, and ``max_associations`` and ``spool_max_bytes`` hold across
 them through shared counters created here. One thread reads every pipe and turns each
-message into a :class:`~deid_node.intake.receiver.ReceiverEvents` call on the node, in
-the order each process sent them.
+message (deid_node.intake.messages) into a
+:class:`~deid_node.intake.receiver.ReceiverEvents` call on the node, in the order each
+process sent them.
 """
 
 from __future__ import annotations
@@ -25,12 +26,29 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import SynchronizedArray
-from typing import Any, Final
+from typing import Final, assert_never
 
 from deid_node.config import Config
 from deid_node.errors import DeidNodeError
 from deid_node.intake import boot
 from deid_node.intake.capacity import clear_slots, shared_slot_counts
+from deid_node.intake.messages import (
+    Abort,
+    Accepted,
+    Active,
+    Command,
+    Ended,
+    Log,
+    Ping,
+    Pong,
+    Ready,
+    Received,
+    Refused,
+    Refusing,
+    Rejected,
+    Report,
+    Stop,
+)
 from deid_node.intake.process import ReceiverSpec
 from deid_node.intake.receiver import ReceiverEvents
 from deid_node.runtime.signals import stop_signals_ignored
@@ -110,11 +128,18 @@ class ReceivingProcesses:
                 self._changed.wait(0.1)
 
     def _spawn(self, index: int) -> _Child:
-        spec = ReceiverSpec(self.cfg, index, self._progress, self._drain, os.getpid())
+        spec = ReceiverSpec(self.cfg, index, self._progress, self._drain)
         ours, theirs = self._ctx.Pipe()
         process = self._ctx.Process(
             target=boot.run,
-            args=(pickle.dumps(spec), self._sock, theirs, self._budget_cells, self._slots),
+            args=(
+                pickle.dumps(spec),
+                os.getpid(),
+                theirs,
+                self._sock,
+                self._budget_cells,
+                self._slots,
+            ),
             name=f"deid-receiver-{index}",
             daemon=True,
         )
@@ -123,7 +148,7 @@ class ReceivingProcesses:
         theirs.close()
         child = _Child(index, process, ours)
         if self._refusing is not None:
-            child.conn.send(("refusing", self._refusing))
+            child.conn.send(Refusing(self._refusing))
         return child
 
     def set_refusing(self, reason: str | None) -> None:
@@ -132,7 +157,7 @@ class ReceivingProcesses:
             self._refusing = reason
             children = [c for c in self._children if not c.gone]
         for child in children:
-            self._send(child, "refusing", reason)
+            self._send(child, Refusing(reason))
 
     def sync(self, timeout: float) -> bool:
         """Wait until every message sent before now has been handled."""
@@ -141,7 +166,7 @@ class ReceivingProcesses:
             ping = self._ping
             children = [c for c in self._children if not c.gone]
         for child in children:
-            self._send(child, "ping", ping)
+            self._send(child, Ping(ping))
         deadline = time.monotonic() + timeout
         with self._changed:
             while any(c.pong < ping and not c.gone for c in children):
@@ -157,7 +182,7 @@ class ReceivingProcesses:
             self._stopping = True
             children = list(self._children)
         for child in children:
-            self._send(child, "stop")
+            self._send(child, Stop())
         aborted = False
         deadline = time.monotonic() + self._drain + STOP_GRACE_SECONDS
         for child in children:
@@ -165,7 +190,7 @@ class ReceivingProcesses:
                 if force.is_set() and not aborted:
                     aborted = True
                     for c in children:
-                        self._send(c, "abort")
+                        self._send(c, Abort())
                 child.process.join(0.1)
             if child.process.is_alive():
                 log.error("receiving process %d did not stop: killing it", child.index)
@@ -174,9 +199,9 @@ class ReceivingProcesses:
         if self._reader is not None:
             self._reader.join(5)
 
-    def _send(self, child: _Child, *message: Any) -> None:
+    def _send(self, child: _Child, command: Command) -> None:
         with contextlib.suppress(OSError, ValueError):
-            child.conn.send(message)
+            child.conn.send(command)
 
     # -- the reader thread ----------------------------------------------------------------
 
@@ -203,30 +228,34 @@ class ReceivingProcesses:
                     log.error("receiver message not handled (%s)", type(exc).__name__)
                 self._changed_cb()
 
-    def _handle(self, child: _Child, message: tuple[Any, ...]) -> None:
-        kind, args = message[0], message[1:]
-        if kind == "received":
-            self._events.object_received(*args)
-        elif kind == "log":
-            name, level, text = args
-            logging.getLogger(name).log(level, "%s", text)
-        elif kind == "accepted":
-            child.associations.add(args[0].id)
-            self._events.association_accepted(*args)
-        elif kind == "ended":
-            child.associations.discard(args[0].id)
-            self._events.association_ended(*args)
-        elif kind == "rejected":
-            self._events.association_rejected(*args)
-        elif kind == "refused":
-            self._events.object_refused(*args)
+    def _handle(self, child: _Child, message: Report) -> None:
+        match message:
+            case Received(item):
+                self._events.object_received(item)
+            case Log(logger, level, text):
+                logging.getLogger(logger).log(level, "%s", text)
+            case Accepted(info):
+                child.associations.add(info.id)
+                self._events.association_accepted(info)
+            case Ended(info):
+                child.associations.discard(info.id)
+                self._events.association_ended(info)
+            case Rejected(info, reason):
+                self._events.association_rejected(info, reason)
+            case Refused(refused):
+                self._events.object_refused(refused)
+            case Active(count):
+                with self._changed:
+                    child.active = count
+            case Pong(number):
+                with self._changed:
+                    child.pong = number
+            case Ready():
+                with self._changed:
+                    child.ready = True
+            case _:
+                assert_never(message)
         with self._changed:
-            if kind == "active":
-                child.active = int(args[0])
-            elif kind == "pong":
-                child.pong = int(args[0])
-            elif kind == "ready":
-                child.ready = True
             self._changed.notify_all()
 
     def _lost(self, child: _Child) -> None:

@@ -11,19 +11,17 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
-import signal
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from deid_node.child_process import start_child
 from deid_node.config import ProfileConfig
 from deid_node.deid.pipeline import Outcome, process_file
 from deid_node.deid.profiles import CompiledProfile, compile_profile
 from deid_node.errors import StorageError
-from deid_node.lifeline import watch_parent
-from deid_node.logs import quiet_libraries
 from deid_node.object_status import Status
 
 WORKER_NICENESS = 10
@@ -51,13 +49,12 @@ _worker: _WorkerState | None = None
 def init_worker(
     profiles: Mapping[str, ProfileConfig], key: bytes, output: Path, fsync: bool, node_pid: int
 ) -> None:
-    """Per worker process: compile the profiles once; leave signals to the node."""
+    """Per worker process, its entry: the children's prologue (the node drains, then shuts
+    the pool; pixel libraries as the forkserver's preload left them), then compile the
+    profiles once."""
     global _worker
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the node drains, then shuts the pool
-    watch_parent(node_pid)
+    start_child(node_pid, pixels=True)  # only warnings to stderr: the node logs outcomes
     warnings.simplefilter("ignore")
-    quiet_libraries()
     # Receipt first: a sender waits on the receiving process, never on a worker, and the
     # spool absorbs the difference (bounded by spool_max_bytes). Without this, two workers
     # and the receiver share two cores three ways and every acknowledgement comes later.

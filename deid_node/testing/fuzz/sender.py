@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID
 
-from deid_node.intake.pynetdicom_compat import only_senders_take_responses
+from deid_node.net.pynetdicom_compat import only_senders_take_responses, send_files_with_meta
 from deid_node.testing.fuzz.draft import STORAGE_CLASSES, TRANSFER_SYNTAXES
 from deid_node.testing.fuzz.generator import FuzzObject, Generator
 from deid_node.testing.fuzz.target import Target
@@ -39,22 +39,11 @@ _RAW_META: dict[str, FileMetaDataset] = {}  # temp file path -> the meta pynetdi
 def install_raw_sender() -> None:
     """Make `send_c_store(path)` stream a file's bytes untouched, whatever they are.
 
-    With STORE_SEND_CHUNKED_DATASET pynetdicom sends the bytes after a file's meta
-    unread; it finds the meta with `split_dataset`, which misparses a body that starts
-    with group 0002 or is garbage. Our temp files hold only the body, and we hand over
-    the meta we built, so the data set on the wire is exactly the bytes generated.
+    Our temp files hold only the body, and we hand over the meta we built
+    (:func:`~deid_node.net.pynetdicom_compat.send_files_with_meta`), so the data set on
+    the wire is exactly the bytes generated.
     """
-    import pynetdicom.association as association
-    from pynetdicom import _config
-
-    original = association.split_dataset  # type: ignore[attr-defined]
-
-    def split(path: Path) -> tuple[Dataset, int]:
-        meta = _RAW_META.get(os.fspath(path))
-        return (meta, 0) if meta is not None else original(path)
-
-    association.split_dataset = split  # type: ignore[attr-defined]
-    _config.STORE_SEND_CHUNKED_DATASET = True
+    send_files_with_meta(lambda path: _RAW_META.get(os.fspath(path)))
 
 
 def forget_raw_meta(path: Path) -> None:

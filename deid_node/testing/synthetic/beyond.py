@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Final
 
 from pydicom import Dataset
-from pydicom._dicom_dict import DicomDictionary
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import CTImageStorage
 
+from deid_node.dicom.pydicom_compat import dictionary_entries
 from deid_node.testing.synthetic.everywhere import annex_e_tags
 from deid_node.testing.synthetic.patient import SyntheticPatient, code_item, new_dataset
 from deid_node.testing.synthetic.tokens import PhiTokens
@@ -37,7 +37,7 @@ def beyond_table_tags() -> list[int]:
     that Table E.1-1 does not list, sorted."""
     listed = set(annex_e_tags())
     out = []
-    for tag, (vr, _vm, _name, _retired, keyword) in DicomDictionary.items():
+    for tag, (vr, _vm, _name, _retired, keyword) in dictionary_entries().items():
         group = tag >> 16
         if tag in listed or group in (0x0000, 0x0002, 0x0004) or keyword in _SKIP:
             continue
@@ -56,7 +56,7 @@ def _value(tokens: PhiTokens, vr: str, path: str) -> str:
 
 def _plant(ds: Dataset, tokens: PhiTokens, prefix: str) -> None:
     for tag in beyond_table_tags():
-        vr, _vm, _name, _retired, keyword = DicomDictionary[tag]
+        vr, _vm, _name, _retired, keyword = dictionary_entries()[tag]
         vr = vr.split(" or ")[0]
         ds.add_new(tag, vr, _value(tokens, vr, f"{prefix}{keyword}"))
 

@@ -1,7 +1,7 @@
 """DICOM TLS (PS3.15 Annex B): the server-side SSL context built from [node.tls].
 
 The handshake itself runs in each connection's thread (see
-:class:`deid_node.intake.pynetdicom_compat.GuardedAssociationServer`)."""
+:class:`deid_node.net.pynetdicom_compat.GuardedAssociationServer`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,10 @@
 
 Each one is here because the public API cannot do what the node needs (say which, and
 why, beside it), and each has a test in tests/test_pynetdicom_compat.py that fails when a
-pynetdicom upgrade breaks it. Nothing else in deid_node touches pynetdicom's internals.
+pynetdicom upgrade breaks it; tests/test_private_names.py fails if any other module of
+deid_node reaches a private pynetdicom name. Importing this module changes nothing in
+pynetdicom: a process that receives calls :func:`configure_receiving` at its start, one
+that forwards :func:`configure_sending`; the supervisor and offline runs call neither.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import struct
 import tempfile
 import threading
 import time
+import types
 import weakref
-from collections.abc import Callable
-from typing import Any, Final, cast
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any, Final, Protocol, cast
 
+from pydicom.dataset import Dataset
 from pynetdicom import _config
 from pynetdicom import association as _association_module
 from pynetdicom import dimse_messages as _dimse_messages
@@ -33,20 +39,62 @@ from pynetdicom.sop_class import register_uid
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
-from deid_node.intake.connections import PendingConnections
-
 # --------------------------------------------------------------------------------------------
-# Process-wide settings (pynetdicom._config: module globals, no API to set them)
+# Process-wide settings (pynetdicom._config: module globals, no API to set them), set by
+# each process at its start, never on import: the supervisor imports the receiving and
+# forwarding code too, and must not change how pynetdicom behaves in its own process.
 
 
-def configure() -> None:
-    """Receive C-STORE data sets in chunks to disk; no per-message logging of UIDs."""
+def configure_receiving() -> None:
+    """For a receiving process, first thing: C-STORE data sets go to disk in chunks (see
+    :func:`route_datasets`), no per-message logging of UIDs, reactors that wake on work."""
     _config.STORE_RECV_CHUNKED_DATASET = True  # data sets go to disk, never whole in memory
+    _quiet_and_quick()
+
+
+def configure_sending() -> None:
+    """For the forwarding process, first thing: files are streamed as they are
+    (:func:`stream_sent_files`), no per-message logging of UIDs, reactors that wake on work."""
+    stream_sent_files()
+    _quiet_and_quick()
+
+
+def stream_sent_files() -> None:
+    """A file path given to send_c_store() is streamed from disk as it is, not decoded and
+    encoded again (STORE_SEND_CHUNKED_DATASET)."""
+    _config.STORE_SEND_CHUNKED_DATASET = True
+
+
+def _quiet_and_quick() -> None:
     _config.LOG_HANDLER_LEVEL = "none"  # the standard handlers log UIDs at DEBUG
     # Both reactor modules look time.sleep up at call time: see "Reactor wake-ups".
     for module in (_dul_module, _association_module):
         if not isinstance(getattr(module, "time", None), _ReactorTime):
             module.time = _REACTOR_TIME  # type: ignore[attr-defined]
+
+
+def patched_settings() -> dict[str, str]:
+    """Everything in pynetdicom that this module may change process-wide, as it stands
+    now: one line each (tests compare a fresh process with one that configured)."""
+    names = {
+        _config: ("STORE_RECV_CHUNKED_DATASET", "STORE_SEND_CHUNKED_DATASET", "LOG_HANDLER_LEVEL"),
+        _dul_module: ("time",),
+        _association_module: ("time", "split_dataset"),
+        _dimse_messages: ("NamedTemporaryFile",),
+    }
+    out = {}
+    for module, attributes in names.items():
+        for name in attributes:
+            value = getattr(module, name, None)
+            # (The reactor's stand-in for time forwards every attribute: its type tells.)
+            if isinstance(value, types.FunctionType):
+                shown = f"{value.__module__}.{value.__qualname__}"
+            elif isinstance(value, types.ModuleType):
+                shown = f"module {value.__name__}"
+            else:
+                shown = repr(value) if isinstance(value, bool | str) else type(value).__name__
+            out[f"{module.__name__}.{name}"] = shown
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,6 +439,8 @@ _original_ntf: Callable[..., Any] | None = None
 def route_datasets(ae: ApplicationEntity, factory: DatasetFileFactory) -> None:
     """Write the chunked C-STORE data sets of this AE's associations into factory(assoc)."""
     global _original_ntf
+    if not _config.STORE_RECV_CHUNKED_DATASET:  # data sets would stay in memory, unrouted
+        raise RuntimeError("configure_receiving() was not called in this process")
     with _FACTORY_LOCK:
         if _original_ntf is None:
             _original_ntf = tempfile.NamedTemporaryFile
@@ -464,12 +514,6 @@ def set_no_delay(assoc: Association) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def stream_sent_files() -> None:
-    """A file path given to send_c_store() is streamed from disk as it is, not decoded and
-    encoded again (STORE_SEND_CHUNKED_DATASET; set in the forwarding process only)."""
-    _config.STORE_SEND_CHUNKED_DATASET = True
-
-
 def only_senders_take_responses(assoc: Association) -> None:
     """Work around a race in pynetdicom's requestor (an association we opened to send).
 
@@ -502,8 +546,42 @@ def register_storage_class(uid: str, keyword: str) -> bool:
     return True
 
 
+def send_files_with_meta(meta_for: Callable[[Path], Dataset | None]) -> None:
+    """Stream sent files as they are, taking a file's meta from meta_for(path) if it has one.
+
+    With STORE_SEND_CHUNKED_DATASET pynetdicom finds a file's meta with split_dataset,
+    which misparses a body that starts with group 0002 or is garbage: the fuzzer's temp
+    files hold only the body, with the meta it built beside them (deid_node.testing.fuzz).
+    """
+    original = _association_module.split_dataset  # type: ignore[attr-defined]
+
+    def split(path: Path) -> tuple[Dataset, int]:
+        meta = meta_for(path)
+        return (meta, 0) if meta is not None else original(path)
+
+    _association_module.split_dataset = split  # type: ignore[attr-defined]
+    stream_sent_files()
+
+
 # --------------------------------------------------------------------------------------------
 # The listening server
+
+
+class PendingBounds(Protocol):
+    """Bounds on connections not yet associated (deid_node.intake.connections)."""
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a connection may take to send its A-ASSOCIATE-RQ."""
+
+    def admit(self, key: Hashable, peer: str) -> tuple[bool, list[Hashable]]:
+        """Whether a new connection may stay, and the connections it pushed out."""
+
+    def associated(self, key: Hashable) -> None:
+        """The connection's A-ASSOCIATE-RQ has arrived."""
+
+    def expired(self) -> list[Hashable]:
+        """Connections whose time is up."""
 
 
 class GuardedAssociationServer(ThreadedAssociationServer):
@@ -527,7 +605,7 @@ class GuardedAssociationServer(ThreadedAssociationServer):
 
     handshake_failed: Callable[[str, BaseException], None] | None = None  # (peer, error)
     adopted: socket.socket | None = None  # a listening socket to serve instead of binding
-    pending: PendingConnections | None = None
+    pending: PendingBounds | None = None
 
     def server_bind(self) -> None:
         """Bind as pynetdicom does, or serve the already listening :attr:`adopted` socket.
@@ -628,7 +706,7 @@ def start_server(
     evt_handlers: list[Any],
     handshake_failed: Callable[[str, BaseException], None] | None = None,
     sock: socket.socket | None = None,
-    pending: PendingConnections | None = None,
+    pending: PendingBounds | None = None,
 ) -> GuardedAssociationServer:
     """Start a non-blocking :class:`GuardedAssociationServer`, as
     ``AE.start_server(block=False)`` does with pynetdicom's own server class; on `sock`,
