@@ -6,6 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
+import typer.main
 
 from deid_node.cli import audit, deidentify, forward, node, profiles, quarantine, users, web
 from deid_node.cli.shared import out
@@ -68,4 +69,26 @@ def main() -> None:
 
     warnings.simplefilter("ignore")  # library warnings can quote dataset values
     quiet_libraries()
-    app()
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=sys.argv[1:], prog_name="deid-node", standalone_mode=False)
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            sys.exit(0)  # a group called bare: its help is printed, nothing went wrong
+        if not _is_usage_error(exc):
+            raise
+        # One line, as every other error: typer's boxed message (and its exit 2) does not
+        # fit a script that greps for "Error:".
+        message = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split())
+        print(f"Error: {message} (see --help)", file=sys.stderr)
+        sys.exit(1)
+    except (KeyboardInterrupt, EOFError):
+        print("Error: interrupted", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Whether exc is click's UsageError (or one of its kinds: bad option, bad value,
+    missing argument); click is vendored inside typer, so it is told by its name."""
+    return any(kind.__name__ == "UsageError" for kind in type(exc).__mro__)
