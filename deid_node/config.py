@@ -396,6 +396,11 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
                 )
 
     web = _web(top)
+    if web.port and web.port == node.port and _may_share(web.host, node.host):
+        # Whichever starts second could not listen: said now, not at the second start.
+        raise top.sub("web", "web").error(
+            "port", f"{web.port} is node.port too: the console needs a port of its own"
+        )
 
     u = top.sub("unknown_sources", "unknown_sources")
     unknown_action = read_table(u, "unknown_sources")["action"]
@@ -413,6 +418,12 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         destinations=destinations,
         web=web,
     )
+
+
+def _may_share(a: str, b: str) -> bool:
+    """Whether two listening hosts may claim the same address (one of them all)."""
+    anywhere = {"", "0.0.0.0", "::"}
+    return a == b or a in anywhere or b in anywhere
 
 
 def _node(top: TableReader) -> NodeConfig:

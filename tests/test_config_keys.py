@@ -425,6 +425,14 @@ MESSAGES = [
         "web.tls.colour: unknown key (check the spelling; see README 'Configuration')",
     ),
     ("web = 5\n", "web: expected a table, got int"),
+    (
+        "[node]\nport = 11112\n[web]\nport = 11112\n",
+        "web.port: 11112 is node.port too: the console needs a port of its own",
+    ),
+    (
+        '[node]\nport = 11112\nhost = "0.0.0.0"\n[web]\nport = 11112\n',
+        "web.port: 11112 is node.port too: the console needs a port of its own",
+    ),
     ("colour = 1\n", "colour: unknown key (check the spelling; see README 'Configuration')"),
 ]
 
