@@ -40,3 +40,9 @@ def test_help_and_a_bare_group_still_print_their_help_and_exit_0() -> None:
         assert done.returncode == 0, (args, done.stderr)
         assert "Usage: deid-node" in done.stdout
         assert "Error" not in done.stderr
+
+
+def test_help_shows_square_brackets_as_written() -> None:
+    # Help text is plain text: "[web]" is the config table, not rich markup.
+    done = _run("web", "--help")
+    assert "[web] host and port" in " ".join(done.stdout.split())

@@ -13,6 +13,7 @@ from deid_node.cli.shared import out
 from deid_node.logs import quiet_libraries
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="A DICOM node that de-identifies every object it receives (PS3.15 Annex E).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold PHI
@@ -74,7 +75,10 @@ def main() -> None:
         code = command.main(args=sys.argv[1:], prog_name="deid-node", standalone_mode=False)
     except Exception as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
-            sys.exit(0)  # a group called bare: its help is printed, nothing went wrong
+            # A group called bare: its help, and nothing went wrong.
+            context = getattr(exc, "ctx", None)
+            print(context.get_help() if context is not None else str(exc))
+            sys.exit(0)
         if not _is_usage_error(exc):
             raise
         # One line, as every other error: typer's boxed message (and its exit 2) does not

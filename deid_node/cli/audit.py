@@ -172,7 +172,7 @@ def _spelled(view: str, alias_form: bool) -> str:
     return flag if alias_form and flag else f"audit {view}"
 
 
-app = typer.Typer(cls=_AuditGroup, no_args_is_help=False)
+app = typer.Typer(rich_markup_mode=None, cls=_AuditGroup, no_args_is_help=False)
 
 
 @app.callback()

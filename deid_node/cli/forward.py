@@ -20,7 +20,9 @@ from deid_node.cli.shared import (
 )
 from deid_node.config import Config
 
-app = typer.Typer(help="The forwarding outbox: jobs per destination.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="The forwarding outbox: jobs per destination.", no_args_is_help=True
+)
 
 DestinationOption = Annotated[
     str | None,

@@ -11,7 +11,11 @@ from rich.table import Table
 
 from deid_node.cli.shared import ConfigOption, errors_as_lines, load, print_table
 
-app = typer.Typer(help="List profiles and show their effective rules.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="List profiles and show their effective rules.",
+    no_args_is_help=True,
+)
 
 
 @app.command("list")

@@ -20,6 +20,7 @@ from deid_node.cli.shared import (
 )
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="List, retry and purge objects the node could not de-identify with certainty.",
     no_args_is_help=True,
 )

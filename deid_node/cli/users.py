@@ -21,7 +21,9 @@ from deid_node.cli.shared import (
 if TYPE_CHECKING:
     from deid_node.audit.db import AuditDB
 
-app = typer.Typer(help="Web console users and their API tokens.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="Web console users and their API tokens.", no_args_is_help=True
+)
 
 
 def _open(config: ConfigOption) -> AuditDB:
