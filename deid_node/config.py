@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydicom.datadict import keyword_for_tag
 
@@ -274,6 +274,17 @@ class Config:
         except KeyError:
             known = ", ".join(sorted(self.profiles)) or "none"
             raise ConfigError(f"unknown profile '{name}'; configured profiles: {known}") from None
+
+
+BUILTIN_PROFILES: Final = Path(__file__).parent / "data" / "builtin_profiles.toml"
+
+
+def builtin_profiles() -> dict[str, ProfileConfig]:
+    """The profiles every node has without a config file (data/builtin_profiles.toml)."""
+    raw = tomllib.loads(BUILTIN_PROFILES.read_text(encoding="utf-8"))
+    return dict(
+        parse_config(raw, base_dir=BUILTIN_PROFILES.parent, source=BUILTIN_PROFILES).profiles
+    )
 
 
 def resolve_config_path(path: Path | None) -> Path:

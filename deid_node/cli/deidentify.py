@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -18,6 +20,7 @@ from deid_node.cli.shared import (
     load,
     out,
 )
+from deid_node.config import Config, ProfileConfig, builtin_profiles, resolve_config_path
 
 
 @errors_as_lines
@@ -33,23 +36,36 @@ def deidentify(
         Path | None,
         typer.Option(help="Write path,status,reason per file to this CSV (it names your files)."),
     ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Secret key file the pseudonyms are keyed with (default: $DEID_NODE_SECRET "
+            "as hex, else the config's node key). Keep it: the same key gives the same "
+            "pseudonyms in every run.",
+        ),
+    ] = None,
 ) -> None:
     """De-identify files into OUTPUT/<profile>/<patient>/<study>/<series>/<sop>.dcm.
 
     A profile with record_linkage also writes linkage rows (and their audit rows, origin
     "offline", calling AE "(offline)", absolute output paths) into the config's audit database.
 
+    Without a config file the built-in profiles (basic, research) are there, and the key
+    comes from --key or $DEID_NODE_SECRET.
+
     Example: deid-node deidentify scans/ --output deid/ --profile research
     """
-    from deid_node.deid.secret import load_secret
     from deid_node.ops.offline import deidentify_paths, iter_files
 
-    cfg = load(config)
-    prof = cfg.profile(profile)
+    cfg = _config_if_any(config)
+    prof = _profile(cfg, profile)
     for p in paths:
         if not p.exists():
             fail(f"{p}: no such file or folder")
-    key = load_secret(cfg.node.secret_path)
+    secret = _key(cfg, key)
+    if prof.record_linkage and cfg is None:
+        fail(f"profile '{prof.name}' keeps a linkage table: give --config (its audit database)")
     output = output.absolute()  # audit rows and the report name the files wherever one runs
     files = list(iter_files(paths))
     if not files:
@@ -62,6 +78,7 @@ def deidentify(
 
             # Opened before the first file: a database that cannot be written stops the
             # run before any output exists without its linkage.
+            assert cfg is not None
             linkage = OfflineLinkage(open_audit(cfg.database_url), prof.name)
             record = stack.enter_context(linkage).add
         bar = stack.enter_context(
@@ -76,13 +93,20 @@ def deidentify(
             )
         )
         task = bar.add_task("files", total=len(files))
+        lines = _ProgressLines(len(files)) if not err.is_terminal else None
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            if lines is not None:
+                lines.advance(n)
+
         summary = deidentify_paths(
             files,
             prof,
-            key,
+            secret,
             output,
             workers=workers,
-            progress=lambda n: bar.advance(task, n),
+            progress=advance,
             record=record,
         )
     counts = summary.counts
@@ -102,3 +126,66 @@ def deidentify(
                 writer.writerow([path, o.status, o.reason or "", o.output_path or ""])
     if summary.failed:
         raise typer.Exit(code=1)
+
+
+PROGRESS_EVERY: Final = 5.0  # seconds between progress lines when stderr is no terminal
+
+
+class _ProgressLines:
+    """A line on stderr every few seconds (a log file or a pipe has no progress bar)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = self.last = time.monotonic()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY and self.done < self.total:
+            self.last = now
+            rate = self.done / max(now - self.started, 1e-9)
+            err.print(
+                f"de-identifying: {self.done} of {self.total} files ({rate:.0f}/s)",
+                markup=False,
+                highlight=False,
+            )
+
+
+def _config_if_any(path: Path | None) -> Config | None:
+    """The config given or found; None when none was given and none is where one is looked
+    for (offline runs need none: built-in profiles, a key from --key or the environment)."""
+    if path is None and not resolve_config_path(None).exists():
+        return None
+    return load(path)
+
+
+def _profile(cfg: Config | None, name: str) -> ProfileConfig:
+    """The config's profile of that name, else the built-in one."""
+    if cfg is not None and name in cfg.profiles:
+        return cfg.profiles[name]
+    builtin = builtin_profiles()
+    if name in builtin:
+        return builtin[name]
+    configured = ", ".join(sorted(cfg.profiles)) if cfg is not None else "none (no config file)"
+    fail(
+        f"unknown profile '{name}'; configured profiles: {configured}; "
+        f"built-in: {', '.join(sorted(builtin))}"
+    )
+
+
+def _key(cfg: Config | None, path: Path | None) -> bytes:
+    """--key's file, else $DEID_NODE_SECRET, else the config's node key."""
+    from deid_node.deid.secret import SECRET_ENV, key_file, load_secret
+
+    if path is not None:
+        if not path.is_file():
+            fail(f"{path}: key file not found (make one: head -c 32 /dev/urandom > {path})")
+        key = key_file(path, "secret key")
+        if len(key) < 16:
+            fail(f"{path}: a key of at least 16 bytes is needed")
+        return key
+    if cfg is not None:
+        return load_secret(cfg.node.secret_path)
+    if os.environ.get(SECRET_ENV):
+        return load_secret(Path(os.devnull), create=False)
+    fail(f"no key: give --key FILE or set {SECRET_ENV} (hex), or --config (its node's key)")
