@@ -162,6 +162,14 @@ def render_png(path: Path, index: int, window: tuple[float, float] | None) -> by
     return buffer.getvalue()
 
 
+def _as_written(value: object) -> str:
+    """A value as DICOM writes it: several values joined by a backslash
+    (ORIGINAL\\PRIMARY\\AXIAL), not as a Python list."""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)  # type: ignore[attr-defined]
+    return str(value)
+
+
 def header_rows(path: Path, limit: int = 400) -> list[dict[str, str]]:
     """The de-identified header, element by element (values cut short), sequences flat."""
     ds = dcmread(path, stop_before_pixels=True)
@@ -174,7 +182,7 @@ def header_rows(path: Path, limit: int = 400) -> list[dict[str, str]]:
             value = (
                 ""
                 if elem.VR == "SQ"
-                else str(elem.value)
+                else _as_written(elem.value)
                 if elem.VR not in ("OB", "OW", "UN")
                 else "(binary)"
             )
