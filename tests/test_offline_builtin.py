@@ -87,14 +87,3 @@ def test_progress_lines_when_stderr_is_no_terminal(capsys: pytest.CaptureFixture
     lines.last -= cli_deidentify.PROGRESS_EVERY
     lines.advance(5)  # done: the summary says the rest
     assert capsys.readouterr().err.splitlines()[0].startswith("de-identifying: 5 of 10 files (")
-
-
-def test_the_consoles_header_table_writes_several_values_as_dicom_does(tmp_path: Path) -> None:
-    from deid_node.web.images import header_rows
-
-    ds = ct_series(1, patient=SyntheticPatient.make(PhiTokens(), seed=5), rows=8, cols=8)[0]
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    path = tmp_path / "ct.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    rows = {r["keyword"]: r["value"] for r in header_rows(path)}
-    assert rows["ImageType"] == "ORIGINAL\\PRIMARY\\AXIAL"
