@@ -9,14 +9,15 @@ from rich.table import Table
 
 from deid_node.cli.shared import (
     ConfigOption,
+    FormatOption,
+    chosen_format,
+    emit,
     errors_as_lines,
     fail,
     load,
     open_existing_audit,
     out,
-    print_table,
     text_time,
-    write_json_array,
 )
 from deid_node.config import Config
 
@@ -40,12 +41,14 @@ def _check_destination(cfg: Config, name: str | None) -> None:
 @errors_as_lines
 def status(
     config: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="A JSON array, for scripts.")] = False,
+    fmt: FormatOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """Jobs per destination: pending, in flight, sent, failed, and the oldest pending.
 
-    Example: deid-node forward status --json
+    Example: deid-node forward status --format json
     """
+    chosen = chosen_format(fmt, as_json=as_json)
     cfg = load(config)
     with open_existing_audit(cfg) as db:
         counts = {c.destination: c for c in db.outbox.counts()}
@@ -65,21 +68,22 @@ def status(
         for name in names
         for c in [counts.get(name) or DestinationCounts(name)]
     ]
-    if as_json:
-        write_json_array(rows)
-        return
-    table = Table("destination", title="forwarding")
-    for column in ("pending", "in flight", "sent", "failed"):
-        table.add_column(column, justify="right")
-    table.add_column("oldest pending (UTC)")
-    for row in rows:
-        name = str(row["destination"]) + ("" if row["configured"] else " (not configured)")
-        table.add_row(
-            name,
-            *(str(row[k]) for k in ("pending", "in_flight", "sent", "failed")),
-            text_time(row["oldest_pending"]) or "-",
-        )
-    print_table(table)
+
+    def table() -> Table:
+        built = Table("destination", title="forwarding")
+        for column in ("pending", "in flight", "sent", "failed"):
+            built.add_column(column, justify="right")
+        built.add_column("oldest pending (UTC)")
+        for row in rows:
+            name = str(row["destination"]) + ("" if row["configured"] else " (not configured)")
+            built.add_row(
+                name,
+                *(str(row[k]) for k in ("pending", "in_flight", "sent", "failed")),
+                text_time(row["oldest_pending"]) or "-",
+            )
+        return built
+
+    emit(rows, chosen, table)
 
 
 @app.command("retry")

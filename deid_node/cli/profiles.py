@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import sys
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from deid_node.cli.shared import ConfigOption, errors_as_lines, load, print_table
+from deid_node.cli.shared import (
+    ConfigOption,
+    FormatOption,
+    chosen_format,
+    emit,
+    errors_as_lines,
+    load,
+)
 
 app = typer.Typer(
     rich_markup_mode=None,
@@ -20,25 +25,43 @@ app = typer.Typer(
 
 @app.command("list")
 @errors_as_lines
-def profiles_list(config: ConfigOption = None) -> None:
+def profiles_list(config: ConfigOption = None, fmt: FormatOption = None) -> None:
     """List configured profiles with their options.
 
     Example: deid-node profiles list
     """
+    chosen = chosen_format(fmt)
     cfg = load(config)
-    table = Table("profile", "options", "burned-in", "linkage", "used by")
+    rows: list[dict[str, object]] = []
     for name, prof in sorted(cfg.profiles.items()):
         users = [s.ae_title for s in cfg.sources if s.profile == name]
         if cfg.unknown_action == name:
             users.append("(unknown sources)")
-        table.add_row(
-            name,
-            ", ".join(sorted(o.value for o in prof.options)) or "(basic profile only)",
-            prof.burned_in_annotation.value,
-            "yes" if prof.record_linkage else "no",
-            ", ".join(users) or "-",
+        rows.append(
+            {
+                "profile": name,
+                "options": sorted(o.value for o in prof.options),
+                "burned_in": prof.burned_in_annotation.value,
+                "linkage": prof.record_linkage,
+                "used_by": users,
+            }
         )
-    print_table(table)  # AE titles may look like rich markup ("SC[/]WS"): print them as data
+
+    def table() -> Table:
+        built = Table("profile", "options", "burned-in", "linkage", "used by")
+        for row in rows:
+            options, users = row["options"], row["used_by"]
+            assert isinstance(options, list) and isinstance(users, list)
+            built.add_row(
+                str(row["profile"]),
+                ", ".join(options) or "(basic profile only)",
+                str(row["burned_in"]),
+                "yes" if row["linkage"] else "no",
+                ", ".join(users) or "-",
+            )
+        return built  # AE titles may look like rich markup ("SC[/]WS"): printed as data
+
+    emit(rows, chosen, table)
 
 
 @app.command("show")
@@ -46,7 +69,8 @@ def profiles_list(config: ConfigOption = None) -> None:
 def profiles_show(
     name: Annotated[str, typer.Argument(help="Profile name from the config.")],
     config: ConfigOption = None,
-    as_csv: Annotated[bool, typer.Option("--csv", help="CSV instead of a table.")] = False,
+    fmt: FormatOption = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Same as --format csv.")] = False,
 ) -> None:
     """Show the effective action for every Table E.1-1 attribute under a profile.
 
@@ -54,15 +78,25 @@ def profiles_show(
     """
     from deid_node.deid.profiles import compile_profile, describe
 
+    chosen = chosen_format(fmt, as_csv=as_csv)
     cfg = load(config)
     lines = describe(compile_profile(cfg.profile(name)))
-    if as_csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["tag", "keyword", "name", "basic", "action", "source"])
+    rows = [
+        {
+            "tag": ln.tag,
+            "keyword": ln.keyword,
+            "name": ln.name,
+            "basic": ln.basic,
+            "action": ln.op,
+            "source": ln.source,
+        }
+        for ln in lines
+    ]
+
+    def table() -> Table:
+        built = Table("tag", "keyword", "basic", "action", "from", title=f"profile {name}")
         for ln in lines:
-            writer.writerow([ln.tag, ln.keyword, ln.name, ln.basic, ln.op, ln.source])
-        return
-    table = Table("tag", "keyword", "basic", "action", "from", title=f"profile {name}")
-    for ln in lines:
-        table.add_row(ln.tag, ln.keyword or ln.name, ln.basic, ln.op, ln.source)
-    print_table(table)
+            built.add_row(ln.tag, ln.keyword or ln.name, ln.basic, ln.op, ln.source)
+        return built
+
+    emit(rows, chosen, table)

@@ -10,13 +10,14 @@ from rich.table import Table
 
 from deid_node.cli.shared import (
     ConfigOption,
+    FormatOption,
+    chosen_format,
+    emit,
     errors_as_lines,
     fail,
     load,
     open_existing_audit,
     out,
-    print_table,
-    write_json_array,
 )
 
 app = typer.Typer(
@@ -66,39 +67,43 @@ def _quarantine_time(value: datetime) -> str:
 @errors_as_lines
 def quarantine_list(
     config: ConfigOption = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="A JSON array, one object per entry, for scripts.")
-    ] = False,
+    fmt: FormatOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
     """List quarantined objects still held, oldest first: id, received, calling AE, profile, reason.
 
-    Example: deid-node quarantine list --config config/deid-node.toml
+    Example: deid-node quarantine list --format csv
     """
     from deid_node.ops.quarantine import list_quarantine
 
+    chosen = chosen_format(fmt, as_json=as_json)
     cfg = load(config)
     with open_existing_audit(cfg) as db:
         entries = list_quarantine(db)
-    if as_json:
-        write_json_array(
-            {
-                "id": e.id,
-                "received_at": e.received_at,
-                "calling_ae": e.calling_ae,
-                "profile": e.profile,
-                "reason": e.reason,
-            }
-            for e in entries
-        )
-        return
-    if not entries:
-        out.print("no quarantined objects", markup=False, highlight=False)
-        return
-    table = Table("id", "received (UTC)", "calling AE", "profile", title="quarantine")
-    table.add_column("reason", overflow="fold")
-    for e in entries:
-        table.add_row(str(e.id), _quarantine_time(e.received_at), e.calling_ae, e.profile, e.reason)
-    print_table(table)
+    rows = [
+        {
+            "id": e.id,
+            "received_at": e.received_at,
+            "calling_ae": e.calling_ae,
+            "profile": e.profile,
+            "reason": e.reason,
+        }
+        for e in entries
+    ]
+
+    def table() -> Table | None:
+        if not entries:
+            out.print("no quarantined objects", markup=False, highlight=False)
+            return None
+        built = Table("id", "received (UTC)", "calling AE", "profile", title="quarantine")
+        built.add_column("reason", overflow="fold")
+        for e in entries:
+            built.add_row(
+                str(e.id), _quarantine_time(e.received_at), e.calling_ae, e.profile, e.reason
+            )
+        return built
+
+    emit(rows, chosen, table, ("id", "received_at", "calling_ae", "profile", "reason"))
 
 
 @app.command("retry")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import enum
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec
@@ -126,3 +128,79 @@ def write_json_array(rows: Iterable[Mapping[str, object]]) -> int:
         count += 1
     sys.stdout.write("\n]\n" if count else "]\n")
     return count
+
+
+class Format(enum.StrEnum):
+    """How a listing is printed."""
+
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+
+
+FormatOption = Annotated[
+    Format | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table (default: fits the terminal), csv (a header row, then one row per "
+        "line) or json (an array of objects).",
+        case_sensitive=False,
+        show_default=False,
+    ),
+]
+
+
+def chosen_format(fmt: Format | None, *, as_json: bool = False, as_csv: bool = False) -> Format:
+    """--format, or the older --json / --csv flag it replaces; both given must agree."""
+    older = Format.JSON if as_json else Format.CSV if as_csv else None
+    if as_json and as_csv:
+        fail("--json and --csv exclude each other (use --format)")
+    if fmt is not None and older is not None and fmt is not older:
+        fail(f"--{older.value} and --format {fmt.value} disagree")
+    return fmt or older or Format.TABLE
+
+
+def write_csv_rows(rows: Iterable[Mapping[str, object]], columns: Sequence[str] = ()) -> int:
+    """Rows as CSV on stdout: a header (the first row's keys, or `columns`), then values
+    (times in ISO 8601 UTC, several values joined by a backslash as DICOM writes them)."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    count = 0
+    header = list(columns)
+    if header:
+        writer.writerow(header)
+    for row in rows:
+        if not header:
+            header = list(row)
+            writer.writerow(header)
+        writer.writerow([_csv_value(row.get(k)) for k in header])
+        count += 1
+    return count
+
+
+def _csv_value(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(_json_value(value))
+
+
+def emit(
+    rows: Sequence[Mapping[str, object]],
+    fmt: Format,
+    table: Callable[[], Table | None],
+    columns: Sequence[str] = (),
+) -> None:
+    """A listing in the chosen format; `table` builds the rich table (None: say why
+    there is none); `columns`: the CSV header, also when there is no row."""
+    if fmt is Format.JSON:
+        write_json_array(rows)
+    elif fmt is Format.CSV:
+        write_csv_rows(rows, columns)
+    else:
+        built = table()
+        if built is not None:
+            print_table(built)

@@ -10,11 +10,13 @@ from rich.table import Table
 
 from deid_node.cli.shared import (
     ConfigOption,
+    FormatOption,
+    chosen_format,
+    emit,
     errors_as_lines,
     fail,
     load,
     out,
-    print_table,
     text_time,
 )
 
@@ -67,17 +69,23 @@ def add(
 
 @app.command("list")
 @errors_as_lines
-def list_users(config: ConfigOption = None) -> None:
+def list_users(config: ConfigOption = None, fmt: FormatOption = None) -> None:
     """List console users.
 
-    Example: deid-node users list
+    Example: deid-node users list --format csv
     """
+    chosen = chosen_format(fmt)
     with _open(config) as db:
         users = db.users.list()
-    table = Table("user", "created (UTC)", title="users")
-    for user in users:
-        table.add_row(user.name, text_time(user.created_at))
-    print_table(table)
+
+    def table() -> Table:
+        built = Table("user", "created (UTC)", title="users")
+        for user in users:
+            built.add_row(user.name, text_time(user.created_at))
+        return built
+
+    rows = [{"user": u.name, "created_at": u.created_at} for u in users]
+    emit(rows, chosen, table, ("user", "created_at"))
 
 
 @app.command("remove")
