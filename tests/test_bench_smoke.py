@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.dcmtk import STORESCU
+from tests.support.paths import REPO
+
 STORESCP = Path("/usr/bin/storescp")
-STORESCU = Path("/usr/bin/storescu")
 
 
 @pytest.mark.slow

@@ -31,7 +31,8 @@ from deid_node.testing.synthetic import (
     us_multiframe,
     write_bad_files,
 )
-from tests.conftest import associate, node_table, store
+from tests.support.node import node_table
+from tests.support.scu import associate, store
 
 runner = CliRunner()
 

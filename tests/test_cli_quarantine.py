@@ -27,7 +27,9 @@ from deid_node.testing.synthetic import (
     secondary_capture,
     us_multiframe,
 )
-from tests.conftest import audit_objects, files_under, node_table, store
+from tests.support.files import files_under
+from tests.support.node import audit_objects, node_table
+from tests.support.scu import store
 
 runner = CliRunner()
 

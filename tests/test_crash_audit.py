@@ -34,32 +34,27 @@ from deid_node.deid.pseudonym import pseudo_uid
 from deid_node.deid.secret import load_secret
 from deid_node.intake.spool import Spool
 from deid_node.runtime.node import Node
+from deid_node.testing.loopback import free_port
 from deid_node.testing.synthetic import PhiTokens, phi_everywhere, write_files
 from deid_node.web.app import create_app
-from tests.conftest import (
-    associate,
+from tests.support.datasets import small_ct, with_new_sop_uid
+from tests.support.node import (
+    IDLE,
+    ONE_SOURCE,
     audit_associations,
     audit_objects,
     console_user,
-    echo,
-    free_port,
-    node_table,
-    publish_in_spool,
-    store,
-    wait_for,
-)
-from tests.test_node import (
-    IDLE,
-    ONE_SOURCE,
-    _group_alive,
-    _kill_group,
-    _serve,
-    _with_new_sop_uid,
     expected_output,
+    group_alive,
+    kill_group,
+    node_table,
     output_sops,
-    small_ct,
+    publish_in_spool,
+    serve,
     spool_files,
 )
+from tests.support.scu import associate, echo, store
+from tests.support.waiting import wait_for
 
 
 def _statuses(cfg: Config) -> Counter[tuple[str, str]]:
@@ -133,7 +128,7 @@ def test_kill_9_of_the_supervisor_after_outputs_before_rows_then_restart(tmp_pat
     address = ("127.0.0.1", port)
     log = tmp_path / "node.log"
     datasets = small_ct(12, seed=5)
-    proc = _serve(config, log)
+    proc = serve(config, log)
     lock = None
     try:
         wait_for(lambda: echo(address, "CT_SCANNER") == 0, 30, "the node to answer C-ECHO")
@@ -160,23 +155,23 @@ def test_kill_9_of_the_supervisor_after_outputs_before_rows_then_restart(tmp_pat
         )
         proc.kill()  # kill -9 of the supervisor, mid-association
         proc.wait(10)
-        wait_for(lambda: not _group_alive(proc.pid), 30, "the old node's processes to exit")
+        wait_for(lambda: not group_alive(proc.pid), 30, "the old node's processes to exit")
         assoc.abort()
     finally:
         if lock is not None:
             lock.rollback()
             lock.close()
-        _kill_group(proc)
+        kill_group(proc)
     assert len(audit_objects(cfg)) == 1  # nothing else reached the audit before the kill
 
-    proc = _serve(config, log)
+    proc = serve(config, log)
     try:
         wait_for(lambda: echo(address, "CT_SCANNER") == 0, 60, "the restarted node")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-        wait_for(lambda: not _group_alive(proc.pid), 30, "the workers to exit")
+        wait_for(lambda: not group_alive(proc.pid), 30, "the workers to exit")
     finally:
-        _kill_group(proc)
+        kill_group(proc)
 
     key = cfg.node.secret_path.read_bytes()
     sent = Counter(
@@ -217,7 +212,7 @@ def test_kill_9_of_workers_mid_stream_records_each_object_once(
     # Objects full of identifiers, slower to de-identify than to receive: both workers are
     # busy when one is killed, and the pool's break fails the other's call in flight too.
     template = phi_everywhere(PhiTokens())
-    batches = [[_with_new_sop_uid(template) for _ in range(30)] for _ in range(2)]
+    batches = [[with_new_sop_uid(template) for _ in range(30)] for _ in range(2)]
     assocs = [associate(node.address, "CT_SCANNER", [CTImageStorage]) for _ in batches]
     acked: list[list[Dataset]] = [[] for _ in batches]
 
@@ -253,7 +248,7 @@ def test_kill_9_of_workers_mid_stream_records_each_object_once(
     # on it for good, and its pool with it, unless the node ends them.
     assert len(_worker_pids(node)) == 2  # the stream's pool: both started, both idle now
     kill_one()
-    extra = [_with_new_sop_uid(template) for _ in range(2)]
+    extra = [with_new_sop_uid(template) for _ in range(2)]
     assert store(node.address, extra, "CT_SCANNER") == [0, 0]
     assert node.wait_idle(IDLE)
     old = seen - _worker_pids(node)

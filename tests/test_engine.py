@@ -26,6 +26,7 @@ from deid_node.deid.profiles import OPTION_CODES, Op, compile_profile, describe
 from deid_node.deid.pseudonym import date_offset_days, pseudo_uid, shift_date
 from deid_node.deid.verify import SURVIVED
 from deid_node.errors import DeidError
+from tests.support.files import save_in
 
 KEY = bytes(range(32))
 STUDY = "1.2.826.0.1.3680043.8.498.1001"
@@ -496,18 +497,6 @@ def test_verification_names_the_attribute_a_survivor_is_in_never_the_value(
     assert "ACC778899" not in outcome.reason and "OTHER99" not in outcome.reason
 
 
-def _save_in(ds: Dataset, syntax: UID, path: Path) -> Path:
-    """ds written as a Part-10 file in `syntax`."""
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.save_as(
-        path,
-        enforce_file_format=True,
-        implicit_vr=syntax.is_implicit_VR,
-        little_endian=syntax.is_little_endian,
-    )
-    return path
-
-
 def _with_trailer(note: str, padding: bytes) -> Dataset:
     ds = make_ds(Rows=4, Columns=4, BitsAllocated=16, BitsStored=16, HighBit=15)
     ds.SamplesPerPixel = 1
@@ -535,7 +524,7 @@ def _with_trailer(note: str, padding: bytes) -> Dataset:
 def test_elements_after_the_pixel_data_are_verified_too(
     tmp_path: Path, engine: str, syntax: UID, note: str, padding: bytes, where: str | None
 ) -> None:
-    src = _save_in(_with_trailer(note, padding), syntax, tmp_path / "in.dcm")
+    src = save_in(_with_trailer(note, padding), syntax, tmp_path / "in.dcm")
     cfg = compile_profile(profile(keep=(0x7FE11001, 0xFFFCFFFC)))
     run = process_file if engine == "stream" else process_file_dataset
     outcome = run(src, cfg, KEY, tmp_path / "o")
@@ -561,7 +550,7 @@ def test_a_survivor_in_another_case_of_a_non_ascii_name_is_caught_in_every_encod
 ) -> None:
     ds = make_ds(PatientName="MÜLLER^HANS", SpecificCharacterSet=charset)
     ds.ReferencedImageSequence[0].ImageComments = "bei Müller"  # re.I folds ASCII only
-    src = _save_in(ds, syntax, tmp_path / "in.dcm")
+    src = save_in(ds, syntax, tmp_path / "in.dcm")
     outcome = process_file(src, compile_profile(profile(keep=(0x00204000,))), KEY, tmp_path / "o")
     assert outcome.reason == f"{SURVIVED} (in ReferencedImageSequence[0].ImageComments)"
 

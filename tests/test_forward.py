@@ -28,20 +28,15 @@ from deid_node.cli.app import app
 from deid_node.config import Config
 from deid_node.errors import ConfigError
 from deid_node.runtime.node import Node
+from deid_node.testing.loopback import deid_node_command, free_port, listening
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
-from tests.conftest import (
-    STORESCU,
-    associate,
-    files_under,
-    free_port,
-    node_table,
-    store,
-    wait_for,
-    which_deid_node,
-)
-from tests.destinations import DEST_AE, Destination
-from tests.test_tls import Pki
-from tests.test_tls import pki as _pki  # noqa: F401  (its fixture, under this name)
+from tests.support.dcmtk import STORESCU, run_dcmtk
+from tests.support.destinations import DEST_AE, Destination
+from tests.support.files import files_under
+from tests.support.node import node_table
+from tests.support.pki import Pki
+from tests.support.scu import associate, store
+from tests.support.waiting import wait_for
 
 runner = CliRunner()
 
@@ -246,17 +241,17 @@ def test_keep_output_false_deletes_each_file_once_forwarded(
 def test_forwarding_over_tls(
     write_config: Callable[[str], Config],
     start_node: Callable[..., Node],
-    _pki: Pki,  # noqa: F811  (the fixture imported above)
+    pki: Pki,
 ) -> None:
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(_pki.ca_cert))
-    server.load_cert_chain(str(_pki.server_cert), str(_pki.server_key))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_cert))
+    server.load_cert_chain(str(pki.server_cert), str(pki.server_key))
     server.verify_mode = ssl.CERT_REQUIRED
     dest = Destination(tls=server)
     tls = f"""
 [destinations.tls]
-ca_bundle = "{_pki.ca_cert}"
-certificate = "{_pki.client_cert}"
-key = "{_pki.client_key}"
+ca_bundle = "{pki.ca_cert}"
+certificate = "{pki.client_cert}"
+key = "{pki.client_key}"
 server_name = "localhost"
 """
     cfg = write_config(forward_config(dest.start(), destination=tls))
@@ -290,24 +285,22 @@ def test_kill_9_while_forwarding_then_restart_delivers_everything(tmp_path: Path
         path.parent.mkdir(exist_ok=True)
         ds.save_as(path, enforce_file_format=True)
         files.append(str(path))
-    env = {**os.environ, "TCP_NODELAY": "1"}
 
     def serve() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [*which_deid_node(), "serve", "--config", str(config)],
+            [*deid_node_command(), "serve", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_for(lambda: _listening(cfg.node.port), 60, "the node to listen")
+        wait_for(lambda: listening(cfg.node.port), 60, "the node to listen")
         return proc
 
     proc = serve()
     try:
-        sent = subprocess.run(
-            [str(STORESCU), "-aet", "CT_SCANNER", "-aec", "DEID_NODE", "127.0.0.1",
-             str(cfg.node.port), *files],
-            env=env, capture_output=True, timeout=120,
+        sent = run_dcmtk(
+            STORESCU, "-aet", "CT_SCANNER", "-aec", "DEID_NODE", "127.0.0.1", str(cfg.node.port),
+            *files,
         )  # fmt: skip
         assert sent.returncode == 0, sent.stderr
         wait_for(lambda: dest.total() >= 3, 60, "forwarding to start")
@@ -322,13 +315,6 @@ def test_kill_9_while_forwarding_then_restart_delivers_everything(tmp_path: Path
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
         dest.stop()
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_forward_commands_status_retry_and_purge(

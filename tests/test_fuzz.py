@@ -33,9 +33,9 @@ from deid_node.testing.fuzz.node import deid_node_command
 from deid_node.testing.fuzz.phi import PhiScanner, decoded_text
 from deid_node.testing.fuzz.sender import Sender, echo, install_raw_sender
 from deid_node.testing.fuzz.target import Target
+from tests.support.paths import REPO
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FUZZ = REPO_ROOT / "scripts" / "fuzz.py"
+FUZZ = REPO / "scripts" / "fuzz.py"
 
 
 @pytest.fixture(scope="module")

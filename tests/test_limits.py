@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import resource
 import socket
 import struct
@@ -33,27 +32,12 @@ from deid_node.errors import ConfigError
 from deid_node.intake.connections import PendingConnections
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
-from tests.conftest import (
-    ECHOSCU,
-    NODE_AE,
-    VERIFICATION,
-    audit_associations,
-    echo,
-    node_table,
-    store,
-    wait_for,
-)
+from tests.support.dcmtk import ECHOSCU, run_dcmtk
+from tests.support.node import CT_SOURCE, IDLE, audit_associations, node_table
+from tests.support.scu import NODE_AE, VERIFICATION, echo, store
+from tests.support.waiting import wait_for
 
-IDLE = 60.0
 CLOSED_WITHIN = 30.0  # a generous bound: the timeouts below are 1-2 s
-
-SOURCES = """
-[[sources]]
-ae_title = "CT_SCANNER"
-profile = "research"
-
-[profiles.research]
-"""
 
 
 @pytest.fixture
@@ -66,7 +50,7 @@ def limited_node(
         .replace("network_timeout = 15", "network_timeout = 1")
         .replace("acse_timeout = 10", "acse_timeout = 2")
     )
-    cfg = write_config(table + SOURCES)
+    cfg = write_config(table + CT_SOURCE)
     return cfg, start_node(cfg)
 
 
@@ -169,7 +153,7 @@ def hostile_node(
         .replace("workers = 2", "workers = 1\nreceivers = 1\nrequest_timeout = 2")
         .replace("acse_timeout = 10", "acse_timeout = 120")
     )
-    cfg = write_config(table + SOURCES)
+    cfg = write_config(table + CT_SOURCE)
     node = start_node(cfg)
     [receiver] = [p for p in multiprocessing.active_children() if p.name == "deid-receiver-0"]
     assert receiver.pid is not None
@@ -306,23 +290,10 @@ def test_silent_connections_are_bounded_and_dropped_while_echoscu_answers(
         )
         grown = resident(pid) - before
         assert grown < MEMORY_BOUND, f"{count} connections took {grown // MIB} MiB"
-        env = dict(os.environ, TCP_NODELAY="1")
         timeouts = ["-to", "30", "-ta", "30", "-td", "30"]
-        echoed = subprocess.run(
-            [
-                str(ECHOSCU),
-                *timeouts,
-                "-aet",
-                "CT_SCANNER",
-                "-aec",
-                NODE_AE,
-                *map(str, node.address),
-            ],
-            env=env,
-            capture_output=True,
-            timeout=IDLE,
-        )
-        assert echoed.returncode == 0, echoed.stderr.decode(errors="replace")
+        where = ["-aet", "CT_SCANNER", "-aec", NODE_AE, *map(str, node.address)]
+        echoed = run_dcmtk(ECHOSCU, *timeouts, *where, timeout=IDLE)
+        assert echoed.returncode == 0, echoed.stderr
         wait_for(lambda: not open_by_node(socks), CLOSED_WITHIN, "request_timeout to drop them")
     finally:
         for sock in socks:
@@ -335,10 +306,10 @@ def test_silent_connections_are_bounded_and_dropped_while_echoscu_answers(
 
 def test_request_timeout_is_validated(write_config: Callable[[str], Config]) -> None:
     with pytest.raises(ConfigError, match=r"node\.request_timeout.*>= 0\.5"):
-        write_config(node_table() + "request_timeout = 0\n" + SOURCES)
+        write_config(node_table() + "request_timeout = 0\n" + CT_SOURCE)
     with pytest.raises(ConfigError, match=r"node\.request_timeout"):
-        write_config(node_table() + "request_timeout = nan\n" + SOURCES)
-    assert write_config(node_table() + SOURCES).node.request_timeout == 5.0
+        write_config(node_table() + "request_timeout = nan\n" + CT_SOURCE)
+    assert write_config(node_table() + CT_SOURCE).node.request_timeout == 5.0
 
 
 def test_pending_connections_bookkeeping(caplog: pytest.LogCaptureFixture) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -27,7 +26,6 @@ from typer.testing import CliRunner
 
 from deid_node.cli.app import app
 from deid_node.config import Config, load_config
-from deid_node.deid.pseudonym import pseudo_uid
 from deid_node.dicom.status import (
     DIAG_CALLED_AE_NOT_RECOGNISED,
     DIAG_CALLING_AE_NOT_RECOGNISED,
@@ -38,6 +36,7 @@ from deid_node.dicom.status import (
 from deid_node.intake.receiver import UnreadableObject, check_header
 from deid_node.intake.spool import Spool
 from deid_node.runtime.node import Node
+from deid_node.testing.loopback import free_port
 from deid_node.testing.synthetic import (
     PhiTokens,
     SyntheticPatient,
@@ -47,58 +46,25 @@ from deid_node.testing.synthetic import (
     write_bad_files,
     write_files,
 )
-from tests.conftest import (
-    ECHOSCU,
-    NODE_AE,
-    STORESCU,
-    associate,
+from tests.support.datasets import small_ct, with_new_sop_uid
+from tests.support.dcmtk import ECHOSCU, STORESCU, run_dcmtk
+from tests.support.files import files_under
+from tests.support.node import (
+    IDLE,
+    ONE_SOURCE,
     audit_associations,
     audit_objects,
-    echo,
-    files_under,
-    free_port,
+    expected_output,
+    group_alive,
+    kill_group,
     node_table,
+    output_sops,
     publish_in_spool,
-    store,
-    wait_for,
-    which_deid_node,
+    serve,
+    spool_files,
 )
-
-IDLE = 60.0  # seconds: generous bounds, only reached when something is broken
-
-ONE_SOURCE = """
-[[sources]]
-ae_title = "CT_SCANNER"
-profile = "research"
-
-[profiles.research]
-record_linkage = true
-"""
-
-
-def key_of(cfg: Config) -> bytes:
-    return cfg.node.secret_path.read_bytes()
-
-
-def expected_output(cfg: Config, profile: str, datasets: list[Dataset]) -> set[str]:
-    """The pseudonymous SOP Instance UIDs the node must write for these datasets."""
-    key = key_of(cfg)
-    return {pseudo_uid(key, profile, str(ds.SOPInstanceUID)) for ds in datasets}
-
-
-def output_sops(cfg: Config, profile: str | None = None) -> list[str]:
-    root = cfg.node.output / profile if profile else cfg.node.output
-    return [p.stem for p in files_under(root, "*.dcm")]
-
-
-def spool_files(cfg: Config) -> list[Path]:
-    return files_under(cfg.node.spool)
-
-
-def small_ct(n: int, seed: int = 0, tokens: PhiTokens | None = None) -> list[Dataset]:
-    patient = SyntheticPatient.make(tokens or PhiTokens(), seed=seed)
-    return ct_series(n, patient=patient, rows=16, cols=16, seed=seed)
-
+from tests.support.scu import NODE_AE, associate, echo, store
+from tests.support.waiting import wait_for
 
 # --------------------------------------------------------------------------------------------
 # Storing, echo, audit, logs
@@ -753,39 +719,6 @@ def test_serve_on_a_taken_port_is_one_error_line(
     assert echo(running.address, "CT_SCANNER") == 0
 
 
-def _serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen(
-            [*which_deid_node(), "serve", "--config", str(config)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: kill -9 takes the workers too
-        )
-
-
-def _with_new_sop_uid(ds: Dataset) -> Dataset:
-    clone = copy.deepcopy(ds)
-    clone.SOPInstanceUID = clone.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    return clone
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Leave nothing behind: the node and what it started (its own process group)."""
-    if _group_alive(proc.pid):
-        os.killpg(proc.pid, signal.SIGKILL)
-    if proc.poll() is None:
-        proc.wait(10)
-
-
 def test_kill_9_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "deid-node.toml"
@@ -793,13 +726,13 @@ def test_kill_9_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
     cfg = load_config(config)
     address = ("127.0.0.1", port)
     log = tmp_path / "node.log"
-    proc = _serve(config, log)
+    proc = serve(config, log)
     try:
         wait_for(lambda: echo(address, "CT_SCANNER") == 0, 30, "the node to answer C-ECHO")
         # Objects full of identifiers, slower to de-identify than to receive, on three
         # associations at once for one worker: a backlog waits in spool/ at the kill.
         template = phi_everywhere(PhiTokens())
-        batches = [[_with_new_sop_uid(template) for _ in range(15)] for _ in range(3)]
+        batches = [[with_new_sop_uid(template) for _ in range(15)] for _ in range(3)]
         assocs = [associate(address, "CT_SCANNER", [CTImageStorage]) for _ in batches]
         acked: list[list[Dataset]] = [[] for _ in batches]
 
@@ -815,22 +748,22 @@ def test_kill_9_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
         proc.kill()  # kill -9, right after the last acknowledgement
         proc.wait(10)
         # Its workers notice and exit; nothing of the old node may write on.
-        wait_for(lambda: not _group_alive(proc.pid), 30, "the old node's workers to exit")
+        wait_for(lambda: not group_alive(proc.pid), 30, "the old node's workers to exit")
     finally:
-        _kill_group(proc)
+        kill_group(proc)
     acknowledged = [ds for batch in acked for ds in batch]
     assert len(acknowledged) == 45
 
-    proc = _serve(config, log)
+    proc = serve(config, log)
     try:
         wait_for(lambda: echo(address, "CT_SCANNER") == 0, 60, "the restarted node")
         # Recovery ran before the AE served: the spool is already drained.
         assert [p for p in spool_files(cfg) if p.suffix == ".dcm"] == []
         os.killpg(proc.pid, signal.SIGTERM)  # as systemd does: the whole group
         assert proc.wait(30) == 0
-        wait_for(lambda: not _group_alive(proc.pid), 30, "the workers to exit")
+        wait_for(lambda: not group_alive(proc.pid), 30, "the workers to exit")
     finally:
-        _kill_group(proc)
+        kill_group(proc)
 
     expected = expected_output(cfg, "research", acknowledged)
     written = output_sops(cfg, "research")
@@ -847,13 +780,6 @@ def test_kill_9_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
 # dcmtk as the peer
 
 
-def _dcmtk(tool: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TCP_NODELAY": "1"}
-    return subprocess.run(
-        [str(tool), *args], capture_output=True, text=True, timeout=120, env=env, check=False
-    )
-
-
 @pytest.mark.dcmtk
 def test_dcmtk_storescu_and_echoscu(
     dcmtk: None,
@@ -867,13 +793,13 @@ def test_dcmtk_storescu_and_echoscu(
     datasets = small_ct(10, seed=11)
     files = write_files(datasets, tmp_path / "send")
 
-    echoed = _dcmtk(ECHOSCU, "-aet", "CT_SCANNER", "-aec", NODE_AE, host, str(port))
+    echoed = run_dcmtk(ECHOSCU, "-aet", "CT_SCANNER", "-aec", NODE_AE, host, str(port))
     assert echoed.returncode == 0, echoed.stderr
-    sent = _dcmtk(
+    sent = run_dcmtk(
         STORESCU, "-aet", "CT_SCANNER", "-aec", NODE_AE, host, str(port), *map(str, files)
     )
     assert sent.returncode == 0, sent.stderr
-    refused = _dcmtk(ECHOSCU, "-aet", "STRANGER", "-aec", NODE_AE, host, str(port))
+    refused = run_dcmtk(ECHOSCU, "-aet", "STRANGER", "-aec", NODE_AE, host, str(port))
     assert refused.returncode != 0
     assert "reject" in (refused.stdout + refused.stderr).lower()
     assert node.wait_idle(IDLE)

@@ -3,8 +3,6 @@ survives blanking."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pytest
 from pydicom.uid import UID
@@ -13,7 +11,7 @@ from deid_node.pixels.clean import TextRemains, apply, blank, fill_value, survey
 from deid_node.pixels.decode import Layout
 from deid_node.pixels.detect import TextDetector
 from deid_node.pixels.ocr import Box, TextFinder
-from tests.test_pixels_ocr import background, draw
+from tests.support.pixels import SeesTextEverywhere, background, draw
 
 
 def layout(frames: int, photometric: str = "MONOCHROME2", samples: int = 1) -> Layout:
@@ -62,22 +60,9 @@ def test_rule_boxes_are_blanked_in_every_frame(text_detector: TextDetector) -> N
     assert report.by_rule == 1 and report.frames_changed == 2
 
 
-class _AlwaysText:
-    """A finder that sees text wherever it looks: blanking can never satisfy it."""
-
-    def find(
-        self,
-        frame: np.ndarray,
-        photometric: str = "MONOCHROME2",
-        blanked: Sequence[Box] = (),
-        within: Sequence[Box] | None = None,
-    ) -> list[Box]:
-        return [Box(10, 10, 50, 30)]
-
-
 def test_text_found_again_after_blanking_refuses_the_object() -> None:
     with pytest.raises(TextRemains, match="remains after blanking \\(frame 1\\)"):
-        survey([background("flat")], layout(1), _AlwaysText())
+        survey([background("flat")], layout(1), SeesTextEverywhere())
 
 
 def test_blanking_is_black_as_displayed_on_every_sample() -> None:

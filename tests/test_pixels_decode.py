@@ -30,14 +30,7 @@ from deid_node.pixels.decode import (
     iter_frames,
     read_layout,
 )
-
-TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
-
-
-def bundled(name: str) -> Path:
-    path = TEST_FILES / name
-    assert path.exists(), f"{name} is not bundled with this pydicom"  # never downloaded
-    return path
+from tests.support.files import bundled
 
 
 def test_every_transfer_syntax_with_pixel_data_has_a_decoder_here() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -20,8 +19,8 @@ from deid_node.pixels.ocr import Box, to_grey
 from deid_node.pixels.strokes import candidate_blocks
 from deid_node.testing.synthetic.annotated import draw_text
 from deid_node.testing.synthetic.textcases import Case, ct_slice, text_cases, textless_cases
+from tests.support.files import PYDICOM_FILES
 
-TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 # Known misses, kept in scripts/measure_detect.py's table and the README: small text
 # turned onto bright speckle (DBNet finds the part on black), and white text across the
 # edges of a synthetic colour flow map (found on pydicom's real Doppler, below).
@@ -67,7 +66,7 @@ def test_text_free_frames_give_no_box(detector: TextDetector, name: str) -> None
 
 
 def _frames(name: str) -> list[tuple[np.ndarray, str]]:
-    ds = pydicom.dcmread(TEST_FILES / name)
+    ds = pydicom.dcmread(PYDICOM_FILES / name)
     pixels = ds.pixel_array  # colour comes as RGB (pydicom converts YBR)
     photometric = "RGB" if ds.SamplesPerPixel == 3 else str(ds.PhotometricInterpretation)
     frames = int(ds.get("NumberOfFrames", 1) or 1)

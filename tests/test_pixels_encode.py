@@ -12,7 +12,7 @@ from pydicom.uid import UID
 
 from deid_node.pixels.decode import Layout, PixelError, iter_frames, read_layout
 from deid_node.pixels.encode import output_layout, output_syntax, pixel_data_element
-from tests.test_pixels_decode import bundled
+from tests.support.files import bundled
 
 
 def rewrite(src: Path, dst: Path) -> Layout:

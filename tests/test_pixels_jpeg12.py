@@ -20,7 +20,7 @@ from deid_node.pixels.decode import can_decode, iter_frames
 from deid_node.pixels.release import shared_finder
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient
 from deid_node.testing.synthetic.annotated import annotated_slice
-from tests.test_pixels_decode import bundled
+from tests.support.files import bundled
 
 DCMDJPEG = Path("/usr/bin/dcmdjpeg")  # dcmtk's own JPEG decoder: a reference no one here wrote
 CLEAN = ProfileConfig(name="research", burned_in_annotation=BurnedInPolicy.CLEAN)

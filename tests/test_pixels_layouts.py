@@ -34,9 +34,9 @@ from deid_node.pixels.ocr import TextFinder
 from deid_node.pixels.release import shared_finder
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient
 from deid_node.testing.synthetic.annotated import Drawn, annotated_capture
-from tests.conftest import readable_in
-from tests.test_engine import _save_in
-from tests.test_offline import DCIODVFY, _errors
+from tests.support.dcmtk import DCIODVFY, dciodvfy_errors
+from tests.support.files import save_in
+from tests.support.pixels import readable_in
 
 KEY = b"k" * 32
 PROFILE = compile_profile(ProfileConfig(name="research", burned_in_annotation=BurnedInPolicy.CLEAN))
@@ -131,7 +131,7 @@ def check_cleaned(
             was = b[top:bottom, left:right].astype(np.float64)
             assert inside.std() < 0.1 * was.std(), (d.text, photometric)
     if DCIODVFY is not None:
-        assert not (_errors(out_path) - _errors(src))
+        assert not (dciodvfy_errors(out_path) - dciodvfy_errors(src))
     return written
 
 
@@ -169,7 +169,7 @@ def _pydicom(syntax: UID, **options: object) -> Callable[[Path, Path], None]:
             ds.compress(syntax, **options)  # type: ignore[arg-type]
             ds.save_as(dst, enforce_file_format=True)
         else:
-            _save_in(ds, syntax, dst)
+            save_in(ds, syntax, dst)
 
     return encode
 

@@ -20,8 +20,8 @@ from deid_node.testing.synthetic import (
     write_files,
 )
 from deid_node.testing.synthetic.annotated import annotated_capture, annotated_ultrasound
-from tests.conftest import STORESCU, audit_objects, node_table
-from tests.test_node import _dcmtk
+from tests.support.dcmtk import STORESCU, run_dcmtk
+from tests.support.node import audit_objects, node_table
 
 CONFIG = """
 [[sources]]
@@ -51,7 +51,7 @@ def test_burned_in_text_sent_by_storescu_is_blanked_before_anything_is_written(
     plain.BurnedInAnnotation = "YES"  # said to carry text, and has none
     files = write_files([us, sc, plain], tmp_path / "send")
     host, port = node.address
-    done = _dcmtk(
+    done = run_dcmtk(
         STORESCU, "-aet", "US_CART", "-aec", "DEID_NODE", host, str(port), *map(str, files)
     )
     assert done.returncode == 0, done.stderr
@@ -98,7 +98,7 @@ def test_a_node_that_only_quarantines_looks_at_derived_images(
     reformat.ImageType = ["DERIVED", "SECONDARY", "MPR"]
     files = write_files([capture, reformat], tmp_path / "send")
     host, port = node.address
-    done = _dcmtk(
+    done = run_dcmtk(
         STORESCU, "-aet", "CT_SCANNER", "-aec", "DEID_NODE", host, str(port), *map(str, files)
     )
     assert done.returncode == 0, done.stderr

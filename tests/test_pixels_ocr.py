@@ -7,46 +7,11 @@ backgrounds, in 8 and 16 bits, grey, MONOCHROME1 and colour.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
 
 from deid_node.pixels.ocr import Box, TextFinder, merge, to_grey
-
-DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-
-
-def background(kind: str, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if kind == "speckle":
-        pixels = rng.gamma(2.0, 25.0, (480, 640))
-    elif kind == "gradient":
-        pixels = np.tile(np.linspace(0, 190, 640), (480, 1))
-    else:
-        pixels = np.full((480, 640), 60.0)
-    return pixels.clip(0, 255).astype(np.uint8)
-
-
-def font(size: int | None) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    if size is None:
-        return ImageFont.load_default()
-    if not DEJAVU.exists():
-        pytest.skip(f"{DEJAVU} not found: apt-get install fonts-dejavu-core")
-    return ImageFont.truetype(str(DEJAVU), size)
-
-
-def draw(pixels: np.ndarray, texts: list[tuple[tuple[int, int], str, int | None, int]]):
-    """The frame with the texts drawn, and each text's bounding box."""
-    img = Image.fromarray(pixels)
-    pen = ImageDraw.Draw(img)
-    boxes = []
-    for (x, y), text, size, fill in texts:
-        face = font(size)
-        pen.text((x, y), text, fill=fill, font=face)
-        boxes.append(Box(*pen.textbbox((x, y), text, font=face)))
-    return np.asarray(img).copy(), boxes
+from tests.support.pixels import background, draw
 
 
 def covered(text: Box, found: list[Box]) -> bool:

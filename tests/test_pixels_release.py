@@ -9,7 +9,6 @@ and on a screen-save gradient.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,7 +33,8 @@ from deid_node.pixels.decode import iter_frames
 from deid_node.pixels.ocr import Box, TextFinder
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, secondary_capture
 from deid_node.testing.synthetic.annotated import Drawn, annotated_capture, annotated_ultrasound
-from tests.conftest import readable_in
+from tests.support.files import bundled
+from tests.support.pixels import SeesTextEverywhere, readable_in
 
 KEY = b"k" * 32
 CLEAN = ProfileConfig(name="research", burned_in_annotation=BurnedInPolicy.CLEAN)
@@ -234,23 +234,10 @@ def test_profile_rules_and_ultrasound_regions_blank_what_they_name(
     assert (after[outside] == 0).all()
 
 
-class _SeesTextEverywhere:
-    """A finder that finds text in every frame, blanked or not (never satisfied)."""
-
-    def find(
-        self,
-        frame: np.ndarray,
-        photometric: str = "MONOCHROME2",
-        blanked: Sequence[Box] = (),
-        within: Sequence[Box] | None = None,
-    ) -> list[Box]:
-        return [Box(0, 0, 8, 8)]
-
-
 def test_text_still_found_after_blanking_quarantines_and_writes_nothing(
     tmp_path: Path, patient: SyntheticPatient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(release, "shared_finder", _SeesTextEverywhere)
+    monkeypatch.setattr(release, "shared_finder", SeesTextEverywhere)
     ds, _ = annotated_capture(patient, rows=64, cols=64, burned_in="YES")
     out = clean(save(ds, tmp_path / "in" / "sc.dcm"), tmp_path)
     assert out.status is Status.QUARANTINED
@@ -261,8 +248,6 @@ def test_text_still_found_after_blanking_quarantines_and_writes_nothing(
 def test_pixels_that_cannot_be_decoded_quarantine_with_the_reason(tmp_path: Path) -> None:
     # pydicom's 12-bit JPEG Extended sample, cut short inside its headers.
     from pydicom.encaps import encapsulate, generate_frames
-
-    from tests.test_pixels_decode import bundled
 
     ds = pydicom.dcmread(bundled("JPGExtended.dcm"))
     frame = next(generate_frames(ds.PixelData, number_of_frames=1))

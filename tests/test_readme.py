@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, which_deid_node
+from deid_node.testing.loopback import deid_node_command, free_port
+from tests.support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def session_script() -> str:
@@ -35,7 +35,7 @@ def figure(pattern: str) -> int:
 @pytest.mark.usefixtures("dcmtk")
 def test_the_readme_session_gives_the_readme_figures(tmp_path: Path) -> None:
     port = free_port()
-    shipped = (ROOT / "config" / "deid-node.toml").read_text(encoding="utf-8")
+    shipped = (REPO / "config" / "deid-node.toml").read_text(encoding="utf-8")
     config = tmp_path / "deid-node.toml"
     config.write_text(
         shipped.replace('"../var"', '"var"')
@@ -53,7 +53,7 @@ def test_the_readme_session_gives_the_readme_figures(tmp_path: Path) -> None:
     env = dict(os.environ, DEID_NODE_CONFIG=str(config))
     proc = subprocess.run(
         ["bash", "-e", "-c", script],
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -63,7 +63,7 @@ def test_the_readme_session_gives_the_readme_figures(tmp_path: Path) -> None:
     exported = (tmp_path / "audit.csv").read_bytes()
 
     audit = subprocess.run(
-        [*which_deid_node(), "audit", "--objects", "--json"],
+        [*deid_node_command(), "audit", "--objects", "--json"],
         env=env,
         capture_output=True,
         text=True,

@@ -19,17 +19,19 @@ from deid_node.intake.shared import Budget, Slots, shared_budget_cells, shared_s
 from deid_node.intake.spool import Spool
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import PhiTokens
-from tests.conftest import (
-    associate,
+from tests.support.datasets import small_ct
+from tests.support.node import (
+    IDLE,
+    ONE_SOURCE,
     audit_associations,
     audit_objects,
-    echo,
+    expected_output,
     node_table,
+    output_sops,
     publish_in_spool,
-    store,
-    wait_for,
 )
-from tests.test_node import IDLE, ONE_SOURCE, expected_output, output_sops, small_ct
+from tests.support.scu import associate, echo, store
+from tests.support.waiting import wait_for
 
 IMPORT_CHECK = """
 import pickle, sys

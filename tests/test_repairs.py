@@ -5,9 +5,7 @@ giving the same bytes. What has no sure reading is still refused."""
 
 from __future__ import annotations
 
-import os
 import struct
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,16 +15,17 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from deid_node.audit.records import Status
 from deid_node.config import Config
-from deid_node.deid.pipeline import REPAIRED, Outcome, process_file, process_file_dataset
-from deid_node.deid.profiles import CompiledProfile, compile_profile
+from deid_node.deid.pipeline import REPAIRED, process_file
+from deid_node.deid.profiles import compile_profile
 from deid_node.dicom.elements import element_end, read_meta, syntax_of
 from deid_node.dicom.encoding import EncodingError, check_body, check_file
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic import named_text_object
-from tests.conftest import NODE_AE, STORESCU, audit_objects, node_table
-from tests.test_node import IDLE, ONE_SOURCE
-from tests.test_sweep import shipped_profiles
-from tests.test_text_names import _leaks
+from tests.support.dcmtk import STORESCU, run_dcmtk
+from tests.support.leaks import name_leaks
+from tests.support.node import IDLE, ONE_SOURCE, audit_objects, node_table
+from tests.support.profiles import both_engines, shipped_profiles
+from tests.support.scu import NODE_AE
 
 KEY = b"\x5a" * 32
 PROFILES = sorted(shipped_profiles().items())
@@ -112,19 +111,6 @@ def _faults(implicit: bool) -> dict[str, list[tuple[int, bytes]]]:
     }
 
 
-def _both(src: Path, profile: CompiledProfile, tmp: Path) -> Outcome:
-    old = process_file_dataset(src, profile, KEY, tmp / "old")
-    new = process_file(src, profile, KEY, tmp / "new")
-    assert (old.status, old.reason, old.pseudo_sop_uid) == (
-        new.status,
-        new.reason,
-        new.pseudo_sop_uid,
-    )
-    if old.output_path is not None and new.output_path is not None:
-        assert old.output_path.read_bytes() == new.output_path.read_bytes(), profile.name
-    return new
-
-
 @pytest.mark.parametrize("ts", SYNTAXES, ids=["explicit", "implicit"])
 @pytest.mark.parametrize("fault", list(_faults(False)), ids=str)
 def test_repairable_faults_are_repaired_cleaned_and_audited(
@@ -137,14 +123,14 @@ def test_repairable_faults_are_repaired_cleaned_and_audited(
     assert notes and all("Kowalczyk" not in n and "HEAD" not in n for n in notes)
     _, planted = named_text_object("2.25.777001", FAMILY, GIVEN)
     for name, config in PROFILES:
-        outcome = _both(src, compile_profile(config), tmp_path / name)
+        outcome = both_engines(src, compile_profile(config), KEY, tmp_path / name)
         assert outcome.status is Status.STORED, (name, outcome.reason)
         assert outcome.reason == f"{REPAIRED}: {'; '.join(notes)}"  # the audit row's reason
         assert outcome.output_path is not None
         written = outcome.output_path.read_bytes()
         assert check_file(outcome.output_path).repairs == ()
         out = dcmread(outcome.output_path)
-        assert _leaks(out, planted) == [], name
+        assert name_leaks(out, planted) == [], name
         assert b"Nowakowski" not in written and b"KOWALCZYK" not in written.upper()
 
 
@@ -212,14 +198,7 @@ def test_a_repaired_object_sent_by_dcmtk_is_stored_and_its_audit_row_says_so(
     base, implicit = _base(tmp_path, ExplicitVRLittleEndian)
     src = tmp_path / "faulty.dcm"
     src.write_bytes(_splice(base, _faults(implicit)["nul-top"]))
-    sent = subprocess.run(
-        [str(STORESCU), "-aet", "CT_SCANNER", "-aec", NODE_AE, host, str(port), str(src)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "TCP_NODELAY": "1"},
-        check=False,
-    )
+    sent = run_dcmtk(STORESCU, "-aet", "CT_SCANNER", "-aec", NODE_AE, host, str(port), str(src))
     assert sent.returncode == 0, sent.stderr
     assert node.wait_idle(IDLE)
     (row,) = audit_objects(cfg)

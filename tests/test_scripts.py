@@ -10,18 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import echo, free_port, node_table, wait_for
+from deid_node.testing.loopback import free_port
+from tests.support.node import CT_SOURCE, node_table
+from tests.support.paths import REPO
+from tests.support.scu import echo
+from tests.support.waiting import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-STAMP = ROOT / ".venv" / ".deid-node-installed"
-
-ONE_SOURCE = """
-[[sources]]
-ae_title = "CT_SCANNER"
-profile = "research"
-
-[profiles.research]
-"""
+STAMP = REPO / ".venv" / ".deid-node-installed"
 
 
 def offline_env() -> dict[str, str]:
@@ -34,7 +29,7 @@ def offline_env() -> dict[str, str]:
 @pytest.fixture
 def installed() -> None:
     """Skip unless .venv was set up by scripts/setup-venv for this pyproject.toml."""
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
     lines = STAMP.read_text().splitlines() if STAMP.exists() else []
     if f"{digest} base" not in lines:
         pytest.skip("run ./scripts/setup-venv first: .venv was set up another way")
@@ -42,7 +37,7 @@ def installed() -> None:
 
 def test_setup_venv_installs_nothing_when_the_venv_is_current(installed: None) -> None:
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "setup-venv")],
+        [str(REPO / "scripts" / "setup-venv")],
         env=offline_env(),
         capture_output=True,
         text=True,
@@ -55,11 +50,11 @@ def test_setup_venv_installs_nothing_when_the_venv_is_current(installed: None) -
 def test_scripts_serve_restarts_offline(installed: None, tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "deid-node.toml"
-    config.write_text(node_table(port=port, workers=1) + ONE_SOURCE, encoding="utf-8")
+    config.write_text(node_table(port=port, workers=1) + CT_SOURCE, encoding="utf-8")
     log = tmp_path / "serve.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "serve"), "--config", str(config)],
+            [str(REPO / "scripts" / "serve"), "--config", str(config)],
             env=offline_env(),
             stdout=fh,
             stderr=subprocess.STDOUT,

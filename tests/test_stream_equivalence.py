@@ -40,7 +40,7 @@ from deid_node.testing.synthetic import (
     us_multiframe,
     write_files,
 )
-from tests.test_sweep import shipped_profiles
+from tests.support.profiles import shipped_profiles
 
 KEY = b"\x5a" * 32
 _MAX_TEST_FILE = 4 << 20  # the few larger pydicom files add time, not cases

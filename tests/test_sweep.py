@@ -16,30 +16,18 @@ from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from deid_node.audit.records import Status
-from deid_node.config import Option, ProfileConfig, load_config
+from deid_node.config import Option, ProfileConfig
 from deid_node.deid.decisions import STRING_VRS, is_curve_or_overlay
 from deid_node.deid.pipeline import process_file
 from deid_node.deid.profiles import TEXT_VRS, CompiledProfile, Op, compile_profile, unlisted_ops
 from deid_node.testing.synthetic import PhiTokens, phi_beyond_table, phi_everywhere, write_files
 from deid_node.testing.synthetic.beyond import LOCAL_CODE_SEQUENCE, STANDARD_CODE
+from tests.support.profiles import shipped_profiles
 
 KEY = b"\x5a" * 32
-REPO = Path(__file__).resolve().parents[1]
 # Cleaned text keeps no token: the free-text cleaner replaces every one (PHI00042Z).
 _KEPT = {Op.KEEP, Op.KEEP_VERBATIM}
 _PART = re.compile(r"^(?P<name>[A-Za-z0-9]+|\([0-9A-Fa-f]{4},[0-9A-Fa-fx]{4}\))(\[\d+\])?$")
-
-
-def shipped_profiles() -> dict[str, ProfileConfig]:
-    cfg = load_config(REPO / "config" / "deid-node.toml")
-    profiles = dict(cfg.profiles)
-    profiles["basic"] = ProfileConfig(name="basic")
-    every = frozenset(Option) - {Option.RETAIN_LONGITUDINAL_FULL_DATES, Option.CLEAN_PIXEL_DATA}
-    profiles["every-option"] = ProfileConfig(name="every-option", options=every)
-    profiles["full-dates"] = ProfileConfig(
-        name="full-dates", options=frozenset({Option.RETAIN_LONGITUDINAL_FULL_DATES})
-    )
-    return profiles
 
 
 def _tag(part: str) -> int | None:

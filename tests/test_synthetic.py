@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import shutil
 import subprocess
 import sys
 import warnings
@@ -37,11 +36,8 @@ from deid_node.testing.synthetic import (
     write_bad_files,
     write_files,
 )
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DCIODVFY = shutil.which("dciodvfy") or (
-    "/usr/bin/dciodvfy" if Path("/usr/bin/dciodvfy").exists() else None
-)
+from tests.support.dcmtk import DCIODVFY
+from tests.support.paths import REPO
 
 
 def _read(path: Path) -> Dataset:
@@ -368,7 +364,7 @@ def test_make_synthetic_cli(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
-            str(REPO_ROOT / "scripts" / "make_synthetic.py"),
+            str(REPO / "scripts" / "make_synthetic.py"),
             *("--ct", "3", "--out", str(out), "--rows", "32", "--cols", "32", "--seed", "4"),
             *("--tokens-json", str(tokens_json)),
         ],

@@ -11,12 +11,13 @@ from types import ModuleType
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA = REPO_ROOT / "deid_node" / "data"
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-GENERATOR = REPO_ROOT / "scripts" / "gen_tables.py"
+from tests.support.paths import REPO
+
+DATA = REPO / "deid_node" / "data"
+REFERENCE = REPO.parent / "shared" / "reference"
+GENERATOR = REPO / "scripts" / "gen_tables.py"
 TABLES = ("annex_e.csv", "safe_private.csv")
-TEXT_GENERATOR = REPO_ROOT / "scripts" / "gen_text_tables.py"
+TEXT_GENERATOR = REPO / "scripts" / "gen_text_tables.py"
 TEXT_VRS = {"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
 
 BASIC_CODES = {"D", "Z", "X", "K", "C", "U", "X/Z", "X/D", "Z/D", "X/Z/D", "X/Z/U*"}

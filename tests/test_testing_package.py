@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import REPO
 
 
 @pytest.mark.parametrize(
@@ -35,9 +34,9 @@ def test_the_node_never_imports_the_testing_package(modules: tuple[str, ...]) ->
 def test_scripts_and_tests_share_code_through_the_package_only() -> None:
     needle = "sys." + "path"  # spelled apart, so this file does not match itself
     offenders = [
-        str(path.relative_to(ROOT))
-        for folder in ("scripts", "tests")
-        for path in sorted((ROOT / folder).iterdir())
+        str(path.relative_to(REPO))
+        for folder, pattern in (("scripts", "*"), ("tests", "**/*.py"))
+        for path in sorted((REPO / folder).glob(pattern))
         if path.is_file() and needle in path.read_text(encoding="utf-8", errors="replace")
     ]
     assert offenders == []

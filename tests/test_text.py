@@ -6,7 +6,6 @@ import re
 import tomllib
 from pathlib import Path
 
-import pydicom
 import pytest
 from faker import Faker
 from pydicom import dcmread
@@ -26,6 +25,7 @@ from deid_node.deid.profiles import (
 )
 from deid_node.deid.text import PLACEHOLDER, TextCleaner, fit, vocabulary
 from deid_node.errors import ConfigError
+from tests.support.files import PYDICOM_FILES
 
 KEY = bytes(range(32))
 RESEARCH = frozenset(
@@ -36,7 +36,6 @@ RESEARCH = frozenset(
         Option.CLEAN_STRUCTURED_CONTENT,
     }
 )
-TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"  # bundled, never downloaded
 # Longest value of each VR the placeholders must fit in.
 SHORT = {"SH": 16, "LO": 64}
 
@@ -216,7 +215,7 @@ def test_sr_text_is_cleaned_under_clean_structured_content() -> None:
     ],
 )
 def test_real_descriptions_keep_their_technical_words(name: str, keyword: str, kept: str) -> None:
-    ds = dcmread(TEST_FILES / name)
+    ds = dcmread(PYDICOM_FILES / name)
     config = ProfileConfig(name="r", options=RESEARCH, burned_in_annotation=BurnedInPolicy.ALLOW)
     profile = compile_profile(config)
     out = deidentify_dataset(ds, profile, KEY).dataset

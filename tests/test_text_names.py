@@ -4,7 +4,6 @@ scripts and character sets, through every shipped profile, in both engines (byte
 
 from __future__ import annotations
 
-import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +12,15 @@ from typing import Any
 import pytest
 from faker import Faker
 from pydicom import dcmread
-from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from deid_node.audit.records import Status
-from deid_node.deid.pipeline import Outcome, process_file, process_file_dataset
 from deid_node.deid.private import Kind, kind_for, listed_kinds
-from deid_node.deid.profiles import CompiledProfile, compile_profile
+from deid_node.deid.profiles import compile_profile
 from deid_node.deid.text import PLACEHOLDER, TextCleaner, vocabulary
-from deid_node.deid.values import EAST_ASIAN
-from deid_node.testing.synthetic import PETD_CREATOR, Planted, named_text_object
-from tests.test_sweep import shipped_profiles
+from deid_node.testing.synthetic import PETD_CREATOR, named_text_object
+from tests.support.leaks import name_leaks
+from tests.support.profiles import both_engines, shipped_profiles
 
 KEY = b"\x5a" * 32
 # Words of the planted text and of what the profile writes: a name chosen among them
@@ -39,7 +36,6 @@ _TEMPLATE = set(
         ]
     ).split()
 )
-_WRITTEN = {"DeidentificationMethod", "DeidentificationMethodCodeSequence"}
 
 
 def _word_names(seed: int, count: int) -> list[str]:
@@ -119,62 +115,6 @@ CASES = _cases()
 PROFILES = sorted(shipped_profiles().items())
 
 
-def _texts(ds: Dataset, path: str = "") -> list[tuple[str, str]]:
-    """(keyword path, text) of every value in ds that can hold text, at any depth."""
-    out = []
-    for elem in ds:
-        name = path + (elem.keyword or f"({elem.tag.group:04X},{elem.tag.element:04X})")
-        if elem.keyword in _WRITTEN:
-            continue
-        if elem.VR == "SQ":
-            for i, item in enumerate(elem.value):
-                out += _texts(item, f"{name}[{i}].")
-        elif isinstance(elem.value, bytes):
-            out.append((name, elem.value.decode("latin-1")))
-        elif elem.value is not None:
-            values = elem.value if isinstance(elem.value, list) else [elem.value]
-            out += [(name, str(v)) for v in values]
-    return out
-
-
-def _found(word: str, text: str) -> bool:
-    if EAST_ASIAN.search(word):
-        return word in text
-    return re.search(rf"(?<![^\W\d_]){re.escape(word)}(?![^\W\d_])", text, re.I) is not None
-
-
-_AGE = r"(?:aged?\s*{0}|{0}\s*-?\s*year|{0}\s*yo)"
-
-
-def _leaks(ds: Dataset, planted: Planted) -> list[str]:
-    """Where a planted name, joined name or age phrase survives (paths only)."""
-    out = []
-    age = re.compile(_AGE.format(planted.age), re.I)
-    for where, text in _texts(ds):
-        if where == "PatientAge":
-            continue  # follows the profile, as before
-        words = [*planted.names, *planted.third_party]
-        if any(_found(w, text) for w in words) or planted.joined.lower() in text.lower():
-            out.append(where)
-        elif age.search(text):
-            out.append(f"{where} (age)")
-    return out
-
-
-def _both(src: Path, profile: CompiledProfile, tmp: Path) -> Outcome:
-    """Both engines on src: the same outcome and the same bytes; the stream's outcome."""
-    old = process_file_dataset(src, profile, KEY, tmp / "old")
-    new = process_file(src, profile, KEY, tmp / "new")
-    assert (old.status, old.reason, old.pseudo_sop_uid) == (
-        new.status,
-        new.reason,
-        new.pseudo_sop_uid,
-    )
-    if old.output_path is not None and new.output_path is not None:
-        assert old.output_path.read_bytes() == new.output_path.read_bytes(), profile.name
-    return new
-
-
 @pytest.mark.parametrize(
     "ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian], ids=["explicit", "implicit"]
 )
@@ -189,11 +129,11 @@ def test_no_name_age_or_joined_name_survives_any_profile(
     ds.save_as(src, enforce_file_format=True)
     for name, config in PROFILES:
         profile = compile_profile(config)
-        outcome = _both(src, profile, tmp_path / name)
+        outcome = both_engines(src, profile, KEY, tmp_path / name)
         assert outcome.status is Status.STORED, (name, outcome.reason)
         assert outcome.output_path is not None
         out = dcmread(outcome.output_path)
-        assert _leaks(out, planted) == [], name
+        assert name_leaks(out, planted) == [], name
         if "ImageComments" in out:  # kept and cleaned: the clinical words stay
             assert "chest pain" in out.ImageComments and PLACEHOLDER in out.ImageComments
 
@@ -217,7 +157,7 @@ def test_safe_private_values_keep_only_their_listed_kind(
     src = tmp_path / "in.dcm"
     ds.save_as(src, enforce_file_format=True)
     profile = compile_profile(config)
-    outcome = _both(src, profile, tmp_path)
+    outcome = both_engines(src, profile, KEY, tmp_path)
     assert outcome.status is Status.STORED and outcome.output_path is not None
     out = dcmread(outcome.output_path)
     if not profile.keep_safe_private:
@@ -236,7 +176,7 @@ def test_safe_private_values_keep_only_their_listed_kind(
         inner[0x7F]  # a name where the list says a number: removed
     assert _text(inner[0x11].value) == f"Tech {PLACEHOLDER} {PLACEHOLDER}"
     assert _text(item.private_block(0x0009, "GEIIS_RA1000")[0x01].value) == "AXIAL"
-    assert _leaks(out, planted) == []
+    assert name_leaks(out, planted) == []
 
 
 def _text(value: object) -> str:

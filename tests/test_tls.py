@@ -7,216 +7,42 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import ssl
-import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
-from pynetdicom import AE, build_context
 from pynetdicom.association import Association
 
 from deid_node.config import Config
-from deid_node.deid.pseudonym import pseudo_uid
-from deid_node.intake.pynetdicom_compat import only_senders_take_responses
 from deid_node.runtime.node import Node
-from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series, write_files
-from tests.conftest import (
-    ECHOSCU,
-    NODE_AE,
-    STORESCU,
-    VERIFICATION,
+from deid_node.testing.synthetic import write_files
+from tests.support.datasets import small_ct
+from tests.support.dcmtk import ECHOSCU, STORESCU, run_dcmtk
+from tests.support.node import (
+    IDLE,
+    ONE_SOURCE,
     audit_associations,
     audit_objects,
-    files_under,
+    expected_output,
     node_table,
+    output_sops,
 )
+from tests.support.pki import Pki, client_context, tls_table
+from tests.support.scu import NODE_AE, associate, echo
 
-OPENSSL = "/usr/bin/openssl"
-IDLE = 60.0  # generous bound, only reached when something is broken
 CLOSED_WITHIN = 30.0  # seconds a socket may take to be dropped (network_timeout is 1-2 s)
-
-SOURCES = """
-[[sources]]
-ae_title = "CT_SCANNER"
-profile = "research"
-
-[profiles.research]
-record_linkage = true
-"""
-
-# A config of our own for `openssl req`/`x509`, so the distribution's default extensions
-# (which differ between versions) cannot add to or clash with the ones the test asks for.
-OPENSSL_CNF = """
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = unused
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[client]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[rogue]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-"""
-
-
-@dataclass(frozen=True)
-class Pki:
-    """The test's throwaway CA and the certificates it issued (plus a rogue one)."""
-
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    rogue_cert: Path
-    rogue_key: Path
-
-
-def _openssl(*args: str, cnf: Path) -> None:
-    done = subprocess.run(
-        [OPENSSL, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env={**os.environ, "OPENSSL_CONF": str(cnf)},
-    )
-    assert done.returncode == 0, f"openssl {args[0]} failed: {done.stderr}"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    """Make the CA, a server certificate for localhost/127.0.0.1 and two client certificates."""
-    if not Path(OPENSSL).exists():
-        pytest.skip(f"{OPENSSL} not found: install openssl")
-    d = tmp_path_factory.mktemp("pki")
-    cnf = d / "openssl.cnf"
-    cnf.write_text(OPENSSL_CNF, encoding="utf-8")
-    common = ["-newkey", "rsa:2048", "-nodes", "-config", str(cnf)]
-
-    def self_signed(name: str, cn: str, ext: str) -> tuple[Path, Path]:
-        cert, key = d / f"{name}.crt", d / f"{name}.key"
-        _openssl(
-            "req", "-x509", *common, "-days", "2", "-subj", f"/CN={cn}",
-            "-extensions", ext, "-keyout", str(key), "-out", str(cert), cnf=cnf,
-        )  # fmt: skip
-        return cert, key
-
-    def issued(name: str, cn: str, ext: str, serial: int) -> tuple[Path, Path]:
-        cert, key, csr = d / f"{name}.crt", d / f"{name}.key", d / f"{name}.csr"
-        _openssl(
-            "req", "-new", *common, "-subj", f"/CN={cn}", "-keyout", str(key),
-            "-out", str(csr), cnf=cnf,
-        )  # fmt: skip
-        _openssl(
-            "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
-            "-set_serial", str(serial), "-days", "2", "-extfile", str(cnf),
-            "-extensions", ext, "-out", str(cert), cnf=cnf,
-        )  # fmt: skip
-        return cert, key
-
-    ca_cert, ca_key = self_signed("ca", "deid-node test CA", "ca")
-    server_cert, server_key = issued("server", "localhost", "server", 1001)
-    client_cert, client_key = issued("client", "CT_SCANNER", "client", 1002)
-    rogue_cert, rogue_key = self_signed("rogue", "CT_SCANNER", "rogue")
-    return Pki(ca_cert, server_cert, server_key, client_cert, client_key, rogue_cert, rogue_key)
-
-
-def tls_table(pki: Pki, *, require_client_cert: bool = True) -> str:
-    return f"""
-[node.tls]
-certificate = "{pki.server_cert}"
-key = "{pki.server_key}"
-ca_bundle = "{pki.ca_cert}"
-require_client_cert = {"true" if require_client_cert else "false"}
-"""
-
-
-def client_context(pki: Pki, cert: Path | None, key: Path | None) -> ssl.SSLContext:
-    """A client context trusting the test CA, presenting `cert` (None: no certificate)."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
-    if cert is not None and key is not None:
-        ctx.load_cert_chain(str(cert), str(key))
-    return ctx
-
-
-def tls_associate(
-    address: tuple[str, int],
-    ctx: ssl.SSLContext | None,
-    sop_classes: tuple[str, ...] = (CTImageStorage,),
-    calling_ae: str = "CT_SCANNER",
-) -> Association:
-    """An association over TLS (ctx) or plain TCP (ctx None) proposing Verification too."""
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = 10
-    ae.dimse_timeout = 30
-    ae.network_timeout = 15
-    ae.connection_timeout = 15
-    contexts = [build_context(uid) for uid in dict.fromkeys([VERIFICATION, *sop_classes])]
-    tls_args = (ctx, "localhost") if ctx is not None else None
-    assoc = ae.associate(address[0], address[1], contexts, ae_title=NODE_AE, tls_args=tls_args)
-    if assoc.is_established:
-        assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        only_senders_take_responses(assoc)
-    return assoc
-
-
-def tls_echo(address: tuple[str, int], ctx: ssl.SSLContext | None) -> int:
-    """C-ECHO on a fresh association; the status, or -1 if none was established."""
-    assoc = tls_associate(address, ctx, ())
-    if not assoc.is_established:
-        return -1
-    try:
-        return int(assoc.send_c_echo().Status)
-    finally:
-        assoc.release()
-
-
-def small_ct(n: int, seed: int) -> list[Dataset]:
-    patient = SyntheticPatient.make(PhiTokens(), seed=seed)
-    return ct_series(n, patient=patient, rows=16, cols=16, seed=seed)
-
-
-def expected_output(cfg: Config, datasets: list[Dataset]) -> set[str]:
-    key = cfg.node.secret_path.read_bytes()
-    return {pseudo_uid(key, "research", str(ds.SOPInstanceUID)) for ds in datasets}
-
-
-def output_sops(cfg: Config) -> set[str]:
-    return {p.stem for p in files_under(cfg.node.output / "research", "*.dcm")}
 
 
 @pytest.fixture
 def tls_node(
     pki: Pki, write_config: Callable[[str], Config], start_node: Callable[..., Node]
 ) -> tuple[Config, Node]:
-    cfg = write_config(node_table() + tls_table(pki) + SOURCES)
+    cfg = write_config(node_table() + tls_table(pki) + ONE_SOURCE)
     return cfg, start_node(cfg)
 
 
@@ -268,8 +94,8 @@ def test_mutual_tls_echo_and_store_are_processed_and_audited(
     ctx = client_context(pki, pki.client_cert, pki.client_key)
     datasets = small_ct(4, seed=21)
 
-    assert tls_echo(node.address, ctx) == 0
-    assoc = tls_associate(node.address, ctx)
+    assert echo(node.address, "CT_SCANNER", tls=ctx) == 0
+    assoc = associate(node.address, "CT_SCANNER", [CTImageStorage], tls=ctx)
     assert assoc.is_established
     try:
         assert isinstance(assoc.dul.socket.socket, ssl.SSLSocket)
@@ -278,7 +104,7 @@ def test_mutual_tls_echo_and_store_are_processed_and_audited(
         assoc.release()
     assert node.wait_idle(IDLE)
 
-    assert output_sops(cfg) == expected_output(cfg, datasets)
+    assert set(output_sops(cfg, "research")) == expected_output(cfg, "research", datasets)
     rows = audit_objects(cfg)
     assert [r["status"] for r in rows] == ["stored"] * 4
     assert {r["calling_ae"] for r in rows} == {"CT_SCANNER"}
@@ -293,9 +119,12 @@ def test_plaintext_association_to_the_tls_port_fails_and_tls_still_works(
     pki: Pki, tls_node: tuple[Config, Node], node_log: pytest.LogCaptureFixture
 ) -> None:
     cfg, node = tls_node
-    plain = tls_associate(node.address, None)
+    plain = associate(node.address, "CT_SCANNER", [CTImageStorage])
     assert not plain.is_established
-    assert tls_echo(node.address, client_context(pki, pki.client_cert, pki.client_key)) == 0
+    assert (
+        echo(node.address, "CT_SCANNER", tls=client_context(pki, pki.client_cert, pki.client_key))
+        == 0
+    )
     assert node.wait_idle(IDLE)
     # No association was ever negotiated in clear, so none was audited but the TLS one.
     assert [a["outcome"] for a in audit_associations(cfg)] == ["released"]
@@ -311,11 +140,14 @@ def test_client_without_a_trusted_certificate_cannot_associate(
         ctx = client_context(pki, None, None)
     else:
         ctx = client_context(pki, pki.rogue_cert, pki.rogue_key)
-    refused = tls_associate(node.address, ctx)
+    refused = associate(node.address, "CT_SCANNER", [CTImageStorage], tls=ctx)
     if refused.is_established:  # never expected: do not leave it open if it happens
         refused.abort()
     assert not refused.is_established
-    assert tls_echo(node.address, client_context(pki, pki.client_cert, pki.client_key)) == 0
+    assert (
+        echo(node.address, "CT_SCANNER", tls=client_context(pki, pki.client_cert, pki.client_key))
+        == 0
+    )
     assert node.wait_idle(IDLE)
     assert [a["outcome"] for a in audit_associations(cfg)] == ["released"]
     assert_no_node_tracebacks(node_log)
@@ -332,15 +164,17 @@ def test_idle_tcp_connection_to_the_tls_port_does_not_block_others(
     cfg = write_config(
         node_table().replace("network_timeout = 15", "network_timeout = 2")
         + tls_table(pki)
-        + SOURCES
+        + ONE_SOURCE
     )
     node = start_node(cfg)
     ctx = client_context(pki, pki.client_cert, pki.client_key)
     with socket.create_connection(node.address, timeout=CLOSED_WITHIN) as idle:
-        assert tls_echo(node.address, ctx) == 0  # served while the idle peer is connected
+        assert (
+            echo(node.address, "CT_SCANNER", tls=ctx) == 0
+        )  # served while the idle peer is connected
         with contextlib.suppress(ConnectionResetError):  # reset or EOF: the node closed it
             assert idle.recv(1) == b"", "the node sent data to a peer that never said hello"
-    assert tls_echo(node.address, ctx) == 0
+    assert echo(node.address, "CT_SCANNER", tls=ctx) == 0
     assert node.wait_idle(IDLE)
     assert_no_node_tracebacks(node_log)
 
@@ -349,21 +183,8 @@ def test_idle_tcp_connection_to_the_tls_port_does_not_block_others(
 # dcmtk as the peer
 
 
-def _dcmtk(tool: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TCP_NODELAY": "1"}
-    return subprocess.run(
-        [str(tool), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def _dcmtk_lacks_tls() -> str | None:
-    shown = _dcmtk(STORESCU, "--help")
+    shown = run_dcmtk(STORESCU, "--help")
     if "--enable-tls" not in shown.stdout + shown.stderr:
         return f"{STORESCU} was built without TLS support (no --enable-tls option)"
     return None
@@ -383,18 +204,18 @@ def test_dcmtk_storescu_and_echoscu_over_tls(
     tls = ["+tls", str(pki.client_key), str(pki.client_cert), "+cf", str(pki.ca_cert)]
     where = ["-aet", "CT_SCANNER", "-aec", NODE_AE, host, str(port)]
 
-    echoed = _dcmtk(ECHOSCU, *tls, *where)
+    echoed = run_dcmtk(ECHOSCU, *tls, *where)
     assert echoed.returncode == 0, echoed.stderr
-    sent = _dcmtk(STORESCU, *tls, *where, *map(str, files))
+    sent = run_dcmtk(STORESCU, *tls, *where, *map(str, files))
     assert sent.returncode == 0, sent.stderr
     # Without a client certificate, or in clear, dcmtk gets nowhere either.
-    anonymous = _dcmtk(ECHOSCU, "+tla", "+cf", str(pki.ca_cert), *where)
+    anonymous = run_dcmtk(ECHOSCU, "+tla", "+cf", str(pki.ca_cert), *where)
     assert anonymous.returncode != 0
-    plain = _dcmtk(ECHOSCU, *where)
+    plain = run_dcmtk(ECHOSCU, *where)
     assert plain.returncode != 0
     assert node.wait_idle(IDLE)
 
-    assert output_sops(cfg) == expected_output(cfg, datasets)
+    assert set(output_sops(cfg, "research")) == expected_output(cfg, "research", datasets)
     assert Counter(r["status"] for r in audit_objects(cfg)) == {"stored": 5}
     outcomes = Counter((a["calling_ae"], a["outcome"]) for a in audit_associations(cfg))
     assert outcomes == {("CT_SCANNER", "released"): 2}

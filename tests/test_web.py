@@ -25,25 +25,18 @@ from deid_node.config import Config, load_config
 from deid_node.deid.secret import load_secret
 from deid_node.errors import ConfigError
 from deid_node.runtime.node import Node
+from deid_node.testing.loopback import deid_node_command, free_port
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 from deid_node.web.app import create_app, session_key_path
 from deid_node.web.limiter import LOGIN_FAILURES, LoginLimiter
-from tests.conftest import console_user, free_port, node_table, store, wait_for, which_deid_node
-from tests.test_tls import Pki
-from tests.test_tls import pki as _pki  # noqa: F401  (its fixture, under this name)
+from tests.support.node import CT_SOURCE, console_user, node_table
+from tests.support.pki import Pki
+from tests.support.scu import store
+from tests.support.waiting import wait_for
 
 runner = CliRunner()
 PASSWORD = "correct horse battery"
-CONFIG = (
-    node_table()
-    + """
-[[sources]]
-ae_title = "CT_SCANNER"
-profile = "research"
-
-[profiles.research]
-"""
-)
+CONFIG = node_table() + CT_SOURCE
 
 
 @pytest.fixture
@@ -95,7 +88,7 @@ class Served:
         self.stderr = tmp_path / "web-stderr.log"
         self._err = self.stderr.open("wb")
         self.proc = subprocess.Popen(
-            [*which_deid_node(), "web", "--config", str(config)],
+            [*deid_node_command(), "web", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=self._err,
         )
@@ -288,7 +281,7 @@ def test_quarantine_is_listed_never_shown_and_acted_on_with_csrf(
 def test_deid_node_web_serves_https_with_web_tls(
     filled: Config,
     tmp_path: Path,
-    _pki: Pki,  # noqa: F811  (the fixture imported above)
+    pki: Pki,
 ) -> None:
     import ssl
 
@@ -296,16 +289,16 @@ def test_deid_node_web_serves_https_with_web_tls(
     config = tmp_path / "web-tls.toml"
     config.write_text(
         Path(str(filled.path)).read_text(encoding="utf-8")
-        + f'\n[web]\nport = {port}\n[web.tls]\ncertificate = "{_pki.server_cert}"\n'
-        f'key = "{_pki.server_key}"\n',
+        + f'\n[web]\nport = {port}\n[web.tls]\ncertificate = "{pki.server_cert}"\n'
+        f'key = "{pki.server_key}"\n',
         encoding="utf-8",
     )
     proc = subprocess.Popen(
-        [*which_deid_node(), "web", "--config", str(config)],
+        [*deid_node_command(), "web", "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    ctx = ssl.create_default_context(cafile=str(_pki.ca_cert))
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
     try:
 
         def answers() -> bool:

@@ -20,23 +20,21 @@ from pydicom.uid import generate_uid
 
 from deid_node.config import Config, load_config
 from deid_node.runtime.node import Node
+from deid_node.testing.loopback import free_port
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 from deid_node.testing.synthetic.patient import new_dataset
 from deid_node.web.app import create_app
-from tests.conftest import console_user, free_port, node_table, store, wait_for
+from tests.support.node import CT_SOURCE, console_user, node_table
+from tests.support.scu import store
+from tests.support.waiting import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PASSWORD = "a long enough password"
 CONFIG = (
     node_table(port=free_port())  # a fixed port: the dashboard checks the node is up
-    + """
-[[sources]]
-ae_title = "CT_SCANNER"
-profile = "research"
-
-[profiles.research]
-options = ["clean-descriptors", "retain-longitudinal-modified-dates"]
+    + CT_SOURCE
+    + """options = ["clean-descriptors", "retain-longitudinal-modified-dates"]
 burned_in_annotation = "allow"
 """
 )

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from deid_node.config import Config
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 from deid_node.web.app import create_app
-from tests.conftest import console_user, node_table
+from tests.support.node import console_user, node_table
 
 runner = CliRunner()
 PASSWORD = "a long enough password"

@@ -18,20 +18,16 @@ from deid_node.config import Config
 from deid_node.runtime.node import Node
 from deid_node.testing.synthetic.patient import new_dataset
 from deid_node.web.app import create_app
-from tests.conftest import console_user, node_table, store
+from tests.support.node import CT_SOURCE, console_user, node_table
+from tests.support.scu import store
 
 runner = CliRunner()
 PASSWORD = "a long enough password"
 STUDY = generate_uid()
 CONFIG = (
     node_table()
-    + """
-[[sources]]
-ae_title = "CT_SCANNER"
-profile = "research"
-
-[profiles.research]
-burned_in_annotation = "allow"
+    + CT_SOURCE
+    + """burned_in_annotation = "allow"
 keep = ["SeriesDescription"]  # the tests find their series by it
 """
 )
