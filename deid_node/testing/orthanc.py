@@ -5,7 +5,7 @@ Orthanc binds every interface, so it only ever runs in a namespace of its own
 (the node, storescu) runs in that namespace too: `in_private_network()` re-runs a command
 there, and this module's ``main`` is what runs inside (a scenario, printing JSON).
 
-    python -m deid_node.testing.orthanc forward --workdir DIR     (tests/test_forward_orthanc.py)
+    python -m deid_node.testing.orthanc forward --workdir DIR     (tests/forward/test_orthanc.py)
     python -m deid_node.testing.orthanc bench --workdir DIR --count 500   (scripts/bench)
 """
 

@@ -153,6 +153,7 @@ def _summary(o: Outcome) -> tuple[object, ...]:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ts", _SYNTAXES, ids=lambda ts: ts.name.replace(" ", "-"))
 def test_synthetic_corpus_same_outputs(tmp_path: Path, ts: str) -> None:
     sources = _synthetic(tmp_path / "in", ts)
@@ -173,6 +174,7 @@ def _pixels_to_clean(src: Path, profile: CompiledProfile) -> bool:
     return looks_at_pixels(profile.config, dcmread(src, stop_before_pixels=True), True)
 
 
+@pytest.mark.slow
 def test_pydicom_test_files_same_outcomes(tmp_path: Path) -> None:
     sources = _checked_test_files()
     assert len(sources) > 100

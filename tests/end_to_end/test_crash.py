@@ -120,6 +120,7 @@ def _lock_audit(cfg: Config) -> sqlite3.Connection:
     return conn
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_supervisor_after_outputs_before_rows_then_restart(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "deid-node.toml"
@@ -204,6 +205,7 @@ def _alive(pid: int) -> bool:
     return not status.exists() or "State:\tZ" not in status.read_text()
 
 
+@pytest.mark.slow
 def test_kill_9_of_workers_mid_stream_records_each_object_once(
     write_config: Callable[[str], Config], start_node: Callable[..., Node]
 ) -> None:

@@ -264,6 +264,7 @@ server_name = "localhost"
         dest.stop()
 
 
+@pytest.mark.slow
 def test_kill_9_while_forwarding_then_restart_delivers_everything(tmp_path: Path) -> None:
     if not STORESCU.exists():
         pytest.skip(f"{STORESCU} not found: install dcmtk")

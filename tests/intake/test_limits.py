@@ -263,6 +263,7 @@ def open_by_node(socks: list[socket.socket]) -> list[socket.socket]:
     return still
 
 
+@pytest.mark.slow
 def test_silent_connections_are_bounded_and_dropped_while_echoscu_answers(
     hostile_node: tuple[Config, Node, int], dcmtk: None
 ) -> None:

@@ -179,7 +179,7 @@ def test_what_dcmtk_encodes_lossily_in_8_bits_decodes_close_to_the_pixels(
 
 def test_12_bit_jpeg_extended_decodes_through_imagecodecs() -> None:
     # Neither GDCM's wheel nor Pillow decodes it; pixels/jpeg12.py's plugin does
-    # (tests/test_pixels_jpeg12.py compares it with dcmtk's dcmdjpeg).
+    # (tests/pixels/test_jpeg12.py compares it with dcmtk's dcmdjpeg).
     (frame,) = iter_frames(bundled("JPEG-lossy.dcm"))
     assert frame.dtype == np.uint16 and frame.shape == (1024, 256) and int(frame.max()) < 4096
 

@@ -719,6 +719,7 @@ def test_serve_on_a_taken_port_is_one_error_line(
     assert echo(running.address, "CT_SCANNER") == 0
 
 
+@pytest.mark.slow
 def test_kill_9_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "deid-node.toml"

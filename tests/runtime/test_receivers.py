@@ -12,6 +12,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+import pytest
 from pydicom.uid import CTImageStorage
 
 from deid_node.config import Config
@@ -111,6 +112,7 @@ def test_one_receiving_process_works(
     assert node.wait_idle(IDLE)
 
 
+@pytest.mark.slow
 def test_max_associations_holds_across_receiving_processes(
     write_config: Callable[[str], Config], start_node: Callable[..., Node]
 ) -> None:

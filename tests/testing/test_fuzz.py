@@ -123,6 +123,7 @@ def test_decoded_scan_finds_an_identifier_split_by_iso2022_escapes(
     assert decoded is not None and scanner.find(decoded) == {pid.decode()}
 
 
+@pytest.mark.slow
 def test_raw_sender_puts_the_exact_bytes_on_the_wire(
     gen: Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
