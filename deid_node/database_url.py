@@ -3,7 +3,7 @@
 The one reading of an SQLite URL for config loading (relative paths), the CLI (a file
 must exist before it is read) and the engine (memory, or a file to create). Config
 loading and offline runs must not import SQLAlchemy, so this follows the grammar of
-:func:`sqlalchemy.engine.make_url` by itself; ``tests/test_audit_url.py`` checks that the
+:func:`sqlalchemy.engine.make_url` by itself; ``tests/audit/test_url.py`` checks that the
 two agree.
 """
 

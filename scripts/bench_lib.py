@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from deid_node.audit.records import Filters
+from deid_node.testing.loopback import free_port
 from deid_node.testing.node_audit import NodeAudit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,12 +211,6 @@ class TreeSampler(threading.Thread):
 # --------------------------------------------------------------------------------------------
 # Processes and ports
 # --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def kill_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:

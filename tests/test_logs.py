@@ -17,17 +17,12 @@ from pynetdicom.dimse_primitives import C_STORE
 from deid_node.config import Config
 from deid_node.logs import NoValues, protect, quiet_libraries
 from deid_node.runtime.node import Node
+from deid_node.testing.loopback import deid_node_command, free_port
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
-from tests.conftest import (
-    audit_objects,
-    echo,
-    free_port,
-    node_table,
-    store,
-    wait_for,
-    which_deid_node,
-)
-from tests.test_node import IDLE, ONE_SOURCE, small_ct
+from tests.support.datasets import small_ct
+from tests.support.node import IDLE, ONE_SOURCE, audit_objects, node_table
+from tests.support.scu import echo, store
+from tests.support.waiting import wait_for
 
 
 def test_pynetdicom_records_lose_tracebacks_and_extra_lines() -> None:
@@ -112,7 +107,7 @@ def test_non_conformant_uids_sent_to_the_node_never_reach_its_log(tmp_path: Path
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [*which_deid_node(), "serve", "--config", str(config)],
+            [*deid_node_command(), "serve", "--config", str(config)],
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

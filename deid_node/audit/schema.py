@@ -1,7 +1,7 @@
 """The current audit schema (ORM tables): the single source of its tables and columns.
 
 Migrations hold their own frozen copy of each version; this module is what the latest
-version must equal (``tests/test_audit.py`` checks that).
+version must equal (``tests/audit/test_database.py`` checks that).
 """
 
 from __future__ import annotations

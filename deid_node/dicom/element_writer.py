@@ -2,7 +2,7 @@
 
 For what the stream engine writes most: the file meta that new_meta makes and plain ASCII
 text. Each function returns None or False for anything else, which then goes to pydicom's
-writer; tests/test_stream_equivalence.py holds the bytes equal to pydicom's.
+writer; tests/deid/test_stream_equivalence.py holds the bytes equal to pydicom's.
 """
 
 from __future__ import annotations

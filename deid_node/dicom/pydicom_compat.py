@@ -1,7 +1,7 @@
 """Every reach into pydicom beyond its documented API, in one place.
 
 Each is here because the public API has no equivalent (or only a much slower one), and
-each has a test in tests/test_pydicom_compat.py that fails when a pydicom upgrade breaks
+each has a test in tests/dicom/test_pydicom_compat.py that fails when a pydicom upgrade breaks
 it. Nothing else in deid_node reaches a private pydicom name: tests/test_private_names.py
 fails if a module does.
 """

@@ -1,7 +1,7 @@
 """Every reach into pynetdicom beyond its documented API, in one place.
 
 Each one is here because the public API cannot do what the node needs (say which, and
-why, beside it), and each has a test in tests/test_pynetdicom_compat.py that fails when a
+why, beside it), and each has a test in tests/net/test_pynetdicom_compat.py that fails when a
 pynetdicom upgrade breaks it; tests/test_private_names.py fails if any other module of
 deid_node reaches a private pynetdicom name. Importing this module changes nothing in
 pynetdicom: a process that receives calls :func:`configure_receiving` at its start, one

@@ -5,7 +5,7 @@ Orthanc binds every interface, so it only ever runs in a namespace of its own
 (the node, storescu) runs in that namespace too: `in_private_network()` re-runs a command
 there, and this module's ``main`` is what runs inside (a scenario, printing JSON).
 
-    python -m deid_node.testing.orthanc forward --workdir DIR     (tests/test_forward_orthanc.py)
+    python -m deid_node.testing.orthanc forward --workdir DIR     (tests/forward/test_orthanc.py)
     python -m deid_node.testing.orthanc bench --workdir DIR --count 500   (scripts/bench)
 """
 
@@ -26,6 +26,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
+
+from deid_node.testing.loopback import deid_node_command, listening
 
 __all__ = ["ORTHANC", "Orthanc", "in_private_network", "namespace_problem"]
 
@@ -244,16 +246,14 @@ class _NodeProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        deid_node = Path(sys.executable).parent / "deid-node"
-        command = [str(deid_node)] if deid_node.exists() else [sys.executable, "-m", "deid_node"]
         log = (self.config.parent / "node.log").open("ab")
         self.process = subprocess.Popen(
-            [*command, "serve", "--config", str(self.config)],
+            [*deid_node_command(), "serve", "--config", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        _wait(lambda: _listening(NODE_PORT), 60, "the node to listen")
+        _wait(lambda: listening(NODE_PORT), 60, "the node to listen")
 
     def kill(self) -> None:
         assert self.process is not None
@@ -264,11 +264,6 @@ class _NodeProcess:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(60)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 class _Audit:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +16,7 @@ from deid_node.config import load_config
 from deid_node.deid.secret import load_secret
 from deid_node.testing.fuzz.sender import Sender, echo
 from deid_node.testing.fuzz.target import Target
+from deid_node.testing.loopback import deid_node_command, free_port
 
 __all__ = [
     "CONFIG_TEMPLATE",
@@ -57,22 +55,6 @@ action = "reject"
 options = []
 burned_in_annotation = "quarantine"
 """
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def deid_node_command() -> list[str]:
-    """The console script beside our interpreter, else on PATH, else `python -m`."""
-    beside = Path(sys.executable).parent / "deid-node"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("deid-node")
-    return [found] if found else [sys.executable, "-m", "deid_node"]
 
 
 def prepare_node(workdir: Path, calling_ae: str, called_ae: str) -> Target:
