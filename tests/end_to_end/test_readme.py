@@ -85,7 +85,7 @@ def test_the_readme_session_gives_the_readme_figures(tmp_path: Path) -> None:
 
 def test_no_merge_conflict_is_left_in_any_text() -> None:
     # A merge once left its markers in the README; docs and code alike are checked.
-    root = Path(__file__).resolve().parent.parent
+    root = REPO
     texts = [root / "README.md", *root.glob("deid_node/**/*.py"), *root.glob("tests/**/*.py")]
     marked = [
         str(p.relative_to(root))
