@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -85,6 +85,7 @@ class NodeMetrics:
     def __init__(self, cfg: Config) -> None:
         """Metrics for the node configured by `cfg` (its AE titles name the labels)."""
         self._sources = frozenset(s.ae_title for s in cfg.sources)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         by_source = ["profile", "calling_ae"]
@@ -157,6 +158,15 @@ class NodeMetrics:
             "deid_worker_crashes", "Worker pools broken by a dying worker", registry=r
         )
 
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """`metric.labels(*labels)`, kept: label values are configuration, so few, and the
+        lookup costs more than the count (about 3 us against 1.5 us)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def calling_ae(self, title: str) -> str:
         """A calling AE title as a label: configured titles only."""
         return title if title in self._sources else UNKNOWN_AE
@@ -169,21 +179,21 @@ class NodeMetrics:
 
     def object_received(self, profile: str, calling_ae: str, size: int) -> None:
         """An object was acknowledged."""
-        labels = (profile, self.calling_ae(calling_ae))
-        self._received.labels(*labels).inc()
-        self._received_bytes.labels(*labels).inc(size)
+        ae = self.calling_ae(calling_ae)
+        self._child(self._received, profile, ae).inc()
+        self._child(self._received_bytes, profile, ae).inc(size)
 
     def object_recorded(
         self, profile: str, calling_ae: str, status: str, queued: float, pixels: str | None
     ) -> None:
         """An object's row is committed (`queued`: when it was handed to the writer)."""
-        self._recorded.labels(profile, self.calling_ae(calling_ae), status).inc()
+        self._child(self._recorded, profile, self.calling_ae(calling_ae), status).inc()
         self._audit_seconds.observe(max(0.0, time.monotonic() - queued))
         looked, cleaned = pixel_frames(pixels)
         if looked:
-            self._frames_looked.labels(profile).inc(looked)
+            self._child(self._frames_looked, profile).inc(looked)
         if cleaned:
-            self._frames_cleaned.labels(profile).inc(cleaned)
+            self._child(self._frames_cleaned, profile).inc(cleaned)
 
     def object_refused(self, profile: str | None, calling_ae: str, code: int) -> None:
         """A C-STORE answered with a failure status; its row is committed."""
@@ -193,7 +203,7 @@ class NodeMetrics:
 
     def object_processed(self, profile: str, seconds: float) -> None:
         """A worker finished an object in `seconds`."""
-        self._object_seconds.labels(profile).observe(seconds)
+        self._child(self._object_seconds, profile).observe(seconds)
 
     def worker_crashed(self) -> None:
         """A worker died and broke its pool."""
