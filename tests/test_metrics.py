@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import threading
 import urllib.error
@@ -197,3 +198,27 @@ def test_labels_name_kinds_not_words() -> None:
     assert pixel_frames("checked: no text in 3 frames (2 distinct; looked at ...)") == (3, 0)
     assert pixel_frames("cleaned: 2 regions (2 by detector) in 1 of 4 frames; looked") == (4, 1)
     assert pixel_frames("bits outside BitsStored cleared") == (0, 0)
+
+
+def test_health_is_503_while_the_audit_database_cannot_be_written(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    """Objects are still acknowledged (they wait in spool/), but the node says it is sick."""
+    cfg = write_config(node_table() + SOURCES)
+    node = start_node(cfg, audit_stall_seconds=0.5)
+    address = node.metrics_address
+    dataset = ct_series(1, patient=SyntheticPatient.make(PhiTokens(), seed=9), rows=8, cols=8)[0]
+    lock = sqlite3.connect(cfg.database_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # the node's writer cannot commit
+        assoc = associate(node.address, "CT_SCANNER", [CTImageStorage])
+        assert int(assoc.send_c_store(dataset).Status) == 0
+        assoc.release()
+        wait_for(lambda: _get(address, "/health")[0] == 503, IDLE, "/health to turn 503")
+        assert _get(address, "/health")[1].startswith("audit database not writable: ")
+    finally:
+        lock.rollback()
+        lock.close()
+    assert node.wait_idle(IDLE)
+    assert _get(address, "/health") == (200, "ok\n")
+    assert [r["status"] for r in audit_objects(cfg)] == ["stored"]

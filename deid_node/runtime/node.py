@@ -56,9 +56,12 @@ class Node:
         port: int | None = None,
         drain_timeout: float | None = None,
         progress_seconds: float = PROGRESS_SECONDS,
+        audit_stall_seconds: float = AUDIT_STALL_SECONDS,
     ) -> None:
         """Prepare a node for `cfg` (nothing is opened before :meth:`start`);
-        `progress_seconds`: how often a long association logs how far it got."""
+        `progress_seconds`: how often a long association logs how far it got;
+        `audit_stall_seconds`: audit rows waiting this long, none written, make /health 503."""
+        self._audit_stall_seconds = audit_stall_seconds
         self.cfg = cfg
         node = cfg.node
         self._bind = (host or node.host, node.port if port is None else port)
@@ -210,7 +213,7 @@ class Node:
         if self._audit_busy_since is None:
             self._audit_busy_since = t
         stalled = t - self._audit_busy_since
-        if stalled > AUDIT_STALL_SECONDS:
+        if stalled > self._audit_stall_seconds:
             return f"audit database not writable: nothing written for {stalled:.0f} s"
         return None
 
