@@ -28,6 +28,7 @@ from tests.conftest import (
     associate,
     audit_associations,
     audit_objects,
+    free_port,
     node_table,
     wait_for,
 )
@@ -222,3 +223,31 @@ def test_health_is_503_while_the_audit_database_cannot_be_written(
     assert node.wait_idle(IDLE)
     assert _get(address, "/health") == (200, "ok\n")
     assert [r["status"] for r in audit_objects(cfg)] == ["stored"]
+
+
+def test_forward_jobs_are_counted_per_destination(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    """Nothing listens at the destination: the jobs wait, and /metrics shows them."""
+    forwarding = SOURCES.replace(
+        "[profiles.research]\n", '[profiles.research]\nforward_to = ["pacs"]\n'
+    ) + (
+        '\n[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "127.0.0.1"\n'
+        f"port = {free_port()}\ntimeout = 5\n"
+    )
+    cfg = write_config(node_table() + forwarding)
+    node = start_node(cfg)
+    datasets = ct_series(3, patient=SyntheticPatient.make(PhiTokens(), seed=4), rows=8, cols=8)
+    assoc = associate(node.address, "CT_SCANNER", [CTImageStorage])
+    assert [int(assoc.send_c_store(ds).Status) for ds in datasets] == [0, 0, 0]
+    assoc.release()
+    assert node.wait_idle(IDLE)
+    samples = _samples(_get(node.metrics_address, "/metrics")[1])
+    jobs = {
+        dict(labels)["state"]: value
+        for (name, labels), value in samples.items()
+        if name == "deid_forward_jobs" and dict(labels)["destination"] == "pacs"
+    }
+    assert set(jobs) == {"pending", "in_flight", "sent", "failed"}
+    assert sum(jobs.values()) == 3
+    assert jobs["sent"] == 0
