@@ -24,7 +24,7 @@ from deid_node.audit.db import AuditDB, open_audit
 from deid_node.audit.writer import AuditWriter
 from deid_node.config import Config, Durability
 from deid_node.deid.secret import load_secret
-from deid_node.errors import DeidNodeError, StorageError, describe_error
+from deid_node.errors import AuditError, DeidNodeError, StorageError, describe_error
 from deid_node.intake.capacity import Budget, shared_budget_cells
 from deid_node.intake.receiver import PROGRESS_SECONDS
 from deid_node.intake.spool import Spool
@@ -80,6 +80,7 @@ class Node:
             budget=Budget(node.spool_max_bytes, self._budget_cells, index=node.receiver_count),
         )
         self.metrics = NodeMetrics(cfg)
+        self.metrics.add_gauges(self._gauges())  # read at each scrape, across restarts
         self.scheduler = WorkScheduler(
             cfg, self.spool, refusing=self._set_refusing, metrics=self.metrics
         )
@@ -169,7 +170,6 @@ class Node:
                 lost=self.scheduler.receiver_lost,
             )
             self._receivers.start()
-            self.metrics.add_gauges(self._gauges())
         except BaseException:
             self.stop(timeout=10)
             raise
@@ -222,24 +222,22 @@ class Node:
         self.scheduler.notify()
 
     def _gauges(self) -> Gauges:
-        db, receivers = self._db, self._receivers
-        assert db is not None and receivers is not None
-
         def forward_counts() -> list[tuple[str, str, int]]:
-            if not self.cfg.forwarding:
+            db = self._db
+            if db is None or not self.cfg.forwarding:
                 return []
             states = ("pending", "in_flight", "sent", "failed")
-            return [
-                (c.destination, state, getattr(c, state))
-                for c in db.outbox.counts()
-                for state in states
-            ]
+            try:
+                counts = db.outbox.counts()
+            except AuditError:  # the database is away: the rest of the page still helps
+                return []
+            return [(c.destination, state, getattr(c, state)) for c in counts for state in states]
 
         return Gauges(
             spool_objects=lambda: self.scheduler.pending,
             spool_bytes=lambda: self.spool.budget.used,
             in_flight=lambda: self.scheduler.in_flight,
-            associations_open=lambda: receivers.active,
+            associations_open=lambda: 0 if self._receivers is None else self._receivers.active,
             forward_counts=forward_counts,
         )
 
