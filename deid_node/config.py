@@ -191,6 +191,14 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: where the node serves /health and /metrics (no table: not served)."""
+
+    host: str = default("metrics", "host")
+    port: int = default("metrics", "port")
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """The [node] table."""
 
@@ -254,6 +262,7 @@ class Config:
     profiles: Mapping[str, ProfileConfig]
     destinations: Mapping[str, DestinationConfig] = field(default_factory=dict)
     web: WebConfig = WebConfig()
+    metrics: MetricsConfig | None = None  # no [metrics] table: /health and /metrics off
 
     @property
     def forwarding(self) -> bool:
@@ -412,6 +421,11 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         raise top.sub("web", "web").error(
             "port", f"{web.port} is node.port too: the console needs a port of its own"
         )
+    metrics = None
+    if "metrics" in top.table:
+        m = top.sub("metrics", "metrics")
+        metrics = MetricsConfig(**read_table(m, "metrics"))
+        check_unknown(m, "metrics")
 
     u = top.sub("unknown_sources", "unknown_sources")
     unknown_action = read_table(u, "unknown_sources")["action"]
@@ -428,6 +442,7 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         profiles=profiles,
         destinations=destinations,
         web=web,
+        metrics=metrics,
     )
 
 

@@ -260,6 +260,11 @@ KEYS: tuple[Key, ...] = (
         "with this table, the console serves HTTPS (the session cookie is then Secure): "
         "PEM certificate (chain)"),
     Key("web.tls", "key", FilePath(optional=False), REQUIRED, "its PEM private key"),
+    # [metrics]
+    Key("metrics", "host", BindAddress(), "127.0.0.1",
+        "with this table, the node serves `GET /health` and `GET /metrics` (Prometheus) here; "
+        "no table: not served"),
+    Key("metrics", "port", Integer(0, 65535), 9112, "their port"),
 )
 # fmt: on
 

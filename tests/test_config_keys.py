@@ -556,6 +556,7 @@ def _valid() -> dict[str, Any]:
             {"name": "d", "ae_title": "D", "host": "h", "retry": {}, "tls": {}},
         ],
         "web": {"tls": {"certificate": "c.pem", "key": "k.pem"}},
+        "metrics": {},
     }
 
 
@@ -574,6 +575,7 @@ PLACES: dict[str, tuple[str | int, ...]] = {
     "destinations.tls": ("destinations", 0, "tls"),
     "web": ("web",),
     "web.tls": ("web", "tls"),
+    "metrics": ("metrics",),
 }
 
 

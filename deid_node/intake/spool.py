@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import Any, BinaryIO, Final
 
 from deid_node.durable import fsync_dir, make_private_dir, write_atomic
-from deid_node.errors import StorageError
+from deid_node.errors import StorageError, describe_error
 from deid_node.intake.capacity import Budget
 
 log = logging.getLogger(__name__)
@@ -282,6 +282,19 @@ class Spool:
             return tempfile.mkstemp(
                 prefix=self._incoming_prefix, suffix=".part", dir=self.incoming_dir
             )
+
+    def probe(self) -> str | None:
+        """None if a file can be created in spool/incoming/ now; else why not (one line)."""
+        try:
+            fd, name = tempfile.mkstemp(prefix="probe-", suffix=".tmp", dir=self.incoming_dir)
+        except FileNotFoundError:
+            return None  # removed: the next object makes the folders again (make_incoming)
+        except OSError as exc:
+            return f"spool not writable: {describe_error(exc)}"
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        return None
 
     def open_incoming(self, owner: object) -> IncomingFile:
         """A new incoming file for the association `owner`."""

@@ -18,23 +18,28 @@ import socket
 import threading
 import time
 from types import FrameType, TracebackType
+from typing import Final
 
 from deid_node.audit.db import AuditDB, open_audit
 from deid_node.audit.writer import AuditWriter
 from deid_node.config import Config, Durability
 from deid_node.deid.secret import load_secret
-from deid_node.errors import StorageError
+from deid_node.errors import AuditError, DeidNodeError, StorageError, describe_error
 from deid_node.intake.capacity import Budget, shared_budget_cells
 from deid_node.intake.receiver import PROGRESS_SECONDS
 from deid_node.intake.spool import Spool
 from deid_node.logs import quiet_libraries
 from deid_node.runtime.forwarding import ForwardingChild
+from deid_node.runtime.health import HealthServer
 from deid_node.runtime.listener import listen
+from deid_node.runtime.metrics import Gauges, NodeMetrics
 from deid_node.runtime.receivers import ReceivingProcesses
 from deid_node.runtime.recorder import Recorder, close_interrupted, node_identity
 from deid_node.runtime.scheduler import WorkScheduler
 
 log = logging.getLogger(__name__)
+
+AUDIT_STALL_SECONDS: Final = 15.0  # audit rows waiting this long with none written: unhealthy
 
 
 class Node:
@@ -51,9 +56,12 @@ class Node:
         port: int | None = None,
         drain_timeout: float | None = None,
         progress_seconds: float = PROGRESS_SECONDS,
+        audit_stall_seconds: float = AUDIT_STALL_SECONDS,
     ) -> None:
         """Prepare a node for `cfg` (nothing is opened before :meth:`start`);
-        `progress_seconds`: how often a long association logs how far it got."""
+        `progress_seconds`: how often a long association logs how far it got;
+        `audit_stall_seconds`: audit rows waiting this long, none written, make /health 503."""
+        self._audit_stall_seconds = audit_stall_seconds
         self.cfg = cfg
         node = cfg.node
         self._bind = (host or node.host, node.port if port is None else port)
@@ -71,7 +79,11 @@ class Node:
             fsync=node.durability is Durability.FSYNC,
             budget=Budget(node.spool_max_bytes, self._budget_cells, index=node.receiver_count),
         )
-        self.scheduler = WorkScheduler(cfg, self.spool, refusing=self._set_refusing)
+        self.metrics = NodeMetrics(cfg)
+        self.metrics.add_gauges(self._gauges())  # read at each scrape, across restarts
+        self.scheduler = WorkScheduler(
+            cfg, self.spool, refusing=self._set_refusing, metrics=self.metrics
+        )
         self._forwarding = ForwardingChild(cfg)
         self._db: AuditDB | None = None
         self._writer: AuditWriter | None = None
@@ -80,6 +92,9 @@ class Node:
         self._stop_requested = threading.Event()  # serve_forever: a signal arrived
         self._force_stop = threading.Event()
         self._started = False
+        self._draining = False
+        self._health: HealthServer | None = None
+        self._audit_busy_since: float | None = None  # the writer seen with work, no batch done
 
     @property
     def address(self) -> tuple[str, int]:
@@ -89,11 +104,19 @@ class Node:
         host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
+    @property
+    def metrics_address(self) -> tuple[str, int]:
+        """The (host, port) of /health and /metrics ([metrics] in the config)."""
+        if self._health is None:
+            raise RuntimeError("no [metrics] table, or the node is not started")
+        return self._health.address
+
     def start(self) -> None:
         """Open everything, process what a crash left in spool/, then serve."""
         if self._started:
             return
         quiet_libraries()
+        self._draining = False
         node = self.cfg.node
         try:
             node.data_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +129,18 @@ class Node:
         self._db = open_audit(self.cfg.database_url)
         self._started = True
         try:
-            self._writer = AuditWriter(self._db, self.scheduler.notify)
+            if self.cfg.metrics is not None:
+                # Before recovery, so a load balancer sees "starting" rather than nothing.
+                m = self.cfg.metrics
+                try:
+                    self._health = HealthServer(m.host, m.port, self.health, self.metrics)
+                except OSError as exc:
+                    raise DeidNodeError(
+                        f"cannot serve /health and /metrics on {m.host}:{m.port}: "
+                        f"{describe_error(exc)}"
+                    ) from None
+                self._health.start()
+            self._writer = AuditWriter(self._db, self._audit_written)
             self._writer.start()
             recorder = Recorder(
                 self.cfg,
@@ -117,6 +151,7 @@ class Node:
                 released=self.scheduler.release,
                 forwarded=self._forwarding.wake,
                 changed=self.scheduler.notify,
+                metrics=self.metrics,
             )
             if self.cfg.forwarding:
                 self._forwarding.start()
@@ -151,6 +186,61 @@ class Node:
             node.durability.value,
         )
 
+    def health(self) -> str | None:
+        """None while the node accepts associations and can write its spool and audit
+        database; otherwise why not, in one line (GET /health)."""
+        receivers = self._receivers
+        if not self._started or receivers is None:
+            return "starting"
+        if self._draining:
+            return "draining: not accepting new associations"
+        if not receivers.serving:
+            return "a receiving process is restarting"
+        refusing = self.scheduler.refusing
+        if refusing is not None:
+            return f"refusing objects: {refusing}"
+        problem = self.spool.probe()
+        if problem is not None:
+            return problem
+        return self._audit_stalled()
+
+    def _audit_stalled(self) -> str | None:
+        writer = self._writer
+        if writer is None or writer.idle:
+            self._audit_busy_since = None
+            return None
+        t = time.monotonic()
+        if self._audit_busy_since is None:
+            self._audit_busy_since = t
+        stalled = t - self._audit_busy_since
+        if stalled > self._audit_stall_seconds:
+            return f"audit database not writable: nothing written for {stalled:.0f} s"
+        return None
+
+    def _audit_written(self) -> None:
+        self._audit_busy_since = None  # progress: a batch is committed
+        self.scheduler.notify()
+
+    def _gauges(self) -> Gauges:
+        def forward_counts() -> list[tuple[str, str, int]]:
+            db = self._db
+            if db is None or not self.cfg.forwarding:
+                return []
+            states = ("pending", "in_flight", "sent", "failed")
+            try:
+                counts = db.outbox.counts()
+            except AuditError:  # the database is away: the rest of the page still helps
+                return []
+            return [(c.destination, state, getattr(c, state)) for c in counts for state in states]
+
+        return Gauges(
+            spool_objects=lambda: self.scheduler.pending,
+            spool_bytes=lambda: self.spool.budget.used,
+            in_flight=lambda: self.scheduler.in_flight,
+            associations_open=lambda: 0 if self._receivers is None else self._receivers.active,
+            forward_counts=forward_counts,
+        )
+
     def _set_refusing(self, reason: str | None) -> None:
         if self._receivers is not None:
             self._receivers.set_refusing(reason)
@@ -165,6 +255,7 @@ class Node:
         if not self._started:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._draining = True  # /health says so from now: the balancer sends elsewhere
         if self._receivers is not None:
             # Each receiving process stops accepting, lets its associations finish (up to
             # the drain timeout, aborting the rest) and ends; their reports are handled.
@@ -184,6 +275,9 @@ class Node:
         scheduler.shutdown(forced=forced)
         if self._db is not None:
             self._db.close()
+        if self._health is not None:
+            self._health.stop()
+            self._health = None
         self._started = False
         log.info("stopped")
         return left == 0

@@ -114,6 +114,12 @@ class ReceivingProcesses:
         with self._lock:
             return sum(c.active for c in self._children if not c.gone)
 
+    @property
+    def serving(self) -> bool:
+        """Whether every receiving process is up and serving (none being replaced)."""
+        with self._lock:
+            return bool(self._children) and all(c.ready and not c.gone for c in self._children)
+
     def start(self) -> None:
         """Start every process and wait until each one serves."""
         for index in range(self._count):

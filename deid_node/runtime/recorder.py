@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -30,6 +31,7 @@ from deid_node.ops.records import (
     quarantined,
     refused_record,
 )
+from deid_node.runtime.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,9 @@ class Recorder:
         released: Callable[[str], None],
         forwarded: Callable[[], None],
         changed: Callable[[], None],
+        metrics: NodeMetrics | None = None,
     ) -> None:
-        """Record through `writer`, as node `node_id`."""
+        """Record through `writer`, as node `node_id`; count in `metrics`."""
         self._profiles = cfg.profiles
         self._writer = writer
         self._spool = spool
@@ -64,6 +67,7 @@ class Recorder:
         self._released = released
         self._forwarded = forwarded
         self._changed = changed
+        self._metrics = metrics
 
     # -- outcomes -------------------------------------------------------------------------
 
@@ -90,8 +94,14 @@ class Recorder:
         status, reason = record.status, record.reason
         if status is Status.QUARANTINED:
             log.warning("spool object %s quarantined: %s", item.stem, reason)
+        queued = time.monotonic()
+        metrics = self._metrics
 
         def finish() -> None:
+            if metrics is not None:
+                metrics.object_recorded(
+                    receipt.profile, receipt.calling_ae, status.value, queued, outcome.pixels
+                )
             try:
                 if status is Status.QUARANTINED:
                     self._spool.move_to_quarantine(item, reason or "")
@@ -118,6 +128,8 @@ class Recorder:
 
     def association_accepted(self, info: AssociationInfo) -> None:
         """Audit the start of an accepted association."""
+        if self._metrics is not None:
+            self._metrics.association_accepted(info.calling_ae)
         self._writer.put_call(
             "record an association",
             lambda db: db.record_association_start(
@@ -132,6 +144,8 @@ class Recorder:
 
     def association_rejected(self, info: AssociationInfo, reason: str) -> None:
         """Audit a rejected association."""
+        if self._metrics is not None:
+            self._metrics.association_rejected(reason)
         self._writer.put_call(
             "record a rejected association",
             lambda db: db.record_rejected_association(
@@ -148,6 +162,8 @@ class Recorder:
     def association_ended(self, info: AssociationInfo) -> None:
         """Audit the end of an association."""
         ended = now()
+        if self._metrics is not None:
+            self._metrics.association_ended(info.started_at)
         self._writer.put_call(
             "record an association end",
             lambda db: db.record_association_end(
@@ -158,10 +174,20 @@ class Recorder:
 
     def object_refused(self, refused: RefusedObject) -> None:
         """Audit a C-STORE answered with a failure status."""
-        self._writer.put_object(refused_record(refused))
+        metrics = self._metrics
+        assoc = refused.association
+
+        def counted() -> None:
+            if metrics is not None:
+                metrics.object_refused(assoc.profile, assoc.calling_ae, refused.status)
+
+        self._writer.put_object(refused_record(refused), after_commit=counted)
 
     def object_received(self, item: SpoolItem) -> None:
         """Schedule an acknowledged object for de-identification."""
+        if self._metrics is not None:
+            receipt = item.receipt
+            self._metrics.object_received(receipt.profile, receipt.calling_ae, receipt.size_bytes)
         self._received(item)
 
     def associations_changed(self, active: int) -> None:

@@ -36,6 +36,7 @@ from deid_node.errors import DeidNodeError, describe_error
 from deid_node.intake.process import spool_tag
 from deid_node.intake.spool import Spool, SpoolItem
 from deid_node.object_status import Status
+from deid_node.runtime.metrics import NodeMetrics
 from deid_node.runtime.signals import stop_signals_ignored
 from deid_node.runtime.worker import WorkResult, init_worker, kill_workers, pool_context, work
 
@@ -78,10 +79,17 @@ class WorkScheduler:
     """
 
     def __init__(
-        self, cfg: Config, spool: Spool, *, refusing: Callable[[str | None], None]
+        self,
+        cfg: Config,
+        spool: Spool,
+        *,
+        refusing: Callable[[str | None], None],
+        metrics: NodeMetrics | None = None,
     ) -> None:
         """Prepare; :meth:`start` starts the pool and the dispatcher."""
         self.cfg = cfg
+        self._metrics = metrics
+        self._in_flight = 0  # submitted to the pool, not yet done
         self._spool = spool
         self._refusing_cb = refusing
         self._fsync = cfg.node.durability is Durability.FSYNC
@@ -112,6 +120,16 @@ class WorkScheduler:
     def pool(self) -> ProcessPoolExecutor | None:
         """The worker pool now (tests look at its processes)."""
         return self._pool
+
+    @property
+    def in_flight(self) -> int:
+        """Objects submitted to a worker and not yet done."""
+        return self._in_flight
+
+    @property
+    def refusing(self) -> str | None:
+        """Why every C-STORE is refused now (output storage failing), if it is."""
+        return self._refusing
 
     @property
     def pending(self) -> int:
@@ -237,6 +255,8 @@ class WorkScheduler:
         if time.monotonic() < self._next_pool_at:
             return
         self._pool_replacements += 1
+        if self._metrics is not None:
+            self._metrics.worker_crashed()
         self._next_pool_at = time.monotonic() + min(30.0, 0.25 * 2**self._pool_replacements)
         log.error("a de-identification worker died; starting a new worker pool")
         with self._lock:
@@ -292,6 +312,8 @@ class WorkScheduler:
                 self._pool_broken = True
             self._retry_later(stem, 0.25)
             return
+        with self._lock:
+            self._in_flight += 1
         future.add_done_callback(functools.partial(self._done, stem, generation))
 
     def _retry_later(self, stem: str, delay: float) -> None:
@@ -301,6 +323,7 @@ class WorkScheduler:
 
     def _done(self, stem: str, generation: int, future: Future[WorkResult]) -> None:
         with self._lock:
+            self._in_flight -= 1
             pending = self._pending.get(stem)
         if pending is None:
             return
@@ -314,6 +337,8 @@ class WorkScheduler:
             self._record(pending, Outcome(Status.QUARANTINED, reason))
             return
         self._pool_replacements = 0
+        if self._metrics is not None:
+            self._metrics.object_processed(pending.item.receipt.profile, result.seconds)
         if result.outcome is None:
             self._storage_failed(pending, result.storage_error)
             return

@@ -11,10 +11,11 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import time
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deid_node.child_process import start_child
@@ -33,6 +34,7 @@ class WorkResult:
 
     outcome: Outcome | None
     storage_error: str | None = None
+    seconds: float = 0.0  # how long the work took (the node's metrics)
 
 
 @dataclass
@@ -66,6 +68,12 @@ def init_worker(
 
 def work(path: str, profile: str) -> WorkResult:
     """De-identify one spool file in a worker process; never raises."""
+    started = time.perf_counter()
+    result = _work(path, profile)
+    return replace(result, seconds=time.perf_counter() - started)
+
+
+def _work(path: str, profile: str) -> WorkResult:
     state = _worker
     if state is None:
         return WorkResult(None, "worker not initialised")
