@@ -194,6 +194,7 @@ class WebConfig:
 class NodeConfig:
     """The [node] table."""
 
+    name: str = default("node", "name")
     ae_title: str = default("node", "ae_title")
     host: str = default("node", "host")
     port: int = default("node", "port")
@@ -418,6 +419,8 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
 def _node(top: TableReader) -> NodeConfig:
     n = top.sub("node", "node")
     node = NodeConfig(**read_table(n, "node"))
+    if not node.name.strip():
+        raise n.error("name", "expected a name for this node, e.g. its host name")
     if "tls" in n.table:
         t = n.sub("tls", "node.tls")
         tls = TlsConfig(**read_table(t, "node.tls"))

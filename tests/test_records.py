@@ -36,6 +36,7 @@ ORIGIN_COLUMNS = frozenset(
         "peer_address",
         "origin",
         "receipt_id",
+        "node",
     }
 )
 

@@ -82,6 +82,16 @@ def _with_output() -> list[ColumnElement[bool]]:
     ]
 
 
+def _nodes(first: str | None, last: str | None, count: int) -> str:
+    """The nodes a study came through, as a summary shows them: "gw-1", "gw-1,gw-2", or
+    "gw-1,...,gw-9 (4)" for more than two."""
+    if first is None or last is None:
+        return ""
+    if first == last:
+        return first
+    return f"{first},{last}" if count <= 2 else f"{first},...,{last} ({count})"
+
+
 def _row_dict(mapping: RowMapping) -> dict[str, object]:
     return {
         str(key): _time_from_db(value) if key in TIME_COLUMNS and isinstance(value, str) else value
@@ -141,6 +151,7 @@ def _forward_jobs(
             "pseudo_study_uid": values.get("pseudo_study_uid"),
             "pseudo_sop_uid": sop_uid,
             "keep_output": int(forwarding.keep_output),
+            "node": values.get("node"),
         }
         for destination in destinations
     ]
@@ -371,7 +382,7 @@ class AuditDB:
 
     def close_interrupted(self, node: str, ids: Collection[str] | None = None) -> int:
         """Close associations a crash left open, as ``interrupted``: those of `node` (and
-        of a node from before schema version 7, which named none), or only `ids`.
+        of a node from before schema version 8, which named none), or only `ids`.
 
         For a node's start, once what it acknowledged before is recorded (or, with `ids`,
         once what a dead receiving process acknowledged is): each gets the number of its
@@ -503,7 +514,8 @@ class AuditDB:
     def stored_studies(
         self, profile: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[dict[str, object]]:
-        """Studies with output, newest first: instances (each SOP once), first and last."""
+        """Studies with output, newest first: instances (each SOP once), first and last,
+        and the nodes they came through (one study, whichever nodes received it)."""
         o = OBJECTS.c
         last = func.max(o.received_at)
         stmt = (
@@ -514,6 +526,9 @@ class AuditDB:
                 func.count(func.distinct(o.pseudo_sop_uid)),
                 func.min(o.received_at),
                 last,
+                func.min(o.node),
+                func.max(o.node),
+                func.count(func.distinct(o.node)),
             )
             .where(*_with_output(), *([o.profile == profile] if profile else []))
             .group_by(o.pseudo_study_uid, o.profile)
@@ -526,8 +541,11 @@ class AuditDB:
             rows = conn.execute(stmt).all()
         return [
             {
-                k: _time_from_db(v) if k in ("first", "last") else v
-                for k, v in zip(keys, row, strict=True)
+                **{
+                    k: _time_from_db(v) if k in ("first", "last") else v
+                    for k, v in zip(keys, row[: len(keys)], strict=True)
+                },
+                "node": _nodes(row[-3], row[-2], int(row[-1])),
             }
             for row in rows
         ]
@@ -584,6 +602,8 @@ class AuditDB:
             conditions.append(a.outcome.is_(None))
         elif filters.outcome is not None:
             conditions.append(a.outcome == filters.outcome)
+        if filters.node is not None:
+            conditions.append(a.node == filters.node)
         stmt = (
             select(ASSOCIATIONS)
             .where(*conditions)
@@ -642,6 +662,9 @@ class AuditDB:
                 count(Status.DUPLICATE),
                 count(Status.REJECTED),
                 association,
+                func.min(o.node),
+                func.max(o.node),
+                func.count(func.distinct(o.node)),
             )
             .where(*object_conditions(filters))
             .group_by(o.pseudo_study_uid, o.profile, o.calling_ae, association)
@@ -666,6 +689,7 @@ class AuditDB:
                 duplicate=int(row[9]),
                 rejected=int(row[10]),
                 association_id=row[11],
+                node=_nodes(row[12], row[13], int(row[14])),
             )
             for row in rows
         ]

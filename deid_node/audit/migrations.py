@@ -240,6 +240,13 @@ def _add_receipts_and_origin_v8(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE associations ADD COLUMN node VARCHAR(64)")
 
 
+def _add_node_columns_v9(conn: Connection) -> None:
+    """Version 9: objects and forward jobs name the node that wrote them (frozen)."""
+    conn.exec_driver_sql("ALTER TABLE objects ADD COLUMN node VARCHAR(64)")
+    conn.exec_driver_sql("CREATE INDEX ix_objects_node ON objects (node)")
+    conn.exec_driver_sql("ALTER TABLE forwards ADD COLUMN node VARCHAR(64)")
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     (1, _create_v1),
     (2, _add_linkage_columns_v2),
@@ -249,6 +256,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     (6, _create_jobs_v6),
     (7, _add_session_nonce_v7),
     (8, _add_receipts_and_origin_v8),
+    (9, _add_node_columns_v9),
 )
 
 

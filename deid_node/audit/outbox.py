@@ -42,6 +42,7 @@ FORWARD_COLUMNS: Final = (
     "sent_at",
     "pseudo_study_uid",
     "pseudo_sop_uid",
+    "node",  # added in schema version 9: the node that wrote the file
 )
 _FORWARD_TIMES: Final = frozenset({"received_at", "created_at", "next_attempt_at", "sent_at"})
 

@@ -64,6 +64,7 @@ def object_record(
     received: Receipt | None = None,
     receipt_id: str | None = None,
     quarantine_path: Path | None = None,
+    node: str | None = None,
 ) -> ObjectRecord:
     """The objects row of `outcome`: received by the node (`received`, its spool receipt,
     and `receipt_id`, the spool stem), else written by an offline run (origin ``offline``,
@@ -94,6 +95,7 @@ def object_record(
         pixels=outcome.pixels,
         receipt_id=receipt_id,
         origin=Origin.NODE if r else Origin.OFFLINE,
+        node=node,
     )
 
 
@@ -102,8 +104,9 @@ def outcome_columns(record: ObjectRecord) -> dict[str, object]:
     return {name: getattr(record, name) for name in OUTCOME_COLUMNS}
 
 
-def refused_record(refused: RefusedObject) -> ObjectRecord:
-    """The objects row of a C-STORE answered with a failure status (nothing was kept)."""
+def refused_record(refused: RefusedObject, node: str | None = None) -> ObjectRecord:
+    """The objects row of a C-STORE answered with a failure status (nothing was kept), by
+    `node`."""
     info = refused.association
     return ObjectRecord(
         received_at=refused.received_at,
@@ -123,6 +126,7 @@ def refused_record(refused: RefusedObject) -> ObjectRecord:
         pseudo_series_uid=None,
         pseudo_sop_uid=None,
         output_path=None,
+        node=node,
     )
 
 

@@ -102,7 +102,7 @@ class Node:
             raise StorageError(f"cannot create {node.data_dir}: {exc.strerror}") from None
         self.spool.prepare()
         key = load_secret(node.secret_path)
-        node_id = node_identity(node.data_dir)
+        names = node_identity(node.data_dir, node.name)
         self._db = open_audit(self.cfg.database_url)
         self._started = True
         try:
@@ -112,7 +112,7 @@ class Node:
                 self.cfg,
                 self._writer,
                 self.spool,
-                node_id,
+                node.name,
                 received=self.scheduler.schedule,
                 released=self.scheduler.release,
                 forwarded=self._forwarding.wake,
@@ -122,7 +122,7 @@ class Node:
                 self._forwarding.start()
             self.scheduler.start(key, recorder)
             self.scheduler.recover(self.spool.recover())
-            close_interrupted(self._db, node_id)
+            close_interrupted(self._db, names)
             self._sock = listen(self.cfg, *self._bind)
             self._receivers = ReceivingProcesses(
                 self.cfg,

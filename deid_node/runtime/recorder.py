@@ -8,7 +8,6 @@ committed; the scheduler then stops counting it as pending.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -33,7 +32,7 @@ from deid_node.ops.records import (
 
 log = logging.getLogger(__name__)
 
-NODE_ID_FILE: Final = "node.id"  # in data_dir: names this node on its association rows
+NODE_ID_FILE: Final = "node.id"  # in data_dir: the name it last ran as
 
 
 class Recorder:
@@ -55,7 +54,7 @@ class Recorder:
         forwarded: Callable[[], None],
         changed: Callable[[], None],
     ) -> None:
-        """Record through `writer`, as node `node_id`."""
+        """Record through `writer`, as node `node_id` ([node] name)."""
         self._profiles = cfg.profiles
         self._writer = writer
         self._spool = spool
@@ -82,6 +81,7 @@ class Recorder:
             received=receipt,
             receipt_id=item.stem,
             quarantine_path=quarantine,
+            node=self._node_id,
         )
         linkage = linkage_for(
             receipt.profile, profile is not None and profile.record_linkage, outcome
@@ -158,7 +158,7 @@ class Recorder:
 
     def object_refused(self, refused: RefusedObject) -> None:
         """Audit a C-STORE answered with a failure status."""
-        self._writer.put_object(refused_record(refused))
+        self._writer.put_object(refused_record(refused, self._node_id))
 
     def object_received(self, item: SpoolItem) -> None:
         """Schedule an acknowledged object for de-identification."""
@@ -168,11 +168,11 @@ class Recorder:
         """Nothing to do: the node reads the count from the receiving processes."""
 
 
-def close_interrupted(db: AuditDB, node_id: str) -> None:
-    """At start: close the associations a crash of this node left open; their objects are
-    recorded by then (recovery), so their counts are right."""
+def close_interrupted(db: AuditDB, names: tuple[str, ...]) -> None:
+    """At start: close the associations a crash of this node (under any of its `names`)
+    left open; their objects are recorded by then (recovery), so their counts are right."""
     try:
-        closed = db.close_interrupted(node_id)
+        closed = sum(db.close_interrupted(name) for name in names)
     except AuditError as exc:  # bookkeeping: the node serves on, the next start retries
         log.error("cannot close interrupted associations: %s", exc)
         return
@@ -180,24 +180,24 @@ def close_interrupted(db: AuditDB, node_id: str) -> None:
         log.warning("%d association(s) cut by a crash closed as interrupted", closed)
 
 
-def node_identity(data_dir: Path) -> str:
-    """This node's name on its association rows: data_dir/node.id, made at first start.
+def node_identity(data_dir: Path, name: str) -> tuple[str, ...]:
+    """The names this data_dir's associations may carry: `name` ([node] name), and the one
+    it last ran as (data_dir/node.id, a random one before version 9) if that differs.
 
-    Per data_dir, as spool/ is: nodes sharing one database each close only their own
-    interrupted associations, and a restart (new host name, new container) keeps it.
+    A crash's open associations are closed by the data_dir whose spool held their objects,
+    also after the node was renamed; node.id then takes the new name.
     """
     path = data_dir / NODE_ID_FILE
     try:
-        found = path.read_text(encoding="ascii").strip()
+        found = path.read_text(encoding="ascii").strip()[:64]
     except FileNotFoundError:
         found = ""
     except (OSError, UnicodeDecodeError) as exc:
         raise StorageError(f"cannot read {path}: {describe_error(exc)}") from None
-    if found:
-        return found[:64]
-    made = secrets.token_hex(8)
-    write_atomic(path, [made.encode("ascii") + b"\n"], fsync=True)  # StorageError if not
-    return made
+    if found != name:
+        data = name.encode("utf-8") + b"\n"
+        write_atomic(path, [data], fsync=True)  # StorageError if not
+    return (name, found) if found and found != name else (name,)
 
 
 __all__ = ["NODE_ID_FILE", "Recorder", "close_interrupted", "node_identity"]
