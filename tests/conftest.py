@@ -29,6 +29,7 @@ from deid_node.net.pynetdicom_compat import only_senders_take_responses
 from deid_node.pixels.detect import DetectorUnavailable, TextDetector
 from deid_node.pixels.ocr import OcrUnavailable, TextFinder
 from deid_node.runtime.node import Node
+from tests.postgres import PostgresServer, server_bin
 
 NODE_AE = "DEID_NODE"
 VERIFICATION = "1.2.840.10008.1.1"
@@ -71,6 +72,27 @@ def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (skipped only without Debian's binaries)."""
+    bin_dir = server_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries missing: apt-get install postgresql")
+    server = PostgresServer(bin_dir, free_port())
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture

@@ -40,7 +40,12 @@ from deid_node.audit.schema import (
     OBJECTS,
     TIME_COLUMNS,
 )
-from deid_node.audit.sql_engine import create_audit_engine, transaction, translate_errors
+from deid_node.audit.sql_engine import (
+    DEFAULT_CONNECTIONS,
+    create_audit_engine,
+    transaction,
+    translate_errors,
+)
 from deid_node.errors import AuditError
 from deid_node.object_status import Origin, Status
 
@@ -204,6 +209,14 @@ def _settle_redone(
     return known
 
 
+def _insert_association(conn: Connection, values: dict[str, object]) -> None:
+    """Insert an association row unless it is there: a retry after a cut connection may
+    follow a commit that went through."""
+    a = ASSOCIATIONS.c
+    if conn.execute(select(a.id).where(a.id == values["id"])).first() is None:
+        conn.execute(insert(ASSOCIATIONS).values(values))
+
+
 class AuditDB:
     """The audit database: one engine, short transactions, streamed reads."""
 
@@ -319,7 +332,7 @@ class AuditDB:
             translate_errors("record an association"),
             transaction(self._engine, write=True) as conn,
         ):
-            conn.execute(insert(ASSOCIATIONS).values(values))
+            _insert_association(conn, values)
 
     def record_association_end(
         self,
@@ -378,7 +391,7 @@ class AuditDB:
             translate_errors("record a rejected association"),
             transaction(self._engine, write=True) as conn,
         ):
-            conn.execute(insert(ASSOCIATIONS).values(values))
+            _insert_association(conn, values)
 
     def close_interrupted(self, node: str, ids: Collection[str] | None = None) -> int:
         """Close associations a crash left open, as ``interrupted``: those of `node` (and
@@ -711,9 +724,10 @@ class AuditDB:
             return [_row_dict(row._mapping) for row in conn.execute(stmt)]
 
 
-def open_audit(url: str) -> AuditDB:
-    """Open the audit database at an SQLAlchemy URL, creating or upgrading its schema."""
-    engine = create_audit_engine(url)
+def open_audit(url: str, connections: int = DEFAULT_CONNECTIONS) -> AuditDB:
+    """Open the audit database at an SQLAlchemy URL, creating or upgrading its schema;
+    `connections`: the pool of a server database (the threads that use it at once)."""
+    engine = create_audit_engine(url, connections)
     try:
         migrate(engine)
     except BaseException:

@@ -6,7 +6,8 @@ existing database of any version upgrades to the current one (:mod:`.schema`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Final, TypeAlias
 
 from sqlalchemy import (
@@ -260,6 +261,28 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
 )
 
 
+# pg_advisory_lock's key for migrations: "deid" in ASCII, so other tools' keys rarely collide.
+MIGRATION_LOCK: Final = 0x64656964
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Hold PostgreSQL's advisory lock while migrating: nodes starting together migrate
+    one after the other (the later ones find nothing to do). SQLite needs none: each
+    step's write transaction (BEGIN IMMEDIATE) and the version re-read under it suffice."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        conn.commit()  # a session lock: held across transactions, released below
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+            conn.commit()
+
+
 def _bootstrap_version(engine: Engine) -> None:
     with transaction(engine, write=True) as conn:
         SCHEMA_VERSION.create(conn, checkfirst=True)
@@ -275,6 +298,11 @@ def migrate(engine: Engine, steps: Sequence[Migration] = MIGRATIONS) -> int:
     latest = len(versions)
     with translate_errors("be opened"), engine.connect():
         pass
+    with translate_errors("take the migration lock"), _migration_lock(engine):
+        return _migrate_locked(engine, steps, latest)
+
+
+def _migrate_locked(engine: Engine, steps: Sequence[Migration], latest: int) -> int:
     with translate_errors("create its schema_version table"):
         try:
             _bootstrap_version(engine)

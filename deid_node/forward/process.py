@@ -35,7 +35,8 @@ def run(cfg: Config, parent_pid: int, wake: Event, stop: Event, level: int) -> N
     # pynetdicom logs every refused connection at ERROR; the batch line says it once.
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     try:
-        db = open_audit(cfg.database_url)
+        forwarder_threads = sum(d.max_associations for d in cfg.destinations.values())
+        db = open_audit(cfg.database_url, connections=forwarder_threads + 1)
         forwarder = Forwarder(cfg, db, node_owner(cfg))
         forwarder.start()
     except Exception as exc:

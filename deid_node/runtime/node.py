@@ -103,7 +103,9 @@ class Node:
         self.spool.prepare()
         key = load_secret(node.secret_path)
         names = node_identity(node.data_dir, node.name)
-        self._db = open_audit(self.cfg.database_url)
+        # The writer thread, start-up's recovery and status reads; forwarding and the
+        # console are processes with pools of their own.
+        self._db = open_audit(self.cfg.database_url, connections=2)
         self._started = True
         try:
             self._writer = AuditWriter(self._db, self.scheduler.notify)
