@@ -200,6 +200,7 @@ class NodeConfig:
     port: int = default("node", "port")
     data_dir: Path = default("node", "data_dir")
     output_dir: Path | None = default("node", "output_dir")
+    output_shared: bool = default("node", "output_shared")
     max_associations: int = default("node", "max_associations")
     durability: Durability = default("node", "durability")
     workers: int = default("node", "workers")  # 0 = CPU count

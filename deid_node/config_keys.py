@@ -109,6 +109,10 @@ KEYS: tuple[Key, ...] = (
     Key("node", "output_dir", FilePath(), None,
         "de-identified output root (same filesystem as `data_dir` is fastest)",
         shown="`<data_dir>/output`"),
+    Key("node", "output_shared", Flag(), False,
+        "`true`: `output_dir` is storage every node reads at the same path, so any node's "
+        "forwarder may send what this node wrote; `false`: only this node forwards its own "
+        "output, see [Forwarding](#forwarding)"),
     Key("node", "max_associations", Integer(1, 1000), 16,
         f"concurrent associations, for the node as a whole; one more is rejected, see {_LIMITS}"),
     Key("node", "durability", Choice(Durability), Durability.OS,

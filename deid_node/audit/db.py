@@ -157,6 +157,7 @@ def _forward_jobs(
             "pseudo_sop_uid": sop_uid,
             "keep_output": int(forwarding.keep_output),
             "node": values.get("node"),
+            "shared": int(forwarding.shared),
         }
         for destination in destinations
     ]

@@ -242,10 +242,12 @@ def _add_receipts_and_origin_v8(conn: Connection) -> None:
 
 
 def _add_node_columns_v9(conn: Connection) -> None:
-    """Version 9: objects and forward jobs name the node that wrote them (frozen)."""
+    """Version 9: objects and forward jobs name the node that wrote them; a job says whether
+    other nodes can read its file (frozen)."""
     conn.exec_driver_sql("ALTER TABLE objects ADD COLUMN node VARCHAR(64)")
     conn.exec_driver_sql("CREATE INDEX ix_objects_node ON objects (node)")
     conn.exec_driver_sql("ALTER TABLE forwards ADD COLUMN node VARCHAR(64)")
+    conn.exec_driver_sql("ALTER TABLE forwards ADD COLUMN shared INTEGER DEFAULT 0 NOT NULL")
 
 
 MIGRATIONS: Final[tuple[Migration, ...]] = (

@@ -100,10 +100,12 @@ class LinkageRecord:
 
 @dataclass(frozen=True)
 class Forwarding:
-    """Where a stored object goes: its profile's destinations and keep_output."""
+    """Where a stored object goes: its profile's destinations and keep_output, and whether
+    any node's forwarder may send it."""
 
     destinations: tuple[str, ...]
     keep_output: bool = True
+    shared: bool = False  # the file is on output every node reads ([node] output_shared)
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,8 @@ class ForwardRow(Base):
     # Added in version 9: the node that wrote output_path. With per-node output only that
     # node's forwarder takes the job; with shared output any node's does.
     node: Mapped[str | None] = mapped_column(String(64))
+    # Version 9: 1 when that node's output is shared storage (`[node] output_shared`).
+    shared: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class UserRow(Base):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from multiprocessing.synchronize import Event
 
 from deid_node.audit.db import open_audit
@@ -25,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def node_owner(cfg: Config) -> str:
     """How this node names itself in the claims it makes: the same across restarts."""
-    return f"{socket.gethostname()}:{cfg.node.data_dir.resolve()}"[:255]
+    return f"{cfg.node.name}:{cfg.node.data_dir.resolve()}"[:255]
 
 
 def run(cfg: Config, parent_pid: int, wake: Event, stop: Event, level: int) -> None:

@@ -150,11 +150,14 @@ def linkage_for(name: str, record_linkage: bool, outcome: Outcome) -> LinkageRec
     )
 
 
-def forwarding_for(profile: ProfileConfig | None, outcome: Outcome) -> Forwarding | None:
-    """Where a written outcome goes: its profile's destinations, if it forwards."""
+def forwarding_for(
+    profile: ProfileConfig | None, outcome: Outcome, *, shared: bool = False
+) -> Forwarding | None:
+    """Where a written outcome goes: its profile's destinations, if it forwards; `shared`:
+    its output is on storage every node reads ([node] output_shared)."""
     if profile is None or not profile.forward_to or outcome.output_path is None:
         return None
-    return Forwarding(profile.forward_to, profile.keep_output)
+    return Forwarding(profile.forward_to, profile.keep_output, shared)
 
 
 def manifest_row(outcome: Outcome, output_root: Path) -> dict[str, str]:

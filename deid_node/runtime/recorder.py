@@ -56,6 +56,7 @@ class Recorder:
     ) -> None:
         """Record through `writer`, as node `node_id` ([node] name)."""
         self._profiles = cfg.profiles
+        self._shared = cfg.node.output_shared
         self._writer = writer
         self._spool = spool
         self._node_id = node_id
@@ -86,7 +87,7 @@ class Recorder:
         linkage = linkage_for(
             receipt.profile, profile is not None and profile.record_linkage, outcome
         )
-        forwarding = forwarding_for(profile, outcome)
+        forwarding = forwarding_for(profile, outcome, shared=self._shared)
         status, reason = record.status, record.reason
         if status is Status.QUARANTINED:
             log.warning("spool object %s quarantined: %s", item.stem, reason)
