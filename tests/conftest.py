@@ -29,7 +29,7 @@ from deid_node.net.pynetdicom_compat import only_senders_take_responses
 from deid_node.pixels.detect import DetectorUnavailable, TextDetector
 from deid_node.pixels.ocr import OcrUnavailable, TextFinder
 from deid_node.runtime.node import Node
-from tests.postgres import PostgresServer, server_bin
+from deid_node.testing.postgres import PostgresServer, server_bin
 
 NODE_AE = "DEID_NODE"
 VERIFICATION = "1.2.840.10008.1.1"

@@ -1,5 +1,6 @@
-"""PostgreSQL as the audit database: a real server (Debian's, tests/postgres.py), a real node,
-dcmtk as the sender; migrations racing at start; a server restart under load."""
+"""PostgreSQL as the audit database: a real server (Debian's, started by
+deid_node/testing/postgres.py), a real node, dcmtk as the sender; migrations racing at
+start; a server restart under load."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from deid_node.audit.sql_engine import create_audit_engine, is_transient
 from deid_node.config import Config
 from deid_node.errors import AuditUnavailable
 from deid_node.runtime.node import Node
+from deid_node.testing.postgres import PostgresServer
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 from tests.conftest import (
     NODE_AE,
@@ -33,7 +35,6 @@ from tests.conftest import (
     node_table,
     wait_for,
 )
-from tests.postgres import PostgresServer
 
 SOURCES = """
 [[sources]]

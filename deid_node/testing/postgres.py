@@ -1,8 +1,8 @@
-"""A real PostgreSQL server for tests: Debian's, run as the `postgres` user in a temporary
-folder, on 127.0.0.1 and a free port, its unix socket in that folder.
+"""A throwaway PostgreSQL server for tests and benches: Debian's, run as the `postgres`
+user in a temporary folder, on 127.0.0.1 and a given port, its unix socket in that folder.
 
 `scripts/test` installs Debian's `postgresql` when missing; without its binaries the tests
-that need the server are skipped.
+that need the server are skipped (:func:`server_bin` is None).
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ def server_bin() -> Path | None:
 class PostgresServer:
     """initdb, start, restart and stop one PostgreSQL cluster; create databases in it."""
 
-    def __init__(self, bin_dir: Path, port: int) -> None:
-        """A cluster in a new temporary folder, owned by `postgres` when run as root."""
+    def __init__(self, bin_dir: Path, port: int, *, fsync: bool = False) -> None:
+        """A cluster in a new temporary folder, owned by `postgres` when run as root;
+        without `fsync` (tests) commits are not pushed to disk."""
         self.bin = bin_dir
         self.port = port
+        self.fsync = fsync
         self.folder = Path(tempfile.mkdtemp(prefix="deid-pg-"))
         self.data = self.folder / "data"
         self.log = self.folder / "server.log"
@@ -77,10 +79,9 @@ class PostgresServer:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
-        options = (
-            f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off "
-            "-c full_page_writes=off -c max_connections=200"
-        )
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c max_connections=200"
+        if not self.fsync:
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(
             [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log)]
             + ["-o", options, "-w", "-t", "60", "start"]
