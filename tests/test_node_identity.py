@@ -41,9 +41,16 @@ def named(name: str) -> str:
     return node_table().replace("[node]\n", f'[node]\nname = "{name}"\n') + SOURCES
 
 
-def test_the_name_defaults_to_the_host_name(write_config: Callable[[str], Config]) -> None:
+def test_the_name_defaults_to_the_host_name(
+    write_config: Callable[[str], Config], tmp_path: Path
+) -> None:
     assert write_config(node_table()).node.name == socket.gethostname()[:64]
     assert write_config(named("gw-1")).node.name == "gw-1"
+    checked = runner.invoke(app, ["check-config", "--config", str(tmp_path / "deid-node.toml")])
+    assert checked.exit_code == 0 and "node gw-1, AE title DEID_NODE" in checked.stdout
+    (tmp_path / "deid-node.toml").write_text(named(" "), encoding="utf-8")
+    refused = runner.invoke(app, ["check-config", "--config", str(tmp_path / "deid-node.toml")])
+    assert refused.exit_code == 1 and "node.name: expected a name for this node" in refused.stderr
 
 
 def test_a_renamed_data_dir_still_knows_the_name_it_ran_as(tmp_path: Path) -> None:
