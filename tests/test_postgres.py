@@ -33,6 +33,7 @@ from tests.conftest import (
     audit_objects,
     files_under,
     node_table,
+    store,
     wait_for,
 )
 
@@ -222,3 +223,37 @@ def test_a_postgres_restart_under_load_loses_nothing(
         60,
         "the association's end recorded after the restart",
     )
+
+
+def test_a_node_starting_while_the_server_is_down_waits_for_it(
+    postgres_server: PostgresServer,
+    write_config: Callable[[str], Config],
+) -> None:
+    cfg = write_config(pg_config(postgres_server.create_database()))
+    node = Node(cfg, port=0)
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            node.start()
+        except BaseException as exc:
+            failed.append(exc)
+
+    postgres_server.stop()
+    starter = threading.Thread(target=start)
+    try:
+        starter.start()
+        starter.join(1.5)
+        assert starter.is_alive() and not failed  # still waiting: not failed, not serving
+    finally:
+        postgres_server.start()
+    starter.join(120)
+    assert failed == []
+    try:
+        patient = SyntheticPatient.make(PhiTokens(), seed=13)
+        slices = ct_series(2, patient=patient, rows=8, cols=8)
+        assert store(node.address, slices, "CT_SCANNER") == [0, 0]
+        assert node.wait_idle(60)
+        assert [r["status"] for r in audit_objects(cfg)] == ["stored", "stored"]
+    finally:
+        node.stop(timeout=30)

@@ -8,6 +8,9 @@ identifiers are stored only in the ``linkage`` table, for profiles with ``record
 
 from __future__ import annotations
 
+import itertools
+import logging
+import time
 from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -46,7 +49,7 @@ from deid_node.audit.sql_engine import (
     transaction,
     translate_errors,
 )
-from deid_node.errors import AuditError
+from deid_node.errors import AuditError, AuditUnavailable
 from deid_node.object_status import Origin, Status
 
 if TYPE_CHECKING:
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
     from deid_node.audit.users import Users
 
 __all__ = ["AuditDB", "open_audit"]
+
+log = logging.getLogger(__name__)
 
 STREAM_BATCH: Final = 1000
 
@@ -725,12 +730,27 @@ class AuditDB:
             return [_row_dict(row._mapping) for row in conn.execute(stmt)]
 
 
-def open_audit(url: str, connections: int = DEFAULT_CONNECTIONS) -> AuditDB:
+def open_audit(url: str, connections: int = DEFAULT_CONNECTIONS, wait: float = 0.0) -> AuditDB:
     """Open the audit database at an SQLAlchemy URL, creating or upgrading its schema;
-    `connections`: the pool of a server database (the threads that use it at once)."""
+    `connections`: the pool of a server database (the threads that use it at once).
+
+    `wait`: for so many seconds, a database that cannot be reached yet (a server starting
+    or restarting) is tried again rather than reported (a node's start).
+    """
     engine = create_audit_engine(url, connections)
+    deadline = time.monotonic() + wait
+    pauses = itertools.chain((0.5, 1.0, 2.0), itertools.repeat(5.0))
     try:
-        migrate(engine)
+        while True:
+            try:
+                migrate(engine)
+                break
+            except AuditUnavailable as exc:
+                pause = min(next(pauses), deadline - time.monotonic())
+                if pause <= 0:
+                    raise
+                log.warning("%s; trying again in %.1f s", exc, pause)
+                time.sleep(pause)
     except BaseException:
         engine.dispose()
         raise

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from types import FrameType, TracebackType
+from typing import Final
 
 from deid_node.audit.db import AuditDB, open_audit
 from deid_node.audit.writer import AuditWriter
@@ -35,6 +36,9 @@ from deid_node.runtime.recorder import Recorder, close_interrupted, node_identit
 from deid_node.runtime.scheduler import WorkScheduler
 
 log = logging.getLogger(__name__)
+
+
+DATABASE_WAIT_SECONDS: Final = 120.0
 
 
 class Node:
@@ -105,7 +109,8 @@ class Node:
         names = node_identity(node.data_dir, node.name)
         # The writer thread, start-up's recovery and status reads; forwarding and the
         # console are processes with pools of their own.
-        self._db = open_audit(self.cfg.database_url, connections=2)
+        # A database server that is (re)starting too is waited for, a while.
+        self._db = open_audit(self.cfg.database_url, connections=2, wait=DATABASE_WAIT_SECONDS)
         self._started = True
         try:
             self._writer = AuditWriter(self._db, self.scheduler.notify)
