@@ -202,11 +202,13 @@ class MetricsConfig:
 class NodeConfig:
     """The [node] table."""
 
+    name: str = default("node", "name")
     ae_title: str = default("node", "ae_title")
     host: str = default("node", "host")
     port: int = default("node", "port")
     data_dir: Path = default("node", "data_dir")
     output_dir: Path | None = default("node", "output_dir")
+    output_shared: bool = default("node", "output_shared")
     max_associations: int = default("node", "max_associations")
     durability: Durability = default("node", "durability")
     workers: int = default("node", "workers")  # 0 = CPU count
@@ -455,6 +457,8 @@ def _may_share(a: str, b: str) -> bool:
 def _node(top: TableReader) -> NodeConfig:
     n = top.sub("node", "node")
     node = NodeConfig(**read_table(n, "node"))
+    if not node.name.strip():
+        raise n.error("name", "expected a name for this node, e.g. its host name")
     if "tls" in n.table:
         t = n.sub("tls", "node.tls")
         tls = TlsConfig(**read_table(t, "node.tls"))

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from socket import gethostname
 from typing import Any
 
 from deid_node.config_kinds import (
@@ -93,17 +94,25 @@ _LIMITS = "[Limits and hostile senders](#limits-and-hostile-senders)"
 # fmt: off
 KEYS: tuple[Key, ...] = (
     # [node]
+    Key("node", "name", Text(64), gethostname()[:64],
+        "this node's name on every association, object and forward row, so that several "
+        "nodes can share one database; `audit --node` and the console filter by it",
+        shown="the host name"),
     Key("node", "ae_title", AeTitle(), "DEID_NODE",
         "our AE title; associations calling another title are rejected"),
     Key("node", "host", BindAddress(), "127.0.0.1", "address to listen on"),
     Key("node", "port", Integer(0, 65535), 11112, "port to listen on"),
     Key("node", "data_dir", FilePath(optional=False), Path("var"),
         "holds `spool/`, `quarantine/` (both 0700, PHI), `output/`, `audit.db`, `secret.key`, "
-        "`node.id` (this node's name on its association rows, made at first start), the "
+        "`node.id` (the name this data_dir last ran as), the "
         "console's `web-session.key` and `jobs/`"),
     Key("node", "output_dir", FilePath(), None,
         "de-identified output root (same filesystem as `data_dir` is fastest)",
         shown="`<data_dir>/output`"),
+    Key("node", "output_shared", Flag(), False,
+        "`true`: `output_dir` is storage every node reads at the same path, so any node's "
+        "forwarder may send what this node wrote; `false`: only this node forwards its own "
+        "output, see [Forwarding](#forwarding)"),
     Key("node", "max_associations", Integer(1, 1000), 16,
         f"concurrent associations, for the node as a whole; one more is rejected, see {_LIMITS}"),
     Key("node", "durability", Choice(Durability), Durability.OS,

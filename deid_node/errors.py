@@ -27,6 +27,11 @@ class AuditError(DeidNodeError):
     """The audit database cannot be opened, migrated or queried."""
 
 
+class AuditUnavailable(AuditError):
+    """The audit database is unreachable for now (refused or cut connection, a server
+    restart, a serialization failure): the same write is expected to succeed later."""
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a log: our errors' own message, else the type (and OS reason) only.
 

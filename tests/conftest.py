@@ -16,8 +16,31 @@ from deid_node.config import Config, load_config
 from deid_node.pixels.detect import DetectorUnavailable, TextDetector
 from deid_node.pixels.ocr import OcrUnavailable, TextFinder
 from deid_node.runtime.node import Node
+from deid_node.testing.loopback import free_port
+from deid_node.testing.postgres import PostgresServer, server_bin
 from tests.support.dcmtk import dcmtk_missing
 from tests.support.pki import OPENSSL, Pki, make_pki
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (skipped only without Debian's binaries)."""
+    bin_dir = server_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries missing: apt-get install postgresql")
+    server = PostgresServer(bin_dir, free_port())
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database()
 
 
 @pytest.fixture

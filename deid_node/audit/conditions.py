@@ -29,4 +29,6 @@ def object_conditions(filters: Filters) -> list[ColumnElement[bool]]:
         conditions.append(o.status == filters.status)
     if filters.study is not None:
         conditions.append(o.pseudo_study_uid == filters.study)
+    if filters.node is not None:
+        conditions.append(o.node == filters.node)
     return conditions

@@ -8,6 +8,9 @@ identifiers are stored only in the ``linkage`` table, for profiles with ``record
 
 from __future__ import annotations
 
+import itertools
+import logging
+import time
 from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -40,8 +43,13 @@ from deid_node.audit.schema import (
     OBJECTS,
     TIME_COLUMNS,
 )
-from deid_node.audit.sql_engine import create_audit_engine, transaction, translate_errors
-from deid_node.errors import AuditError
+from deid_node.audit.sql_engine import (
+    DEFAULT_CONNECTIONS,
+    create_audit_engine,
+    transaction,
+    translate_errors,
+)
+from deid_node.errors import AuditError, AuditUnavailable
 from deid_node.object_status import Origin, Status
 
 if TYPE_CHECKING:
@@ -49,6 +57,8 @@ if TYPE_CHECKING:
     from deid_node.audit.users import Users
 
 __all__ = ["AuditDB", "open_audit"]
+
+log = logging.getLogger(__name__)
 
 STREAM_BATCH: Final = 1000
 
@@ -80,6 +90,16 @@ def _with_output() -> list[ColumnElement[bool]]:
         o.output_path.is_not(None),
         o.pseudo_sop_uid.is_not(None),
     ]
+
+
+def _nodes(first: str | None, last: str | None, count: int) -> str:
+    """The nodes a study came through, as a summary shows them: "gw-1", "gw-1,gw-2", or
+    "gw-1,...,gw-9 (4)" for more than two."""
+    if first is None or last is None:
+        return ""
+    if first == last:
+        return first
+    return f"{first},{last}" if count <= 2 else f"{first},...,{last} ({count})"
 
 
 def _row_dict(mapping: RowMapping) -> dict[str, object]:
@@ -141,6 +161,8 @@ def _forward_jobs(
             "pseudo_study_uid": values.get("pseudo_study_uid"),
             "pseudo_sop_uid": sop_uid,
             "keep_output": int(forwarding.keep_output),
+            "node": values.get("node"),
+            "shared": int(forwarding.shared),
         }
         for destination in destinations
     ]
@@ -191,6 +213,14 @@ def _settle_redone(
             values[i]["status"] = Status.STORED.value
             stored.add(outputs[i])
     return known
+
+
+def _insert_association(conn: Connection, values: dict[str, object]) -> None:
+    """Insert an association row unless it is there: a retry after a cut connection may
+    follow a commit that went through."""
+    a = ASSOCIATIONS.c
+    if conn.execute(select(a.id).where(a.id == values["id"])).first() is None:
+        conn.execute(insert(ASSOCIATIONS).values(values))
 
 
 class AuditDB:
@@ -308,7 +338,7 @@ class AuditDB:
             translate_errors("record an association"),
             transaction(self._engine, write=True) as conn,
         ):
-            conn.execute(insert(ASSOCIATIONS).values(values))
+            _insert_association(conn, values)
 
     def record_association_end(
         self,
@@ -367,11 +397,11 @@ class AuditDB:
             translate_errors("record a rejected association"),
             transaction(self._engine, write=True) as conn,
         ):
-            conn.execute(insert(ASSOCIATIONS).values(values))
+            _insert_association(conn, values)
 
     def close_interrupted(self, node: str, ids: Collection[str] | None = None) -> int:
         """Close associations a crash left open, as ``interrupted``: those of `node` (and
-        of a node from before schema version 7, which named none), or only `ids`.
+        of a node from before schema version 8, which named none), or only `ids`.
 
         For a node's start, once what it acknowledged before is recorded (or, with `ids`,
         once what a dead receiving process acknowledged is): each gets the number of its
@@ -503,7 +533,8 @@ class AuditDB:
     def stored_studies(
         self, profile: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[dict[str, object]]:
-        """Studies with output, newest first: instances (each SOP once), first and last."""
+        """Studies with output, newest first: instances (each SOP once), first and last,
+        and the nodes they came through (one study, whichever nodes received it)."""
         o = OBJECTS.c
         last = func.max(o.received_at)
         stmt = (
@@ -514,6 +545,9 @@ class AuditDB:
                 func.count(func.distinct(o.pseudo_sop_uid)),
                 func.min(o.received_at),
                 last,
+                func.min(o.node),
+                func.max(o.node),
+                func.count(func.distinct(o.node)),
             )
             .where(*_with_output(), *([o.profile == profile] if profile else []))
             .group_by(o.pseudo_study_uid, o.profile)
@@ -526,8 +560,11 @@ class AuditDB:
             rows = conn.execute(stmt).all()
         return [
             {
-                k: _time_from_db(v) if k in ("first", "last") else v
-                for k, v in zip(keys, row, strict=True)
+                **{
+                    k: _time_from_db(v) if k in ("first", "last") else v
+                    for k, v in zip(keys, row[: len(keys)], strict=True)
+                },
+                "node": _nodes(row[-3], row[-2], int(row[-1])),
             }
             for row in rows
         ]
@@ -584,6 +621,8 @@ class AuditDB:
             conditions.append(a.outcome.is_(None))
         elif filters.outcome is not None:
             conditions.append(a.outcome == filters.outcome)
+        if filters.node is not None:
+            conditions.append(a.node == filters.node)
         stmt = (
             select(ASSOCIATIONS)
             .where(*conditions)
@@ -642,6 +681,9 @@ class AuditDB:
                 count(Status.DUPLICATE),
                 count(Status.REJECTED),
                 association,
+                func.min(o.node),
+                func.max(o.node),
+                func.count(func.distinct(o.node)),
             )
             .where(*object_conditions(filters))
             .group_by(o.pseudo_study_uid, o.profile, o.calling_ae, association)
@@ -666,6 +708,7 @@ class AuditDB:
                 duplicate=int(row[9]),
                 rejected=int(row[10]),
                 association_id=row[11],
+                node=_nodes(row[12], row[13], int(row[14])),
             )
             for row in rows
         ]
@@ -687,11 +730,27 @@ class AuditDB:
             return [_row_dict(row._mapping) for row in conn.execute(stmt)]
 
 
-def open_audit(url: str) -> AuditDB:
-    """Open the audit database at an SQLAlchemy URL, creating or upgrading its schema."""
-    engine = create_audit_engine(url)
+def open_audit(url: str, connections: int = DEFAULT_CONNECTIONS, wait: float = 0.0) -> AuditDB:
+    """Open the audit database at an SQLAlchemy URL, creating or upgrading its schema;
+    `connections`: the pool of a server database (the threads that use it at once).
+
+    `wait`: for so many seconds, a database that cannot be reached yet (a server starting
+    or restarting) is tried again rather than reported (a node's start).
+    """
+    engine = create_audit_engine(url, connections)
+    deadline = time.monotonic() + wait
+    pauses = itertools.chain((0.5, 1.0, 2.0), itertools.repeat(5.0))
     try:
-        migrate(engine)
+        while True:
+            try:
+                migrate(engine)
+                break
+            except AuditUnavailable as exc:
+                pause = min(next(pauses), deadline - time.monotonic())
+                if pause <= 0:
+                    raise
+                log.warning("%s; trying again in %.1f s", exc, pause)
+                time.sleep(pause)
     except BaseException:
         engine.dispose()
         raise

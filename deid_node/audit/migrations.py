@@ -6,7 +6,8 @@ existing database of any version upgrades to the current one (:mod:`.schema`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Final, TypeAlias
 
 from sqlalchemy import (
@@ -240,6 +241,15 @@ def _add_receipts_and_origin_v8(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE associations ADD COLUMN node VARCHAR(64)")
 
 
+def _add_node_columns_v9(conn: Connection) -> None:
+    """Version 9: objects and forward jobs name the node that wrote them; a job says whether
+    other nodes can read its file (frozen)."""
+    conn.exec_driver_sql("ALTER TABLE objects ADD COLUMN node VARCHAR(64)")
+    conn.exec_driver_sql("CREATE INDEX ix_objects_node ON objects (node)")
+    conn.exec_driver_sql("ALTER TABLE forwards ADD COLUMN node VARCHAR(64)")
+    conn.exec_driver_sql("ALTER TABLE forwards ADD COLUMN shared INTEGER DEFAULT 0 NOT NULL")
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     (1, _create_v1),
     (2, _add_linkage_columns_v2),
@@ -249,7 +259,30 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     (6, _create_jobs_v6),
     (7, _add_session_nonce_v7),
     (8, _add_receipts_and_origin_v8),
+    (9, _add_node_columns_v9),
 )
+
+
+# pg_advisory_lock's key for migrations: "deid" in ASCII, so other tools' keys rarely collide.
+MIGRATION_LOCK: Final = 0x64656964
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Hold PostgreSQL's advisory lock while migrating: nodes starting together migrate
+    one after the other (the later ones find nothing to do). SQLite needs none: each
+    step's write transaction (BEGIN IMMEDIATE) and the version re-read under it suffice."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        conn.commit()  # a session lock: held across transactions, released below
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+            conn.commit()
 
 
 def _bootstrap_version(engine: Engine) -> None:
@@ -267,6 +300,11 @@ def migrate(engine: Engine, steps: Sequence[Migration] = MIGRATIONS) -> int:
     latest = len(versions)
     with translate_errors("be opened"), engine.connect():
         pass
+    with translate_errors("take the migration lock"), _migration_lock(engine):
+        return _migrate_locked(engine, steps, latest)
+
+
+def _migrate_locked(engine: Engine, steps: Sequence[Migration], latest: int) -> int:
     with translate_errors("create its schema_version table"):
         try:
             _bootstrap_version(engine)

@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from deid_node.audit.conditions import object_conditions
 from deid_node.audit.records import Filters, format_time
@@ -42,6 +53,7 @@ FORWARD_COLUMNS: Final = (
     "sent_at",
     "pseudo_study_uid",
     "pseudo_sop_uid",
+    "node",  # added in schema version 9: the node that wrote the file
 )
 _FORWARD_TIMES: Final = frozenset({"received_at", "created_at", "next_attempt_at", "sent_at"})
 
@@ -90,21 +102,29 @@ def _time(text: str | None) -> datetime | None:
 class Outbox:
     """The outbox tables over an audit engine (see :meth:`AuditDB.outbox`)."""
 
-    def __init__(self, engine: Engine) -> None:
-        """Wrap the audit database's engine (already migrated)."""
+    def __init__(self, engine: Engine, scope: ColumnElement[bool] | None = None) -> None:
+        """Wrap the audit database's engine (already migrated); `scope` limits the jobs
+        claimed and waited for (:meth:`for_node`)."""
         self._engine = engine
+        self._scope = scope if scope is not None else true()
+
+    def for_node(self, node: str, shared: bool) -> Outbox:
+        """The outbox as node `node`'s forwarder sees it: the jobs whose file it wrote (and
+        those of databases older than version 9, which name no node), and with `shared`
+        (its own output is shared storage) every job whose file is on shared storage."""
+        f = FORWARDS.c
+        scope = or_(f.node == node, f.node.is_(None), *([f.shared == 1] if shared else []))
+        return Outbox(self._engine, scope)
 
     def claim(self, destination: str, owner: str, now: datetime, limit: int) -> list[ForwardJob]:
         """Take up to `limit` due jobs of a destination, oldest first, for `owner`."""
+        due = and_(_due(destination, now), self._scope)
         # A look without the write lock first: the audit writer needs that lock far more.
         with translate_errors("read forward jobs"), transaction(self._engine, write=False) as conn:
-            if (
-                conn.execute(select(FORWARDS.c.id).where(_due(destination, now)).limit(1)).first()
-                is None
-            ):
+            if conn.execute(select(FORWARDS.c.id).where(due).limit(1)).first() is None:
                 return []
         with translate_errors("claim forward jobs"), transaction(self._engine, write=True) as conn:
-            return _claim(conn, destination, owner, now, limit)
+            return _claim(conn, due, destination, owner, now, limit)
 
     def finish(
         self,
@@ -123,7 +143,10 @@ class Outbox:
             transaction(self._engine, write=True) as conn,
         ):
             spent = _record(conn, results, now)
-            jobs = _claim(conn, *claim[:2], now, claim[2]) if claim is not None else []
+            jobs = []
+            if claim is not None:
+                due = and_(_due(claim[0], now), self._scope)
+                jobs = _claim(conn, due, claim[0], claim[1], now, claim[2])
         return spent, jobs
 
     def release(self, owner: str, older_than: datetime) -> int:
@@ -142,11 +165,26 @@ class Outbox:
             )
             return int(result.rowcount)
 
+    def release_expired(self, older_than: datetime) -> int:
+        """Put back claims made before `older_than`, by any node (one that died keeps its
+        claims for ever otherwise); return the count."""
+        f = FORWARDS.c
+        with (
+            translate_errors("release forward jobs"),
+            transaction(self._engine, write=True) as conn,
+        ):
+            result = conn.execute(
+                update(FORWARDS)
+                .where(f.state == "in_flight", f.claimed_at < format_time(older_than))
+                .values(state="pending", claimed_by=None, claimed_at=None)
+            )
+            return int(result.rowcount)
+
     def next_due(self, destination: str) -> datetime | None:
         """When the earliest pending job of a destination is due, or None."""
         f = FORWARDS.c
         stmt = select(func.min(f.next_attempt_at)).where(
-            f.destination == destination, f.state == "pending"
+            f.destination == destination, f.state == "pending", self._scope
         )
         with translate_errors("read forward jobs"), transaction(self._engine, write=False) as conn:
             return _time(conn.scalar(stmt))
@@ -229,9 +267,17 @@ def _due(destination: str, now: datetime) -> ColumnElement[bool]:
 
 
 def _claim(
-    conn: Connection, destination: str, owner: str, now: datetime, limit: int
+    conn: Connection,
+    due: ColumnElement[bool],
+    destination: str,
+    owner: str,
+    now: datetime,
+    limit: int,
 ) -> list[ForwardJob]:
     f = FORWARDS.c
+    # PostgreSQL: rows another node's claim holds are skipped, not waited for, so two
+    # forwarders never take the same job; SQLite has one writer at a time (BEGIN
+    # IMMEDIATE) and renders no FOR UPDATE.
     rows = conn.execute(
         select(
             f.id,
@@ -242,17 +288,22 @@ def _claim(
             f.transfer_syntax_uid,
             f.pseudo_study_uid,
         )
-        .where(_due(destination, now))
+        .where(due)
         .order_by(f.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     ).all()
     if not rows:
         return []
-    conn.execute(
-        update(FORWARDS)
-        .where(f.id.in_([row[0] for row in rows]), f.state == "pending")
-        .values(state="in_flight", claimed_by=owner, claimed_at=format_time(now))
+    taken = set(
+        conn.scalars(
+            update(FORWARDS)
+            .where(f.id.in_([row[0] for row in rows]), f.state == "pending")
+            .values(state="in_flight", claimed_by=owner, claimed_at=format_time(now))
+            .returning(f.id)
+        )
     )
+    rows = [row for row in rows if row[0] in taken]  # only what this claim changed
     return [
         ForwardJob(
             id=row[0],
@@ -284,7 +335,9 @@ def _record(conn: Connection, results: Sequence[ForwardResult], now: datetime) -
     for r in results:
         if r.state == "sent" and r.error is None:
             continue
-        values: dict[str, object] = {"attempts": f.attempts + (r.state != "release"), **unclaimed}
+        # An int, not a bool: PostgreSQL has no integer + boolean.
+        tried = int(r.state != "release")
+        values: dict[str, object] = {"attempts": f.attempts + tried, **unclaimed}
         if r.state == "release":
             values.update(state="pending", next_attempt_at=stamp)
         elif r.state == "sent":

@@ -74,6 +74,7 @@ class ObjectRecord:
     pixels: str | None = None  # what was done to burned-in text, counts only
     receipt_id: str | None = None  # the spool entry (stem) a node row records
     origin: Origin = Origin.NODE
+    node: str | None = None  # the node ([node] name) that received and wrote it
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,12 @@ class LinkageRecord:
 
 @dataclass(frozen=True)
 class Forwarding:
-    """Where a stored object goes: its profile's destinations and keep_output."""
+    """Where a stored object goes: its profile's destinations and keep_output, and whether
+    any node's forwarder may send it."""
 
     destinations: tuple[str, ...]
     keep_output: bool = True
+    shared: bool = False  # the file is on output every node reads ([node] output_shared)
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Filters:
     profile: str | None = None
     status: str | None = None
     study: str | None = None
+    node: str | None = None
 
     def __post_init__(self) -> None:
         _check_range(self.since, self.until)
@@ -130,6 +134,7 @@ class AssociationFilters:
     until: datetime | None = None
     calling_ae: str | None = None
     outcome: str | None = None
+    node: str | None = None
 
     def __post_init__(self) -> None:
         _check_range(self.since, self.until)
@@ -174,6 +179,7 @@ class StudySummary:
     duplicate: int
     rejected: int
     association_id: str | None = None
+    node: str = ""  # the node it came through; several: "gw-1,gw-2" (sorted)
 
 
 STUDY_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(StudySummary))
@@ -208,6 +214,7 @@ def parse_filters(
     profile: str | None = None,
     status: str | None = None,
     study: str | None = None,
+    node: str | None = None,
 ) -> Filters:
     """Object filters from the text a command line or a query string gives (empty = none)."""
     return Filters(
@@ -217,6 +224,7 @@ def parse_filters(
         profile=profile or None,
         status=status.strip().lower() if status else None,
         study=study or None,
+        node=node or None,
     )
 
 
@@ -225,6 +233,7 @@ def parse_association_filters(
     until: str | None = None,
     calling_ae: str | None = None,
     outcome: str | None = None,
+    node: str | None = None,
 ) -> AssociationFilters:
     """Association filters from text, as :func:`parse_filters`."""
     return AssociationFilters(
@@ -232,4 +241,5 @@ def parse_association_filters(
         until=parse_time(until) if until else None,
         calling_ae=calling_ae or None,
         outcome=outcome.strip().lower() if outcome else None,
+        node=node or None,
     )

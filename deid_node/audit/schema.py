@@ -83,6 +83,9 @@ class ObjectRow(Base):
     # Version 8: who wrote the row, "node" or "offline" (`deid-node deidentify`): the
     # console shows what the node wrote, never an offline run's output.
     origin: Mapped[str] = mapped_column(String(16), server_default="node")
+    # Added in version 9: the node (`[node] name`) that received and wrote it; several
+    # nodes share one database. Offline rows (origin offline) name none.
+    node: Mapped[str | None] = mapped_column(String(64), index=True)
 
 
 class AssociationRow(Base):
@@ -99,8 +102,8 @@ class AssociationRow(Base):
     objects: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(String)
-    # Added in version 8: the node that served it (its data_dir's node.id), so that a
-    # node's start closes its own associations a crash left open, not another node's.
+    # Added in version 8: the node that served it (`[node] name` since version 9), so that
+    # a node's start closes its own associations a crash left open, not another node's.
     node: Mapped[str | None] = mapped_column(String(64))
 
 
@@ -154,6 +157,11 @@ class ForwardRow(Base):
     pseudo_study_uid: Mapped[str | None] = mapped_column(String(64))
     pseudo_sop_uid: Mapped[str | None] = mapped_column(String(64))
     keep_output: Mapped[int] = mapped_column(Integer)  # 0: delete the file once all are sent
+    # Added in version 9: the node that wrote output_path. With per-node output only that
+    # node's forwarder takes the job; with shared output any node's does.
+    node: Mapped[str | None] = mapped_column(String(64))
+    # Version 9: 1 when that node's output is shared storage (`[node] output_shared`).
+    shared: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class UserRow(Base):

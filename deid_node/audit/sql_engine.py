@@ -16,18 +16,29 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+    StatementError,
+)
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from deid_node.database_url import sqlite_file, sqlite_memory
-from deid_node.errors import AuditError
+from deid_node.errors import AuditError, AuditUnavailable
 
 __all__ = [
+    "DEFAULT_CONNECTIONS",
     "SQLITE_BUSY_TIMEOUT_MS",
     "create_audit_engine",
+    "is_transient",
     "transaction",
     "translate_errors",
 ]
+
+DEFAULT_CONNECTIONS: Final = 4
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 _BEGIN_OPTION: Final = "deid_node_sqlite_begin"
@@ -42,12 +53,39 @@ def _first_line(text: str) -> str:
     return lines[0].strip() if lines else ""
 
 
+# SQLSTATE classes and codes that say "try again": connection exceptions (08), serialization
+# failure and deadlock (40001, 40P01), too many connections (53300), the server shutting
+# down or starting (57P01, 57P02, 57P03).
+_TRANSIENT_STATES: Final = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error should go away by itself: the same call, retried later,
+    is expected to succeed (a lost or refused connection, a server restart, a
+    serialization failure, SQLite's lock held too long)."""
+    if isinstance(exc, DisconnectionError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        state = str(getattr(orig, "sqlstate", "") or "")
+        if state.startswith("08") or state in _TRANSIENT_STATES:
+            return True
+        if isinstance(orig, sqlite3.OperationalError):
+            return "locked" in str(orig) or "busy" in str(orig)
+        # psycopg's own OperationalError without a state: it never reached the server.
+        return type(orig).__name__ == "OperationalError" and not state
+    return False
+
+
 def _db_error(action: str, exc: SQLAlchemyError) -> AuditError:
     # str(exc) of a StatementError carries the SQL and its parameters, which may be PHI
     # (linkage rows): describe only the driver's own first line.
     cause: BaseException = exc.orig if isinstance(exc, StatementError) and exc.orig else exc
     detail = _first_line(str(cause)) or type(cause).__name__
-    return AuditError(
+    kind = AuditUnavailable if is_transient(exc) else AuditError
+    return kind(
         f"audit database could not {action}: {detail}; check that [database] url names "
         "a reachable database this user can write"
     )
@@ -148,8 +186,13 @@ def _prepare_sqlite_file(path: Path) -> None:
     os.chmod(path, 0o600)  # an empty file is a valid empty SQLite database
 
 
-def create_audit_engine(url: str) -> Engine:
-    """Create the engine for an audit database URL (SQLite file tuned for WAL), unmigrated."""
+def create_audit_engine(url: str, connections: int = DEFAULT_CONNECTIONS) -> Engine:
+    """Create the engine for an audit database URL (SQLite file tuned for WAL), unmigrated.
+
+    A server database gets a pool of `connections` (and as many more at peaks), each
+    checked before use, so a connection a server restart cut is replaced, not reported:
+    size the server's max_connections for every process of every node.
+    """
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -159,6 +202,16 @@ def create_audit_engine(url: str) -> Engine:
     if sqlite_memory(url):
         # One shared connection, or every connection would see its own empty database.
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    elif not is_sqlite:
+        options = {
+            "pool_size": connections,
+            "max_overflow": connections,
+            "pool_pre_ping": True,
+            "pool_timeout": 30,
+        }
+        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+            # A node must notice a server that went away, not wait on a dead socket.
+            options["connect_args"] = {"connect_timeout": 10}
     try:
         engine = create_engine(parsed, **options)
     except NoSuchModuleError:
@@ -168,7 +221,7 @@ def create_audit_engine(url: str) -> Engine:
     except ImportError as exc:
         raise AuditError(
             f"the database driver for {parsed.drivername!r} is not installed "
-            f"(missing module {exc.name!r}): install it, e.g. pip install psycopg[binary]"
+            f"(missing module {exc.name!r}): install it, e.g. pip install 'deid-node[postgres]'"
         ) from None
     except (ArgumentError, ValueError, TypeError) as exc:
         raise AuditError(

@@ -8,13 +8,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
 from deid_node.audit.db import AuditDB
 from deid_node.audit.records import Forwarding, LinkageRecord, ObjectRecord
-from deid_node.errors import AuditError, describe_error
+from deid_node.errors import AuditError, AuditUnavailable, describe_error
 
 __all__ = ["WRITER_BATCH", "WRITER_LINGER_SECONDS", "AuditWriter"]
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 WRITER_BATCH: Final = 500
 WRITER_LINGER_SECONDS: Final = 0.02
 _CALL_ATTEMPTS: Final = 4
-_RETRY_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)  # then every 30 s
+_RETRY_SECONDS: Final = (0.5, 1.0, 2.0, 5.0, 10.0)  # then every 10 s
 
 
 @dataclass
@@ -46,7 +46,9 @@ class AuditWriter(threading.Thread):
 
     A failed write is retried (with a growing pause) until it succeeds or the writer is
     abandoned at shutdown: an ``after_commit`` action (removing a spool file) runs only
-    after its row is committed.
+    after its row is committed, so objects wait in spool/ while the database is away.
+    Other writes (association rows) give up after a few failures, but never while the
+    database is only unreachable (:class:`~deid_node.errors.AuditUnavailable`).
     """
 
     def __init__(self, db: AuditDB, on_idle: Callable[[], None]) -> None:
@@ -146,7 +148,15 @@ class AuditWriter(threading.Thread):
             items = [(b.record, b.linkage) for b in batch]
             forwards = [b.forwarding for b in batch]
             redone = [b.redo for b in batch]
-            record = functools.partial(self._db.record_objects, items, forwards, redone=redone)
+            # After a failed attempt the batch may be committed all the same (the connection
+            # was cut after COMMIT was sent): from then on every row with a receipt is
+            # recorded as a redo, which finds it and does not write it twice.
+            again = [
+                flag or b.record.receipt_id is not None
+                for flag, b in zip(redone, batch, strict=True)
+            ]
+            tries = itertools.chain([redone], itertools.repeat(again))
+            record = functools.partial(self._record, items, forwards, tries)
             if not self._retry("record objects", record):
                 return
             for b in batch:
@@ -157,17 +167,30 @@ class AuditWriter(threading.Thread):
                         log.error("after audit commit: %s", describe_error(exc))
             i = j
 
+    def _record(
+        self,
+        items: list[tuple[ObjectRecord, LinkageRecord | None]],
+        forwards: list[Forwarding | None],
+        tries: Iterator[list[bool]],
+    ) -> None:
+        self._db.record_objects(items, forwards, redone=next(tries))
+
     def _retry(self, what: str, fn: Callable[[], object], attempts: int | None = None) -> bool:
-        pauses = itertools.chain(_RETRY_SECONDS, itertools.repeat(30.0))
+        pauses = itertools.chain(_RETRY_SECONDS, itertools.repeat(10.0))
+        failed = 0  # attempts that failed for a reason other than an unreachable database
         for attempt in itertools.count(1):
             try:
                 fn()
                 return True
+            except AuditUnavailable as exc:  # a restart, a cut connection: wait it out
+                problem = str(exc)
             except AuditError as exc:
                 problem = str(exc)
+                failed += 1
             except Exception as exc:
                 problem = f"cannot {what} ({type(exc).__name__})"
-            if attempts is not None and attempt >= attempts:
+                failed += 1
+            if attempts is not None and failed >= attempts:
                 log.error("audit database: %s; gave up after %d attempts", problem, attempt)
                 return False
             log.error("audit database: %s; retrying", problem)

@@ -63,6 +63,11 @@ StudyOption = Annotated[
     typer.Option("--study", help="Pseudonymous StudyInstanceUID.", show_default=False),
 ]
 
+NodeOption = Annotated[
+    str | None,
+    typer.Option("--node", help="The node ([node] name) it came through.", show_default=False),
+]
+
 
 def _filters(
     cfg: Config,
@@ -72,13 +77,14 @@ def _filters(
     profile: str | None,
     status: str | None,
     study: str | None,
+    node: str | None = None,
 ) -> Filters:
     """The audit filters shared by `audit` and `export-csv`, checked against the config."""
     from deid_node.audit.records import parse_filters
 
     if profile is not None:
         cfg.profile(profile)  # ConfigError naming the configured profiles
-    return parse_filters(since, until, calling_ae, profile, status, study)
+    return parse_filters(since, until, calling_ae, profile, status, study, node)
 
 
 JsonOption = Annotated[
@@ -196,6 +202,7 @@ def studies(
     profile: ProfileOption = None,
     status: StatusOption = None,
     study: StudyOption = None,
+    node: NodeOption = None,
     as_json: JsonOption = False,
     limit: LimitOption = None,
 ) -> None:
@@ -207,7 +214,7 @@ def studies(
     Example: deid-node audit studies --since 2026-11-01 --calling-ae CT_SCANNER --limit 5
     """
     cfg = load(config)
-    filters = _filters(cfg, since, until, calling_ae, profile, status, study)
+    filters = _filters(cfg, since, until, calling_ae, profile, status, study, node)
     with open_existing_audit(cfg) as db:
         rows = db.study_summaries(filters, limit)
     if as_json:
@@ -216,7 +223,7 @@ def studies(
     table = Table(title="studies")
     table.add_column("study", overflow="fold")
     table.add_column("patient", overflow="fold")
-    for name in ("calling AE", "profile", "first (UTC)", "last (UTC)"):
+    for name in ("calling AE", "profile", "node", "first (UTC)", "last (UTC)"):
         table.add_column(name)
     for name in ("stored", "quarantined", "duplicate", "rejected"):
         table.add_column(name, justify="right")
@@ -229,6 +236,7 @@ def studies(
             s.pseudo_patient_id or "-",
             s.calling_ae,
             s.profile,
+            s.node or "-",
             text_time(s.first_received_at),
             text_time(s.last_received_at),
             str(s.stored),
@@ -249,6 +257,7 @@ def objects(
     profile: ProfileOption = None,
     status: StatusOption = None,
     study: StudyOption = None,
+    node: NodeOption = None,
     as_json: JsonOption = False,
     limit: LimitOption = None,
 ) -> None:
@@ -257,7 +266,7 @@ def objects(
     Example: deid-node audit objects --status quarantined --since 2026-11-01 --limit 20
     """
     cfg = load(config)
-    filters = _filters(cfg, since, until, calling_ae, profile, status, study)
+    filters = _filters(cfg, since, until, calling_ae, profile, status, study, node)
     with (
         open_existing_audit(cfg) as db,
         closed_after(db.iter_objects(filters, limit, newest_first=True)) as rows,
@@ -265,7 +274,9 @@ def objects(
         if as_json:
             write_json_array(rows)
             return
-        table = Table("id", "received (UTC)", "calling AE", "profile", "status", title="objects")
+        table = Table(
+            "id", "received (UTC)", "calling AE", "profile", "node", "status", title="objects"
+        )
         table.add_column("study", overflow="fold")
         table.add_column("SOP instance", overflow="fold")
         table.add_column("reason", overflow="fold")
@@ -275,6 +286,7 @@ def objects(
                 text_time(row["received_at"]),
                 str(row["calling_ae"]),
                 str(row["profile"]),
+                text_time(row["node"]) or "-",
                 str(row["status"]),
                 text_time(row["pseudo_study_uid"]),
                 text_time(row["pseudo_sop_uid"]),
@@ -291,6 +303,7 @@ def associations(
     until: UntilOption = None,
     calling_ae: CallingAeOption = None,
     outcome: OutcomeOption = None,
+    node: NodeOption = None,
     as_json: JsonOption = False,
     limit: LimitOption = None,
 ) -> None:
@@ -301,7 +314,7 @@ def associations(
     Example: deid-node audit associations --outcome rejected --since 2026-11-01
     """
     cfg = load(config)
-    _audit_associations(cfg, since, until, calling_ae, outcome, as_json, limit)
+    _audit_associations(cfg, since, until, calling_ae, outcome, node, as_json, limit)
 
 
 @app.command("forwards")
@@ -314,6 +327,7 @@ def forwards(
     profile: ProfileOption = None,
     status: StatusOption = None,
     study: StudyOption = None,
+    node: NodeOption = None,
     as_json: JsonOption = False,
     limit: LimitOption = None,
 ) -> None:
@@ -325,7 +339,7 @@ def forwards(
     """
     cfg = load(config)
     _audit_forwards(
-        cfg, _filters(cfg, since, until, calling_ae, profile, status, study), as_json, limit
+        cfg, _filters(cfg, since, until, calling_ae, profile, status, study, node), as_json, limit
     )
 
 
@@ -363,13 +377,14 @@ def _audit_associations(
     until: str | None,
     calling_ae: str | None,
     outcome: str | None,
+    node: str | None,
     as_json: bool,
     limit: int | None,
 ) -> None:
     """`audit --associations`: every association, accepted or rejected, newest first."""
     from deid_node.audit.records import parse_association_filters
 
-    filters = parse_association_filters(since, until, calling_ae, outcome)
+    filters = parse_association_filters(since, until, calling_ae, outcome, node)
     with (
         open_existing_audit(cfg) as db,
         closed_after(db.iter_associations(filters, limit)) as rows,
@@ -384,6 +399,7 @@ def _audit_associations(
             "peer",
             "calling AE",
             "called AE",
+            "node",
             title="associations",
         )
         table.add_column("objects", justify="right")
@@ -397,6 +413,7 @@ def _audit_associations(
                 str(row["peer_address"]),
                 str(row["calling_ae"]),
                 str(row["called_ae"]),
+                text_time(row["node"]) or "-",
                 str(row["objects"]),
                 text_time(row["outcome"]) or "open",
                 text_time(row["reason"]),
@@ -417,6 +434,7 @@ def export_csv(
     profile: ProfileOption = None,
     status: StatusOption = None,
     study: StudyOption = None,
+    node: NodeOption = None,
     linkage: Annotated[
         bool,
         typer.Option("--linkage", help="Export the linkage table (original identifiers: PHI)."),
@@ -443,7 +461,7 @@ def export_csv(
     if linkage and forwards:
         fail("choose one of --linkage and --forwards")
     cfg = load(config)
-    filters = _filters(cfg, since, until, calling_ae, profile, status, study)
+    filters = _filters(cfg, since, until, calling_ae, profile, status, study, node)
     columns = LINKAGE_COLUMNS if linkage else FORWARD_COLUMNS if forwards else OBJECT_COLUMNS
     line_end = "\n" if lf else "\r\n"
     with open_existing_audit(cfg) as db:

@@ -23,7 +23,7 @@ def check_config(config: ConfigOption = None) -> None:
     check_writable(node.data_dir, "node.data_dir")
     check_writable(node.output, "node.output_dir")
     out.print(
-        f"OK: {cfg.path}: AE title {node.ae_title} on {node.host}:{node.port}, "
+        f"OK: {cfg.path}: node {node.name}, AE title {node.ae_title} on {node.host}:{node.port}, "
         f"{len(cfg.sources)} source(s), {len(cfg.profiles)} profile(s), "
         f"unknown sources: {cfg.unknown_action}",
         markup=False,

@@ -24,13 +24,13 @@ from deid_node.config import Config, DestinationConfig
 from deid_node.errors import describe_error
 from deid_node.forward.sender import Sender
 
-__all__ = ["BATCH", "Forwarder"]
+__all__ = ["BATCH", "LEASE_SECONDS", "Forwarder"]
 
 log = logging.getLogger(__name__)
 
 BATCH: Final = 32  # jobs per claim: one log line, one transaction of results
 _POLL_SECONDS: Final = 1.0  # without a wake-up, look for due jobs this often
-_LEASE_SECONDS: Final = 600.0  # a claim this old, by anyone, was abandoned
+LEASE_SECONDS: Final = 600.0  # a claim this old, by anyone, was abandoned
 _DB_PAUSES: Final = (0.5, 1.0, 2.0, 5.0, 10.0)
 T = TypeVar("T")
 
@@ -38,12 +38,20 @@ T = TypeVar("T")
 class Forwarder:
     """Every destination's sending threads, over one audit database."""
 
-    def __init__(self, cfg: Config, db: AuditDB, owner: str) -> None:
+    def __init__(
+        self, cfg: Config, db: AuditDB, owner: str, lease_seconds: float = LEASE_SECONDS
+    ) -> None:
         """Prepare threads for every destination a profile forwards to; `owner` names us
-        in the claims we make (the same across restarts of one node)."""
+        in the claims we make (the same across restarts of one node). A claim older than
+        `lease_seconds`, of any node, was abandoned: it goes back to the queue."""
         self.cfg = cfg
-        self._outbox: Outbox = db.outbox
+        # The jobs whose file this node can read: its own, and with shared output every
+        # node's that shares it too.
+        self._outbox: Outbox = db.outbox.for_node(cfg.node.name, cfg.node.output_shared)
         self._owner = owner
+        self._lease = lease_seconds
+        self._lease_lock = threading.Lock()
+        self._lease_checked = time.monotonic()
         self._stop = threading.Event()
         self._wakes: list[threading.Event] = []
         self._threads: list[threading.Thread] = []
@@ -52,7 +60,7 @@ class Forwarder:
 
     def start(self) -> None:
         """Put back what this node claimed before it stopped, then start every thread."""
-        cutoff = now() - timedelta(seconds=_LEASE_SECONDS)
+        cutoff = now() - timedelta(seconds=self._lease)
         released = self._db_call(
             "release forward jobs", lambda: self._outbox.release(self._owner, cutoff)
         )
@@ -99,6 +107,7 @@ class Forwarder:
                     )
                 if not jobs:
                     jobs = None
+                    self._release_expired()
                     sender.release_if_idle()
                     wake.wait(self._idle_wait(dest, sender))
                     wake.clear()
@@ -122,6 +131,20 @@ class Forwarder:
         finally:
             with contextlib.suppress(Exception):
                 sender.release()
+
+    def _release_expired(self) -> None:
+        """Now and then (a quarter lease apart), put back claims older than the lease: a
+        node that died mid-batch must not hold its jobs until it comes back."""
+        with self._lease_lock:
+            if time.monotonic() - self._lease_checked < self._lease / 4:
+                return
+            self._lease_checked = time.monotonic()
+        cutoff = now() - timedelta(seconds=self._lease)
+        released = self._db_call(
+            "release forward jobs", lambda: self._outbox.release_expired(cutoff)
+        )
+        if released:
+            log.warning("forward: %d job(s) claimed more than a lease ago put back", released)
 
     def _idle_wait(self, dest: DestinationConfig, sender: Sender) -> float:
         wait = _POLL_SECONDS

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from multiprocessing.synchronize import Event
 
 from deid_node.audit.db import open_audit
@@ -25,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def node_owner(cfg: Config) -> str:
     """How this node names itself in the claims it makes: the same across restarts."""
-    return f"{socket.gethostname()}:{cfg.node.data_dir.resolve()}"[:255]
+    return f"{cfg.node.name}:{cfg.node.data_dir.resolve()}"[:255]
 
 
 def run(cfg: Config, parent_pid: int, wake: Event, stop: Event, level: int) -> None:
@@ -35,7 +34,8 @@ def run(cfg: Config, parent_pid: int, wake: Event, stop: Event, level: int) -> N
     # pynetdicom logs every refused connection at ERROR; the batch line says it once.
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     try:
-        db = open_audit(cfg.database_url)
+        forwarder_threads = sum(d.max_associations for d in cfg.destinations.values())
+        db = open_audit(cfg.database_url, connections=forwarder_threads + 1)
         forwarder = Forwarder(cfg, db, node_owner(cfg))
         forwarder.start()
     except Exception as exc:

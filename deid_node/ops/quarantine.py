@@ -111,7 +111,7 @@ def retry(
             db.update_object(
                 entry.id,
                 linkage=linkage_for(entry.profile, config.record_linkage, outcome),
-                forwarding=forwarding_for(config, outcome),
+                forwarding=forwarding_for(config, outcome, shared=cfg.node.output_shared),
                 processed_at=moment,
                 **changes,
             )

@@ -64,6 +64,7 @@ def object_record(
     received: Receipt | None = None,
     receipt_id: str | None = None,
     quarantine_path: Path | None = None,
+    node: str | None = None,
 ) -> ObjectRecord:
     """The objects row of `outcome`: received by the node (`received`, its spool receipt,
     and `receipt_id`, the spool stem), else written by an offline run (origin ``offline``,
@@ -94,6 +95,7 @@ def object_record(
         pixels=outcome.pixels,
         receipt_id=receipt_id,
         origin=Origin.NODE if r else Origin.OFFLINE,
+        node=node,
     )
 
 
@@ -102,8 +104,9 @@ def outcome_columns(record: ObjectRecord) -> dict[str, object]:
     return {name: getattr(record, name) for name in OUTCOME_COLUMNS}
 
 
-def refused_record(refused: RefusedObject) -> ObjectRecord:
-    """The objects row of a C-STORE answered with a failure status (nothing was kept)."""
+def refused_record(refused: RefusedObject, node: str | None = None) -> ObjectRecord:
+    """The objects row of a C-STORE answered with a failure status (nothing was kept), by
+    `node`."""
     info = refused.association
     return ObjectRecord(
         received_at=refused.received_at,
@@ -123,6 +126,7 @@ def refused_record(refused: RefusedObject) -> ObjectRecord:
         pseudo_series_uid=None,
         pseudo_sop_uid=None,
         output_path=None,
+        node=node,
     )
 
 
@@ -146,11 +150,14 @@ def linkage_for(name: str, record_linkage: bool, outcome: Outcome) -> LinkageRec
     )
 
 
-def forwarding_for(profile: ProfileConfig | None, outcome: Outcome) -> Forwarding | None:
-    """Where a written outcome goes: its profile's destinations, if it forwards."""
+def forwarding_for(
+    profile: ProfileConfig | None, outcome: Outcome, *, shared: bool = False
+) -> Forwarding | None:
+    """Where a written outcome goes: its profile's destinations, if it forwards; `shared`:
+    its output is on storage every node reads ([node] output_shared)."""
     if profile is None or not profile.forward_to or outcome.output_path is None:
         return None
-    return Forwarding(profile.forward_to, profile.keep_output)
+    return Forwarding(profile.forward_to, profile.keep_output, shared)
 
 
 def manifest_row(outcome: Outcome, output_root: Path) -> dict[str, str]:

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 AUDIT_STALL_SECONDS: Final = 15.0  # audit rows waiting this long with none written: unhealthy
 
 
+DATABASE_WAIT_SECONDS: Final = 120.0
+
+
 class Node:
     """A running deid-node: ``start()``, ``wait_idle()``, ``stop()``; or ``serve_forever()``.
 
@@ -125,8 +128,11 @@ class Node:
             raise StorageError(f"cannot create {node.data_dir}: {exc.strerror}") from None
         self.spool.prepare()
         key = load_secret(node.secret_path)
-        node_id = node_identity(node.data_dir)
-        self._db = open_audit(self.cfg.database_url)
+        names = node_identity(node.data_dir, node.name)
+        # The writer thread, start-up's recovery and status reads; forwarding and the
+        # console are processes with pools of their own.
+        # A database server that is (re)starting too is waited for, a while.
+        self._db = open_audit(self.cfg.database_url, connections=2, wait=DATABASE_WAIT_SECONDS)
         self._started = True
         try:
             if self.cfg.metrics is not None:
@@ -146,7 +152,7 @@ class Node:
                 self.cfg,
                 self._writer,
                 self.spool,
-                node_id,
+                node.name,
                 received=self.scheduler.schedule,
                 released=self.scheduler.release,
                 forwarded=self._forwarding.wake,
@@ -157,7 +163,7 @@ class Node:
                 self._forwarding.start()
             self.scheduler.start(key, recorder)
             self.scheduler.recover(self.spool.recover())
-            close_interrupted(self._db, node_id)
+            close_interrupted(self._db, names)
             self._sock = listen(self.cfg, *self._bind)
             self._receivers = ReceivingProcesses(
                 self.cfg,

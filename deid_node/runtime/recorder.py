@@ -8,7 +8,6 @@ committed; the scheduler then stops counting it as pending.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ from deid_node.runtime.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
-NODE_ID_FILE: Final = "node.id"  # in data_dir: names this node on its association rows
+NODE_ID_FILE: Final = "node.id"  # in data_dir: the name it last ran as
 
 
 class Recorder:
@@ -58,8 +57,9 @@ class Recorder:
         changed: Callable[[], None],
         metrics: NodeMetrics | None = None,
     ) -> None:
-        """Record through `writer`, as node `node_id`; count in `metrics`."""
+        """Record through `writer`, as node `node_id` ([node] name); count in `metrics`."""
         self._profiles = cfg.profiles
+        self._shared = cfg.node.output_shared
         self._writer = writer
         self._spool = spool
         self._node_id = node_id
@@ -86,11 +86,12 @@ class Recorder:
             received=receipt,
             receipt_id=item.stem,
             quarantine_path=quarantine,
+            node=self._node_id,
         )
         linkage = linkage_for(
             receipt.profile, profile is not None and profile.record_linkage, outcome
         )
-        forwarding = forwarding_for(profile, outcome)
+        forwarding = forwarding_for(profile, outcome, shared=self._shared)
         status, reason = record.status, record.reason
         if status is Status.QUARANTINED:
             log.warning("spool object %s quarantined: %s", item.stem, reason)
@@ -181,7 +182,7 @@ class Recorder:
             if metrics is not None:
                 metrics.object_refused(assoc.profile, assoc.calling_ae, refused.status)
 
-        self._writer.put_object(refused_record(refused), after_commit=counted)
+        self._writer.put_object(refused_record(refused, self._node_id), after_commit=counted)
 
     def object_received(self, item: SpoolItem) -> None:
         """Schedule an acknowledged object for de-identification."""
@@ -194,11 +195,11 @@ class Recorder:
         """Nothing to do: the node reads the count from the receiving processes."""
 
 
-def close_interrupted(db: AuditDB, node_id: str) -> None:
-    """At start: close the associations a crash of this node left open; their objects are
-    recorded by then (recovery), so their counts are right."""
+def close_interrupted(db: AuditDB, names: tuple[str, ...]) -> None:
+    """At start: close the associations a crash of this node (under any of its `names`)
+    left open; their objects are recorded by then (recovery), so their counts are right."""
     try:
-        closed = db.close_interrupted(node_id)
+        closed = sum(db.close_interrupted(name) for name in names)
     except AuditError as exc:  # bookkeeping: the node serves on, the next start retries
         log.error("cannot close interrupted associations: %s", exc)
         return
@@ -206,24 +207,24 @@ def close_interrupted(db: AuditDB, node_id: str) -> None:
         log.warning("%d association(s) cut by a crash closed as interrupted", closed)
 
 
-def node_identity(data_dir: Path) -> str:
-    """This node's name on its association rows: data_dir/node.id, made at first start.
+def node_identity(data_dir: Path, name: str) -> tuple[str, ...]:
+    """The names this data_dir's associations may carry: `name` ([node] name), and the one
+    it last ran as (data_dir/node.id, a random one before version 9) if that differs.
 
-    Per data_dir, as spool/ is: nodes sharing one database each close only their own
-    interrupted associations, and a restart (new host name, new container) keeps it.
+    A crash's open associations are closed by the data_dir whose spool held their objects,
+    also after the node was renamed; node.id then takes the new name.
     """
     path = data_dir / NODE_ID_FILE
     try:
-        found = path.read_text(encoding="ascii").strip()
+        found = path.read_text(encoding="ascii").strip()[:64]
     except FileNotFoundError:
         found = ""
     except (OSError, UnicodeDecodeError) as exc:
         raise StorageError(f"cannot read {path}: {describe_error(exc)}") from None
-    if found:
-        return found[:64]
-    made = secrets.token_hex(8)
-    write_atomic(path, [made.encode("ascii") + b"\n"], fsync=True)  # StorageError if not
-    return made
+    if found != name:
+        data = name.encode("utf-8") + b"\n"
+        write_atomic(path, [data], fsync=True)  # StorageError if not
+    return (name, found) if found and found != name else (name,)
 
 
 __all__ = ["NODE_ID_FILE", "Recorder", "close_interrupted", "node_identity"]

@@ -36,13 +36,14 @@ def filter_args(
     calling_ae: str | None = None,
     profile: str | None = None,
     study: str | None = None,
+    node: str | None = None,
 ) -> Filters:
     """The query's filters, as `audit` and `export-csv` take them; 400 if one is wrong
     (an unknown profile too, as on the command line)."""
     try:
         if profile:
             config_of(request).profile(profile)
-        return parse_filters(since, until, calling_ae, profile, status, study)
+        return parse_filters(since, until, calling_ae, profile, status, study, node)
     except (AuditError, ConfigError) as exc:
         raise HTTPException(400, str(exc)) from None
 
@@ -131,6 +132,7 @@ def audit_page(
             "received_at",
             "calling_ae",
             "profile",
+            "node",
             "status",
             "pseudo_study_uid",
             "reason",
@@ -147,12 +149,13 @@ def api_associations(
     until: str | None = None,
     calling_ae: str | None = None,
     outcome: str | None = None,
+    node: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = PAGE,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Associations newest first, rejected ones included: `items` and `next_offset`."""
     try:
-        filters = parse_association_filters(since, until, calling_ae, outcome)
+        filters = parse_association_filters(since, until, calling_ae, outcome, node)
     except AuditError as exc:
         raise HTTPException(400, str(exc)) from None
     rows = list(db_of(request).iter_associations(filters, limit + 1, offset=offset))

@@ -47,6 +47,7 @@ def studies(request: Request, profile: str | None, limit: int, offset: int) -> l
                 "pseudo_study_uid": study["pseudo_study_uid"],
                 "pseudo_patient_id": study["pseudo_patient_id"],
                 "profile": study["profile"],
+                "node": study["node"],
                 "instances": study["instances"],
                 "first": format_time(study["first"]),  # type: ignore[arg-type]
                 "last": format_time(study["last"]),  # type: ignore[arg-type]

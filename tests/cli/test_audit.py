@@ -406,7 +406,7 @@ def test_each_view_and_its_flag_form_print_the_same(
     [
         (["associations", "--status", "stored"],
          "--status does not apply to audit associations "
-         "(use --since, --until, --calling-ae or --outcome)"),
+         "(use --since, --until, --calling-ae, --outcome or --node)"),
         (["objects", "--outcome", "rejected"], "--outcome applies to audit associations only"),
         (["studies", "--forwards"],
          "--forwards is the flag form of 'audit forwards': use it without a subcommand"),

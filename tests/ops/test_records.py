@@ -37,6 +37,7 @@ ORIGIN_COLUMNS = frozenset(
         "peer_address",
         "origin",
         "receipt_id",
+        "node",
     }
 )
 
