@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:  # audit/db.py (SQLAlchemy) is imported by the commands that u
     from deid_node.audit.records import Filters
 from deid_node.cli.shared import (
     ConfigOption,
+    Format,
+    FormatOption,
+    chosen_format,
     closed_after,
     err,
     errors_as_lines,
@@ -28,6 +32,7 @@ from deid_node.cli.shared import (
     open_existing_audit,
     print_table,
     text_time,
+    write_csv_rows,
     write_json_array,
 )
 
@@ -87,8 +92,9 @@ def _filters(
     return parse_filters(since, until, calling_ae, profile, status, study, node)
 
 
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="A JSON array, one object per row, for scripts.")
+JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
+FullOption = Annotated[
+    bool, typer.Option("--full", help="Tables show UIDs whole (else shortened to fit).")
 ]
 LimitOption = Annotated[
     int | None, typer.Option("--limit", min=1, help="At most N rows.", show_default=False)
@@ -104,7 +110,7 @@ OutcomeOption = Annotated[
 
 
 _ALIASES = {"--objects": "objects", "--associations": "associations", "--forwards": "forwards"}
-_NOT_FILTERS = ("--config", "-c", "--json", "--limit", "--help")
+_NOT_FILTERS = ("--config", "-c", "--json", "--format", "-f", "--full", "--limit", "--help")
 
 
 class _AuditGroup(TyperGroup):
@@ -204,6 +210,8 @@ def studies(
     study: StudyOption = None,
     node: NodeOption = None,
     as_json: JsonOption = False,
+    fmt: FormatOption = None,
+    full: FullOption = False,
     limit: LimitOption = None,
 ) -> None:
     """One line per study, newest first: patient, sender, profile, counts per status.
@@ -213,13 +221,15 @@ def studies(
 
     Example: deid-node audit studies --since 2026-11-01 --calling-ae CT_SCANNER --limit 5
     """
+    chosen = chosen_format(fmt, as_json=as_json)
     cfg = load(config)
     filters = _filters(cfg, since, until, calling_ae, profile, status, study, node)
     with open_existing_audit(cfg) as db:
         rows = db.study_summaries(filters, limit)
-    if as_json:
-        write_json_array(dataclasses.asdict(s) for s in rows)
+    if chosen is not Format.TABLE:
+        _write(chosen, (dataclasses.asdict(s) for s in rows))
         return
+    uid = _uid_cell(full)
     table = Table(title="studies")
     table.add_column("study", overflow="fold")
     table.add_column("patient", overflow="fold")
@@ -228,7 +238,7 @@ def studies(
     for name in ("stored", "quarantined", "duplicate", "rejected"):
         table.add_column(name, justify="right")
     for s in rows:
-        study_cell = s.pseudo_study_uid or (
+        study_cell = uid(s.pseudo_study_uid) or (
             f"- (association {s.association_id[:8]})" if s.association_id else "-"
         )
         table.add_row(
@@ -259,20 +269,24 @@ def objects(
     study: StudyOption = None,
     node: NodeOption = None,
     as_json: JsonOption = False,
+    fmt: FormatOption = None,
+    full: FullOption = False,
     limit: LimitOption = None,
 ) -> None:
     """One line per object, newest first, with its status and reason (alias: audit --objects).
 
     Example: deid-node audit objects --status quarantined --since 2026-11-01 --limit 20
     """
+    chosen = chosen_format(fmt, as_json=as_json)
+    uid = _uid_cell(full)
     cfg = load(config)
     filters = _filters(cfg, since, until, calling_ae, profile, status, study, node)
     with (
         open_existing_audit(cfg) as db,
         closed_after(db.iter_objects(filters, limit, newest_first=True)) as rows,
     ):
-        if as_json:
-            write_json_array(rows)
+        if chosen is not Format.TABLE:
+            _write(chosen, rows)
             return
         table = Table(
             "id", "received (UTC)", "calling AE", "profile", "node", "status", title="objects"
@@ -288,8 +302,8 @@ def objects(
                 str(row["profile"]),
                 text_time(row["node"]) or "-",
                 str(row["status"]),
-                text_time(row["pseudo_study_uid"]),
-                text_time(row["pseudo_sop_uid"]),
+                uid(row["pseudo_study_uid"]),
+                uid(row["pseudo_sop_uid"]),
                 text_time(row["reason"]),
             )
     print_table(table)
@@ -305,6 +319,8 @@ def associations(
     outcome: OutcomeOption = None,
     node: NodeOption = None,
     as_json: JsonOption = False,
+    fmt: FormatOption = None,
+    full: FullOption = False,
     limit: LimitOption = None,
 ) -> None:
     """Every association, newest first, rejected ones included, with the reason.
@@ -313,8 +329,9 @@ def associations(
 
     Example: deid-node audit associations --outcome rejected --since 2026-11-01
     """
+    chosen = chosen_format(fmt, as_json=as_json)
     cfg = load(config)
-    _audit_associations(cfg, since, until, calling_ae, outcome, node, as_json, limit)
+    _audit_associations(cfg, since, until, calling_ae, outcome, node, chosen, limit)
 
 
 @app.command("forwards")
@@ -329,6 +346,8 @@ def forwards(
     study: StudyOption = None,
     node: NodeOption = None,
     as_json: JsonOption = False,
+    fmt: FormatOption = None,
+    full: FullOption = False,
     limit: LimitOption = None,
 ) -> None:
     """One line per object and destination: state, attempts, sent at, last error.
@@ -337,21 +356,24 @@ def forwards(
 
     Example: deid-node audit forwards --calling-ae CT_SCANNER --limit 20
     """
+    chosen = chosen_format(fmt, as_json=as_json)
     cfg = load(config)
-    _audit_forwards(
-        cfg, _filters(cfg, since, until, calling_ae, profile, status, study, node), as_json, limit
-    )
+    filters = _filters(cfg, since, until, calling_ae, profile, status, study, node)
+    _audit_forwards(cfg, filters, chosen, limit, full)
 
 
-def _audit_forwards(cfg: Config, filters: Filters, as_json: bool, limit: int | None) -> None:
+def _audit_forwards(
+    cfg: Config, filters: Filters, chosen: Format, limit: int | None, full: bool = False
+) -> None:
     """`audit --forwards`: every forward job of the matching objects, in job order."""
     with (
         open_existing_audit(cfg) as db,
         closed_after(db.outbox.iter_jobs(filters, limit=limit)) as rows,
     ):
-        if as_json:
-            write_json_array(rows)
+        if chosen is not Format.TABLE:
+            _write(chosen, rows)
             return
+        uid = _uid_cell(full)
         table = Table("object", "received (UTC)", "destination", "state", title="forwards")
         table.add_column("attempts", justify="right")
         table.add_column("sent (UTC)")
@@ -365,7 +387,7 @@ def _audit_forwards(cfg: Config, filters: Filters, as_json: bool, limit: int | N
                 str(row["state"]),
                 str(row["attempts"]),
                 text_time(row["sent_at"]),
-                text_time(row["pseudo_sop_uid"]),
+                uid(row["pseudo_sop_uid"]),
                 text_time(row["last_error"]),
             )
     print_table(table)
@@ -378,7 +400,7 @@ def _audit_associations(
     calling_ae: str | None,
     outcome: str | None,
     node: str | None,
-    as_json: bool,
+    chosen: Format,
     limit: int | None,
 ) -> None:
     """`audit --associations`: every association, accepted or rejected, newest first."""
@@ -389,8 +411,8 @@ def _audit_associations(
         open_existing_audit(cfg) as db,
         closed_after(db.iter_associations(filters, limit)) as rows,
     ):
-        if as_json:
-            write_json_array(rows)
+        if chosen is not Format.TABLE:
+            _write(chosen, rows)
             return
         table = Table(
             "association",
@@ -419,6 +441,29 @@ def _audit_associations(
                 text_time(row["reason"]),
             )
     print_table(table)
+
+
+def _write(chosen: Format, rows: Iterable[Mapping[str, object]]) -> None:
+    if chosen is Format.JSON:
+        write_json_array(rows)
+    else:
+        write_csv_rows(rows)
+
+
+UID_HEAD, UID_TAIL = 10, 8  # a shortened UID: enough to tell two apart, and to search by
+
+
+def _uid_cell(full: bool) -> Callable[[object], str]:
+    """How a table shows a UID: whole with --full, else its start and end (a 64-character
+    UID folds over seven lines of a 100-column terminal)."""
+
+    def cell(value: object) -> str:
+        text = text_time(value)
+        if full or len(text) <= UID_HEAD + UID_TAIL + 1:
+            return text
+        return f"{text[:UID_HEAD]}…{text[-UID_TAIL:]}"
+
+    return cell
 
 
 @errors_as_lines

@@ -13,8 +13,11 @@ from typer.testing import CliRunner
 
 from deid_node.cli.app import app
 from deid_node.config import Config
-from tests.support.node import console_user
+from deid_node.runtime.node import Node
+from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
+from tests.support.node import CT_SOURCE, IDLE, console_user, node_table
 from tests.support.paths import REPO
+from tests.support.scu import store
 
 ROOT = REPO
 SHIPPED = str(ROOT / "config" / "deid-node.toml")
@@ -78,3 +81,31 @@ def test_users_quarantine_and_forward_listings(
     assert pacs["destination"] == "pacs" and str(pacs["pending"]) == "0"
     if fmt == "json":  # the older flag is the same output
         assert json.loads(_ok("forward", "status", *config, "--json")) == [pacs]
+
+
+def test_audit_views_in_three_formats_and_uids_that_fit(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(node_table() + CT_SOURCE)
+    node = start_node(cfg)
+    patient = SyntheticPatient.make(PhiTokens(), seed=8)
+    assert (
+        store(node.address, ct_series(3, patient=patient, rows=16, cols=16), "CT_SCANNER")
+        == [0] * 3
+    )
+    assert node.wait_idle(IDLE)
+    config = ["-c", str(cfg.path)]
+    for view in ("studies", "objects", "associations", "forwards"):
+        as_json = json.loads(_ok("audit", view, *config, "-f", "json"))
+        assert as_json == json.loads(_ok("audit", view, *config, "--json")), view
+        as_csv = _csv(_ok("audit", view, *config, "-f", "csv"))
+        assert len(as_csv) == len(as_json), view
+        if as_json:
+            assert list(as_csv[0]) == list(as_json[0]), view  # the same fields, in order
+    [study] = json.loads(_ok("audit", "studies", *config, "-f", "json"))
+    uid = str(study["pseudo_study_uid"])
+    assert len(uid) > 30
+    short = _ok("audit", "studies", *config)
+    assert uid not in short and f"{uid[:10]}…{uid[-8:]}" in short  # fits a terminal
+    assert uid in " ".join(_ok("audit", "studies", *config, "--full").split())
+    assert CliRunner().invoke(app, ["audit", "objects", *config, "--csv"]).exit_code != 0
