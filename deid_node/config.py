@@ -428,6 +428,11 @@ def parse_config(raw: Mapping[str, Any], *, base_dir: Path, source: Path | None 
         m = top.sub("metrics", "metrics")
         metrics = MetricsConfig(**read_table(m, "metrics"))
         check_unknown(m, "metrics")
+        for other, host, table in ((node.port, node.host, "node"), (web.port, web.host, "web")):
+            if metrics.port and metrics.port == other and _may_share(metrics.host, host):
+                raise m.error(
+                    "port", f"{metrics.port} is {table}.port too: metrics need a port of their own"
+                )
 
     u = top.sub("unknown_sources", "unknown_sources")
     unknown_action = read_table(u, "unknown_sources")["action"]

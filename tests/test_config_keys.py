@@ -426,6 +426,14 @@ MESSAGES = [
     ),
     ("web = 5\n", "web: expected a table, got int"),
     (
+        "[node]\nport = 11112\n[metrics]\nport = 11112\n",
+        "metrics.port: 11112 is node.port too: metrics need a port of their own",
+    ),
+    (
+        "[web]\nport = 9000\n[metrics]\nport = 9000\n",
+        "metrics.port: 9000 is web.port too: metrics need a port of their own",
+    ),
+    (
         "[node]\nport = 11112\n[web]\nport = 11112\n",
         "web.port: 11112 is node.port too: the console needs a port of its own",
     ),
