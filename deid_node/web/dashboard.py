@@ -51,6 +51,9 @@ def summary(request: Request) -> dict[str, Any]:
                 "peer": row["peer_address"],
                 "objects": row["objects"],
                 "outcome": row["outcome"] or "open",
+                "node": row.get("node") or "",
+                # Why it was refused or cut (AE titles and addresses, never a value).
+                "reason": row.get("reason") or "",
                 "started_at": format_time(started),
                 "seconds": (ended - started).total_seconds()
                 if isinstance(ended, datetime)

@@ -29,9 +29,9 @@ from deid_node.testing.loopback import deid_node_command, free_port
 from deid_node.testing.synthetic import PhiTokens, SyntheticPatient, ct_series
 from deid_node.web.app import create_app, session_key_path
 from deid_node.web.limiter import LOGIN_FAILURES, LoginLimiter
-from tests.support.node import CT_SOURCE, console_user, node_table
+from tests.support.node import CT_SOURCE, audit_associations, console_user, node_table
 from tests.support.pki import Pki
-from tests.support.scu import store
+from tests.support.scu import echo, store
 from tests.support.waiting import wait_for
 
 runner = CliRunner()
@@ -623,3 +623,19 @@ def test_no_template_holds_inline_script_or_style() -> None:
         assert all(re.search(r"\bsrc=", tag) for tag in re.findall(r"<script\b[^>]*>", text))
         assert not re.search(r"<[^>]*\son[a-z]+\s*=", text, flags=re.I), template.name
         assert not re.search(r"javascript:|<style\b|\sstyle\s*=", text, flags=re.I), template.name
+
+
+def test_the_dashboard_says_why_an_association_was_rejected(
+    write_config: Callable[[str], Config], start_node: Callable[..., Node]
+) -> None:
+    cfg = write_config(CONFIG)
+    node = start_node(cfg)
+    assert echo(node.address, "STRANGER") != 0  # no [[sources]] entry: rejected
+    wait_for(lambda: any(a["outcome"] == "rejected" for a in audit_associations(cfg)), 30, "row")
+    console_user(cfg, "alice", PASSWORD)
+    with TestClient(create_app(cfg), base_url="http://127.0.0.1") as client:
+        assert log_in(client) == 303
+        [rejected] = client.get("/api/dashboard").json()["recent_associations"]
+        assert rejected["outcome"] == "rejected" and "STRANGER" in rejected["reason"]
+        page = client.get("/").text
+        assert "<th>why</th>" in page and "STRANGER" in page
