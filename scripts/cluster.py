@@ -211,11 +211,13 @@ def _node_config(state_dir: Path, index: int, node: NodeState, url: str | None) 
     database = f'\n[database]\nurl = "{url}"\n' if url else ""
     text = f"""# Written by scripts/cluster: node {index} of a trial cluster (all on 127.0.0.1).
 [node]
+name = "node-{index}"         # on every audit row: which node received what
 ae_title = "{AE_TITLE}"
 host = "127.0.0.1"
 port = {node.dicom}
 data_dir = "var"            # its own spool/ and quarantine/: what it acknowledged, it processes
 output_dir = "../output"    # shared by every node (and the console)
+output_shared = true        # so any node's forwarder may send any node's files
 {database}
 [metrics]
 host = "127.0.0.1"

@@ -160,6 +160,7 @@ def _check_stored_once(state: Path, acked: list[str]) -> None:
             rows += list(db.iter_objects(Filters()))
     stored = Counter(str(r["pseudo_sop_uid"]) for r in rows if r["status"] == "stored")
     assert max(stored.values()) == 1  # nothing stored twice
+    assert {r["node"] for r in rows} <= {"node-1", "node-2"}  # each row names its node
     outputs = Counter(p.stem for p in (state / "output").rglob("*.dcm"))
     for uid in acked:
         pseudo = pseudo_uid(key, "research", uid)
