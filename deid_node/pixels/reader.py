@@ -105,8 +105,12 @@ class TextReader:
         )
         texts: list[str] = []
         probs: list[float] = []
-        for start in range(0, max(1, width - OVERLAP), PIECE if width > MAX_WIDTH else width):
-            text, p = self._recognise(scaled[:, start : start + (PIECE + OVERLAP)])
+        # A long line in overlapping pieces (the model's cost grows with width); a line up
+        # to MAX_WIDTH whole.
+        starts = range(0, width - OVERLAP, PIECE) if width > MAX_WIDTH else range(1)
+        span = PIECE + OVERLAP if width > MAX_WIDTH else width
+        for start in starts:
+            text, p = self._recognise(scaled[:, start : start + span])
             texts.append(text)
             probs += p
         confidence = float(np.mean(probs)) if probs else 0.0

@@ -180,3 +180,12 @@ def test_a_faint_name_in_a_capture_is_blanked_as_a_header_match(
     inside = after[top:bottom, left:right]
     assert int(inside.max()) - int(inside.min()) < 6  # contrast inside: under a tenth of 60
     assert pydicom.dcmread(out.output_path).PatientName != ds.PatientName
+
+
+def test_a_long_line_is_read_to_its_end(reader: TextReader) -> None:
+    # Wide enough to be scaled past one piece of the recognizer's input (1024 columns).
+    text = "RADIOLOGY DEPARTMENT WEST WING COOKSON"
+    frame, [drawn] = draw_text(np.zeros((30, 620), np.uint8), [((4, 6), text, 16, 230)])
+    left, top, right, bottom = drawn.box
+    said = reader.read(frame[top - 2 : bottom + 2, left - 2 : right + 2])
+    assert "COOKSON" in said.text.replace(" ", "")
