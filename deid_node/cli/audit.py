@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -32,8 +32,7 @@ from deid_node.cli.shared import (
     open_existing_audit,
     print_table,
     text_time,
-    write_csv_rows,
-    write_json_array,
+    write_rows,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -227,7 +226,7 @@ def studies(
     with open_existing_audit(cfg) as db:
         rows = db.study_summaries(filters, limit)
     if chosen is not Format.TABLE:
-        _write(chosen, (dataclasses.asdict(s) for s in rows))
+        write_rows((dataclasses.asdict(s) for s in rows), chosen)
         return
     uid = _uid_cell(full)
     table = Table(title="studies")
@@ -286,7 +285,7 @@ def objects(
         closed_after(db.iter_objects(filters, limit, newest_first=True)) as rows,
     ):
         if chosen is not Format.TABLE:
-            _write(chosen, rows)
+            write_rows(rows, chosen)
             return
         table = Table(
             "id", "received (UTC)", "calling AE", "profile", "node", "status", title="objects"
@@ -371,7 +370,7 @@ def _audit_forwards(
         closed_after(db.outbox.iter_jobs(filters, limit=limit)) as rows,
     ):
         if chosen is not Format.TABLE:
-            _write(chosen, rows)
+            write_rows(rows, chosen)
             return
         uid = _uid_cell(full)
         table = Table("object", "received (UTC)", "destination", "state", title="forwards")
@@ -412,7 +411,7 @@ def _audit_associations(
         closed_after(db.iter_associations(filters, limit)) as rows,
     ):
         if chosen is not Format.TABLE:
-            _write(chosen, rows)
+            write_rows(rows, chosen)
             return
         table = Table(
             "association",
@@ -441,13 +440,6 @@ def _audit_associations(
                 text_time(row["reason"]),
             )
     print_table(table)
-
-
-def _write(chosen: Format, rows: Iterable[Mapping[str, object]]) -> None:
-    if chosen is Format.JSON:
-        write_json_array(rows)
-    else:
-        write_csv_rows(rows)
 
 
 UID_HEAD, UID_TAIL = 10, 8  # a shortened UID: enough to tell two apart, and to search by

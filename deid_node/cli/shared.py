@@ -196,11 +196,19 @@ def emit(
 ) -> None:
     """A listing in the chosen format; `table` builds the rich table (None: say why
     there is none); `columns`: the CSV header, also when there is no row."""
-    if fmt is Format.JSON:
-        write_json_array(rows)
-    elif fmt is Format.CSV:
-        write_csv_rows(rows, columns)
-    else:
+    if fmt is Format.TABLE:
         built = table()
         if built is not None:
             print_table(built)
+    else:
+        write_rows(rows, fmt, columns)
+
+
+def write_rows(
+    rows: Iterable[Mapping[str, object]], fmt: Format, columns: Sequence[str] = ()
+) -> None:
+    """Rows, streamed, as JSON or CSV (`fmt` is not TABLE)."""
+    if fmt is Format.JSON:
+        write_json_array(rows)
+    else:
+        write_csv_rows(rows, columns)

@@ -18,6 +18,7 @@ from typing import Final
 import numpy as np
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from deid_node.config import ProfileConfig
@@ -198,7 +199,7 @@ def header_identifiers(ds: Dataset) -> list[str]:
 
 
 def _multi(value: object) -> bool:
-    return isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+    return isinstance(value, MultiValue | list | tuple)
 
 
 def _person_names(ds: Dataset, out: list[str], depth: int) -> None:

@@ -165,8 +165,8 @@ def render_png(path: Path, index: int, window: tuple[float, float] | None) -> by
 def _as_written(value: object) -> str:
     """A value as DICOM writes it: several values joined by a backslash
     (ORIGINAL\\PRIMARY\\AXIAL), not as a Python list."""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)  # type: ignore[attr-defined]
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v) for v in value)
     return str(value)
 
 
